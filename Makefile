@@ -1,0 +1,45 @@
+# Two entry points for a fresh Debian machine with only Python and apt:
+#   make demo   - run the main job on the embedded example plan
+#   make test   - run the whole test suite (what .ci/run calls)
+# Both create .venv and install what they need, Debian's prometheus package included.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+EXTRAS ?= test,arima,prophet,plot
+comma  := ,
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: demo test venv prometheus bench clean proto
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip uv
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m uv pip install --quiet --python $(BIN)/python -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(STAMP)
+
+# promtool and prometheus come from Debian's package; install it when missing.
+prometheus:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
+demo: venv prometheus
+	$(BIN)/python -m scaler.demo
+
+test: venv prometheus
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m bench.run_all
+
+proto: venv
+	$(BIN)/python -m scaler.proto.regenerate
+
+clean:
+	rm -rf $(VENV) build dist .pytest_cache

@@ -1,0 +1,55 @@
+"""Pool bounds and the joint GPU budget.
+
+The budget shrinks pools proportionally to what each asked for above its minimum, never
+raises a pool above its request and never goes below a pool's minimum. Dynamo's G2 clamp
+hands decode all leftover GPUs (it can grow decode above its request); we do not.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping, Optional
+
+
+def clamp(value: int, lo: int, hi: int) -> int:
+    return max(lo, min(hi, value))
+
+
+def apply_budget(
+    requested: Mapping[str, int],
+    minimums: Mapping[str, int],
+    gpus_per_replica: Mapping[str, int],
+    max_gpus: Optional[int],
+) -> dict[str, int]:
+    """Fit `requested` replicas (already within each pool's [min, max]) into `max_gpus`.
+
+    Each pool keeps its minimum; the GPUs left over are shared in proportion to each
+    pool's request above its minimum (largest remainder first, whole replicas only).
+    If even the minimums do not fit (the plan validator rejects such plans), the
+    minimums are returned unchanged.
+    """
+    names = list(requested)
+    total = sum(requested[n] * gpus_per_replica[n] for n in names)
+    if max_gpus is None or total <= max_gpus:
+        return dict(requested)
+    floor_gpus = sum(minimums[n] * gpus_per_replica[n] for n in names)
+    available = max_gpus - floor_gpus
+    if available <= 0:
+        return {n: minimums[n] for n in names}
+    excess = {n: (requested[n] - minimums[n]) * gpus_per_replica[n] for n in names}
+    total_excess = sum(excess.values())
+    share = available / total_excess  # < 1 because total > max_gpus
+    result: dict[str, int] = {}
+    remainders: dict[str, float] = {}
+    for n in names:
+        extra = (requested[n] - minimums[n]) * share
+        whole = math.floor(extra + 1e-9)
+        result[n] = minimums[n] + whole
+        remainders[n] = extra - whole
+    left = max_gpus - sum(result[n] * gpus_per_replica[n] for n in names)
+    # Hand out whole replicas by largest remainder while they fit and stay within requests.
+    for n in sorted(names, key=lambda k: (-remainders[k], names.index(k))):
+        if result[n] < requested[n] and gpus_per_replica[n] <= left:
+            result[n] += 1
+            left -= gpus_per_replica[n]
+    return result

@@ -1,0 +1,89 @@
+"""What the planner observes: values built by the edges (Prometheus, simulator), read by the core."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+
+def finite_or_none(value: Optional[float]) -> Optional[float]:
+    """NaN/Inf (Prometheus' 0/0 on an idle window) become None: 'no value', never a number."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+@dataclass(frozen=True)
+class TrafficWindow:
+    """Aggregates over one throughput interval, as the recording rules compute them.
+
+    `requests` is the number of requests that arrived in the window: 0.0 is a real, idle
+    observation; a failed or empty query never becomes a TrafficWindow at all. The means
+    are None when the window had no completed request to average over.
+    """
+
+    window_seconds: float
+    requests: float
+    isl: Optional[float] = None
+    osl: Optional[float] = None
+    ttft_ms: Optional[float] = None
+    itl_ms: Optional[float] = None
+    request_duration_s: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        if not (self.window_seconds > 0):
+            raise ValueError("window_seconds must be positive")
+        if not math.isfinite(self.requests) or self.requests < 0:
+            raise ValueError(f"requests must be a finite number >= 0, got {self.requests}")
+        for name in ("isl", "osl", "ttft_ms", "itl_ms", "request_duration_s"):
+            object.__setattr__(self, name, finite_or_none(getattr(self, name)))
+
+    @property
+    def rate(self) -> float:
+        """Arrivals per second over the window."""
+        return self.requests / self.window_seconds
+
+    @property
+    def idle(self) -> bool:
+        return self.requests == 0
+
+
+@dataclass(frozen=True)
+class WorkerLoad:
+    """One worker's live load, sampled over the load interval (load-based scaling)."""
+
+    worker_id: str
+    pool: str
+    active_prefill_tokens: Optional[float] = None
+    active_decode_blocks: Optional[float] = None
+    last_ttft_ms: Optional[float] = None
+    last_isl: Optional[float] = None
+    last_itl_ms: Optional[float] = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "active_prefill_tokens",
+            "active_decode_blocks",
+            "last_ttft_ms",
+            "last_isl",
+            "last_itl_ms",
+        ):
+            object.__setattr__(self, name, finite_or_none(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one planner tick sees.
+
+    `traffic` drives a throughput tick, `workers` a load tick; either may be absent.
+    `ready_replicas` counts workers per pool that are up (reporting); it feeds Little's law
+    for the decode correction factor and the load path's "previous scale-up not ready" guard.
+    `timestamp` is the caller's clock (seconds), carried into the Decision for logs only.
+    """
+
+    timestamp: float = 0.0
+    traffic: Optional[TrafficWindow] = None
+    workers: tuple[WorkerLoad, ...] = ()
+    ready_replicas: Mapping[str, int] = field(default_factory=dict)

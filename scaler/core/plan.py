@@ -1,0 +1,311 @@
+"""The plan model, `dynplan/v1alpha1`: pydantic models for one Plan document.
+
+Field names in YAML are camelCase (Kubernetes style); Python attributes are snake_case.
+Everything here is pure: parsing a dict, and cross-field checks that return a list of
+errors with their field paths. Reading files lives in `scaler.planfile`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "dynplan/v1alpha1"
+KIND = "Plan"
+POOL_NAMES_BY_MODE: dict[str, tuple[str, ...]] = {
+    "disagg": ("prefill", "decode"),
+    "agg": ("worker",),
+}
+PREDICTOR_TYPES = ("constant", "kalman", "arima", "prophet")
+METRICS_SOURCES = ("dynamo",)
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Model(BaseModel):
+    """Base: frozen values, camelCase aliases, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        strict=False,
+    )
+
+
+class Metadata(_Model):
+    name: str = Field(max_length=40)
+    namespace: str = Field(default="default", max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name", "namespace")
+    @classmethod
+    def _dns_label(cls, v: str) -> str:
+        if not _DNS1123_LABEL.match(v):
+            raise ValueError(
+                "must be a DNS-1123 label: lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
+        return v
+
+
+class Sla(_Model):
+    ttft_ms: PositiveFloat
+    itl_ms: PositiveFloat
+
+
+class Workload(_Model):
+    """Traffic priors, used before any traffic is observed and by `capacity`."""
+
+    isl: PositiveFloat
+    osl: PositiveFloat
+
+
+class ScaleTargetRef(_Model):
+    api_version: str = Field(default="apps/v1", min_length=1)
+    kind: str = Field(default="Deployment", min_length=1)
+    name: str = Field(min_length=1, max_length=253)
+
+
+class Pool(_Model):
+    scale_target_ref: ScaleTargetRef
+    gpus_per_replica: int = Field(default=1, ge=1, le=1024)
+    min_replicas: int = Field(default=1, ge=0, le=10000)
+    max_replicas: int = Field(default=16, ge=1, le=10000)
+
+
+class Pools(_Model):
+    prefill: Optional[Pool] = None
+    decode: Optional[Pool] = None
+    worker: Optional[Pool] = None
+
+
+class Budget(_Model):
+    max_gpus: Optional[int] = Field(default=None, ge=1)
+
+
+class KalmanParams(_Model):
+    q_level: PositiveFloat = 1.0
+    q_trend: PositiveFloat = 0.1
+    r: PositiveFloat = 10.0
+
+
+class ArimaParams(_Model):
+    window: int = Field(default=100, ge=5, le=10000)
+
+
+class ProphetParams(_Model):
+    window: int = Field(default=50, ge=5, le=10000)
+
+
+class Predictor(_Model):
+    type: Literal["constant", "kalman", "arima", "prophet"] = "kalman"
+    log1p: bool = False
+    min_points: int = Field(default=5, ge=1, le=1000)
+    kalman: KalmanParams = KalmanParams()
+    arima: ArimaParams = ArimaParams()
+    prophet: ProphetParams = ProphetParams()
+
+
+class ThroughputScaling(_Model):
+    enabled: bool = True
+    interval_seconds: int = Field(default=180, ge=10, le=86400)
+    predictor: Predictor = Predictor()
+    correction: bool = True
+
+
+class LoadScaling(_Model):
+    enabled: bool = False
+    interval_seconds: int = Field(default=10, ge=1, le=3600)
+    window: int = Field(default=50, ge=2, le=100000)
+    min_observations: int = Field(default=5, ge=2, le=100000)
+    scale_down_sensitivity: float = Field(default=80.0, ge=0, le=100)
+
+
+class Scaling(_Model):
+    throughput: ThroughputScaling = ThroughputScaling()
+    load: LoadScaling = LoadScaling()
+
+
+class BasicAuth(_Model):
+    username: str = Field(min_length=1)
+    password_file: str = Field(min_length=1)
+
+
+class PrometheusAccess(_Model):
+    url: str = Field(min_length=1)
+    timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    retries: int = Field(default=1, ge=0, le=5)
+    bearer_token_file: Optional[str] = None
+    basic_auth: Optional[BasicAuth] = None
+    ca_file: Optional[str] = None
+    insecure_skip_verify: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+
+class Metrics(_Model):
+    source: Literal["dynamo"] = "dynamo"
+    selector: dict[str, str] = Field(default_factory=dict)
+    prometheus: PrometheusAccess = PrometheusAccess(url="http://prometheus-operated.monitoring:9090")
+    use_recording_rules: bool = True
+
+    @field_validator("selector")
+    @classmethod
+    def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _LABEL_NAME.match(key):
+                raise ValueError(f"{key!r} is not a valid Prometheus label name")
+        return v
+
+
+class ScalerEndpoint(_Model):
+    address: str = Field(default="dynplan-scaler.keda:9090", min_length=1)
+    namespace: Optional[str] = Field(default=None, max_length=63)
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", v):
+            raise ValueError("must be host:port")
+        return v
+
+
+class Fallback(_Model):
+    failure_threshold: int = Field(default=3, ge=0, le=1000)
+    behavior: Literal[
+        "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
+    ] = "currentReplicasIfHigher"
+    replicas: Optional[int] = Field(default=None, ge=0)
+
+
+class Keda(_Model):
+    """How the rendered ScaledObjects behave (see docs/plan-spec.md)."""
+
+    trigger_type: Literal["external", "external-push"] = "external"
+    polling_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
+    cooldown_period_seconds: int = Field(default=300, ge=0)
+    fallback: Fallback = Fallback()
+    tolerance: Optional[float] = Field(default=None, ge=0, lt=1)
+    scale_down_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
+    scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
+    use_cached_metrics: bool = False
+
+
+class Rules(_Model):
+    """Labels and evaluation interval of the rendered recording rules."""
+
+    labels: dict[str, str] = Field(default_factory=dict)
+    evaluation_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
+
+
+class PlanSpec(_Model):
+    mode: Literal["disagg", "agg"] = "disagg"
+    sla: Sla
+    workload: Workload
+    profile: Optional[str] = None
+    pools: Pools
+    budget: Budget = Budget()
+    scaling: Scaling = Scaling()
+    metrics: Metrics = Metrics()
+    scaler: ScalerEndpoint = ScalerEndpoint()
+    keda: Keda = Keda()
+    rules: Rules = Rules()
+
+
+class Plan(_Model):
+    api_version: Literal["dynplan/v1alpha1"]
+    kind: Literal["Plan"]
+    metadata: Metadata
+    spec: PlanSpec
+
+    # -- convenience -----------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def pool_names(self) -> tuple[str, ...]:
+        return POOL_NAMES_BY_MODE[self.spec.mode]
+
+    def pool(self, name: str) -> Pool:
+        pool = getattr(self.spec.pools, name, None)
+        if pool is None:
+            raise KeyError(name)
+        return pool
+
+    @property
+    def pools(self) -> dict[str, Pool]:
+        return {name: self.pool(name) for name in self.pool_names}
+
+
+def semantic_errors(plan: Plan) -> list[tuple[str, str]]:
+    """Cross-field checks pydantic cannot express per field: (field path, message) pairs."""
+    errors: list[tuple[str, str]] = []
+    spec = plan.spec
+    wanted = POOL_NAMES_BY_MODE[spec.mode]
+    for name in ("prefill", "decode", "worker"):
+        present = getattr(spec.pools, name) is not None
+        if name in wanted and not present:
+            errors.append((f"spec.pools.{name}", f"is required in mode {spec.mode!r}"))
+        elif name not in wanted and present:
+            errors.append(
+                (f"spec.pools.{name}", f"is not allowed in mode {spec.mode!r} (pools: {', '.join(wanted)})")
+            )
+    for name in wanted:
+        pool = getattr(spec.pools, name)
+        if pool is not None and pool.min_replicas > pool.max_replicas:
+            errors.append(
+                (
+                    f"spec.pools.{name}.maxReplicas",
+                    f"must be >= minReplicas ({pool.max_replicas} < {pool.min_replicas})",
+                )
+            )
+    pools = [getattr(spec.pools, n) for n in wanted if getattr(spec.pools, n) is not None]
+    if spec.budget.max_gpus is not None and pools:
+        floor = sum(p.min_replicas * p.gpus_per_replica for p in pools)
+        if floor > spec.budget.max_gpus:
+            errors.append(
+                (
+                    "spec.budget.maxGpus",
+                    f"{spec.budget.max_gpus} GPUs cannot hold every pool's minimum ({floor} GPUs)",
+                )
+            )
+    tp, ld = spec.scaling.throughput, spec.scaling.load
+    if not tp.enabled and not ld.enabled:
+        errors.append(("spec.scaling", "enable at least one of throughput and load scaling"))
+    if tp.enabled and spec.profile is None:
+        errors.append(("spec.profile", "is required when spec.scaling.throughput.enabled is true"))
+    if tp.enabled and ld.enabled and ld.interval_seconds >= tp.interval_seconds:
+        errors.append(
+            (
+                "spec.scaling.load.intervalSeconds",
+                f"must be shorter than spec.scaling.throughput.intervalSeconds "
+                f"({ld.interval_seconds} >= {tp.interval_seconds}) when both are enabled",
+            )
+        )
+    if ld.enabled and ld.min_observations > ld.window:
+        errors.append(
+            (
+                "spec.scaling.load.minObservations",
+                f"must be <= spec.scaling.load.window ({ld.min_observations} > {ld.window})",
+            )
+        )
+    return errors
