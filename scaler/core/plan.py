@@ -8,7 +8,7 @@ errors with their field paths. Reading files lives in `scaler.planfile`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -212,11 +212,23 @@ class Rules(_Model):
     evaluation_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
 
 
+class ProfileData(_Model):
+    """A profile inline, in the shape of Dynamo's `prefill_raw_data.json` / `decode_raw_data.json`.
+
+    Rendered ConfigMaps carry the profile this way, so that one flat key holds a whole plan.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    prefill: dict[str, Any]
+    decode: dict[str, Any]
+
+
 class PlanSpec(_Model):
     mode: Literal["disagg", "agg"] = "disagg"
     sla: Sla
     workload: Workload
     profile: Optional[str] = None
+    profile_data: Optional[ProfileData] = None
     pools: Pools
     budget: Budget = Budget()
     scaling: Scaling = Scaling()
@@ -291,7 +303,9 @@ def semantic_errors(plan: Plan) -> list[tuple[str, str]]:
     tp, ld = spec.scaling.throughput, spec.scaling.load
     if not tp.enabled and not ld.enabled:
         errors.append(("spec.scaling", "enable at least one of throughput and load scaling"))
-    if tp.enabled and spec.profile is None:
+    if spec.profile is not None and spec.profile_data is not None:
+        errors.append(("spec.profileData", "give either spec.profile or spec.profileData, not both"))
+    if tp.enabled and spec.profile is None and spec.profile_data is None:
         errors.append(("spec.profile", "is required when spec.scaling.throughput.enabled is true"))
     if tp.enabled and ld.enabled and ld.interval_seconds >= tp.interval_seconds:
         errors.append(

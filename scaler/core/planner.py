@@ -1,0 +1,259 @@
+"""The planner: (plan, observation, state) -> Decision. No I/O, no clock.
+
+The scaler's decision loop, `explain`, `capacity` and the simulator all call `decide` /
+`capacity`; nothing else computes replicas. `PlannerState` is the only thing that
+carries over between ticks (predictors, correction factors, the throughput floor, the
+load path's regressions), and it is rebuilt exactly by replaying the same observations,
+which is what makes a restarted scaler decide like one that never stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from .budget import apply_budget, clamp
+from .decision import Decision, PoolDecision, Reason, ThroughputInputs
+from .interpolation import DecodeOperatingPoint, PerfModel
+from .observations import Observation, TrafficWindow
+from .plan import Plan
+from .predictors import Predictor, make_predictor
+from .throughput import (
+    CorrectionFactors,
+    agg_replicas,
+    ceil_replicas,
+    decode_context,
+    decode_itl_target,
+    decode_replicas,
+    prefill_replicas,
+    update_corrections,
+)
+
+
+@dataclass
+class PlannerState:
+    """Mutable state of one plan's planner; owned by exactly one decision loop."""
+
+    rate: Predictor
+    isl: Predictor
+    osl: Predictor
+    corrections: CorrectionFactors = field(default_factory=CorrectionFactors)
+    # replicas from the latest throughput tick (the floor for load-based scaling)
+    throughput_floor: Optional[dict[str, int]] = None
+    # inputs of the latest throughput tick, carried into load-tick decisions
+    throughput_inputs: Optional[ThroughputInputs] = None
+    last: Optional[Decision] = None
+    # load-based planner state (scaler.core.load), created on first use
+    load: object = None
+
+
+def new_state(plan: Plan) -> PlannerState:
+    tp = plan.spec.scaling.throughput
+    return PlannerState(
+        rate=make_predictor(tp.predictor, tp.interval_seconds),
+        isl=make_predictor(tp.predictor, tp.interval_seconds),
+        osl=make_predictor(tp.predictor, tp.interval_seconds),
+    )
+
+
+def correction_active(plan: Plan) -> bool:
+    """Correction factors are off when load-based scaling is on (as in Dynamo): the load
+    path already reacts to observed latency, and both together overcompensate."""
+    return plan.spec.scaling.throughput.correction and not plan.spec.scaling.load.enabled
+
+
+def decide(plan: Plan, model: Optional[PerfModel], obs: Observation, state: PlannerState) -> Decision:
+    """One planner tick.
+
+    `obs.traffic` (a throughput window) runs the throughput path; `obs.workers` runs the
+    load path when it is enabled. With both modes on, the throughput result is the floor
+    and the load path adjusts above it; the joint GPU budget applies last.
+    """
+    throughput_on = plan.spec.scaling.throughput.enabled
+    load_on = plan.spec.scaling.load.enabled
+    decision: Optional[Decision] = None
+    if obs.traffic is not None and throughput_on:
+        if model is None:
+            raise ValueError("throughput scaling needs a performance model (profile)")
+        decision = _throughput_tick(plan, model, obs, state)
+        state.throughput_floor = {n: p.replicas for n, p in decision.pools.items()}
+        state.throughput_inputs = decision.throughput
+    if load_on and (obs.workers or decision is None):
+        from .load import load_tick  # the load path is optional; keep its import local
+
+        decision = load_tick(plan, obs, state)
+    if decision is None:
+        raise ValueError("observation carries nothing this plan scales on")
+    state.last = decision
+    return decision
+
+
+def _observe(state: PlannerState, window: TrafficWindow) -> None:
+    state.rate.observe(window.rate)
+    # An idle window has no mean ISL/OSL: it says nothing about request shapes.
+    if not window.idle:
+        if window.isl is not None:
+            state.isl.observe(window.isl)
+        if window.osl is not None:
+            state.osl.observe(window.osl)
+
+
+def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: PlannerState) -> Decision:
+    window = obs.traffic
+    assert window is not None
+    _observe(state, window)
+    use_cf = correction_active(plan)
+    if use_cf:
+        state.corrections = update_corrections(
+            model, window, int(obs.ready_replicas.get("decode", obs.ready_replicas.get("worker", 0))), state.corrections
+        )
+    rate = max(0.0, state.rate.predict_next())
+    isl = state.isl.predict_next() if state.isl.count else 0.0
+    osl = state.osl.predict_next() if state.osl.count else 0.0
+    from_priors = isl <= 0 or osl <= 0
+    isl = isl if isl > 0 else plan.spec.workload.isl
+    osl = osl if osl > 0 else plan.spec.workload.osl
+    if window.idle and rate == 0:
+        reason = Reason.IDLE
+    elif from_priors:
+        reason = Reason.PRIOR
+    else:
+        reason = Reason.SCALE
+    cf = state.corrections if use_cf else CorrectionFactors()
+    return replicas_for(plan, model, rate, isl, osl, cf, reason, obs.timestamp, window, use_cf)
+
+
+def capacity(plan: Plan, model: PerfModel, rate: float, isl: float, osl: float) -> Decision:
+    """Replicas and GPUs each pool needs for a steady `rate` (requests/s), no correction."""
+    return replicas_for(plan, model, rate, isl, osl, CorrectionFactors(), Reason.CAPACITY, 0.0, None, False)
+
+
+def replicas_for(
+    plan: Plan,
+    model: PerfModel,
+    rate: float,
+    isl: float,
+    osl: float,
+    cf: CorrectionFactors,
+    reason: Reason,
+    timestamp: float,
+    window: Optional[TrafficWindow],
+    correction_enabled: bool,
+) -> Decision:
+    """Throughput formulas -> pool bounds -> GPU budget, with every input recorded."""
+    spec = plan.spec
+    pools = plan.pools
+    warnings: list[str] = []
+    prefill_thpt = model.prefill.thpt_per_gpu(isl)
+    ttft_profiled = model.prefill.ttft_ms(isl)
+    itl_target = decode_itl_target(spec.sla.itl_ms, cf.decode)
+    point: DecodeOperatingPoint = model.decode.best_throughput(itl_target, decode_context(isl, osl))
+    infeasible: dict[str, bool] = {}
+    prefill_infeasible = ttft_profiled > spec.sla.ttft_ms
+    if prefill_infeasible:
+        warnings.append(
+            f"profiled TTFT at ISL {isl:.0f} is {ttft_profiled:.1f} ms, above the SLA of {spec.sla.ttft_ms:g} ms"
+        )
+    if not point.feasible:
+        warnings.append(
+            f"no profiled decode point meets ITL {itl_target:.2f} ms at context {decode_context(isl, osl):.0f}; "
+            f"using the lowest-ITL point ({point.itl_ms:.2f} ms)"
+        )
+
+    raw: dict[str, float] = {}
+    capacity_per_replica: dict[str, float] = {}
+    if spec.mode == "disagg":
+        gp, gd = pools["prefill"].gpus_per_replica, pools["decode"].gpus_per_replica
+        raw["prefill"] = prefill_replicas(rate, isl, prefill_thpt, gp, cf.prefill)
+        raw["decode"] = decode_replicas(rate, osl, point, gd)
+        capacity_per_replica["prefill"] = prefill_thpt * gp
+        capacity_per_replica["decode"] = point.thpt_per_gpu * gd
+        infeasible = {"prefill": prefill_infeasible, "decode": not point.feasible}
+    else:
+        gw = pools["worker"].gpus_per_replica
+        raw["worker"] = agg_replicas(rate, isl, osl, prefill_thpt, point, gw)
+        infeasible = {"worker": prefill_infeasible or not point.feasible}
+
+    requested = {n: ceil_replicas(v) for n, v in raw.items()}
+    return bound_and_budget(
+        plan,
+        requested,
+        reason,
+        timestamp,
+        extra_reasons={n: (Reason.SLA_INFEASIBLE,) if infeasible.get(n) else () for n in requested},
+        capacity=capacity_per_replica,
+        throughput=ThroughputInputs(
+            observed_rate=None if window is None else window.rate,
+            observed_isl=None if window is None else window.isl,
+            observed_osl=None if window is None else window.osl,
+            observed_ttft_ms=None if window is None else window.ttft_ms,
+            observed_itl_ms=None if window is None else window.itl_ms,
+            predicted_rate=rate,
+            predicted_isl=isl,
+            predicted_osl=osl,
+            prefill_thpt_per_gpu=prefill_thpt,
+            decode_thpt_per_gpu=point.thpt_per_gpu,
+            decode_itl_target_ms=itl_target,
+            decode_itl_at_point_ms=point.itl_ms,
+            decode_kv_usage_at_point=point.kv_usage,
+            profiled_ttft_ms=ttft_profiled,
+            correction_prefill=cf.prefill,
+            correction_decode=cf.decode,
+            correction_enabled=correction_enabled,
+        ),
+        warnings=tuple(warnings),
+    )
+
+
+def bound_and_budget(
+    plan: Plan,
+    requested: dict[str, int],
+    reason: Reason,
+    timestamp: float,
+    *,
+    extra_reasons: Optional[dict[str, tuple[Reason, ...]]] = None,
+    capacity: Optional[dict[str, float]] = None,
+    throughput: Optional[ThroughputInputs] = None,
+    load: Optional[dict] = None,
+    warnings: tuple[str, ...] = (),
+) -> Decision:
+    """Clamp each pool to [min, max], then fit the joint GPU budget. Shared by both paths."""
+    pools = plan.pools
+    reasons: dict[str, list[Reason]] = {n: list((extra_reasons or {}).get(n, ())) for n in requested}
+    bounded: dict[str, int] = {}
+    for n, want in requested.items():
+        pool = pools[n]
+        bounded[n] = clamp(want, pool.min_replicas, pool.max_replicas)
+        if bounded[n] > want:
+            reasons[n].append(Reason.AT_MIN)
+        elif bounded[n] < want:
+            reasons[n].append(Reason.AT_MAX)
+    budget = plan.spec.budget.max_gpus
+    final = apply_budget(
+        bounded,
+        {n: pools[n].min_replicas for n in bounded},
+        {n: pools[n].gpus_per_replica for n in bounded},
+        budget,
+    )
+    for n in final:
+        if final[n] < bounded[n]:
+            reasons[n].append(Reason.BUDGET)
+    return Decision(
+        plan=plan.name,
+        pools={
+            n: PoolDecision(
+                replicas=final[n],
+                requested=requested[n],
+                gpus_per_replica=pools[n].gpus_per_replica,
+                reasons=tuple(reasons[n]),
+                capacity_tokens_per_s=(capacity or {}).get(n),
+            )
+            for n in requested
+        },
+        reason=reason,
+        timestamp=timestamp,
+        throughput=throughput,
+        load=load or {},
+        budget_gpus=budget,
+        warnings=warnings,
+    )

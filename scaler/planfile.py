@@ -1,0 +1,161 @@
+"""Reading plan files (edge): YAML -> validated Plan + Profile, every error with file and field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import yaml
+from pydantic import ValidationError
+
+from .core.plan import Plan, semantic_errors
+from .core.profile import Profile, profile_from_raw, profile_problems
+from .errors import FieldError, PlanError, ProfileError
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A valid plan, where it came from, its profile (if any) and non-fatal warnings."""
+
+    path: Path
+    plan: Plan
+    profile: Optional[Profile]
+    warnings: tuple[FieldError, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.plan.name
+
+    @property
+    def model(self):  # -> Optional[PerfModel]; built once per profile and cached
+        if self.profile is None:
+            return None
+        from .core.interpolation import perf_model
+
+        return perf_model(self.profile)
+
+
+def _loc_to_path(loc: Iterable[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _pydantic_errors(file: str, exc: ValidationError) -> list[FieldError]:
+    errors = []
+    for err in exc.errors():
+        path = _loc_to_path(err["loc"])
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif err["type"] == "missing":
+            msg = "is required"
+        elif err["type"] == "literal_error":
+            msg = f"{msg} (got {err.get('input')!r})"
+        errors.append(FieldError(file, path, msg))
+    return errors
+
+
+def parse_plan_document(doc: Any, file: str, base_dir: Optional[Path] = None) -> LoadedPlan:
+    """Validate one already-parsed YAML document. Raises PlanError with every problem."""
+    if not isinstance(doc, dict):
+        raise PlanError([FieldError(file, "", "a plan must be a YAML mapping (apiVersion, kind, metadata, spec)")])
+    try:
+        plan = Plan.model_validate(doc)
+    except ValidationError as exc:
+        raise PlanError(_pydantic_errors(file, exc)) from None
+    errors = [FieldError(file, path, msg) for path, msg in semantic_errors(plan)]
+    errors += _predictor_errors(file, plan)
+    profile: Optional[Profile] = None
+    spec = plan.spec
+    if spec.profile is not None:
+        directory = Path(spec.profile)
+        if not directory.is_absolute():
+            directory = (base_dir or Path(file).resolve().parent) / directory
+        from .profile_io import load_profile
+
+        try:
+            profile = load_profile(directory, plan_file=file)
+        except ProfileError as exc:
+            errors += exc.errors
+    elif spec.profile_data is not None:
+        problems = profile_problems(spec.profile_data.prefill, spec.profile_data.decode)
+        errors += [FieldError(file, f"spec.profileData.{path}", msg) for path, msg in problems]
+        if not problems:
+            profile = profile_from_raw(spec.profile_data.prefill, spec.profile_data.decode, source=f"{file}#spec.profileData")
+    if errors:
+        raise PlanError(errors)
+    warnings = tuple(coverage_warnings(file, plan, profile)) if profile is not None else ()
+    return LoadedPlan(path=Path(file), plan=plan, profile=profile, warnings=warnings)
+
+
+def _predictor_errors(file: str, plan: Plan) -> list[FieldError]:
+    if not plan.spec.scaling.throughput.enabled:
+        return []
+    from .core.predictors import predictor_missing_dependency
+
+    kind = plan.spec.scaling.throughput.predictor.type
+    hint = predictor_missing_dependency(kind)
+    if hint:
+        return [FieldError(file, "spec.scaling.throughput.predictor.type", f"predictor {kind!r} is not installed: {hint}")]
+    return []
+
+
+def coverage_warnings(file: str, plan: Plan, profile: Profile) -> list[FieldError]:
+    """Warn when the workload priors lie outside what was profiled (values get clamped)."""
+    out: list[FieldError] = []
+    lo, hi = profile.isl_range
+    isl, osl = plan.spec.workload.isl, plan.spec.workload.osl
+    if not lo <= isl <= hi:
+        out.append(
+            FieldError(file, "spec.workload.isl", f"{isl:g} lies outside the profiled ISL range [{lo:g}, {hi:g}]; "
+                       "prefill numbers are clamped to the nearest profiled ISL", "warning")
+        )
+    clo, chi = profile.context_range
+    ctx = isl + osl / 2
+    if not clo <= ctx <= chi:
+        out.append(
+            FieldError(file, "spec.workload", f"decode context ISL+OSL/2 = {ctx:g} lies outside the profiled "
+                       f"context range [{clo:g}, {chi:g}]; decode numbers come from the nearest profiled points", "warning")
+        )
+    return out
+
+
+def load_plan(path: str | Path) -> LoadedPlan:
+    """Read and validate one plan file (one YAML document)."""
+    p = Path(path)
+    file = str(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError([FieldError(file, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError([FieldError(file, "", f"cannot read: {exc}")]) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise PlanError([FieldError(file, "", f"invalid YAML{where}: {problem}")]) from None
+    if len(docs) != 1:
+        raise PlanError([FieldError(file, "", f"expected exactly one plan document, found {len(docs)}")])
+    return parse_plan_document(docs[0], file, base_dir=p.resolve().parent)
+
+
+def load_plans(paths: Iterable[str | Path]) -> list[LoadedPlan]:
+    """Load several plans; report the errors of all of them together."""
+    loaded, errors = [], []
+    for path in paths:
+        try:
+            loaded.append(load_plan(path))
+        except PlanError as exc:
+            errors += exc.errors
+    if errors:
+        raise PlanError(errors)
+    return loaded
