@@ -1,0 +1,262 @@
+"""Performance model from a profile: TTFT/throughput of prefill by ISL, ITL/throughput of decode
+by (KV usage, context length).
+
+Follows Dynamo's interpolators (cubic where there is enough data, clamped to the profiled range,
+decode on a dense precomputed grid) with a few safety changes: interpolated values are clipped
+into the profiled range and kept positive (cubic overshoot must never yield a zero or negative
+capacity), the decode triangulation runs on normalised axes, and decode lookups are bilinear on
+the grid rather than nearest-cell. Pure: no I/O, no clock.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache
+
+import numpy as np
+from scipy.interpolate import CubicSpline, griddata
+
+from scaler.core.profile import Profile
+
+GRID_SIZE = 100
+# Floor for any interpolated latency/throughput: keeps divisions by capacity finite.
+POSITIVE_FLOOR = 1e-6
+_MODEL_CACHE_SIZE = 16
+
+
+def _check_finite(name: str, value: float) -> float:
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
+def _unique_mean(x: np.ndarray, *ys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Sort by x and average the ys of repeated x (splines need strictly increasing x)."""
+    ux, inverse = np.unique(x, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(ux)).astype(np.float64)
+    out = [ux]
+    for y in ys:
+        out.append(np.bincount(inverse, weights=y, minlength=len(ux)) / counts)
+    return tuple(out)
+
+
+class _Curve1D:
+    """One y(x) curve: cubic spline with >= 4 points, linear otherwise; x clamped, y clipped."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.lo, self.hi = float(x[0]), float(x[-1])
+        self.y_lo = max(float(np.min(y)), POSITIVE_FLOOR)
+        self.y_hi = max(float(np.max(y)), self.y_lo)
+        self._x, self._y = x, y
+        self._spline = CubicSpline(x, y) if len(x) >= 4 else None
+
+    def __call__(self, x: float) -> float:
+        x = min(max(x, self.lo), self.hi)  # no extrapolation: flat beyond the profiled range
+        if self._spline is not None:
+            v = float(self._spline(x))
+        else:
+            v = float(np.interp(x, self._x, self._y))
+        return min(max(v, self.y_lo), self.y_hi)
+
+
+class PrefillCurve:
+    """TTFT (ms) and input tokens/s/GPU of one prefill engine as functions of ISL."""
+
+    def __init__(self, profile: Profile) -> None:
+        isl, ttft, thpt = _unique_mean(
+            np.asarray(profile.prefill_isl, dtype=np.float64),
+            np.asarray(profile.prefill_ttft_ms, dtype=np.float64),
+            np.asarray(profile.prefill_thpt_per_gpu, dtype=np.float64),
+        )
+        if len(isl) == 0:
+            raise ValueError("profile has no prefill points")
+        self._ttft = _Curve1D(isl, ttft)
+        self._thpt = _Curve1D(isl, thpt)
+
+    @property
+    def isl_range(self) -> tuple[float, float]:
+        return self._ttft.lo, self._ttft.hi
+
+    def ttft_ms(self, isl: float) -> float:
+        return self._ttft(_check_finite("isl", isl))
+
+    def thpt_per_gpu(self, isl: float) -> float:
+        return self._thpt(_check_finite("isl", isl))
+
+
+@dataclass(frozen=True)
+class DecodeOperatingPoint:
+    """A point on one context row of the decode grid."""
+
+    thpt_per_gpu: float
+    itl_ms: float
+    kv_usage: float
+    feasible: bool
+
+
+def _fill_grid(
+    px: np.ndarray, py: np.ndarray, values: np.ndarray, gx: np.ndarray, gy: np.ndarray
+) -> np.ndarray:
+    """Values on the grid (rows = gy, columns = gx) from scattered points, no NaN left.
+
+    All coordinates are already normalised to [0, 1], so Delaunay triangles are not slivers
+    stretched along the context axis (whose raw scale is ~10^4 times the KV axis).
+    """
+    n_y, n_x = len(gy), len(gx)
+    if len(np.unique(py)) == 1:
+        # One context row (or a flat sweep): triangulation is impossible; interpolate along KV.
+        xs, vs = _unique_mean(px, values)
+        return np.tile(np.interp(gx, xs, vs), (n_y, 1))
+    if len(np.unique(px)) == 1:
+        ys, vs = _unique_mean(py, values)
+        return np.tile(np.interp(gy, ys, vs)[:, None], (1, n_x))
+    points = np.column_stack([px, py])
+    mesh_x, mesh_y = np.meshgrid(gx, gy)
+    grid: np.ndarray | None = None
+    for method in ("cubic", "linear"):
+        try:
+            grid = griddata(points, values, (mesh_x, mesh_y), method=method)
+            break
+        except (ValueError, RuntimeError):  # QhullError is a RuntimeError: collinear points
+            continue
+    nearest = griddata(points, values, (mesh_x, mesh_y), method="nearest")
+    if grid is None:
+        return nearest
+    holes = ~np.isfinite(grid)  # outside the convex hull
+    grid[holes] = nearest[holes]
+    return grid
+
+
+class DecodeSurface:
+    """ITL (ms) and output tokens/s/GPU of one decode engine over (KV usage, context length)."""
+
+    def __init__(self, profile: Profile, grid_size: int = GRID_SIZE) -> None:
+        if grid_size < 2:
+            raise ValueError("grid_size must be >= 2")
+        kv = np.asarray(profile.decode_kv_usage, dtype=np.float64)
+        ctx = np.asarray(profile.decode_context, dtype=np.float64)
+        itl = np.asarray(profile.decode_itl_ms, dtype=np.float64)
+        thpt = np.asarray(profile.decode_thpt_per_gpu, dtype=np.float64)
+        if len(kv) == 0:
+            raise ValueError("profile has no decode points")
+        self.max_kv_tokens = float(profile.max_kv_tokens)
+        if not self.max_kv_tokens > 0:
+            raise ValueError("max_kv_tokens must be positive")
+        self._n = grid_size
+        self.ctx_lo, self.ctx_hi = float(ctx.min()), float(ctx.max())
+        span = self.ctx_hi - self.ctx_lo
+        self._ctx_step = span / (grid_size - 1)  # 0 for a single-context profile
+        self._kv_step = 1.0 / (grid_size - 1)
+        self.kv_axis = np.linspace(0.0, 1.0, grid_size)
+        self.ctx_axis = np.linspace(self.ctx_lo, self.ctx_hi, grid_size)
+        gnorm = np.linspace(0.0, 1.0, grid_size)
+        ctx_norm = (ctx - self.ctx_lo) / span if span > 0 else np.zeros_like(ctx)
+
+        def build(values: np.ndarray) -> np.ndarray:
+            g = _fill_grid(kv, ctx_norm, values, gnorm, gnorm)
+            # Cubic overshoot can leave the data range, even go negative: clip it back.
+            lo = max(float(values.min()), POSITIVE_FLOOR)
+            hi = max(float(values.max()), lo)
+            g = np.clip(g, lo, hi)
+            g.setflags(write=False)
+            return g
+
+        self.itl_grid = build(itl)  # [context row, KV column]
+        self.thpt_grid = build(thpt)
+
+    # -- grid coordinates -------------------------------------------------------------------
+    def _row(self, context: float) -> tuple[int, int, float]:
+        """Two neighbouring context rows and the blend weight; context clamped to the grid."""
+        if self._ctx_step == 0:
+            return 0, 0, 0.0
+        pos = (min(max(context, self.ctx_lo), self.ctx_hi) - self.ctx_lo) / self._ctx_step
+        i0 = min(int(pos), self._n - 2)
+        return i0, i0 + 1, pos - i0
+
+    def _col(self, kv_usage: float) -> tuple[int, int, float]:
+        pos = min(max(kv_usage, 0.0), 1.0) / self._kv_step
+        j0 = min(int(pos), self._n - 2)
+        return j0, j0 + 1, pos - j0
+
+    def _bilinear(self, grid: np.ndarray, kv_usage: float, context: float) -> float:
+        i0, i1, wy = self._row(_check_finite("context", context))
+        j0, j1, wx = self._col(_check_finite("kv_usage", kv_usage))
+        top = grid[i0, j0] * (1 - wx) + grid[i0, j1] * wx
+        bottom = grid[i1, j0] * (1 - wx) + grid[i1, j1] * wx
+        return float(top * (1 - wy) + bottom * wy)
+
+    def kv_usage_at(self, concurrency: float, context: float) -> float:
+        """Fraction of the KV cache `concurrency` requests of `context` tokens occupy, in [0, 1]."""
+        return min(max(concurrency * context / self.max_kv_tokens, 0.0), 1.0)
+
+    # -- lookups ------------------------------------------------------------------------------
+    def itl_ms(self, kv_usage: float, context: float) -> float:
+        return self._bilinear(self.itl_grid, kv_usage, context)
+
+    def thpt_per_gpu(self, kv_usage: float, context: float) -> float:
+        return self._bilinear(self.thpt_grid, kv_usage, context)
+
+    def itl_at_concurrency(self, concurrency: float, context: float) -> float:
+        concurrency = _check_finite("concurrency", concurrency)
+        context = _check_finite("context", context)
+        return self.itl_ms(self.kv_usage_at(concurrency, context), context)
+
+    def best_throughput(self, itl_target_ms: float, context: float) -> DecodeOperatingPoint:
+        """Highest-throughput KV column of the context row whose ITL meets the target.
+
+        Every column is scanned because interpolated ITL need not be monotone in KV usage.
+        When no column meets the target, the lowest-ITL column is returned, marked infeasible,
+        so callers still get a positive throughput to size with.
+        """
+        target = float(itl_target_ms)
+        i0, i1, w = self._row(_check_finite("context", context))
+        itl_row = self.itl_grid[i0] * (1 - w) + self.itl_grid[i1] * w
+        thpt_row = self.thpt_grid[i0] * (1 - w) + self.thpt_grid[i1] * w
+        ok = itl_row <= target
+        feasible = bool(ok.any())
+        j = int(np.argmax(np.where(ok, thpt_row, -np.inf))) if feasible else int(np.argmin(itl_row))
+        return DecodeOperatingPoint(
+            thpt_per_gpu=float(thpt_row[j]),
+            itl_ms=float(itl_row[j]),
+            kv_usage=float(self.kv_axis[j]),
+            feasible=feasible,
+        )
+
+
+@dataclass(frozen=True)
+class PerfModel:
+    """A profile and the interpolators built from it."""
+
+    profile: Profile
+    prefill: PrefillCurve
+    decode: DecodeSurface
+
+
+class _ByFingerprint:
+    """Hashes a profile by its content fingerprint so the cache never keys on identity."""
+
+    __slots__ = ("profile",)
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+
+    def __hash__(self) -> int:
+        return hash(self.profile.fingerprint)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ByFingerprint) and other.profile.fingerprint == self.profile.fingerprint
+
+
+@lru_cache(maxsize=_MODEL_CACHE_SIZE)
+def _build(key: _ByFingerprint) -> PerfModel:
+    p = key.profile
+    return PerfModel(profile=p, prefill=PrefillCurve(p), decode=DecodeSurface(p))
+
+
+def perf_model(profile: Profile) -> PerfModel:
+    """The (cached) performance model of a profile; building takes tens of ms, lookups microseconds."""
+    model = _build(_ByFingerprint(profile))
+    # Same numbers, maybe another source path: hand back the caller's own profile object.
+    return model if model.profile is profile else replace(model, profile=profile)
