@@ -1,0 +1,130 @@
+"""Read and write profiles in the Dynamo profiler's on-disk layout (the edge; does I/O).
+
+Layouts accepted, per part (prefill, decode), npz preferred when present:
+  <dir>/selected_prefill_interpolation/raw_data.npz  or  <dir>/prefill_raw_data.json
+  <dir>/selected_decode_interpolation/raw_data.npz   or  <dir>/decode_raw_data.json
+Every problem found is reported at once, each naming the profile file and its field, so a
+user fixing a broken profile sees the whole list in one run.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaler.core.profile import Profile, profile_from_raw, profile_problems
+from scaler.errors import FieldError, ProfileError
+
+PREFILL_NPZ = Path("selected_prefill_interpolation") / "raw_data.npz"
+DECODE_NPZ = Path("selected_decode_interpolation") / "raw_data.npz"
+PREFILL_JSON = Path("prefill_raw_data.json")
+DECODE_JSON = Path("decode_raw_data.json")
+
+
+class _Reporter:
+    """Builds FieldErrors located either in the plan file or in the profile file itself."""
+
+    def __init__(self, field_path: str, plan_file: str | None) -> None:
+        self.field_path, self.plan_file = field_path, plan_file
+        self.errors: list[FieldError] = []
+
+    def add(self, file: Path | str, field: str, message: str) -> None:
+        if self.plan_file is not None:
+            where = f"{file}: {field}" if field else str(file)
+            self.errors.append(FieldError(self.plan_file, self.field_path, f"{where}: {message}"))
+        else:
+            self.errors.append(FieldError(str(file), field, message))
+
+
+def _read_npz(path: Path, group: str, report: _Reporter) -> dict[str, Any] | None:
+    try:
+        # allow_pickle=False: a profile is data; never execute pickles from a mounted volume.
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        report.add(path, group, f"cannot read npz file: {exc}")
+        return None
+
+
+def _read_json(path: Path, group: str, report: _Reporter) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        report.add(path, group, f"cannot read file: {exc}")
+        return None
+    except json.JSONDecodeError as exc:
+        report.add(path, group, f"invalid JSON: {exc}")
+        return None
+    if not isinstance(data, dict):
+        report.add(path, group, f"must be a JSON object with the {group} arrays, got {type(data).__name__}")
+        return None
+    return data
+
+
+def _read_part(
+    directory: Path, npz: Path, js: Path, group: str, report: _Reporter
+) -> tuple[dict[str, Any] | None, Path]:
+    """One part of the profile, and the file it came from."""
+    if (directory / npz).is_file():
+        return _read_npz(directory / npz, group, report), directory / npz
+    if (directory / js).is_file():
+        return _read_json(directory / js, group, report), directory / js
+    report.add(directory, group, f"no {group} data: expected {npz} or {js}")
+    return None, directory / js
+
+
+def load_profile(
+    directory: str | Path, *, field_path: str = "spec.profile", plan_file: str | None = None
+) -> Profile:
+    """Load and validate a profile directory; raise ProfileError listing every problem.
+
+    With `plan_file`, errors are located at `plan_file: field_path` (the plan's reference to
+    the profile) and their message names the profile file and field; without it, errors are
+    located in the profile file itself. Relative directories are taken as given (callers
+    resolve them against the plan file's directory).
+    """
+    directory = Path(directory)
+    report = _Reporter(field_path, plan_file)
+    if not directory.exists():
+        report.add(directory, "", "profile directory does not exist")
+        raise ProfileError(report.errors)
+    if not directory.is_dir():
+        report.add(directory, "", "profile path is not a directory")
+        raise ProfileError(report.errors)
+
+    raw_prefill, prefill_file = _read_part(directory, PREFILL_NPZ, PREFILL_JSON, "prefill", report)
+    raw_decode, decode_file = _read_part(directory, DECODE_NPZ, DECODE_JSON, "decode", report)
+    if raw_prefill is None or raw_decode is None:
+        # Still check the part that did load, so every problem shows up in one run.
+        if raw_prefill is not None or raw_decode is not None:
+            for field, message in profile_problems(raw_prefill or {}, raw_decode or {}):
+                group = field.split(".", 1)[0]
+                if (group == "prefill" and raw_prefill is not None) or (
+                    group == "decode" and raw_decode is not None
+                ):
+                    report.add(prefill_file if group == "prefill" else decode_file, field, message)
+        raise ProfileError(report.errors)
+
+    for field, message in profile_problems(raw_prefill, raw_decode):
+        file = prefill_file if field.split(".", 1)[0] == "prefill" else decode_file
+        report.add(file, field, message)
+    if report.errors:
+        raise ProfileError(report.errors)
+    return profile_from_raw(raw_prefill, raw_decode, source=str(directory))
+
+
+def write_profile_json(profile: Profile, directory: Path) -> None:
+    """Write `prefill_raw_data.json` and `decode_raw_data.json` (the ConfigMap-mountable form)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    prefill, decode = profile.to_json_dicts()
+    for name, data in ((PREFILL_JSON, prefill), (DECODE_JSON, decode)):
+        # allow_nan=False: a validated profile is finite; refuse to write JSON others can't parse.
+        text = json.dumps(data, indent=1, allow_nan=False) + "\n"
+        tmp = directory / f".{name}.tmp"
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(directory / name)  # readers never see a half-written file
