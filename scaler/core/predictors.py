@@ -1,0 +1,334 @@
+"""One-step-ahead predictors of a scalar series (request rate, mean ISL, mean OSL).
+
+Semantics follow Dynamo's load predictors:
+- non-finite inputs become 0 (a missing metric means "nothing seen", not a crash);
+- zeros are dropped until the first non-zero value (the idle period after a deploy would
+  otherwise drag every forecast down); zeros after that are real idle windows and are kept;
+- no data -> 0; fewer than `min_points` observations -> the last value;
+- forecasts are never negative; optionally the model runs on log1p(y).
+
+Every predictor is a deterministic function of its observation sequence, so replaying the
+same observations into a fresh instance rebuilds it exactly (restart safety). Buffers are
+bounded. ARIMA (statsmodels) and Prophet are optional extras, imported only when they fit.
+No I/O and no clock here, except what Prophet's Stan backend does internally.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import warnings
+from collections import deque
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from scaler.core import plan as plan_model
+from scaler.errors import OptionalDependencyMissing
+
+# Values kept by predictors that only need the last value and a count.
+HISTORY = 100
+# Synthetic time origin for Prophet: fixed so that replays give the same fit.
+PROPHET_START = datetime(2024, 1, 1)
+# ARIMA candidates (order, trend), best AIC wins. Drift ("t" with d=1) lets a ramp be
+# followed; (1,0,0)+const covers a stationary series. Small on purpose: a few fits per tick.
+ARIMA_CANDIDATES: tuple[tuple[tuple[int, int, int], str], ...] = (
+    ((1, 1, 1), "t"),
+    ((0, 1, 1), "t"),
+    ((1, 0, 0), "c"),
+)
+# kind -> (module, extra) pairs it needs; top-level module names only (find_spec on a
+# dotted name would import the parent package, which is what we must avoid).
+OPTIONAL_MODULES: dict[str, tuple[tuple[str, str], ...]] = {
+    "constant": (),
+    "kalman": (),
+    "arima": (("statsmodels", "arima"),),
+    "prophet": (("prophet", "prophet"), ("pandas", "prophet")),
+}
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    def observe(self, value: float) -> None: ...
+
+    def predict_next(self) -> float: ...
+
+    @property
+    def count(self) -> int: ...
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # broken parent package, or a module without __spec__
+        return False
+
+
+def predictor_missing_dependency(kind: str) -> str | None:
+    """Install hint when predictor `kind` needs a package that is not importable, else None."""
+    if kind not in OPTIONAL_MODULES:
+        raise ValueError(f"unknown predictor type {kind!r}")
+    for module, extra in OPTIONAL_MODULES[kind]:
+        if not _importable(module):
+            return f"needs the optional package '{module}': pip install 'dynplan[{extra}]'"
+    return None
+
+
+def _require(kind: str) -> None:
+    for module, extra in OPTIONAL_MODULES[kind]:
+        if not _importable(module):
+            raise OptionalDependencyMissing(f"the {kind} predictor", extra, module)
+
+
+class _BasePredictor:
+    """Input cleaning, leading-zero skipping, min_points, caching and the >= 0 clamp."""
+
+    kind = "constant"
+
+    def __init__(self, *, min_points: int = 1, log1p: bool = False, window: int = HISTORY) -> None:
+        if min_points < 1 or window < 1:
+            raise ValueError("min_points and window must be >= 1")
+        self.min_points = min_points
+        self.log1p = log1p
+        self._values: deque[float] = deque(maxlen=window)
+        self._accepted = 0  # all accepted observations, not capped by the window
+        self._seen_nonzero = False
+        self._cached: float | None = None
+        self._deps_ok = False
+
+    # -- observing ----------------------------------------------------------------------
+    def observe(self, value: float) -> None:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = 0.0
+        # Rates and token counts cannot be negative: a negative value is a glitch (and
+        # would break log1p), so it counts as 0 like a missing one.
+        v = v if math.isfinite(v) and v > 0 else 0.0
+        if not self._seen_nonzero:
+            if v == 0.0:
+                return
+            self._seen_nonzero = True
+        self._values.append(v)
+        self._accepted += 1
+        self._cached = None
+        self._on_observe(v)
+
+    def reset_idle_skip(self) -> None:
+        """Skip leading zeros again (after a warm-up replay, before live data)."""
+        self._seen_nonzero = False
+
+    @property
+    def count(self) -> int:
+        return len(self._values)
+
+    @property
+    def observed(self) -> int:
+        """Accepted observations since construction (the buffer keeps only the last ones)."""
+        return self._accepted
+
+    # -- predicting ---------------------------------------------------------------------
+    def predict_next(self) -> float:
+        if not self._deps_ok:
+            _require(self.kind)
+            self._deps_ok = True
+        if self._cached is not None:
+            return self._cached
+        if not self._values:
+            result = 0.0
+        elif self._accepted < self.min_points:
+            result = self._values[-1]
+        else:
+            result = self._forecast()
+            if not math.isfinite(result):
+                result = self._values[-1]
+        self._cached = max(0.0, float(result))
+        return self._cached
+
+    # -- hooks --------------------------------------------------------------------------
+    def _on_observe(self, value: float) -> None:
+        pass
+
+    def _forecast(self) -> float:
+        return self._values[-1]
+
+    def _to_model(self, v: float) -> float:
+        return math.log1p(v) if self.log1p else v
+
+    def _from_model(self, v: float) -> float:
+        return math.expm1(v) if self.log1p else v
+
+
+class ConstantPredictor(_BasePredictor):
+    """Next value = last value."""
+
+    kind = "constant"
+
+    def __init__(self, *, min_points: int = 1, log1p: bool = False) -> None:
+        super().__init__(min_points=min_points, log1p=log1p)
+
+
+class KalmanPredictor(_BasePredictor):
+    """Local linear trend Kalman filter: state [level, trend], observing the level."""
+
+    kind = "kalman"
+
+    def __init__(
+        self,
+        *,
+        q_level: float = 1.0,
+        q_trend: float = 0.1,
+        r: float = 10.0,
+        min_points: int = 5,
+        log1p: bool = False,
+    ) -> None:
+        super().__init__(min_points=min_points, log1p=log1p)
+        self._F = np.array([[1.0, 1.0], [0.0, 1.0]])
+        self._Q = np.diag([max(1e-12, q_level), max(1e-12, q_trend)])
+        self._R = max(1e-9, r)
+        self._x: np.ndarray | None = None  # posterior state after the last observation
+        self._P = 1000.0 * np.eye(2)
+
+    def _step(self) -> tuple[np.ndarray, np.ndarray]:
+        """Prior one step ahead; pure, so calling predict_next never changes the filter."""
+        assert self._x is not None
+        return self._F @ self._x, self._F @ self._P @ self._F.T + self._Q
+
+    def _on_observe(self, value: float) -> None:
+        z = self._to_model(value)
+        if self._x is None:
+            self._x = np.array([z, 0.0])
+            return
+        x, P = self._step()
+        s = P[0, 0] + self._R  # H = [1, 0]
+        k = P[:, 0] / s
+        self._x = x + k * (z - x[0])
+        self._P = P - np.outer(k, P[0, :])
+
+    def _forecast(self) -> float:
+        x, _ = self._step()
+        return self._from_model(float(x[0]))
+
+
+class ArimaPredictor(_BasePredictor):
+    """ARIMA refit on a sliding window; order chosen by AIC among `ARIMA_CANDIDATES`."""
+
+    kind = "arima"
+
+    def __init__(self, *, window: int = 100, min_points: int = 5, log1p: bool = False) -> None:
+        super().__init__(min_points=min_points, log1p=log1p, window=window)
+
+    def _forecast(self) -> float:
+        values = list(self._values)
+        if all(v == values[0] for v in values):
+            return values[0]  # a flat series has no variance to fit; it predicts itself
+        try:
+            from statsmodels.tsa.arima.model import ARIMA
+        except ImportError as exc:
+            raise OptionalDependencyMissing("the arima predictor", "arima", "statsmodels") from exc
+        y = np.array([self._to_model(v) for v in values])
+        try:
+            best_aic, best_fc = math.inf, None
+            with warnings.catch_warnings():
+                # Convergence chatter on short or noisy windows is expected; AIC arbitrates.
+                warnings.simplefilter("ignore")
+                for order, trend in ARIMA_CANDIDATES:
+                    try:
+                        res = ARIMA(y, order=order, trend=trend).fit()
+                    except Exception:  # noqa: BLE001 - one failed candidate is not fatal
+                        continue
+                    fc = float(np.asarray(res.forecast(1))[0])
+                    if math.isfinite(res.aic) and math.isfinite(fc) and res.aic < best_aic:
+                        best_aic, best_fc = res.aic, fc
+            if best_fc is None:
+                return values[-1]
+            return self._from_model(best_fc)
+        except Exception:  # noqa: BLE001 - Dynamo's rule: a failed forecast reuses the last value
+            return values[-1]
+
+
+def _quiet_prophet_logs() -> None:
+    """Keep a fit per tick from logging: prophet logs an ERROR about plotly on import, and
+    cmdstanpy installs its own INFO handler (only if its logger has none) and logs every fit."""
+    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
+    stan = logging.getLogger("cmdstanpy")
+    if not stan.handlers:
+        stan.addHandler(logging.NullHandler())
+    stan.setLevel(logging.WARNING)
+
+
+class ProphetPredictor(_BasePredictor):
+    """Meta's Prophet refit on a sliding window with synthetic, evenly spaced timestamps."""
+
+    kind = "prophet"
+
+    def __init__(
+        self,
+        *,
+        window: int = 50,
+        interval_seconds: float = 180.0,
+        min_points: int = 5,
+        log1p: bool = False,
+    ) -> None:
+        super().__init__(min_points=min_points, log1p=log1p, window=window)
+        if not interval_seconds > 0:
+            raise ValueError("interval_seconds must be positive")
+        self.interval_seconds = float(interval_seconds)
+        self._steps: deque[int] = deque(maxlen=window)  # step index of each buffered value
+
+    def _on_observe(self, value: float) -> None:
+        self._steps.append(self._accepted - 1)
+
+    def timestamp(self, step: int) -> datetime:
+        return PROPHET_START + timedelta(seconds=step * self.interval_seconds)
+
+    def next_timestamp(self) -> datetime:
+        """The timestamp the next forecast is for (one interval after the last point)."""
+        return self.timestamp(self._steps[-1] + 1 if self._steps else 0)
+
+    def _forecast(self) -> float:
+        values = list(self._values)
+        if all(v == values[0] for v in values):
+            return values[0]
+        _quiet_prophet_logs()
+        try:
+            import pandas as pd
+            from prophet import Prophet
+        except ImportError as exc:
+            raise OptionalDependencyMissing("the prophet predictor", "prophet", "prophet") from exc
+        logging.getLogger("prophet").setLevel(logging.WARNING)  # prophet sets INFO on import
+        try:
+            frame = pd.DataFrame(
+                {"ds": [self.timestamp(s) for s in self._steps], "y": [self._to_model(v) for v in values]}
+            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = Prophet()
+                model.fit(frame)
+                forecast = model.predict(pd.DataFrame({"ds": [self.next_timestamp()]}))
+            return self._from_model(float(forecast["yhat"].iloc[0]))
+        except Exception:  # noqa: BLE001 - a failed fit reuses the last value
+            return values[-1]
+
+
+def make_predictor(cfg: plan_model.Predictor, interval_seconds: float) -> Predictor:
+    """A fresh predictor for one series, as the plan configures it."""
+    if cfg.type == "constant":
+        return ConstantPredictor(min_points=cfg.min_points, log1p=cfg.log1p)
+    if cfg.type == "kalman":
+        k = cfg.kalman
+        return KalmanPredictor(
+            q_level=k.q_level, q_trend=k.q_trend, r=k.r, min_points=cfg.min_points, log1p=cfg.log1p
+        )
+    if cfg.type == "arima":
+        return ArimaPredictor(window=cfg.arima.window, min_points=cfg.min_points, log1p=cfg.log1p)
+    if cfg.type == "prophet":
+        return ProphetPredictor(
+            window=cfg.prophet.window,
+            interval_seconds=interval_seconds,
+            min_points=cfg.min_points,
+            log1p=cfg.log1p,
+        )
+    raise ValueError(f"unknown predictor type {cfg.type!r}")
