@@ -1,0 +1,102 @@
+"""Trace readers: the Azure code-trace excerpt, Mooncake JSONL, BOM/CRLF, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from scaler.errors import TraceError
+from scaler.traces import Request, read_trace
+
+FIXTURES = Path(__file__).parent / "fixtures" / "traces"
+CODE_HEAD = FIXTURES / "azure-llm-2023-code-head2000.csv"
+
+
+def test_azure_code_excerpt_counts_and_first_values() -> None:
+    reqs = read_trace(CODE_HEAD)
+    assert len(reqs) == 2000
+    assert reqs[0] == Request(0.0, 4808, 10)
+    # 18:17:04.0319600 - 18:17:03.9799600
+    assert reqs[1].isl == 3180 and reqs[1].osl == 8
+    assert reqs[1].t == pytest.approx(0.052, abs=1e-6)
+    assert reqs[2].t == pytest.approx(0.098189, abs=1e-6)
+    # last line: 2023-11-16 18:31:17.0593070,1697,36
+    assert reqs[-1].isl == 1697 and reqs[-1].osl == 36
+    assert reqs[-1].t == pytest.approx(853.079347, abs=1e-6)
+    assert sum(r.isl for r in reqs) == 3973157
+    assert sum(r.osl for r in reqs) == 59024
+    assert all(a.t <= b.t for a, b in zip(reqs, reqs[1:]))
+
+
+def test_rate_scale_compresses_time() -> None:
+    reqs = read_trace(CODE_HEAD, rate_scale=30)
+    assert reqs[-1].t == pytest.approx(853.079347 / 30, abs=1e-6)
+    assert [(r.isl, r.osl) for r in reqs[:3]] == [(4808, 10), (3180, 8), (110, 27)]
+
+
+def test_mooncake_jsonl_sorted_and_in_seconds(tmp_path: Path) -> None:
+    f = tmp_path / "m.jsonl"
+    rows = [
+        {"timestamp": 1500, "input_length": 100, "output_length": 5, "hash_ids": [1, 2]},
+        {"timestamp": 500, "input_length": 7000, "output_length": 300},
+        {"timestamp": 2750, "input_length": 3, "output_length": 0},
+    ]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
+    assert read_trace(f) == [Request(0.0, 7000, 300), Request(1.0, 100, 5), Request(2.25, 3, 0)]
+    assert read_trace(f, fmt="mooncake", rate_scale=2.0)[2] == Request(1.125, 3, 0)
+
+
+def test_azure_with_bom_and_crlf(tmp_path: Path) -> None:
+    f = tmp_path / "a.csv"
+    body = (
+        "TIMESTAMP,ContextTokens,GeneratedTokens\r\n"
+        "2023-11-16 23:59:59.5000000,10,2\r\n"
+        "2023-11-17 00:00:01.2500000,20,3\r\n"
+    )
+    f.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    # crosses midnight: 1.75 s apart
+    assert read_trace(f, fmt="azure") == [Request(0.0, 10, 2), Request(1.75, 20, 3)]
+
+
+def test_bad_azure_line_names_file_line_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "bad.csv"
+    f.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:17:03.9799600,4808,10\n"
+        "2023-11-16 18:17:04.0319600,lots,8\n"
+        "yesterday,1,1\n"
+    )
+    with pytest.raises(TraceError) as info:
+        read_trace(f)
+    errs = info.value.errors
+    assert [(e.file, e.path) for e in errs] == [
+        (str(f), "line 3: ContextTokens"),
+        (str(f), "line 4: TIMESTAMP"),
+    ]
+    assert "'lots'" in errs[0].message
+
+
+def test_bad_mooncake_line_names_line_and_field(tmp_path: Path) -> None:
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"timestamp": 0, "input_length": 1, "output_length": 1}\n{"timestamp": 5, "input_length": -3, "output_length": 1}\n{oops\n')
+    with pytest.raises(TraceError) as info:
+        read_trace(f, fmt="mooncake")
+    paths = [e.path for e in info.value.errors]
+    assert paths == ["line 2: input_length", "line 3"]
+
+
+def test_unknown_format_missing_file_and_bad_scale(tmp_path: Path) -> None:
+    f = tmp_path / "x.txt"
+    f.write_text("hello\n")
+    with pytest.raises(TraceError, match="unknown trace format"):
+        read_trace(f)
+    with pytest.raises(TraceError, match="cannot read trace"):
+        read_trace(tmp_path / "missing.csv")
+    with pytest.raises(TraceError, match="rate_scale"):
+        read_trace(CODE_HEAD, rate_scale=0)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
+    with pytest.raises(TraceError, match="no requests"):
+        read_trace(empty)
