@@ -57,6 +57,8 @@ def _pydantic_errors(file: str, exc: ValidationError) -> list[FieldError]:
             msg = "is required"
         elif err["type"] == "literal_error":
             msg = f"{msg} (got {err.get('input')!r})"
+        elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
+            msg = str(err["ctx"]["error"])  # our validator's own words, without pydantic's prefix
         errors.append(FieldError(file, path, msg))
     return errors
 
