@@ -251,3 +251,16 @@ def test_perf_model_cached_by_fingerprint() -> None:
     assert mb.profile is b
     c = make_profile(decode_thpt=np.full(12, 99.0))
     assert perf_model(c).decode is not ma.decode
+
+
+def test_linear_decode_data_comes_back_exact() -> None:
+    # ceil(load / capacity) downstream is sensitive to 999.99999999 vs 1000: the grid must
+    # reproduce exactly linear data without solver residue at the grid nodes.
+    k, c = np.meshgrid(np.linspace(0, 1, 5), [50.0, 1000.0, 4000.0, 16000.0])
+    kv = k.ravel()
+    d = DecodeSurface(make_profile(kv=kv, ctx=c.ravel(), itl=1 + 99 * kv, decode_thpt=100 + 9900 * kv))
+    j = np.arange(100)
+    for row in (0, 37, 99):
+        np.testing.assert_array_equal(d.itl_grid[row], 1.0 + j)
+        np.testing.assert_array_equal(d.thpt_grid[row], 100.0 + 100.0 * j)
+    assert d.best_throughput(10.75, 1100).thpt_per_gpu == 1000.0

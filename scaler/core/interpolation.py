@@ -1,11 +1,12 @@
 """Performance model from a profile: TTFT/throughput of prefill by ISL, ITL/throughput of decode
 by (KV usage, context length).
 
-Follows Dynamo's interpolators (cubic where there is enough data, clamped to the profiled range,
-decode on a dense precomputed grid) with a few safety changes: interpolated values are clipped
-into the profiled range and kept positive (cubic overshoot must never yield a zero or negative
-capacity), the decode triangulation runs on normalised axes, and decode lookups are bilinear on
-the grid rather than nearest-cell. Pure: no I/O, no clock.
+Follows Dynamo's interpolators (cubic where there is enough data, clamped to the profiled
+range; decode on a dense precomputed grid filled like `griddata(method="cubic")`, holes filled
+by "nearest") with a few safety changes: interpolated values are clipped into the profiled
+range and kept positive (cubic overshoot must never yield a zero or negative capacity), the
+decode triangulation runs on normalised axes, and decode lookups are bilinear on the grid
+rather than nearest-cell. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 
 import numpy as np
-from scipy.interpolate import CubicSpline, griddata
+from scipy.interpolate import (
+    CloughTocher2DInterpolator,
+    CubicSpline,
+    LinearNDInterpolator,
+    NearestNDInterpolator,
+)
 
 from scaler.core.profile import Profile
 
@@ -115,18 +121,34 @@ def _fill_grid(
     points = np.column_stack([px, py])
     mesh_x, mesh_y = np.meshgrid(gx, gy)
     grid: np.ndarray | None = None
-    for method in ("cubic", "linear"):
+    # What griddata(method="cubic") builds, with a tighter tolerance on its iterative gradient
+    # estimate (default 1e-6 leaves ~1e-4 errors even on exactly linear data).
+    builders = (
+        lambda: CloughTocher2DInterpolator(points, values, tol=1e-12, maxiter=1000),
+        lambda: LinearNDInterpolator(points, values),
+    )
+    for build in builders:
         try:
-            grid = griddata(points, values, (mesh_x, mesh_y), method=method)
+            grid = build()(mesh_x, mesh_y)
             break
         except (ValueError, RuntimeError):  # QhullError is a RuntimeError: collinear points
             continue
-    nearest = griddata(points, values, (mesh_x, mesh_y), method="nearest")
+    nearest = NearestNDInterpolator(points, values)(mesh_x, mesh_y)
     if grid is None:
         return nearest
     holes = ~np.isfinite(grid)  # outside the convex hull
     grid[holes] = nearest[holes]
     return grid
+
+
+def _round_significant(grid: np.ndarray, digits: int = 10) -> np.ndarray:
+    """Round off the solver's last-digit residue, so flat or linear data comes back exact.
+
+    Downstream, replica counts are ceil(load / capacity): 999.99999999998 instead of 1000
+    would turn 20 replicas into 21. Profiles carry at most ~7 significant digits.
+    """
+    flat = [float(f"{v:.{digits}g}") for v in grid.ravel().tolist()]
+    return np.array(flat, dtype=np.float64).reshape(grid.shape)
 
 
 class DecodeSurface:
@@ -159,7 +181,7 @@ class DecodeSurface:
             # Cubic overshoot can leave the data range, even go negative: clip it back.
             lo = max(float(values.min()), POSITIVE_FLOOR)
             hi = max(float(values.max()), lo)
-            g = np.clip(g, lo, hi)
+            g = _round_significant(np.clip(g, lo, hi))
             g.setflags(write=False)
             return g
 
