@@ -1,0 +1,96 @@
+"""`dynplan serve`: run the KEDA external scaler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..cli import handle_errors
+from ..errors import FieldError, InputError
+
+
+class _JsonPassthrough(logging.Formatter):
+    """Decision lines are already JSON: print them bare; prefix other records."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.getMessage()
+        if msg.startswith("{"):
+            return msg
+        text = f"{self.formatTime(record)} {record.levelname} {record.name}: {msg}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return text
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonPassthrough())
+    root = logging.getLogger("dynplan")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    from .server import split_host_port
+
+    try:
+        split_host_port(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+@click.command("serve")
+@click.option("--plans", "plans_dir", required=True, type=click.Path(file_okay=False, exists=True), help="Directory of plan files (and the profiles they reference); reloaded on change.")
+@click.option("--listen", default="0.0.0.0:9090", show_default=True, callback=_host_port, help="gRPC address (KEDA's scalerAddress).")
+@click.option("--metrics-listen", default="0.0.0.0:9091", show_default=True, callback=_host_port, help="/metrics address; '' disables it.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True), help="Server certificate (PEM).")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True), help="Server private key (PEM).")
+@click.option("--tls-client-ca", type=click.Path(dir_okay=False, exists=True), help="CA for client certificates: enables mTLS.")
+@click.option("--staleness-factor", default=3.0, show_default=True, type=click.FloatRange(min=0, min_open=True), help="Decisions older than this many intervals are not served (UNAVAILABLE).")
+@click.option("--heartbeat-seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1), help="StreamIsActive heartbeat while active.")
+@click.option("--reload-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.1), help="How often the plans directory is checked.")
+@click.option("--settle-seconds", type=click.FloatRange(min=0), help="Delay after a window closes before it is read (default min(15 s, interval/4)).")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@handle_errors
+def serve(
+    plans_dir: str,
+    listen: str,
+    metrics_listen: Optional[str],
+    tls_cert: Optional[str],
+    tls_key: Optional[str],
+    tls_client_ca: Optional[str],
+    staleness_factor: float,
+    heartbeat_seconds: float,
+    reload_seconds: float,
+    settle_seconds: Optional[float],
+    log_level: str,
+) -> None:
+    """Serve KEDA's external scaler protocol for every plan in --plans."""
+    from .server import ServeConfig, TlsConfig, serve as run
+
+    if bool(tls_cert) != bool(tls_key):
+        raise InputError([FieldError("--tls-cert/--tls-key", "", "give both a certificate and its key")])
+    if tls_client_ca and not tls_cert:
+        raise InputError([FieldError("--tls-client-ca", "", "mTLS needs --tls-cert and --tls-key too")])
+    tls = TlsConfig(Path(tls_cert), Path(tls_key), Path(tls_client_ca) if tls_client_ca else None) if tls_cert and tls_key else None
+    configure_logging(log_level)
+    config = ServeConfig(
+        plans_dir=Path(plans_dir),
+        listen=listen,
+        metrics_listen=metrics_listen or None,
+        tls=tls,
+        staleness_factor=staleness_factor,
+        heartbeat_seconds=heartbeat_seconds,
+        reload_seconds=reload_seconds,
+        settle_seconds=settle_seconds,
+    )
+    asyncio.run(run(config))

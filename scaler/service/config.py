@@ -1,0 +1,43 @@
+"""Trigger metadata -> a typed, validated reference to one pool of one plan.
+
+KEDA forwards every key of the trigger's `metadata` (its own `scalerAddress`, `enableTLS`,
+`unsafeSsl` included) as strings; only `plan` and `pool` mean something here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+from ..core.plan import POOL_NAMES_BY_MODE
+from ..errors import MetadataError
+
+PLAN_KEY = "plan"
+POOL_KEY = "pool"
+KNOWN_POOLS: tuple[str, ...] = tuple(sorted({p for pools in POOL_NAMES_BY_MODE.values() for p in pools}))
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """Which pool a ScaledObject scales: (namespace of the ScaledObject, plan name, pool)."""
+
+    namespace: str
+    plan: str
+    pool: str
+
+
+def parse_metadata(namespace: str, metadata: Mapping[str, str]) -> PoolRef:
+    """Validate `scalerMetadata`; MetadataError (INVALID_ARGUMENT) names the offending key."""
+    plan = metadata.get(PLAN_KEY, "").strip()
+    if not plan:
+        raise MetadataError(f"trigger metadata key '{PLAN_KEY}' is missing or empty (the plan's metadata.name)")
+    pool = metadata.get(POOL_KEY, "").strip()
+    if not pool:
+        raise MetadataError(
+            f"trigger metadata key '{POOL_KEY}' is missing or empty (one of: {', '.join(KNOWN_POOLS)})"
+        )
+    if pool not in KNOWN_POOLS:
+        raise MetadataError(f"trigger metadata key '{POOL_KEY}': unknown pool {pool!r} (one of: {', '.join(KNOWN_POOLS)})")
+    if not namespace:
+        raise MetadataError("ScaledObjectRef.namespace is empty")
+    return PoolRef(namespace=namespace, plan=plan, pool=pool)

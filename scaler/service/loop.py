@@ -1,0 +1,380 @@
+"""One decision loop per plan: read an Observation from Prometheus, call the planner core.
+
+Throughput windows end on a fixed grid (multiples of `intervalSeconds` since the Unix
+epoch) and are read a short settle delay after they close. A scaler started at any time
+therefore reads exactly the windows a never-stopped scaler read, and warming up by
+replaying the last N of them through `decide` rebuilds the same planner state: the same
+next decision (restart safety). Load ticks (when load scaling is on) run on their own,
+shorter interval against live data.
+
+A failed read is not idle: it raises MetricsUnavailable, no decision is made, and the
+latest good decision keeps serving until it is older than the staleness bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
+
+from ..core.decision import Decision
+from ..core.observations import Observation, TrafficWindow, WorkerLoad
+from ..core.plan import Plan
+from ..core.planner import PlannerState, decide, new_state
+from ..errors import MetricsUnavailable, NoDecisionYet, StaleDecision
+from ..planfile import LoadedPlan
+from .metrics import ServiceMetrics
+
+log = logging.getLogger("dynplan.decision")
+errlog = logging.getLogger("dynplan.loop")
+
+
+class Reader(Protocol):
+    """Where observations come from (Prometheus in production)."""
+
+    async def traffic(self, plan: Plan, at: float) -> TrafficWindow: ...
+
+    async def workers(self, plan: Plan, at: Optional[float]) -> tuple[WorkerLoad, ...]: ...
+
+    async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]: ...
+
+
+class PromReader:
+    """Reader over scaler.prom (recorded series, falling back to raw PromQL)."""
+
+    def __init__(self, client: object) -> None:
+        self.client = client
+
+    async def traffic(self, plan: Plan, at: float) -> TrafficWindow:
+        from ..prom.reader import read_traffic
+
+        return await read_traffic(self.client, plan, at=at)
+
+    async def workers(self, plan: Plan, at: Optional[float]) -> tuple[WorkerLoad, ...]:
+        from ..prom.reader import read_workers
+
+        return tuple(await read_workers(self.client, plan, at=at))
+
+    async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]:
+        from ..prom.reader import read_traffic_history
+
+        return list(await read_traffic_history(self.client, plan, end, intervals))
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    staleness_factor: float = 3.0
+    # Delay after a window closes before it is read, so the last scrape and rule
+    # evaluation are in; None -> min(15 s, interval / 4).
+    settle_seconds: Optional[float] = None
+    # Windows replayed at start-up; None -> enough for the plan's predictor.
+    warmup_intervals: Optional[int] = None
+    # Retry delay after a failed tick; None -> min(5 s, interval / 4).
+    retry_seconds: Optional[float] = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The latest good decision and what it was made from."""
+
+    decision: Decision
+    made_at: float                 # wall clock (seconds) when it was made
+    window_end: Optional[float]    # grid time of the throughput window, if any
+    traffic_requests: Optional[float]  # requests in the latest throughput window
+
+    def active(self, pool: str) -> bool:
+        return (self.traffic_requests or 0.0) > 0 or self.decision.replicas(pool) > 0
+
+
+def grid_end(t: float, interval: float) -> float:
+    """The latest multiple of `interval` (since the epoch) at or before t."""
+    return math.floor(t / interval) * interval
+
+
+def ready_replicas(workers: tuple[WorkerLoad, ...]) -> dict[str, int]:
+    """Workers reporting per pool: the count Little's law and the load path need."""
+    seen: dict[str, set[str]] = {}
+    for w in workers:
+        seen.setdefault(w.pool, set()).add(w.worker_id)
+    return {pool: len(ids) for pool, ids in seen.items()}
+
+
+def warmup_intervals(plan: Plan) -> int:
+    """Windows to replay at start: covers the predictor's memory (bounded)."""
+    pred = plan.spec.scaling.throughput.predictor
+    window = {"arima": pred.arima.window, "prophet": pred.prophet.window}.get(pred.type, 0)
+    return int(min(200, max(32, window, 4 * pred.min_points)))
+
+
+class PlanLoop:
+    """Owns one plan's PlannerState and its latest good decision."""
+
+    def __init__(
+        self,
+        loaded: LoadedPlan,
+        reader: Reader,
+        *,
+        settings: LoopSettings = LoopSettings(),
+        metrics: Optional[ServiceMetrics] = None,
+        clock: Callable[[], float] = time.time,
+        on_change: Optional[Callable[[], None]] = None,
+    ) -> None:
+        self.loaded = loaded
+        self.plan = loaded.plan
+        self.model = loaded.model
+        self.reader = reader
+        self.settings = settings
+        self.metrics = metrics
+        self.clock = clock
+        self.on_change = on_change
+        self.state: PlannerState = new_state(self.plan)
+        self.latest: Optional[Snapshot] = None
+        self.last_error: Optional[str] = None
+        self.next_end: Optional[float] = None  # end of the next throughput window to read
+        self._task: Optional[asyncio.Task[None]] = None
+        self._lock = asyncio.Lock()
+        tp = self.plan.spec.scaling.throughput
+        self.tp_interval: Optional[float] = float(tp.interval_seconds) if tp.enabled else None
+        ld = self.plan.spec.scaling.load
+        self.load_interval: Optional[float] = float(ld.interval_seconds) if ld.enabled else None
+
+    # -- derived settings ---------------------------------------------------------------
+    @property
+    def interval(self) -> float:
+        """The decision interval staleness is measured against."""
+        return self.tp_interval if self.tp_interval is not None else float(self.load_interval or 1.0)
+
+    @property
+    def staleness_bound(self) -> float:
+        return self.settings.staleness_factor * self.interval
+
+    @property
+    def settle(self) -> float:
+        if self.settings.settle_seconds is not None:
+            return self.settings.settle_seconds
+        return min(15.0, self.interval / 4)
+
+    @property
+    def retry(self) -> float:
+        if self.settings.retry_seconds is not None:
+            return self.settings.retry_seconds
+        return min(5.0, self.interval / 4)
+
+    @property
+    def key(self) -> str:
+        return f"{self.plan.namespace}/{self.plan.name}"
+
+    # -- serving ------------------------------------------------------------------------
+    def current(self) -> Snapshot:
+        """The decision to serve now, or why there is none (both map to UNAVAILABLE)."""
+        snap = self.latest
+        why = f"; last error: {self.last_error}" if self.last_error else ""
+        if snap is None:
+            raise NoDecisionYet(f"plan {self.key} has no decision yet (waiting for Prometheus){why}")
+        age = self.clock() - snap.made_at
+        if age > self.staleness_bound:
+            raise StaleDecision(
+                f"plan {self.key}: the latest good decision is {age:.1f}s old, above the staleness bound "
+                f"of {self.staleness_bound:g}s ({self.settings.staleness_factor:g} x interval {self.interval:g}s){why}"
+            )
+        return snap
+
+    def adopt(self, snapshot: Optional[Snapshot]) -> None:
+        """Serve a previous version's decision until this loop makes its own (hot reload)."""
+        if snapshot is not None and set(snapshot.decision.pools) == set(self.plan.pool_names):
+            self.latest = snapshot
+
+    # -- ticks --------------------------------------------------------------------------
+    async def warm_up(self, end: Optional[float] = None) -> Decision:
+        """Replay the windows ending at `end` (default: the latest closed one) through decide.
+
+        The decision for the last replayed window is the one a never-stopped scaler made at
+        that window; it is served at once.
+        """
+        assert self.tp_interval is not None, "warm-up replays throughput windows"
+        interval = self.tp_interval
+        if end is None:
+            end = grid_end(self.clock() - self.settle, interval)
+        n = self.settings.warmup_intervals or warmup_intervals(self.plan)
+        started = time.perf_counter()
+        async with self._lock:
+            try:
+                windows = await self.reader.history(self.plan, end, n)
+                workers = await self.reader.workers(self.plan, end)
+            except MetricsUnavailable as exc:
+                self._failed("warmup", exc)
+                raise
+            state = new_state(self.plan)
+            decision: Optional[Decision] = None
+            first_end = end - (len(windows) - 1) * interval
+            for i, window in enumerate(windows):
+                t = first_end + i * interval
+                last = i == len(windows) - 1
+                obs = Observation(
+                    timestamp=t,
+                    traffic=window,
+                    # Worker counts are known for the last window only; they feed the
+                    # correction factors, which are recomputed each window anyway.
+                    workers=workers if last else (),
+                    ready_replicas=ready_replicas(workers) if last else {},
+                )
+                decision = decide(self.plan, self.model, obs, state)
+            if decision is None:
+                exc = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
+                self._failed("warmup", exc)
+                raise exc
+            self.state = state
+            self.next_end = end + interval
+            self._publish(decision, "warmup", end, windows[-1].requests, started, replayed=len(windows))
+            return decision
+
+    async def tick_throughput(self, end: float) -> Decision:
+        """Decide on the throughput window ending at `end` (a grid time)."""
+        started = time.perf_counter()
+        async with self._lock:
+            try:
+                window = await self.reader.traffic(self.plan, end)
+                workers = await self.reader.workers(self.plan, end)
+            except MetricsUnavailable as exc:
+                self._failed("throughput", exc)
+                raise
+            obs = Observation(timestamp=end, traffic=window, workers=workers, ready_replicas=ready_replicas(workers))
+            decision = self._decide(obs)
+            self.next_end = end + (self.tp_interval or 0.0)
+            self._publish(decision, "throughput", end, window.requests, started)
+            return decision
+
+    async def tick_load(self) -> Decision:
+        """Decide on the workers' live load (load-based scaling)."""
+        started = time.perf_counter()
+        async with self._lock:
+            now = self.clock()
+            try:
+                workers = await self.reader.workers(self.plan, None)
+            except MetricsUnavailable as exc:
+                self._failed("load", exc)
+                raise
+            obs = Observation(timestamp=now, workers=workers, ready_replicas=ready_replicas(workers))
+            decision = self._decide(obs)
+            requests = self.latest.traffic_requests if self.latest else None
+            window_end = self.latest.window_end if self.latest else None
+            self._publish(decision, "load", window_end, requests, started)
+            return decision
+
+    def _decide(self, obs: Observation) -> Decision:
+        t0 = time.perf_counter()
+        decision = decide(self.plan, self.model, obs, self.state)
+        if self.metrics is not None:
+            self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(time.perf_counter() - t0)
+        return decision
+
+    def _failed(self, kind: str, exc: BaseException) -> None:
+        self.last_error = str(exc)
+        if self.metrics is not None:
+            self.metrics.query_errors.labels(self.plan.namespace, self.plan.name, kind).inc()
+        errlog.warning(
+            json.dumps({"event": "decision_failed", "namespace": self.plan.namespace, "plan": self.plan.name,
+                        "kind": kind, "error": str(exc)})
+        )
+
+    def _publish(
+        self,
+        decision: Decision,
+        kind: str,
+        window_end: Optional[float],
+        requests: Optional[float],
+        started: float,
+        replayed: int = 0,
+    ) -> None:
+        made_at = self.clock()
+        self.latest = Snapshot(decision=decision, made_at=made_at, window_end=window_end, traffic_requests=requests)
+        self.last_error = None
+        duration = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.record_decision(self.plan.namespace, decision, made_at)
+            self.metrics.duration.labels(self.plan.namespace, self.plan.name, kind).observe(duration)
+        line = {
+            "event": "decision",
+            "namespace": self.plan.namespace,
+            "plan": self.plan.name,
+            "kind": kind,
+            "windowEnd": window_end,
+            "madeAt": round(made_at, 3),
+            "durationMs": round(duration * 1000, 3),
+            "replicas": {p: d.replicas for p, d in decision.pools.items()},
+            "reason": decision.reason.value,
+            "decision": decision.to_dict(),
+        }
+        if replayed:
+            line["replayedWindows"] = replayed
+        log.info(json.dumps(line, sort_keys=False))
+        if self.on_change is not None:
+            self.on_change()
+
+    # -- running ------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self.run(), name=f"dynplan-loop-{self.key}")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    async def run(self) -> None:
+        """Warm up, then tick on the grid (and on the load interval) until cancelled."""
+        next_load = self.clock() + (self.load_interval or 0.0)
+        while self.tp_interval is not None and self.next_end is None:
+            try:
+                await self.warm_up()
+            except MetricsUnavailable:
+                await asyncio.sleep(self.retry)
+            except Exception as exc:  # noqa: BLE001 - a bug must not kill the loop silently
+                self._crashed(exc)
+                await asyncio.sleep(self.retry)
+        while True:
+            now = self.clock()
+            due_tp = None if self.next_end is None else self.next_end + self.settle
+            wake = min(t for t in (due_tp, next_load if self.load_interval else None) if t is not None)
+            if wake > now:
+                await asyncio.sleep(wake - now)
+                continue
+            if due_tp is not None and due_tp <= now:
+                assert self.next_end is not None and self.tp_interval is not None
+                # After a long outage, skip to the windows a restart would replay.
+                latest = grid_end(now - self.settle, self.tp_interval)
+                oldest = latest - (self.settings.warmup_intervals or warmup_intervals(self.plan)) * self.tp_interval
+                if self.next_end < oldest:
+                    self.next_end = oldest
+                try:
+                    await self.tick_throughput(self.next_end)
+                except MetricsUnavailable:
+                    # Retry the same window (what a restart would replay) while it is the
+                    # newest closed one; once a newer window has closed, move on to it.
+                    if self.next_end < latest:
+                        self.next_end += self.tp_interval
+                    await asyncio.sleep(self.retry)
+                except Exception as exc:  # noqa: BLE001
+                    self._crashed(exc)
+                    await asyncio.sleep(self.retry)
+                continue
+            if self.load_interval:
+                next_load = now + self.load_interval
+                try:
+                    await self.tick_load()
+                except MetricsUnavailable:
+                    pass
+                except Exception as exc:  # noqa: BLE001
+                    self._crashed(exc)
+
+    def _crashed(self, exc: BaseException) -> None:
+        self.last_error = f"internal error: {exc!r}"
+        errlog.exception("decision loop error for plan %s", self.key, exc_info=exc)

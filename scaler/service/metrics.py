@@ -1,0 +1,126 @@
+"""The scaler's own /metrics (prometheus-client), on a private registry (no global state)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client.exposition import start_http_server
+
+from ..core.decision import Decision, Reason
+
+_PLAN = ("namespace", "plan")
+_POOL = ("namespace", "plan", "pool")
+# Decision durations are milliseconds normally; the buckets reach seconds for slow queries.
+_DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class ServiceMetrics:
+    """Every metric `dynplan serve` exports, labelled by plan (and pool)."""
+
+    def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.desired = Gauge("dynplan_desired_replicas", "Desired replicas of the latest good decision.", _POOL, registry=r)
+        self.requested = Gauge(
+            "dynplan_requested_replicas", "Replicas the formulas asked for, before bounds and budget.", _POOL, registry=r
+        )
+        self.observed = Gauge(
+            "dynplan_observed",
+            "Observed traffic of the latest window (quantity: rate req/s, isl, osl tokens, ttft_ms, itl_ms).",
+            _PLAN + ("quantity",),
+            registry=r,
+        )
+        self.predicted = Gauge(
+            "dynplan_predicted",
+            "Predicted next-interval traffic (rate, isl, osl) and the profiled latency at the chosen operating point (ttft_ms, itl_ms).",
+            _PLAN + ("quantity",),
+            registry=r,
+        )
+        self.correction = Gauge(
+            "dynplan_correction_factor", "Observed / profiled latency correction factor.", _POOL, registry=r
+        )
+        self.reason = Enum(
+            "dynplan_decision_reason",
+            "Reason of the latest good decision.",
+            _PLAN,
+            states=[reason.value for reason in Reason],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "dynplan_decision_duration_seconds",
+            "Time to make one decision (Prometheus queries + planner).",
+            _PLAN + ("kind",),
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.compute = Histogram(
+            "dynplan_decision_compute_seconds",
+            "Time the planner core took for one decision (no I/O).",
+            _PLAN,
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.query_errors = Counter(
+            "dynplan_prometheus_query_errors",
+            "Decision ticks that failed because Prometheus could not answer.",
+            _PLAN + ("kind",),
+            registry=r,
+        )
+        self.last_good = Gauge(
+            "dynplan_last_good_decision_timestamp_seconds", "Unix time of the latest good decision.", _PLAN, registry=r
+        )
+        self.plan_load_errors = Counter(
+            "dynplan_plan_load_errors", "Times a plan file failed to load (the last good version keeps serving).", ("file",), registry=r
+        )
+        self.plan_load_failing = Gauge(
+            "dynplan_plan_load_failing", "1 while a plan file's current content is invalid.", ("file",), registry=r
+        )
+        self.plans = Gauge("dynplan_plans_loaded", "Plans currently served.", registry=r)
+        self.rpcs = Counter("dynplan_grpc_requests", "External scaler RPCs answered.", ("method", "code"), registry=r)
+
+    # -- decisions ----------------------------------------------------------------------
+    def record_decision(self, namespace: str, decision: Decision, made_at: float) -> None:
+        plan = decision.plan
+        for pool, pd in decision.pools.items():
+            self.desired.labels(namespace, plan, pool).set(pd.replicas)
+            self.requested.labels(namespace, plan, pool).set(pd.requested)
+        self.reason.labels(namespace, plan).state(decision.reason.value)
+        self.last_good.labels(namespace, plan).set(made_at)
+        tp = decision.throughput
+        if tp is None:
+            return
+        observed = {"rate": tp.observed_rate, "isl": tp.observed_isl, "osl": tp.observed_osl,
+                    "ttft_ms": tp.observed_ttft_ms, "itl_ms": tp.observed_itl_ms}
+        predicted = {"rate": tp.predicted_rate, "isl": tp.predicted_isl, "osl": tp.predicted_osl,
+                     "ttft_ms": tp.profiled_ttft_ms, "itl_ms": tp.decode_itl_at_point_ms}
+        for quantity, value in observed.items():
+            # No value (idle window's mean) is exported as NaN, never as a made-up 0.
+            self.observed.labels(namespace, plan, quantity).set(float("nan") if value is None else value)
+        for quantity, value in predicted.items():
+            self.predicted.labels(namespace, plan, quantity).set(float("nan") if value is None else value)
+        self.correction.labels(namespace, plan, "prefill").set(tp.correction_prefill)
+        self.correction.labels(namespace, plan, "decode").set(tp.correction_decode)
+
+    def forget_plan(self, namespace: str, plan: str, pools: tuple[str, ...]) -> None:
+        """Drop a removed plan's series so dashboards do not show ghosts."""
+        for metric, labelsets in (
+            (self.desired, [(namespace, plan, p) for p in pools]),
+            (self.requested, [(namespace, plan, p) for p in pools]),
+            (self.correction, [(namespace, plan, p) for p in ("prefill", "decode")]),
+            (self.observed, [(namespace, plan, q) for q in ("rate", "isl", "osl", "ttft_ms", "itl_ms")]),
+            (self.predicted, [(namespace, plan, q) for q in ("rate", "isl", "osl", "ttft_ms", "itl_ms")]),
+            (self.reason, [(namespace, plan)]),
+            (self.last_good, [(namespace, plan)]),
+        ):
+            for labels in labelsets:
+                try:
+                    metric.remove(*labels)
+                except KeyError:
+                    pass
+
+
+def serve_metrics(metrics: ServiceMetrics, host: str, port: int) -> tuple[object, int]:
+    """Start the /metrics HTTP server (a daemon thread); return (server, bound port)."""
+    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
+    return server, int(server.server_address[1])

@@ -1,0 +1,178 @@
+"""The `dynplan serve` process: grpc.aio server, health, /metrics, TLS, graceful shutdown.
+
+Health (grpc.health.v1): `liveness` is SERVING as soon as the server runs and never
+depends on Prometheus (a Prometheus outage must not restart scalers); `readiness` and the
+overall "" service turn SERVING once the plans directory has been loaded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from ..planfile import LoadedPlan
+from ..proto import externalscaler_pb2_grpc as pb_grpc
+from .loop import LoopSettings, PlanLoop, PromReader, Reader
+from .metrics import ServiceMetrics, serve_metrics
+from .registry import PlanRegistry
+from .servicer import ExternalScalerServicer
+
+log = logging.getLogger("dynplan.server")
+LIVENESS = "liveness"
+READINESS = "readiness"
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    client_ca: Optional[Path] = None  # set -> mTLS: clients must present a cert it signed
+
+    def credentials(self) -> grpc.ServerCredentials:
+        ca = self.client_ca.read_bytes() if self.client_ca else None
+        return grpc.ssl_server_credentials(
+            [(self.key.read_bytes(), self.cert.read_bytes())],
+            root_certificates=ca,
+            require_client_auth=ca is not None,
+        )
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    plans_dir: Path
+    listen: str = "0.0.0.0:9090"
+    metrics_listen: Optional[str] = "0.0.0.0:9091"
+    tls: Optional[TlsConfig] = None
+    staleness_factor: float = 3.0
+    heartbeat_seconds: float = 5.0
+    reload_seconds: float = 2.0
+    settle_seconds: Optional[float] = None
+    warmup_intervals: Optional[int] = None
+    grace_seconds: float = 5.0
+    prometheus_concurrency: int = 4
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+class ScalerServer:
+    """Everything `dynplan serve` runs, startable and stoppable from tests."""
+
+    def __init__(self, config: ServeConfig, *, reader_factory: Optional[Any] = None, run_loops: bool = True) -> None:
+        self.config = config
+        self.metrics = ServiceMetrics()
+        self._clients: dict[str, Any] = {}
+        self._reader_factory = reader_factory  # (LoadedPlan) -> Reader; default: Prometheus
+        self.settings = LoopSettings(
+            staleness_factor=config.staleness_factor,
+            settle_seconds=config.settle_seconds,
+            warmup_intervals=config.warmup_intervals,
+        )
+        self.registry = PlanRegistry(config.plans_dir, self._make_loop, metrics=self.metrics, run_loops=run_loops)
+        self.health = health.aio.HealthServicer()
+        self.server: Optional[grpc.aio.Server] = None
+        self.port: Optional[int] = None
+        self.metrics_port: Optional[int] = None
+        self._metrics_server: Any = None
+        self._watch: Optional[asyncio.Task[None]] = None
+
+    def _reader(self, loaded: LoadedPlan) -> Reader:
+        if self._reader_factory is not None:
+            return self._reader_factory(loaded)
+        access = loaded.plan.spec.metrics.prometheus
+        key = access.model_dump_json()
+        client = self._clients.get(key)
+        if client is None:
+            from ..prom.client import PromClient
+
+            client = PromClient(access, max_concurrency=self.config.prometheus_concurrency)
+            self._clients[key] = client
+        return PromReader(client)
+
+    def _make_loop(self, loaded: LoadedPlan) -> PlanLoop:
+        return PlanLoop(
+            loaded,
+            self._reader(loaded),
+            settings=self.settings,
+            metrics=self.metrics,
+            on_change=self.registry.notify,
+        )
+
+    async def start(self) -> int:
+        """Bind, mark live, load plans, mark ready; return the gRPC port."""
+        server = grpc.aio.server()
+        pb_grpc.add_ExternalScalerServicer_to_server(
+            ExternalScalerServicer(self.registry, metrics=self.metrics, heartbeat_seconds=self.config.heartbeat_seconds),
+            server,
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        if self.config.tls is not None:
+            port = server.add_secure_port(self.config.listen, self.config.tls.credentials())
+        else:
+            port = server.add_insecure_port(self.config.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.config.listen}")
+        if self.config.metrics_listen:
+            host, mport = split_host_port(self.config.metrics_listen)
+            self._metrics_server, self.metrics_port = serve_metrics(self.metrics, host, mport)
+        NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+        SERVING = health_pb2.HealthCheckResponse.SERVING
+        await self.health.set(READINESS, NOT_SERVING)
+        await self.health.set("", NOT_SERVING)
+        await server.start()
+        self.server, self.port = server, port
+        await self.health.set(LIVENESS, SERVING)
+        await self.registry.scan()
+        await self.health.set(READINESS, SERVING)
+        await self.health.set("", SERVING)
+        self._watch = asyncio.get_running_loop().create_task(self.registry.watch(self.config.reload_seconds))
+        log.info("dynplan serve listening on %s (port %d), %d plan(s) loaded", self.config.listen, port, len(self.registry.index))
+        return port
+
+    async def stop(self, grace: Optional[float] = None) -> None:
+        """Graceful: stop accepting, let in-flight RPCs finish, cancel streams and loops."""
+        await self.health.enter_graceful_shutdown()
+        if self._watch is not None:
+            self._watch.cancel()
+            try:
+                await self._watch
+            except asyncio.CancelledError:
+                pass
+        if self.server is not None:
+            await self.server.stop(self.config.grace_seconds if grace is None else grace)
+        await self.registry.close()
+        for client in self._clients.values():
+            closer = getattr(client, "aclose", None) or getattr(client, "close", None)
+            if closer is not None:
+                result = closer()
+                if asyncio.iscoroutine(result):
+                    await result
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
+
+
+async def serve(config: ServeConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    scaler = ScalerServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await scaler.start()
+    try:
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        await scaler.stop()
