@@ -1,0 +1,236 @@
+"""Loading plan files (scaler.planfile): one test per kind of bad input, each error naming the
+file and the field path; several errors reported together; good plans load with their profile."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from scaler.errors import FieldError, PlanError
+from scaler.planfile import load_plan, load_plans
+
+from helpers import EXAMPLES, SYNTHETIC_PROFILE_DIR, flat_profile, plan_dict, with_changes, write_plan
+
+
+def errors_of(path: Path) -> list[FieldError]:
+    with pytest.raises(PlanError) as exc:
+        load_plan(path)
+    return exc.value.errors
+
+
+def only_error(path: Path) -> FieldError:
+    errs = errors_of(path)
+    assert len(errs) == 1, errs
+    assert errs[0].file == str(path)
+    return errs[0]
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> dict:
+    """A valid plan whose flat profile is written next to it (tmp_path/profile)."""
+    write_plan(tmp_path, plan_dict(), profile=flat_profile())
+    return plan_dict()
+
+
+def bad(tmp_path: Path, doc: dict) -> Path:
+    return write_plan(tmp_path, doc, filename="bad.yaml")
+
+
+# -- good plans -----------------------------------------------------------------------------
+
+
+def test_good_plan_loads_with_its_profile(tmp_path: Path, good: dict) -> None:
+    lp = load_plan(tmp_path / "plan.yaml")
+    assert lp.name == "llama-8b" and lp.plan.spec.mode == "disagg"
+    assert lp.profile is not None
+    assert lp.model.prefill.thpt_per_gpu(3000) == pytest.approx(40000)
+    assert lp.warnings == ()
+
+
+@pytest.mark.parametrize("name", ["llama-8b-disagg.yaml", "llama-8b-agg.yaml"])
+def test_examples_load(name: str) -> None:
+    lp = load_plan(EXAMPLES / name)
+    assert lp.plan.metadata.namespace == "inference"
+    assert (lp.profile is None) == (name == "llama-8b-agg.yaml")
+
+
+def test_profile_path_is_relative_to_the_plan_file(tmp_path: Path, monkeypatch) -> None:
+    shutil.copytree(SYNTHETIC_PROFILE_DIR, tmp_path / "profiles" / "h200")
+    path = write_plan(tmp_path / "plans", plan_dict(profile="../profiles/h200"))
+    monkeypatch.chdir("/")
+    assert load_plan(path).profile.max_kv_tokens == 932000
+
+
+def test_workload_outside_profile_is_a_warning(tmp_path: Path) -> None:
+    # flat profile covers ISL 100..16000 and context 50..16000
+    write_plan(tmp_path, plan_dict(isl=20000), profile=flat_profile())
+    lp = load_plan(tmp_path / "plan.yaml")
+    assert [w.path for w in lp.warnings] == ["spec.workload.isl", "spec.workload"]
+    assert all(w.severity == "warning" for w in lp.warnings)
+
+
+# -- one test per kind of bad input -----------------------------------------------------------
+
+
+def test_unknown_field(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, with_changes(good, {"spec.pools.decode.maxReplica": 8})))
+    assert err.path == "spec.pools.decode.maxReplica"
+    assert err.message == "unknown field"
+
+
+def test_wrong_type(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, with_changes(good, {"spec.pools.prefill.gpusPerReplica": "two"})))
+    assert err.path == "spec.pools.prefill.gpusPerReplica"
+    assert "integer" in err.message
+
+
+def test_out_of_range(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, with_changes(good, {"spec.sla.ttftMs": -200})))
+    assert err.path == "spec.sla.ttftMs"
+    assert "greater than 0" in err.message
+
+
+def test_min_above_max(tmp_path: Path, good: dict) -> None:
+    doc = with_changes(good, {"spec.pools.decode.minReplicas": 8, "spec.pools.decode.maxReplicas": 4})
+    err = only_error(bad(tmp_path, doc))
+    assert err.path == "spec.pools.decode.maxReplicas"
+    assert err.message == "must be >= minReplicas (4 < 8)"
+
+
+def test_budget_below_minimums(tmp_path: Path, good: dict) -> None:
+    doc = with_changes(good, {"spec.pools.prefill.minReplicas": 3, "spec.budget": {"maxGpus": 3}})
+    err = only_error(bad(tmp_path, doc))
+    assert err.path == "spec.budget.maxGpus"
+    assert "3 GPUs cannot hold every pool's minimum (4 GPUs)" in err.message
+
+
+def test_missing_pool_for_mode(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, with_changes(good, {"spec.pools.decode": ...})))
+    assert err.path == "spec.pools.decode"
+    assert "required in mode 'disagg'" in err.message
+
+
+def test_extra_pool_for_mode(tmp_path: Path, good: dict) -> None:
+    doc = with_changes(good, {"spec.pools.worker": good["spec"]["pools"]["decode"]})
+    err = only_error(bad(tmp_path, doc))
+    assert err.path == "spec.pools.worker"
+    assert "not allowed in mode 'disagg'" in err.message
+
+
+@pytest.mark.parametrize("name", ["Llama-8B", "llama_8b", "llama-", "x" * 41])
+def test_bad_metadata_name(tmp_path: Path, good: dict, name: str) -> None:
+    err = only_error(bad(tmp_path, with_changes(good, {"metadata.name": name})))
+    assert err.path == "metadata.name"
+    assert ("DNS-1123" in err.message) or ("at most 40 characters" in err.message)
+
+
+def test_missing_profile_directory(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, with_changes(good, {"spec.profile": "no-such-dir"})))
+    assert err.path == "spec.profile"
+    assert "no-such-dir" in err.message and "does not exist" in err.message
+
+
+def test_malformed_profile(tmp_path: Path, good: dict) -> None:
+    prefill, decode = flat_profile().to_json_dicts()
+    prefill["prefill_ttft"] = prefill["prefill_ttft"][:-1]  # unequal lengths
+    decode["x_kv_usage"][0] = 1.5  # KV usage outside [0, 1]
+    prof = tmp_path / "broken"
+    prof.mkdir()
+    (prof / "prefill_raw_data.json").write_text(json.dumps(prefill))
+    (prof / "decode_raw_data.json").write_text(json.dumps(decode))
+    errs = errors_of(bad(tmp_path, with_changes(good, {"spec.profile": "broken"})))
+    assert all(e.path == "spec.profile" for e in errs)
+    text = "\n".join(e.message for e in errs)
+    assert "prefill_raw_data.json" in text and "unequal lengths" in text
+    assert "decode_raw_data.json" in text and "x_kv_usage" in text and "[0, 1]" in text
+
+
+def test_malformed_inline_profile_data(tmp_path: Path, good: dict) -> None:
+    prefill, decode = flat_profile().to_json_dicts()
+    decode["max_kv_tokens"] = 0
+    doc = with_changes(good, {"spec.profile": ..., "spec.profileData": {"prefill": prefill, "decode": decode}})
+    err = only_error(bad(tmp_path, doc))
+    assert err.path == "spec.profileData.decode.max_kv_tokens"
+    assert "positive" in err.message
+
+
+def test_inline_profile_data_loads(tmp_path: Path, good: dict) -> None:
+    prefill, decode = flat_profile(decode_thpt=1234).to_json_dicts()
+    doc = with_changes(good, {"spec.profile": ..., "spec.profileData": {"prefill": prefill, "decode": decode}})
+    lp = load_plan(bad(tmp_path, doc))
+    assert lp.model.decode.best_throughput(20, 3075).thpt_per_gpu == pytest.approx(1234)
+
+
+def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("apiVersion: dynplan/v1alpha1\nkind: Plan\nmetadata: {name: x\nspec: {}\n")
+    err = only_error(path)
+    assert err.path == ""
+    assert err.message.startswith("invalid YAML (line 4")
+
+
+def test_not_a_mapping(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("- just\n- a list\n")
+    assert "YAML mapping" in only_error(path).message
+
+
+def test_two_documents_in_one_file(tmp_path: Path, good: dict) -> None:
+    text = (tmp_path / "plan.yaml").read_text()
+    path = tmp_path / "bad.yaml"
+    path.write_text(text + "---\n" + text)
+    assert "exactly one plan document, found 2" in only_error(path).message
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert only_error(tmp_path / "nope.yaml").message == "no such file"
+
+
+def test_throughput_enabled_without_profile(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, with_changes(good, {"spec.profile": ...})))
+    assert err.path == "spec.profile"
+    assert "required when spec.scaling.throughput.enabled is true" in err.message
+
+
+def test_load_interval_not_shorter_than_throughput_interval(tmp_path: Path, good: dict) -> None:
+    doc = with_changes(
+        good,
+        {"spec.scaling.load.enabled": True, "spec.scaling.load.intervalSeconds": 60, "spec.scaling.throughput.intervalSeconds": 60},
+    )
+    err = only_error(bad(tmp_path, doc))
+    assert err.path == "spec.scaling.load.intervalSeconds"
+    assert "(60 >= 60)" in err.message
+
+
+def test_several_errors_reported_together(tmp_path: Path, good: dict) -> None:
+    doc = with_changes(
+        good,
+        {"metadata.name": "Bad_Name", "spec.sla.itlMs": 0, "spec.pools.decode.gpusPerReplica": "x", "spec.extra": 1},
+    )
+    path = bad(tmp_path, doc)
+    got = sorted(e.path for e in errors_of(path))
+    assert got == sorted(["metadata.name", "spec.sla.itlMs", "spec.pools.decode.gpusPerReplica", "spec.extra"])
+
+
+def test_semantic_and_profile_errors_reported_together(tmp_path: Path, good: dict) -> None:
+    doc = with_changes(
+        good, {"spec.pools.decode.minReplicas": 20, "spec.profile": "no-such-dir", "spec.budget": {"maxGpus": 2}}
+    )
+    got = sorted(e.path for e in errors_of(bad(tmp_path, doc)))
+    assert got == ["spec.budget.maxGpus", "spec.pools.decode.maxReplicas", "spec.profile"]
+
+
+def test_load_plans_reports_every_file(tmp_path: Path, good: dict) -> None:
+    a = write_plan(tmp_path, with_changes(good, {"spec.sla.itlMs": 0}), filename="a.yaml")
+    b = write_plan(tmp_path, with_changes(good, {"spec.mode": "pd"}), filename="b.yaml")
+    with pytest.raises(PlanError) as exc:
+        load_plans([tmp_path / "plan.yaml", a, b])
+    assert [(e.file, e.path) for e in exc.value.errors] == [(str(a), "spec.sla.itlMs"), (str(b), "spec.mode")]
+
+
+def test_error_string_names_file_and_field(tmp_path: Path, good: dict) -> None:
+    path = bad(tmp_path, with_changes(good, {"spec.pools.decode.minReplicas": 8, "spec.pools.decode.maxReplicas": 4}))
+    assert str(only_error(path)) == f"{path}: spec.pools.decode.maxReplicas: must be >= minReplicas (4 < 8)"
