@@ -1,0 +1,253 @@
+"""What gets rendered for one plan, as plain values (no YAML, no templates).
+
+The policies a KEDA operator would ask about live here, each in one function:
+polling interval, fallback replicas, HPA behaviour. The templates only lay the values out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from .. import naming
+from ..core.plan import Plan, Pool
+from ..planfile import LoadedPlan
+from .rules import RuleGroup, rule_groups
+
+MANAGED_BY = "dynplan"
+# Label the scaler Deployment's ConfigMap collector selects on (manifests/).
+PLAN_CONFIGMAP_LABEL = "dynplan.io/plan"
+PLAN_NAME_LABEL = "dynplan.io/plan-name"
+POOL_LABEL = "dynplan.io/pool"
+# KEDA's own default; the planner decides on its own interval, so KEDA only needs to ask
+# often enough to notice a new decision.
+DEFAULT_POLLING_SECONDS = 15
+# One HPA period for the scale policies: with a Pods policy as large as maxReplicas the
+# planner's whole jump is allowed in one step.
+POLICY_PERIOD_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    api_version: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Behavior:
+    scale_up_window: int
+    scale_down_window: int
+    pods_per_period: int
+    period_seconds: int
+    tolerance: Optional[float]
+
+
+@dataclass(frozen=True)
+class Fallback:
+    failure_threshold: int
+    behavior: str
+    replicas: int
+
+
+@dataclass(frozen=True)
+class ScaledObjectView:
+    plan: str
+    pool: str
+    name: str
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+    target: TargetRef
+    min_replicas: int
+    max_replicas: int
+    polling_interval: int
+    cooldown_period: int
+    fallback: Fallback
+    behavior: Behavior
+    trigger_type: str
+    trigger_name: str
+    metric_type: str
+    use_cached_metrics: bool
+    metadata: tuple[tuple[str, str], ...]
+
+    @property
+    def hpa_name(self) -> str:
+        return naming.hpa_name(self.plan, self.pool)
+
+
+@dataclass(frozen=True)
+class PrometheusRuleView:
+    name: str
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+    groups: tuple[RuleGroup, ...]
+
+
+@dataclass(frozen=True)
+class ConfigMapView:
+    name: str
+    namespace: str
+    labels: tuple[tuple[str, str], ...]
+    key: str
+    content: str
+
+
+@dataclass(frozen=True)
+class PlanObjects:
+    """Everything rendered for one plan."""
+
+    loaded: LoadedPlan
+    scaled_objects: tuple[ScaledObjectView, ...]
+    prometheus_rule: PrometheusRuleView
+    configmap: ConfigMapView
+
+    @property
+    def plan(self) -> Plan:
+        return self.loaded.plan
+
+
+def polling_interval(plan: Plan) -> int:
+    """spec.keda.pollingIntervalSeconds, else 15 s, shortened to the shortest enabled decision interval."""
+    explicit = plan.spec.keda.polling_interval_seconds
+    if explicit is not None:
+        return explicit
+    candidates = [DEFAULT_POLLING_SECONDS]
+    if plan.spec.scaling.throughput.enabled:
+        candidates.append(plan.spec.scaling.throughput.interval_seconds)
+    if plan.spec.scaling.load.enabled:
+        candidates.append(plan.spec.scaling.load.interval_seconds)
+    return min(candidates)
+
+
+def fallback(plan: Plan, pool: Pool) -> Fallback:
+    """spec.keda.fallback; replicas default to max(minReplicas, 1), so an outage never scales to zero.
+
+    With the default behaviour `currentReplicasIfHigher` KEDA holds the current count when the
+    scaler fails (it never scales down on an error); `static` would jump to `replicas`.
+    """
+    fb = plan.spec.keda.fallback
+    replicas = fb.replicas if fb.replicas is not None else max(pool.min_replicas, 1)
+    return Fallback(failure_threshold=fb.failure_threshold, behavior=fb.behavior, replicas=replicas)
+
+
+def behavior(plan: Plan, pool: Pool) -> Behavior:
+    """An HPA behaviour that executes the planner's decision as it is.
+
+    Stabilisation windows come from the plan (default 0: the planner already smooths, and
+    the HPA's default 300 s scale-down window would delay every scale-down by five minutes).
+    One Pods policy as large as maxReplicas per 15 s lets any jump happen in one step.
+    `tolerance` is set per direction only when the plan asks (Kubernetes >= 1.33 with the
+    HPAConfigurableTolerance feature gate); otherwise the cluster default of 10% applies.
+    """
+    k = plan.spec.keda
+    return Behavior(
+        scale_up_window=k.scale_up_stabilization_seconds,
+        scale_down_window=k.scale_down_stabilization_seconds,
+        pods_per_period=max(pool.max_replicas, 1),
+        period_seconds=POLICY_PERIOD_SECONDS,
+        tolerance=k.tolerance,
+    )
+
+
+def _labels(plan: Plan, extra: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    merged = dict(plan.metadata.labels)
+    merged.update({"app.kubernetes.io/managed-by": MANAGED_BY, PLAN_NAME_LABEL: plan.name})
+    merged.update(extra)
+    return tuple(sorted(merged.items()))
+
+
+def scaled_object(plan: Plan, pool_name: str) -> ScaledObjectView:
+    pool = plan.pool(pool_name)
+    ref = pool.scale_target_ref
+    k = plan.spec.keda
+    metadata = (("plan", plan.name), ("pool", pool_name), ("scalerAddress", plan.spec.scaler.address))
+    return ScaledObjectView(
+        plan=plan.name,
+        pool=pool_name,
+        name=naming.scaled_object_name(plan.name, pool_name),
+        namespace=plan.namespace,
+        labels=_labels(plan, {POOL_LABEL: pool_name}),
+        annotations=tuple(sorted(plan.metadata.annotations.items())),
+        target=TargetRef(ref.api_version, ref.kind, ref.name),
+        min_replicas=pool.min_replicas,
+        max_replicas=pool.max_replicas,
+        polling_interval=polling_interval(plan),
+        cooldown_period=k.cooldown_period_seconds,
+        fallback=fallback(plan, pool),
+        behavior=behavior(plan, pool),
+        trigger_type=k.trigger_type,
+        trigger_name=naming.trigger_name(pool_name),
+        metric_type="AverageValue",
+        use_cached_metrics=k.use_cached_metrics,
+        metadata=metadata,
+    )
+
+
+def prometheus_rule(plan: Plan, groups: tuple[RuleGroup, ...]) -> PrometheusRuleView:
+    return PrometheusRuleView(
+        name=naming.rule_object_name(plan.name),
+        namespace=plan.namespace,
+        labels=_labels(plan, plan.spec.rules.labels),
+        annotations=tuple(sorted(plan.metadata.annotations.items())),
+        groups=groups,
+    )
+
+
+def inlined_plan_document(loaded: LoadedPlan) -> dict[str, Any]:
+    """The plan as the scaler reads it from its flat plans directory.
+
+    `spec.profile` (a path) is replaced by `spec.profileData` (Dynamo's JSON shape), so one
+    file holds everything; fields the user did not set stay unset.
+    """
+    plan = loaded.plan
+    doc = plan.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    doc["metadata"]["namespace"] = plan.namespace
+    spec = doc["spec"]
+    spec.pop("profile", None)
+    spec.pop("profileData", None)
+    if loaded.profile is not None:
+        prefill, decode = loaded.profile.to_json_dicts()
+        spec["profileData"] = {"prefill": prefill, "decode": decode}
+    return doc
+
+
+def plan_file_text(loaded: LoadedPlan) -> str:
+    """Deterministic YAML of the inlined plan (floats in shortest round-trip form)."""
+    return yaml.safe_dump(
+        inlined_plan_document(loaded), sort_keys=False, default_flow_style=None, width=1 << 20, allow_unicode=True
+    )
+
+
+def configmap(loaded: LoadedPlan, scaler_namespace: str) -> ConfigMapView:
+    plan = loaded.plan
+    namespace = plan.spec.scaler.namespace or scaler_namespace
+    labels = {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/name": "dynplan-scaler",
+        "app.kubernetes.io/component": "plan",
+        PLAN_CONFIGMAP_LABEL: "true",
+        PLAN_NAME_LABEL: plan.name,
+    }
+    return ConfigMapView(
+        name=naming.plan_configmap_name(plan.name),
+        namespace=namespace,
+        labels=tuple(sorted(labels.items())),
+        key=naming.plan_file_name(plan.name),
+        content=plan_file_text(loaded),
+    )
+
+
+def build(loaded: LoadedPlan, scaler_namespace: str) -> PlanObjects:
+    """All objects for one valid plan."""
+    plan = loaded.plan
+    groups = rule_groups(plan, str(loaded.path))
+    return PlanObjects(
+        loaded=loaded,
+        scaled_objects=tuple(scaled_object(plan, pool) for pool in plan.pool_names),
+        prometheus_rule=prometheus_rule(plan, groups),
+        configmap=configmap(loaded, scaler_namespace),
+    )

@@ -1,0 +1,188 @@
+"""`render manifests` as three steps, like Sloth: validate (load plans) -> build (plain values)
+-> render (templates), then check what was rendered and write it all or nothing.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, TextIO
+
+from ..errors import FieldError, RenderError
+from ..planfile import LoadedPlan, load_plans
+from . import checks
+from .objects import PlanObjects, build
+from .promtest import rule_test
+from .templating import render_template
+from .writer import KUSTOMIZATION, write_directory, write_stream
+
+DEFAULT_SCALER_NAMESPACE = "keda"
+
+ROLE_OBJECT = "object"
+ROLE_RULES = "rules"
+ROLE_RULES_TEST = "rules-test"
+ROLE_KUSTOMIZATION = "kustomization"
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    """One output file: relative name, text, role, and the plan file it came from."""
+
+    name: str
+    text: str
+    role: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class Rendering:
+    plans: tuple[PlanObjects, ...]
+    files: tuple[RenderedFile, ...]
+
+    def by_role(self, role: str) -> tuple[RenderedFile, ...]:
+        return tuple(f for f in self.files if f.role == role)
+
+    @property
+    def texts(self) -> dict[str, str]:
+        return {f.name: f.text for f in self.files}
+
+    def stream_texts(self) -> list[str]:
+        """The Kubernetes objects only (what `-o -` prints), in file-name order."""
+        return [f.text for f in sorted(self.by_role(ROLE_OBJECT), key=lambda f: f.name)]
+
+
+def rules_file_name(plan: str) -> str:
+    return f"{plan}.rules.yaml"
+
+
+def rules_test_file_name(plan: str) -> str:
+    return f"{plan}.rules.test.yaml"
+
+
+def load(paths: Sequence[str]) -> list[LoadedPlan]:
+    """Step 1: load and validate every plan (PlanError lists all problems of all files)."""
+    if not paths:
+        raise RenderError([FieldError("-f", "", "give at least one plan file")])
+    return load_plans(paths)
+
+
+def build_all(loaded: Sequence[LoadedPlan], scaler_namespace: str) -> tuple[PlanObjects, ...]:
+    """Step 2: plain values for every plan, in plan-name order (independent of -f order)."""
+    return tuple(build(lp, scaler_namespace) for lp in sorted(loaded, key=lambda lp: (lp.plan.name, lp.plan.namespace, str(lp.path))))
+
+
+def render(plans: Sequence[PlanObjects]) -> Rendering:
+    """Step 3: every output file's text."""
+    files: list[RenderedFile] = []
+    for po in plans:
+        origin = str(po.loaded.path)
+        source = po.loaded.path.name
+        plan = po.plan.name
+        for so in po.scaled_objects:
+            files.append(RenderedFile(f"{so.name}.scaledobject.yaml", render_template("scaledobject.yaml.j2", so=so, source=source), ROLE_OBJECT, origin))
+        rule = po.prometheus_rule
+        rules_file = rules_file_name(plan)
+        files.append(
+            RenderedFile(
+                f"{rule.name}.prometheusrule.yaml",
+                render_template("prometheusrule.yaml.j2", rule=rule, plan=plan, rules_file=rules_file, source=source),
+                ROLE_OBJECT,
+                origin,
+            )
+        )
+        files.append(RenderedFile(rules_file, render_template("rules.yaml.j2", groups=rule.groups, plan=plan, source=source), ROLE_RULES, origin))
+        test = rule_test(po.plan, rule.groups, rules_file)
+        files.append(RenderedFile(rules_test_file_name(plan), render_template("rules-test.yaml.j2", test=test, source=source), ROLE_RULES_TEST, origin))
+        cm = po.configmap
+        files.append(RenderedFile(f"{cm.name}.configmap.yaml", render_template("configmap.yaml.j2", cm=cm, plan=plan, source=source), ROLE_OBJECT, origin))
+    resources = sorted(f.name for f in files if f.role == ROLE_OBJECT)
+    extra = sorted(f.name for f in files if f.role != ROLE_OBJECT)
+    sources = sorted({po.loaded.path.name for po in plans})
+    files.append(
+        RenderedFile(
+            KUSTOMIZATION,
+            render_template("kustomization.yaml.j2", resources=resources, extra=extra, sources=sources),
+            ROLE_KUSTOMIZATION,
+            ", ".join(str(po.loaded.path) for po in plans),
+        )
+    )
+    names = [f.name for f in files]
+    clashes = sorted({n for n in names if names.count(n) > 1})
+    if clashes:
+        raise RenderError([FieldError("-f", "", f"two plans render the same file {n!r}: plan names must be unique") for n in clashes])
+    return Rendering(tuple(plans), tuple(sorted(files, key=lambda f: f.name)))
+
+
+def parsed_objects(rendering: Rendering) -> tuple[list[checks.RenderedObject], list[FieldError]]:
+    """Parse every rendered Kubernetes object back from its text (what is checked is what is written)."""
+    items, errors = [], []
+    for f in rendering.by_role(ROLE_OBJECT):
+        try:
+            docs = checks.parse_documents(f.text)
+        except Exception as exc:  # a template bug: report it like any other check failure
+            errors.append(FieldError(f.origin, f.name, f"rendered YAML does not parse: {exc}"))
+            continue
+        items += [checks.RenderedObject(f.name, f.origin, d) for d in docs]
+    return items, errors
+
+
+def static_checks(rendering: Rendering) -> list[FieldError]:
+    """In-process checks, always run: CRD schemas, admission rules, ConfigMap plan round trip."""
+    items, errors = parsed_objects(rendering)
+    for item in items:
+        errors += checks.schema_errors(item)
+    errors += checks.admission_errors(items)
+    by_name = {(i.kind, i.namespace, i.name): i for i in items}
+    for po in rendering.plans:
+        cm = po.configmap
+        item = by_name.get(("ConfigMap", cm.namespace, cm.name))
+        if item is not None and item.origin == str(po.loaded.path):
+            fp = po.loaded.profile.fingerprint if po.loaded.profile is not None else None
+            errors += checks.configmap_plan_errors(item, cm.key, po.plan, fp)
+    return errors
+
+
+def promtool_checks(rendering: Rendering, directory: Path) -> list[FieldError]:
+    """`promtool check rules` and `promtool test rules` on the files written in `directory`."""
+    try:
+        checks.promtool_path()
+    except FileNotFoundError as exc:
+        return [FieldError("--check", "", str(exc))]
+    origin = {f.name: f.origin for f in rendering.files}
+    errors = checks.promtool_check_rules(directory, [f.name for f in rendering.by_role(ROLE_RULES)], origin)
+    if errors:
+        return errors
+    return checks.promtool_test_rules(directory, [f.name for f in rendering.by_role(ROLE_RULES_TEST)], origin)
+
+
+def render_manifests(
+    paths: Sequence[str],
+    output: str,
+    scaler_namespace: str = DEFAULT_SCALER_NAMESPACE,
+    check: bool = False,
+    stdout: Optional[TextIO] = None,
+) -> Rendering:
+    """Load, build, render, check; then write DIR atomically or print the stream for `-`."""
+    rendering = render(build_all(load(paths), scaler_namespace))
+    problems = static_checks(rendering)
+    if problems:
+        raise RenderError(problems)
+
+    def verify(directory: Path) -> list[FieldError]:
+        return promtool_checks(rendering, directory) if check else []
+
+    if output == "-":
+        if check:
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="dynplan-render-") as tmp:
+                for name, text in rendering.texts.items():
+                    (Path(tmp) / name).write_text(text, encoding="utf-8")
+                problems = verify(Path(tmp))
+            if problems:
+                raise RenderError(problems)
+        write_stream(rendering.stream_texts(), stdout or sys.stdout)
+    else:
+        write_directory(rendering.texts, Path(output), verify)
+    return rendering
