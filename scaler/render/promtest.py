@@ -33,7 +33,7 @@ _PER_REQUEST: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "itl_ms": ((0.015625, 0.0234375), (0.03125, 0.0078125)),
     "request_duration_s": ((2.5, 3.75), (6.25, 1.5)),
 }
-# Per-worker gauge levels: value = base * (worker index + 1) + frontend * spread + (step % 2) * wobble.
+# Per-worker gauge levels: value = base * (worker index + 1) + frontend * spread + step * wobble.
 _WORKER_GAUGE: dict[str, tuple[float, float, float]] = {
     "active_prefill_tokens": (1024.0, 256.0, 512.0),
     "active_decode_blocks": (64.0, 8.0, 16.0),
@@ -181,7 +181,7 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
 
 
 def worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
-    """Two workers per pool, each reported by two frontends; values wobble every step."""
+    """Two workers per pool, each reported by two frontends; every gauge grows each step."""
     source = source_for(plan)
     window = load_window(plan)
     steps = 4
@@ -191,7 +191,7 @@ def worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
 
     def gauge(key: str, w: int, f: int, j: int) -> float:
         base, spread, wobble = _WORKER_GAUGE[key]
-        return base * (w + 1) + f * spread + (j % 2) * wobble
+        return base * (w + 1) + f * spread + j * wobble
 
     inputs: list[InputSeries] = []
     for f in range(FRONTENDS):
