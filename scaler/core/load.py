@@ -1,0 +1,432 @@
+"""Load-based scaling: per-pool regressions on live worker load, +-1 replica per load tick.
+
+Pure (no I/O, no clock). `load_tick(plan, obs, state)` is called by `planner.decide` on
+every load interval with the workers' current load (`obs.workers`) and the number of
+ready replicas per pool (`obs.ready_replicas`). docs/load-scaling.md explains the rules;
+in short:
+
+- Signals. Prefill: TTFT (ms) against active prefill tokens + ISL. Decode: ITL (ms)
+  against active KV blocks. Disaggregated pools use their own signal; the aggregated
+  `worker` pool uses both on the same workers.
+- Capacity. A robust sliding-window fit (scaler.core.regression) solved at the SLA gives
+  the load one worker carries; for prefill the ISL of the incoming request is part of x,
+  so the per-worker target of *queued* tokens is x_sla - average ISL.
+- Verdict. Up when every worker is above the target. Down only when the load of all
+  workers spread over N-1 stays under target x sensitivity and every worker is under the
+  boundary target x (N-1)/N x sensitivity (the consolidation check, which keeps a pool
+  from flapping between N and N-1 under steady load). Aggregated: up if either signal
+  says up, down only if both say down.
+- Transitions. While the ready count differs from the last load decision a change is in
+  flight: hold at that decision (no stacking), except that a down verdict may withdraw a
+  replica that never became ready.
+- Then the throughput floor (when both modes are on), pool bounds and the GPU budget.
+
+All state lives in `LoadState`, built only from the observations fed to it, so replaying
+the same observations rebuilds it exactly (`rebuild_load_state`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+
+from .decision import Decision, LoadPoolInputs, Reason
+from .observations import Observation, WorkerLoad
+from .plan import Plan
+from .regression import Capacity, SlidingRegression
+
+if TYPE_CHECKING:  # planner imports this module lazily; avoid the import cycle at run time
+    from .planner import PlannerState
+
+TTFT = "ttft"  # prefill signal
+ITL = "itl"    # decode signal
+
+UP, HOLD, DOWN = 1, 0, -1
+
+# In aggregated plans the frontend labels engines `decode` (or `aggregated`): accept both.
+_AGG_POOL_ALIASES = {"worker": "worker", "decode": "worker", "aggregated": "worker", "agg": "worker"}
+
+# Which verdict reason best explains a hold, most informative first.
+_HOLD_PRIORITY = (
+    Reason.LOAD_REFUSED_CONSOLIDATION,
+    Reason.SLA_INFEASIBLE,
+    Reason.LOAD_INSUFFICIENT_DATA,
+    Reason.LOAD_HOLD,
+)
+# The Decision-level reason: the first of these any pool has.
+_DECISION_PRIORITY = (
+    Reason.LOAD_UP,
+    Reason.LOAD_DOWN,
+    Reason.LOAD_NOT_READY,
+    Reason.LOAD_REFUSED_CONSOLIDATION,
+    Reason.SLA_INFEASIBLE,
+    Reason.LOAD_INSUFFICIENT_DATA,
+    Reason.LOAD_HOLD,
+)
+
+
+def signals_for(plan: Plan) -> dict[str, tuple[str, ...]]:
+    """The signals each pool of the plan is scaled on."""
+    if plan.spec.mode == "agg":
+        return {"worker": (TTFT, ITL)}
+    return {"prefill": (TTFT,), "decode": (ITL,)}
+
+
+def inputs_key(pool: str, signal: str) -> str:
+    """Key of one signal's inputs in `Decision.load`: "<pool>.<signal>", e.g. "prefill.ttft"."""
+    return f"{pool}.{signal}"
+
+
+@dataclass
+class LoadState:
+    """The load path's memory: regressions, recent ISLs, and the last decision per pool."""
+
+    window: int
+    min_observations: int
+    regressions: dict[tuple[str, str], SlidingRegression] = field(default_factory=dict)
+    # ISLs of the prefill points in the window: the average ISL when no worker reports one now
+    isl: dict[str, deque] = field(default_factory=dict)
+    # final replicas of the latest load decision per pool (None until the first one)
+    decided: dict[str, int] = field(default_factory=dict)
+    ticks: int = 0
+
+    def regression(self, pool: str, signal: str) -> SlidingRegression:
+        key = (pool, signal)
+        if key not in self.regressions:
+            self.regressions[key] = SlidingRegression(self.window, self.min_observations)
+        return self.regressions[key]
+
+
+def new_load_state(plan: Plan) -> LoadState:
+    ld = plan.spec.scaling.load
+    state = LoadState(window=ld.window, min_observations=ld.min_observations)
+    for pool, signals in signals_for(plan).items():
+        for signal in signals:
+            state.regression(pool, signal)
+        if TTFT in signals:
+            state.isl[pool] = deque(maxlen=ld.window)
+    return state
+
+
+def ensure_load_state(plan: Plan, state: "PlannerState") -> LoadState:
+    """The planner state's load slot, created on first use and resized on a plan change."""
+    ld = plan.spec.scaling.load
+    current = state.load
+    if not isinstance(current, LoadState):
+        current = new_load_state(plan)
+    elif (current.window, current.min_observations) != (ld.window, ld.min_observations):
+        fresh = new_load_state(plan)
+        for key, reg in current.regressions.items():
+            if key in fresh.regressions:
+                fresh.regressions[key] = reg.resized(ld.window, ld.min_observations)
+        for pool, isls in current.isl.items():
+            if pool in fresh.isl:
+                fresh.isl[pool].extend(isls)
+        fresh.decided = dict(current.decided)
+        fresh.ticks = current.ticks
+        current = fresh
+    state.load = current
+    return current
+
+
+# -- observations ----------------------------------------------------------------------
+def workers_by_pool(plan: Plan, workers: Iterable[WorkerLoad]) -> tuple[dict[str, list[WorkerLoad]], list[str]]:
+    """Group workers by plan pool, one entry per worker id (the last wins), sorted by id.
+
+    Sorting makes the result independent of the order the edge returned series in.
+    Workers of unknown pools are left out and named in the returned warnings.
+    """
+    pools = plan.pool_names
+    grouped: dict[str, dict[str, WorkerLoad]] = {p: {} for p in pools}
+    unknown: set[str] = set()
+    for w in workers:
+        pool = _AGG_POOL_ALIASES.get(w.pool) if plan.spec.mode == "agg" else w.pool
+        if pool not in grouped:
+            unknown.add(w.pool)
+            continue
+        grouped[pool][w.worker_id] = w
+    warnings = [f"ignored workers of unknown pool {p!r}" for p in sorted(unknown)]
+    return {p: [g[k] for k in sorted(g)] for p, g in grouped.items()}, warnings
+
+
+def observe(plan: Plan, load: LoadState, workers: Iterable[WorkerLoad]) -> None:
+    """Feed one tick of worker samples into the regressions.
+
+    Prefill point when last TTFT > 0 and last ISL > 0: x = active prefill tokens + ISL,
+    y = TTFT. Decode point when last ITL > 0 and active decode blocks > 0: x = blocks,
+    y = ITL. A missing active-prefill gauge counts as 0 queued tokens.
+    """
+    grouped, _ = workers_by_pool(plan, workers)
+    signals = signals_for(plan)
+    for pool, members in grouped.items():
+        for w in members:
+            if TTFT in signals[pool] and _pos(w.last_ttft_ms) and _pos(w.last_isl):
+                x = (w.active_prefill_tokens or 0.0) + w.last_isl  # type: ignore[operator]
+                if load.regression(pool, TTFT).add(x, w.last_ttft_ms):
+                    load.isl.setdefault(pool, deque(maxlen=load.window)).append(float(w.last_isl))  # type: ignore[arg-type]
+            if ITL in signals[pool] and _pos(w.last_itl_ms) and _pos(w.active_decode_blocks):
+                load.regression(pool, ITL).add(w.active_decode_blocks, w.last_itl_ms)
+
+
+def rebuild_load_state(plan: Plan, history: Iterable[Observation]) -> LoadState:
+    """Regressions rebuilt from past observations (oldest first), e.g. Prometheus history at
+    start-up. No decisions are replayed: the first live tick starts from the ready count."""
+    load = new_load_state(plan)
+    for obs in history:
+        observe(plan, load, obs.workers)
+    return load
+
+
+def _pos(value: Optional[float]) -> bool:
+    return value is not None and value > 0
+
+
+# -- verdicts --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Verdict:
+    """One signal's opinion on one pool: direction, why, and what it used."""
+
+    direction: int
+    reason: Reason
+    inputs: LoadPoolInputs
+    bad_fit: bool = False
+    warning: Optional[str] = None
+
+
+def threshold_direction(
+    loads: Sequence[float], target: float, sensitivity: float, replicas: Optional[int] = None
+) -> tuple[int, Reason]:
+    """The +-1 rule on per-worker loads against a per-worker target (pure, no regression).
+
+    Up when every worker is above `target`. Down (N > 1) when the total load spread over
+    N-1 workers stays under target x sensitivity/100 and every worker is under
+    target x (N-1)/N x sensitivity/100. A hold that a naive rule (average load under
+    target x sensitivity) would have turned into a scale-down is reported as
+    LOAD_REFUSED_CONSOLIDATION.
+
+    N is `replicas` (the ready count) when given, else the number of loads. More loads
+    than replicas (a worker still reporting while it leaves) all count: their load has
+    to go somewhere, which only makes both rules more cautious.
+    """
+    n = len(loads) if replicas is None else replicas
+    if n <= 0 or not loads:
+        return HOLD, Reason.LOAD_INSUFFICIENT_DATA
+    if all(v > target for v in loads):
+        return UP, Reason.LOAD_UP
+    if n > 1:
+        ceiling = target * sensitivity / 100.0
+        boundary = target * (n - 1) / n * sensitivity / 100.0
+        total = float(sum(loads))
+        if total / (n - 1) < ceiling and all(v < boundary for v in loads):
+            return DOWN, Reason.LOAD_DOWN
+        if total / n < ceiling:
+            return HOLD, Reason.LOAD_REFUSED_CONSOLIDATION
+    return HOLD, Reason.LOAD_HOLD
+
+
+def _verdict(
+    capacity: Optional[Capacity],
+    reg: SlidingRegression,
+    loads: Sequence[float],
+    target_of: Callable[[float], tuple[float, Optional[str]]],
+    sensitivity: float,
+    what: str,
+    replicas: Optional[int],
+) -> Verdict:
+    n = len(loads) if replicas is None else replicas
+    peak = max(loads) if loads else None
+    if capacity is None:
+        return Verdict(
+            HOLD,
+            Reason.LOAD_INSUFFICIENT_DATA,
+            LoadPoolInputs(n, None, None, len(reg), None, peak, Reason.LOAD_INSUFFICIENT_DATA, HOLD),
+        )
+    fit = capacity.fit
+    target, unachievable = target_of(capacity.x_sla)
+    if unachievable is not None:
+        return Verdict(
+            HOLD,
+            Reason.SLA_INFEASIBLE,
+            LoadPoolInputs(n, fit.slope, fit.intercept, fit.observations, target, peak, Reason.SLA_INFEASIBLE, HOLD),
+            bad_fit=capacity.fallback,
+            warning=f"{what}: {unachievable}",
+        )
+    direction, reason = threshold_direction(loads, target, sensitivity, replicas)
+    recorded = Reason.LOAD_BAD_FIT if capacity.fallback else reason
+    warning = None
+    if capacity.fallback:
+        warning = (
+            f"{what}: latency does not rise with load in the window (slope {fit.slope:.4g}); "
+            f"capacity {capacity.x_sla:.4g} taken from observed points"
+        )
+    return Verdict(
+        direction,
+        reason,
+        LoadPoolInputs(n, fit.slope, fit.intercept, fit.observations, target, peak, recorded, direction),
+        bad_fit=capacity.fallback,
+        warning=warning,
+    )
+
+
+def prefill_verdict(
+    reg: SlidingRegression,
+    loads: Sequence[float],
+    avg_isl: Optional[float],
+    ttft_sla_ms: float,
+    sensitivity: float,
+    replicas: Optional[int] = None,
+) -> Verdict:
+    """Prefill: target queued tokens per worker = x_sla - average ISL; <= 0 means the SLA
+    cannot be met at the current ISL even on an idle worker: no decision."""
+    capacity = reg.capacity_at(ttft_sla_ms) if avg_isl is not None else None
+
+    def target_of(x_sla: float) -> tuple[float, Optional[str]]:
+        target = x_sla - float(avg_isl)  # type: ignore[arg-type]
+        if target <= 0:
+            return target, f"SLA unachievable at current ISL ({avg_isl:.0f} tokens, capacity {x_sla:.0f} tokens)"
+        return target, None
+
+    return _verdict(capacity, reg, loads, target_of, sensitivity, "prefill", replicas)
+
+
+def decode_verdict(
+    reg: SlidingRegression,
+    loads: Sequence[float],
+    itl_sla_ms: float,
+    sensitivity: float,
+    replicas: Optional[int] = None,
+) -> Verdict:
+    """Decode: target active KV blocks per worker = x_sla; 0 means unachievable: no decision."""
+    capacity = reg.capacity_at(itl_sla_ms)
+
+    def target_of(x_sla: float) -> tuple[float, Optional[str]]:
+        if x_sla <= 0:
+            return x_sla, "SLA unachievable: the fitted ITL exceeds it even with no active blocks"
+        return x_sla, None
+
+    return _verdict(capacity, reg, loads, target_of, sensitivity, "decode", replicas)
+
+
+def combine_aggregated(prefill: int, decode: int) -> int:
+    """Aggregated workers: up if either signal says up, down only if both say down."""
+    if UP in (prefill, decode):
+        return UP
+    if prefill == DOWN and decode == DOWN:
+        return DOWN
+    return HOLD
+
+
+# -- the tick --------------------------------------------------------------------------
+def _loads(members: Sequence[WorkerLoad], n: int, attr: str) -> list[float]:
+    """Per-worker loads, padded with zeros for ready workers that report nothing: the
+    frontend publishes no gauge for a worker that has served nothing (idle)."""
+    values = [float(getattr(w, attr) or 0.0) for w in members]
+    return values + [0.0] * max(0, n - len(values))
+
+
+def _avg_isl(load: LoadState, pool: str, members: Sequence[WorkerLoad]) -> Optional[float]:
+    now = [float(w.last_isl) for w in members if _pos(w.last_isl)]  # type: ignore[arg-type]
+    if now:
+        return sum(now) / len(now)
+    past = load.isl.get(pool)
+    return sum(past) / len(past) if past else None
+
+
+def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
+    """One load-based tick: observe, decide +-1 per pool, floor, bounds, budget."""
+    from .planner import bound_and_budget  # planner imports us lazily; keep the cycle lazy
+
+    load = ensure_load_state(plan, state)
+    load.ticks += 1
+    observe(plan, load, obs.workers)
+    grouped, warnings = workers_by_pool(plan, obs.workers)
+    spec = plan.spec
+    sensitivity = spec.scaling.load.scale_down_sensitivity
+    floor = state.throughput_floor if spec.scaling.throughput.enabled else None
+    previous = state.last.pools if state.last is not None else {}
+
+    requested: dict[str, int] = {}
+    reasons: dict[str, tuple[Reason, ...]] = {}
+    inputs: dict[str, LoadPoolInputs] = {}
+    primary: dict[str, Reason] = {}
+    for pool, signals in signals_for(plan).items():
+        members = grouped[pool]
+        ready = int(obs.ready_replicas[pool]) if pool in obs.ready_replicas else len(members)
+        last = load.decided.get(pool)
+        if last is None and pool in previous:
+            last = previous[pool].replicas
+
+        verdicts: dict[str, Verdict] = {}
+        if TTFT in signals:
+            verdicts[TTFT] = prefill_verdict(
+                load.regression(pool, TTFT),
+                _loads(members, ready, "active_prefill_tokens"),
+                _avg_isl(load, pool, members),
+                spec.sla.ttft_ms,
+                sensitivity,
+                ready,
+            )
+        if ITL in signals:
+            verdicts[ITL] = decode_verdict(
+                load.regression(pool, ITL),
+                _loads(members, ready, "active_decode_blocks"),
+                spec.sla.itl_ms,
+                sensitivity,
+                ready,
+            )
+        for signal, v in verdicts.items():
+            inputs[inputs_key(pool, signal)] = v.inputs
+            if v.warning:
+                warnings.append(v.warning)
+        if len(verdicts) == 2:
+            direction = combine_aggregated(verdicts[TTFT].direction, verdicts[ITL].direction)
+        else:
+            direction = next(iter(verdicts.values())).direction
+
+        extra: list[Reason] = []
+        if not members and pool not in obs.ready_replicas:
+            # nothing reports for this pool: keep the previous decision
+            reason = Reason.LOAD_INSUFFICIENT_DATA
+            want = last
+        elif last is not None and ready != last:
+            # A change is in flight (replicas starting, or leaving): do not stack another.
+            # A down verdict may withdraw a replica that never became ready (pending pods
+            # must not pin the pool up); it never removes a ready one since last-1 >= ready.
+            if direction == DOWN and ready < last:
+                reason, want = Reason.LOAD_DOWN, last - 1
+            else:
+                reason, want = Reason.LOAD_NOT_READY, last
+        elif direction == UP:
+            reason, want = Reason.LOAD_UP, ready + 1
+        elif direction == DOWN:
+            reason, want = Reason.LOAD_DOWN, ready - 1
+        else:
+            held = [v.reason for v in verdicts.values()]
+            reason = next((r for r in _HOLD_PRIORITY if r in held), Reason.LOAD_HOLD)
+            want = ready
+        if any(v.bad_fit for v in verdicts.values()):
+            extra.append(Reason.LOAD_BAD_FIT)
+        if any(v.reason is Reason.SLA_INFEASIBLE for v in verdicts.values()) and reason is not Reason.SLA_INFEASIBLE:
+            extra.append(Reason.SLA_INFEASIBLE)
+        if want is None:
+            want = plan.pools[pool].min_replicas
+        if floor is not None and pool in floor and floor[pool] > want:
+            want = floor[pool]
+            extra.append(Reason.THROUGHPUT_FLOOR)
+        requested[pool] = want
+        reasons[pool] = (reason, *extra)
+        primary[pool] = reason
+
+    decision = bound_and_budget(
+        plan,
+        requested,
+        next(r for r in _DECISION_PRIORITY if r in primary.values()),
+        obs.timestamp,
+        extra_reasons=reasons,
+        throughput=state.throughput_inputs,
+        load=inputs,
+        warnings=tuple(warnings),
+    )
+    load.decided = {p: d.replicas for p, d in decision.pools.items()}
+    return decision
