@@ -135,6 +135,7 @@ class PlanLoop:
         self.latest: Optional[Snapshot] = None
         self.last_error: Optional[str] = None
         self.next_end: Optional[float] = None  # end of the next throughput window to read
+        self.replayed = 0  # windows replayed by the latest warm-up
         self._task: Optional[asyncio.Task[None]] = None
         self._lock = asyncio.Lock()
         tp = self.plan.spec.scaling.throughput
@@ -228,6 +229,7 @@ class PlanLoop:
                 self._failed("warmup", exc)
                 raise exc
             self.state = state
+            self.replayed = len(windows)
             self.next_end = end + interval
             self._publish(decision, "warmup", end, windows[-1].requests, started, replayed=len(windows))
             return decision

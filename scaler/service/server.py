@@ -137,7 +137,10 @@ class ScalerServer:
         await self.health.set(READINESS, SERVING)
         await self.health.set("", SERVING)
         self._watch = asyncio.get_running_loop().create_task(self.registry.watch(self.config.reload_seconds))
-        log.info("dynplan serve listening on %s (port %d), %d plan(s) loaded", self.config.listen, port, len(self.registry.index))
+        log.info(
+            "dynplan serve listening on %s (port %d), metrics port %s, %d plan(s) loaded",
+            self.config.listen, port, self.metrics_port or "-", len(self.registry.index),
+        )
         return port
 
     async def stop(self, grace: Optional[float] = None) -> None:
