@@ -1,0 +1,100 @@
+"""The comparison as one PNG: traffic, replicas per pool, and latency against the SLA.
+
+matplotlib is an optional extra (`pip install 'dynplan[plot]'`), imported only here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from scaler.errors import OptionalDependencyMissing
+
+from .report import WINDOW_S, window_means
+from .run import Comparison
+
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+
+
+def require_matplotlib() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")  # files only, never a display
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise OptionalDependencyMissing("the simulation plot", "plot", "matplotlib") from None
+    return plt
+
+
+def _steps(samples, pool: str, end: float) -> tuple[np.ndarray, np.ndarray]:
+    ts, ys = [], []
+    for s in samples:
+        if s.pool == pool:
+            ts.append(s.t)
+            ys.append(s.billed)
+    ts.append(end)
+    ys.append(ys[-1] if ys else 0)
+    return np.asarray(ts) / 60.0, np.asarray(ys)
+
+
+def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
+    """Write the figure to `path` (PNG)."""
+    plt = require_matplotlib()
+    sla = cmp.plan.spec.sla
+    w = cmp.workload
+    pools = cmp.plan.pool_names
+    fig, axes = plt.subplots(3 + len(pools), 1, figsize=(12, 3.0 * (3 + len(pools))), sharex=True)
+    ax_rate, pool_axes, ax_ttft, ax_itl = axes[0], axes[1 : 1 + len(pools)], axes[-2], axes[-1]
+
+    # traffic: arrivals per second, averaged per minute
+    if len(w):
+        idx = (w.t // WINDOW_S).astype(int)
+        counts = np.bincount(idx)
+        x = np.arange(len(counts) + 1)
+        ax_rate.stairs(counts / WINDOW_S, x * WINDOW_S / 60.0, fill=True, color="#999999", alpha=0.6)
+    ax_rate.set_ylabel("arrivals (req/s)")
+    ax_rate.set_title(title, fontsize=11, loc="left")
+    ax_rate.grid(alpha=0.3)
+
+    labels = {}
+    for k, (name, res) in enumerate(cmp.results.items()):
+        s = cmp.summaries[name]
+        labels[name] = (
+            f"{name}: both SLAs {100 * s['attainment']['both']:.1f}% of requests, "
+            f"{s['gpuHours']:.1f} GPU-h"
+        )
+        color = _COLORS[k % len(_COLORS)]
+        for ax, pool in zip(pool_axes, pools):
+            tx, ty = _steps(res.samples, pool, res.end_time)
+            ax.step(tx, ty, where="post", color=color, lw=1.6, label=labels[name])
+        wm = window_means(res)
+        mid = (wm["start"] + WINDOW_S / 2) / 60.0
+        ax_ttft.plot(mid, wm["ttft_ms"], color=color, lw=1.4, marker=".", ms=3)
+        ax_itl.plot(mid, wm["itl_ms"], color=color, lw=1.4, marker=".", ms=3)
+
+    # the oracle's replicas (cost only: it is not simulated)
+    ivs = cmp.oracle.intervals
+    for ax, pool in zip(pool_axes, pools):
+        if ivs:
+            ox = [iv.start / 60.0 for iv in ivs] + [ivs[-1].end / 60.0]
+            oy = [iv.replicas[pool] for iv in ivs] + [ivs[-1].replicas[pool]]
+            ax.step(ox, oy, where="post", color="black", ls="--", lw=1.2,
+                    label=f"oracle: {cmp.summaries['oracle']['gpuHours']:.1f} GPU-h (lower bound)")
+        ax.set_ylabel(f"{pool} replicas")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    pool_axes[0].legend(loc="upper left", fontsize=8, framealpha=0.9)
+
+    for ax, target, what in ((ax_ttft, sla.ttft_ms, "TTFT"), (ax_itl, sla.itl_ms, "ITL")):
+        ax.axhline(target, color="red", ls="--", lw=1.2, label=f"SLA {what} {target:g} ms")
+        ax.set_yscale("log")
+        ax.set_ylabel(f"mean {what} per min (ms)")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(loc="upper right", fontsize=8)
+    ax_itl.set_xlabel("time since trace start (min)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,80 @@
+"""Run several policies over one workload and assemble the comparison (no printing, no files)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+from scaler.core.interpolation import PerfModel
+from scaler.core.plan import Plan
+
+from .engine import EngineConfig, SimResult, Workload, simulate
+from .oracle import OracleResult, oracle
+from .policies import ORACLE, PolicySpec, make_controller
+from .report import policy_summary
+
+
+@dataclass
+class Comparison:
+    plan: Plan
+    workload: Workload
+    results: dict[str, SimResult]
+    oracle: OracleResult
+    summaries: dict[str, dict[str, Any]]
+    decision_logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per simulated policy
+
+
+def oracle_interval_s(plan: Plan) -> float:
+    """The oracle sizes per planner interval (the throughput interval, else 60 s)."""
+    tp = plan.spec.scaling.throughput
+    return float(tp.interval_seconds) if tp.enabled else 60.0
+
+
+def compare(
+    plan: Plan,
+    planner_model: Optional[PerfModel],
+    truth_model: PerfModel,
+    workload: Workload,
+    policies: Sequence[PolicySpec],
+    startup_delay_s: float = 60.0,
+) -> Comparison:
+    """Simulate each policy on `truth_model` hardware; the planner sizes with `planner_model`.
+
+    The oracle is always computed (every policy's cost is reported against it).
+    """
+    cfg = EngineConfig(
+        gpus_per_replica={n: p.gpus_per_replica for n, p in plan.pools.items()},
+        startup_delay_s=startup_delay_s,
+    )
+    orc = oracle(plan, truth_model, workload, oracle_interval_s(plan))
+    results: dict[str, SimResult] = {}
+    logs: dict[str, list[dict[str, Any]]] = {}
+    seconds: dict[str, float] = {}
+    summaries: dict[str, dict[str, Any]] = {}
+    for spec in policies:
+        if spec.kind == ORACLE or spec.name in results:
+            continue
+        ctl = make_controller(spec, plan, planner_model)
+        t0 = time.perf_counter()
+        results[spec.name] = simulate(workload, truth_model, ctl, cfg)
+        seconds[spec.name] = time.perf_counter() - t0
+        logs[spec.name] = ctl.decision_log()
+        summaries[spec.name] = policy_summary(results[spec.name], plan.spec.sla, orc.gpu_hours)
+    summaries[ORACLE] = {
+        "gpuHours": round(orc.gpu_hours, 4),
+        "intervalSeconds": orc.interval_s,
+        "peakReplicas": {
+            p: max((iv.replicas[p] for iv in orc.intervals), default=0) for p in plan.pool_names
+        },
+    }
+    return Comparison(
+        plan=plan,
+        workload=workload,
+        results=results,
+        oracle=orc,
+        summaries=summaries,
+        decision_logs=logs,
+        seconds=seconds,
+    )
