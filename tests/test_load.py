@@ -540,3 +540,26 @@ def test_plan_reload_resizes_window_and_keeps_newest_points():
     reg = c.state.load.regression("prefill", TTFT)
     assert reg.window == 10 and len(reg) == 10
     assert reg.points[: 10 - added] == old[-(10 - added):]
+
+
+def test_throughput_only_tick_keeps_load_replicas_above_the_floor():
+    plan = load_plan(throughput=True)
+    model = perf_model(flat_profile(40000, 10000))
+    c = Cluster(plan, {"prefill": 3, "decode": 1}, seed=4)
+    c.tick(300, 20, traffic=TrafficWindow(60, 40 * 60, isl=3000, osl=150), model=model)
+    for _ in range(40):
+        c.tick(6000, 20)
+    scaled = c.decisions[-1].replicas("prefill")
+    assert scaled >= 6
+    # a later throughput tick without worker samples (floor 3 -> 2 at 20 req/s) must not
+    # drop the load path's replicas; it only moves the floor
+    window = TrafficWindow(60, 20 * 60, isl=3000, osl=150)
+    d = decide(plan, model, Observation(timestamp=1.0, traffic=window), c.state)
+    assert c.state.throughput_floor["prefill"] == 2
+    assert d.replicas("prefill") == scaled and d.pools["prefill"].reasons[0] is Reason.LOAD_HOLD
+    assert "prefill.ttft" not in d.load  # no load samples: no made-up verdict
+    # a higher floor raises the pools
+    window = TrafficWindow(60, 200 * 60, isl=3000, osl=150)  # 15 prefill replicas
+    d = decide(plan, model, Observation(timestamp=2.0, traffic=window), c.state)
+    assert d.replicas("prefill") == 15 and d.reason is Reason.THROUGHPUT_FLOOR
+    assert d.pools["prefill"].reasons == (Reason.LOAD_HOLD, Reason.THROUGHPUT_FLOOR)

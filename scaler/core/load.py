@@ -345,6 +345,9 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
     sensitivity = spec.scaling.load.scale_down_sensitivity
     floor = state.throughput_floor if spec.scaling.throughput.enabled else None
     previous = state.last.pools if state.last is not None else {}
+    # A throughput tick without worker samples says nothing about load: every pool keeps
+    # the load path's last decision, raised to the (new) throughput floor.
+    throughput_only = not obs.workers and obs.traffic is not None
 
     requested: dict[str, int] = {}
     reasons: dict[str, tuple[Reason, ...]] = {}
@@ -358,7 +361,8 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
             last = previous[pool].replicas
 
         verdicts: dict[str, Verdict] = {}
-        if TTFT in signals:
+        hold_only = throughput_only and last is not None
+        if TTFT in signals and not hold_only:
             verdicts[TTFT] = prefill_verdict(
                 load.regression(pool, TTFT),
                 _loads(members, ready, "active_prefill_tokens"),
@@ -367,7 +371,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
                 sensitivity,
                 ready,
             )
-        if ITL in signals:
+        if ITL in signals and not hold_only:
             verdicts[ITL] = decode_verdict(
                 load.regression(pool, ITL),
                 _loads(members, ready, "active_decode_blocks"),
@@ -382,10 +386,12 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
         if len(verdicts) == 2:
             direction = combine_aggregated(verdicts[TTFT].direction, verdicts[ITL].direction)
         else:
-            direction = next(iter(verdicts.values())).direction
+            direction = next((v.direction for v in verdicts.values()), HOLD)
 
         extra: list[Reason] = []
-        if not members and pool not in obs.ready_replicas:
+        if hold_only:
+            reason, want = Reason.LOAD_HOLD, last
+        elif not members and pool not in obs.ready_replicas:
             # nothing reports for this pool: keep the previous decision
             reason = Reason.LOAD_INSUFFICIENT_DATA
             want = last
@@ -418,10 +424,13 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
         reasons[pool] = (reason, *extra)
         primary[pool] = reason
 
+    overall = next(r for r in _DECISION_PRIORITY if r in primary.values())
+    if throughput_only and any(Reason.THROUGHPUT_FLOOR in r for r in reasons.values()):
+        overall = Reason.THROUGHPUT_FLOOR
     decision = bound_and_budget(
         plan,
         requested,
-        next(r for r in _DECISION_PRIORITY if r in primary.values()),
+        overall,
         obs.timestamp,
         extra_reasons=reasons,
         throughput=state.throughput_inputs,

@@ -78,7 +78,9 @@ def decide(plan: Plan, model: Optional[PerfModel], obs: Observation, state: Plan
         decision = _throughput_tick(plan, model, obs, state)
         state.throughput_floor = {n: p.replicas for n, p in decision.pools.items()}
         state.throughput_inputs = decision.throughput
-    if load_on and (obs.workers or decision is None):
+    # Once the load path has decided, a throughput-only tick goes through it too, so that it
+    # keeps the load path's replicas (raised to the new floor) instead of dropping them.
+    if load_on and (obs.workers or decision is None or state.load is not None):
         from .load import load_tick  # the load path is optional; keep its import local
 
         decision = load_tick(plan, obs, state)
