@@ -563,3 +563,19 @@ def test_throughput_only_tick_keeps_load_replicas_above_the_floor():
     d = decide(plan, model, Observation(timestamp=2.0, traffic=window), c.state)
     assert d.replicas("prefill") == 15 and d.reason is Reason.THROUGHPUT_FLOOR
     assert d.pools["prefill"].reasons == (Reason.LOAD_HOLD, Reason.THROUGHPUT_FLOOR)
+
+
+def test_restart_starts_from_ready_workers_not_from_the_floor():
+    # after a restart the warm-up replays throughput windows (floor 3), then the first
+    # tick with workers sees 6 ready: it must decide from those 6, not fall back to 3
+    plan = load_plan(throughput=True)
+    model = perf_model(flat_profile(40000, 10000))
+    state = new_state(plan)
+    window = TrafficWindow(60, 40 * 60, isl=3000, osl=150)
+    decide(plan, model, Observation(timestamp=0.0, traffic=window), state)
+    state.load = new_load_state(plan)
+    state.load.regression("prefill", TTFT).extend(PREFILL_POINTS)
+    workers = _prefill_workers((700,) * 6)
+    d = decide(plan, model, Observation(timestamp=60.0, traffic=window, workers=workers, ready_replicas={"prefill": 6}), state)
+    assert d.replicas("prefill") == 6
+    assert d.pools["prefill"].reasons[0] is Reason.LOAD_REFUSED_CONSOLIDATION

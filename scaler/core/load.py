@@ -356,9 +356,9 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
     for pool, signals in signals_for(plan).items():
         members = grouped[pool]
         ready = int(obs.ready_replicas[pool]) if pool in obs.ready_replicas else len(members)
+        # Only the load path's own decisions: a throughput decision is the floor, applied
+        # below, and after a restart the first tick starts from what is actually ready.
         last = load.decided.get(pool)
-        if last is None and pool in previous:
-            last = previous[pool].replicas
 
         verdicts: dict[str, Verdict] = {}
         hold_only = throughput_only and last is not None
@@ -394,7 +394,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
         elif not members and pool not in obs.ready_replicas:
             # nothing reports for this pool: keep the previous decision
             reason = Reason.LOAD_INSUFFICIENT_DATA
-            want = last
+            want = last if last is not None else (previous[pool].replicas if pool in previous else None)
         elif last is not None and ready != last:
             # A change is in flight (replicas starting, or leaving): do not stack another.
             # A down verdict may withdraw a replica that never became ready (pending pods
