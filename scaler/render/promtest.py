@@ -96,15 +96,16 @@ def _frontend_labels(plan: Plan, frontend: int) -> dict[str, str]:
     return labels
 
 
-def _decoy_labels(plan: Plan) -> dict[str, str] | None:
-    """Labels of a frontend the selector must exclude (None when the selector is empty)."""
+def _decoy_labels(plan: Plan) -> list[dict[str, str]]:
+    """Frontends the selector must exclude: one per selector label, each differing from the
+    matching frontends in that label only (so dropping any one matcher changes the result)."""
     selector = plan.spec.metrics.selector
-    if not selector:
-        return None
-    labels = _frontend_labels(plan, FRONTENDS)
-    key = sorted(selector)[0]
-    labels[key] = selector[key] + "-other"
-    return labels
+    decoys = []
+    for i, key in enumerate(sorted(selector)):
+        labels = _frontend_labels(plan, FRONTENDS + i)
+        labels[key] = selector[key] + "-other"
+        decoys.append(labels)
+    return decoys
 
 
 def _cumulative(increments: list[float]) -> tuple[float, ...]:
@@ -151,8 +152,7 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             sums = [completions(f, j) * value(key, f, j) for j in range(1, steps + 1)]
             inputs.append(InputSeries(_series(base + "_count", labels), _cumulative(counts)))
             inputs.append(InputSeries(_series(base + "_sum", labels), _cumulative(sums)))
-    decoy = _decoy_labels(plan)
-    if decoy is not None:
+    for decoy in _decoy_labels(plan):
         for name in [source.requests_started, source.requests_total] if source.requests_started else [source.requests_total]:
             inputs.append(InputSeries(_series(name, decoy), _cumulative([97.0] * steps)))
         for key in _PER_REQUEST:
@@ -201,8 +201,7 @@ def worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             for key in _WORKER_GAUGE:
                 metric = getattr(source, sources.SERIES_BY_KEY[key].metric)
                 inputs.append(InputSeries(_series(metric, labels), tuple(gauge(key, w, f, j) for j in range(steps + 1))))
-    decoy = _decoy_labels(plan)
-    if decoy is not None:
+    for decoy in _decoy_labels(plan):
         worker_id, worker_type, _ = workers[0]
         labels = dict(decoy, **{source.worker_id_label: worker_id, source.worker_type_label: worker_type})
         for key in _WORKER_GAUGE:
