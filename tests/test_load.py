@@ -579,3 +579,18 @@ def test_restart_starts_from_ready_workers_not_from_the_floor():
     d = decide(plan, model, Observation(timestamp=60.0, traffic=window, workers=workers, ready_replicas={"prefill": 6}), state)
     assert d.replicas("prefill") == 6
     assert d.pools["prefill"].reasons[0] is Reason.LOAD_REFUSED_CONSOLIDATION
+
+
+def test_throughput_only_tick_with_ready_counts_never_invents_load():
+    # the state was rebuilt from history (no load decision yet); a throughput tick that
+    # carries ready counts but no worker samples must not read them as idle workers
+    plan = load_plan(throughput=True)
+    model = perf_model(flat_profile(40000, 10000))
+    state = new_state(plan)
+    state.load = rebuild_load_state(plan, [])
+    state.load.regression("prefill", TTFT).extend(PREFILL_POINTS)
+    window = TrafficWindow(60, 40 * 60, isl=3000, osl=150)
+    d = decide(plan, model, Observation(traffic=window, ready_replicas={"prefill": 5, "decode": 2}), state)
+    assert d.replicas("prefill") == 3  # the throughput floor, not 5 - 1
+    assert d.pools["prefill"].reasons == (Reason.LOAD_INSUFFICIENT_DATA, Reason.THROUGHPUT_FLOOR)
+    assert d.load == {}

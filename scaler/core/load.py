@@ -361,7 +361,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
         last = load.decided.get(pool)
 
         verdicts: dict[str, Verdict] = {}
-        hold_only = throughput_only and last is not None
+        hold_only = throughput_only
         if TTFT in signals and not hold_only:
             verdicts[TTFT] = prefill_verdict(
                 load.regression(pool, TTFT),
@@ -390,7 +390,8 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
 
         extra: list[Reason] = []
         if hold_only:
-            reason, want = Reason.LOAD_HOLD, last
+            reason = Reason.LOAD_HOLD if last is not None else Reason.LOAD_INSUFFICIENT_DATA
+            want = last
         elif not members and pool not in obs.ready_replicas:
             # nothing reports for this pool: keep the previous decision
             reason = Reason.LOAD_INSUFFICIENT_DATA
