@@ -156,3 +156,29 @@ def record_name(source: Source, series: SeriesDef, window_seconds: int) -> str:
 def recorded_query(source: Source, series: SeriesDef, plan_name: str, window_seconds: int) -> str:
     """The instant query that reads a recorded series back for one plan."""
     return record_name(source, series, window_seconds) + selector({PLAN_LABEL: plan_name})
+
+
+def read_query(
+    source: Source,
+    series: SeriesDef,
+    labels: Mapping[str, str],
+    plan_name: str,
+    window_seconds: int,
+    use_recording_rules: bool,
+) -> str:
+    """The query the scaler sends for one series: recorded when it exists, raw otherwise.
+
+    `recorded or on() (raw)` returns the recorded series whenever it has a sample at the
+    evaluation time (`on()` matches everything, so the raw side is dropped), and the raw
+    expression otherwise; the choice is made per evaluation (per step in a range query).
+    The two are told apart by the `dynplan_plan` label, which only recorded series carry.
+    """
+    raw = raw_expr(source, series, labels, window_seconds)
+    if not use_recording_rules:
+        return raw
+    return f"{recorded_query(source, series, plan_name, window_seconds)} or on() ({raw})"
+
+
+def is_recorded(labels: Mapping[str, str]) -> bool:
+    """Whether a query result came from a recorded series (see `read_query`)."""
+    return PLAN_LABEL in labels

@@ -1,0 +1,195 @@
+"""Read a plan's observations from Prometheus: traffic windows, per-worker load, history.
+
+Queries come from `scaler.sources.read_query`: with `spec.metrics.useRecordingRules` each
+series is read from its recorded series when that has a sample at the evaluation time and
+from the equivalent raw PromQL (with the plan's selector) otherwise, decided per series and
+per evaluation; without it, always raw. Both give the same numbers (tests check it).
+
+Semantics (a failing dependency never becomes a number):
+- requests: an empty result (no counter matches the selector) raises MetricsUnavailable;
+  0 is a real, idle window. NaN/negative request counts raise too.
+- means (ISL, OSL, TTFT, ITL, duration): NaN (0/0 on an idle window) or no result -> None.
+- more than one series where one is expected (e.g. duplicated recording rules) raises:
+  summing or picking one would invent a number.
+
+Window grid: a window read at time t covers (t - T, t], T = the interval. History windows
+end at `end`, `end - T`, ...: window k of n covers (end - (n-k)*T, end - (n-k-1)*T]. A live
+loop that reads at end + T, end + 2T, ... continues exactly this grid; `window_ends` gives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+from scaler.core.observations import TrafficWindow, WorkerLoad
+from scaler.core.plan import Plan
+from scaler.errors import MetricsUnavailable
+from scaler.prom.client import PromClient, Sample, Series
+from scaler.sources import SERIES, SOURCES, SeriesDef, Source, is_recorded, read_query, selector
+
+THROUGHPUT_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.kind == "throughput")
+WORKER_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.kind == "worker")
+_MEANS = tuple(s for s in THROUGHPUT_SERIES if s.key != "requests")
+
+
+@dataclass(frozen=True)
+class TrafficReading:
+    """A TrafficWindow plus how it was read: per series key, the query and the path
+    ("recorded", "raw", or "none" when the result was empty)."""
+
+    window: TrafficWindow
+    queries: Mapping[str, str]
+    paths: Mapping[str, str]
+
+
+def _source(plan: Plan) -> Source:
+    return SOURCES[plan.spec.metrics.source]
+
+
+def _query(plan: Plan, series: SeriesDef, window_seconds: int) -> str:
+    m = plan.spec.metrics
+    return read_query(_source(plan), series, m.selector, plan.name, window_seconds, m.use_recording_rules)
+
+
+def throughput_queries(plan: Plan) -> dict[str, str]:
+    """Series key -> the instant query read_traffic sends (for `explain` and logs)."""
+    T = plan.spec.scaling.throughput.interval_seconds
+    return {s.key: _query(plan, s, T) for s in THROUGHPUT_SERIES}
+
+
+def worker_queries(plan: Plan) -> dict[str, str]:
+    T = plan.spec.scaling.load.interval_seconds
+    return {s.key: _query(plan, s, T) for s in WORKER_SERIES}
+
+
+def _no_requests(plan: Plan) -> MetricsUnavailable:
+    src = _source(plan)
+    names = " / ".join(n for n in (src.requests_started, src.requests_total) if n)
+    return MetricsUnavailable(
+        f"plan {plan.name!r}: no request counter ({names}) for selector "
+        f"{selector(plan.spec.metrics.selector)}: is the frontend scraped?"
+    )
+
+
+def _path(samples: list[Sample]) -> str:
+    if not samples:
+        return "none"
+    return "recorded" if is_recorded(samples[0].labels) else "raw"
+
+
+def _single(plan: Plan, key: str, samples: list[Sample]) -> Optional[float]:
+    if not samples:
+        return None
+    if len(samples) > 1:
+        raise MetricsUnavailable(
+            f"plan {plan.name!r}: {len(samples)} series for {key} where one was expected "
+            f"(duplicated recording rules?): {[dict(s.labels) for s in samples[:3]]}"
+        )
+    return samples[0].value
+
+
+def _window(plan: Plan, T: float, values: Mapping[str, Optional[float]]) -> TrafficWindow:
+    requests = values.get("requests")
+    if requests is None:
+        raise _no_requests(plan)
+    if not math.isfinite(requests) or requests < 0:
+        raise MetricsUnavailable(f"plan {plan.name!r}: request count is {requests}, not a count")
+    means = {}
+    for s in _MEANS:
+        v = values.get(s.key)
+        means[s.key] = None if v is None or not math.isfinite(v) else v * s.scale
+    return TrafficWindow(window_seconds=float(T), requests=float(requests), **means)
+
+
+async def read_traffic_detail(client: PromClient, plan: Plan, at: Optional[float] = None) -> TrafficReading:
+    """`read_traffic` with the queries sent and the path (recorded/raw) each series took."""
+    T = plan.spec.scaling.throughput.interval_seconds
+    queries = throughput_queries(plan)
+    results = await asyncio.gather(*(client.instant(q, at) for q in queries.values()))
+    by_key = dict(zip(queries, results))
+    values = {k: _single(plan, k, v) for k, v in by_key.items()}
+    window = _window(plan, T, values)
+    return TrafficReading(window, queries, {k: _path(v) for k, v in by_key.items()})
+
+
+async def read_traffic(client: PromClient, plan: Plan, at: Optional[float] = None) -> TrafficWindow:
+    """The throughput window ending at `at` (Unix seconds; now when None)."""
+    return (await read_traffic_detail(client, plan, at)).window
+
+
+async def read_workers(client: PromClient, plan: Plan, at: Optional[float] = None) -> tuple[WorkerLoad, ...]:
+    """Every reporting worker of the plan's pools, averaged over spec.scaling.load.intervalSeconds.
+
+    Workers are mapped to pools through the source's worker_type labels; workers of other
+    types are ignored. No worker reporting gives () (idle workers may publish nothing):
+    callers compare the count with the pool's ready replicas.
+    """
+    src = _source(plan)
+    pool_of_type = {src.worker_types[p]: p for p in plan.pool_names}
+    queries = worker_queries(plan)
+    results = await asyncio.gather(*(client.instant(q, at) for q in queries.values()))
+    fields: dict[tuple[str, str], dict[str, float]] = {}
+    for s, samples in zip(WORKER_SERIES, results):
+        for sample in samples:
+            wid = sample.labels.get(src.worker_id_label)
+            pool = pool_of_type.get(sample.labels.get(src.worker_type_label, ""))
+            if wid is None or pool is None:
+                continue
+            fields.setdefault((pool, wid), {})[s.key] = sample.value * s.scale
+    return tuple(WorkerLoad(worker_id=wid, pool=pool, **vals) for (pool, wid), vals in sorted(fields.items()))
+
+
+def window_ends(end: float, interval: float, intervals: int) -> list[float]:
+    """End times of the `intervals` windows of length `interval` ending at `end`, oldest first."""
+    if intervals < 1 or interval <= 0:
+        raise ValueError("need intervals >= 1 and interval > 0")
+    return [end - (intervals - 1 - k) * interval for k in range(intervals)]
+
+
+async def read_traffic_history_grid(
+    client: PromClient, plan: Plan, end: float, intervals: int
+) -> list[tuple[float, Optional[TrafficWindow]]]:
+    """(window end, window or None when the request counter had no data) for every window
+    of the grid ending at `end`, oldest first. One range query per series, step = T."""
+    T = plan.spec.scaling.throughput.interval_seconds
+    ends = window_ends(float(end), float(T), intervals)
+    queries = throughput_queries(plan)
+    results: list[list[Series]] = await asyncio.gather(
+        *(client.range(q, ends[0], ends[-1], float(T)) for q in queries.values())
+    )
+    per_key: dict[str, dict[int, float]] = {}
+    for key, series in zip(queries, results):
+        if len(series) > 1:
+            raise MetricsUnavailable(
+                f"plan {plan.name!r}: {len(series)} series for {key} where one was expected "
+                f"(duplicated recording rules?)"
+            )
+        # Prometheus answers at start + i*step; index by step so float noise cannot misalign.
+        per_key[key] = {
+            round((t - ends[0]) / T): v for s in series for t, v in s.points
+        }
+    out: list[tuple[float, Optional[TrafficWindow]]] = []
+    for i, t_end in enumerate(ends):
+        if i not in per_key["requests"]:
+            out.append((t_end, None))
+            continue
+        out.append((t_end, _window(plan, T, {k: per_key[k].get(i) for k in per_key})))
+    return out
+
+
+async def read_traffic_history(client: PromClient, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]:
+    """The windows ending at end - (intervals-1)*T, ..., end (see the module doc for the grid).
+
+    Returns the most recent run of consecutive windows that have request data, oldest
+    first: predictors assume evenly spaced points, so anything before a gap is dropped.
+    [] when there is no history at all (a fresh deployment); a failed query raises.
+    """
+    grid = await read_traffic_history_grid(client, plan, end, intervals)
+    first = 0
+    for i, (_, w) in enumerate(grid):
+        if w is None:
+            first = i + 1
+    return [w for _, w in grid[first:] if w is not None]

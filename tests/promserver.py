@@ -1,0 +1,398 @@
+"""A real Prometheus server for tests (Debian's `prometheus` and `promtool` binaries).
+
+`PromFactory` starts servers in temp dirs on a free loopback port, optionally with scrape
+targets (scrape and rule evaluation every 1 s), rule files, and preloaded history
+(OpenMetrics text -> `promtool tsdb create-blocks-from openmetrics`), waits for /-/ready,
+and stops every server it started (SIGTERM, then SIGKILL) when closed. Missing binaries
+FAIL the test with instructions: these tests never skip.
+
+Timing facts (Prometheus 2.42): /-/ready in ~0.2 s; scraping starts after service
+discovery's first 5 s tick, so the first scraped sample appears after 5-6 s and the
+first rule output after 7-8 s; use `wait_for_value` rather than sleeping.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
+
+import pytest
+import yaml
+
+_LISTEN = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
+
+
+def binaries() -> tuple[str, str]:
+    """Paths of prometheus and promtool, or a test failure saying how to install them."""
+    found = {name: shutil.which(name) for name in ("prometheus", "promtool")}
+    missing = [n for n, p in found.items() if p is None]
+    if missing:
+        pytest.fail(
+            f"{' and '.join(missing)} not found on PATH: these tests need a real Prometheus. "
+            "Install Debian's package: `make prometheus` (or `sudo apt-get install -y "
+            "--no-install-recommends prometheus`).",
+            pytrace=False,
+        )
+    return found["prometheus"], found["promtool"]  # type: ignore[return-value]
+
+
+@dataclass
+class PromServer:
+    """One running Prometheus: `url`, its files in `dir`, `stop()`/`restart()`."""
+
+    dir: Path
+    config: Path
+    data: Path
+    log: Path
+    proc: Optional[subprocess.Popen] = None
+    port: int = 0
+    _binary: str = field(default="prometheus", repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        if self.proc is not None:
+            raise RuntimeError("already running")
+        log = open(self.log, "ab")
+        offset = self.log.stat().st_size
+        try:
+            self.proc = subprocess.Popen(
+                [
+                    self._binary,
+                    f"--config.file={self.config}",
+                    f"--storage.tsdb.path={self.data}",
+                    "--web.listen-address=127.0.0.1:0",
+                    "--web.enable-lifecycle",
+                    "--web.enable-admin-api",
+                    "--storage.tsdb.retention.time=10y",
+                    "--log.level=info",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                text = self.log.read_bytes()[offset:].decode(errors="replace")
+                m = _LISTEN.search(text)
+                if m:
+                    self.port = int(m.group(1))
+                    break
+                self._check_alive(deadline, "never logged 'Listening on'")
+                time.sleep(0.05)
+            while True:
+                try:
+                    with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                        if r.status == 200:
+                            return
+                except OSError:
+                    pass
+                self._check_alive(deadline, "never became ready")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_alive(self, deadline: float, what: str) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None or time.monotonic() > deadline:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            status = "exited" if self.proc.poll() is not None else "timed out"
+            pytest.fail(f"prometheus {status}: {what}; log:\n{tail}", pytrace=False)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+    def restart(self) -> None:
+        """Stop and start on the same config and data (the port changes)."""
+        self.stop()
+        self.start()
+
+    def reload(self) -> None:
+        req = urllib.request.Request(self.url + "/-/reload", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 200
+
+    def query(self, q: str, at: Optional[float] = None) -> list[dict[str, Any]]:
+        """Instant query, returning the raw result list (test assertions only)."""
+        params = {"query": q}
+        if at is not None:
+            params["time"] = f"{at:.3f}"
+        with urllib.request.urlopen(self.url + "/api/v1/query?" + urllib.parse.urlencode(params), timeout=5) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def backfill_rules(self, rule_file: Path, start: int, end: int, eval_interval: str = "15s") -> None:
+        """Evaluate recording rules over past data (`promtool tsdb create-blocks-from rules`),
+        add the blocks to this server's data dir and restart it so they are queryable."""
+        _, promtool = binaries()
+        out = self.dir / "rule-blocks"
+        shutil.rmtree(out, ignore_errors=True)
+        proc = subprocess.run(
+            [
+                promtool, "tsdb", "create-blocks-from", "rules",
+                f"--url={self.url}", f"--start={start}", f"--end={end}",
+                f"--eval-interval={eval_interval}", f"--output-dir={out}", str(rule_file),
+            ],
+            capture_output=True, text=True, timeout=60,
+        )
+        if proc.returncode != 0:
+            pytest.fail(f"promtool create-blocks-from rules failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+        self.stop()
+        for block in out.iterdir():
+            if block.is_dir():
+                shutil.move(str(block), self.data / block.name)
+        self.start()
+
+
+def write_config(
+    path: Path,
+    *,
+    scrape_targets: Sequence[str] = (),
+    rule_files: Sequence[Path] = (),
+    scrape_interval: str = "1s",
+    evaluation_interval: str = "1s",
+) -> None:
+    cfg: dict[str, Any] = {
+        "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval},
+        "rule_files": [str(p) for p in rule_files],
+        "scrape_configs": [],
+    }
+    if scrape_targets:
+        cfg["scrape_configs"].append(
+            {"job_name": "targets", "scrape_timeout": "1s" if scrape_interval == "1s" else "10s",
+             "static_configs": [{"targets": list(scrape_targets)}]}
+        )
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+class PromFactory:
+    """Starts Prometheus servers on demand; `close()` stops all of them."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.servers: list[PromServer] = []
+
+    def __call__(
+        self,
+        *,
+        scrape_targets: Sequence[str] = (),
+        rule_files: Sequence[Path] = (),
+        history: Union[str, None, Any] = None,
+        scrape_interval: str = "1s",
+        evaluation_interval: str = "1s",
+    ) -> PromServer:
+        """Start a server. `history`: OpenMetrics text or an object with `.text()` (e.g.
+        `scaler.openmetrics.OpenMetricsWriter`), backfilled before start."""
+        prometheus, promtool = binaries()
+        d = self.base / f"prom{len(self.servers)}"
+        d.mkdir(parents=True)
+        data = d / "data"
+        data.mkdir()
+        cfg = d / "prometheus.yml"
+        write_config(
+            cfg, scrape_targets=scrape_targets, rule_files=rule_files,
+            scrape_interval=scrape_interval, evaluation_interval=evaluation_interval,
+        )
+        if history is not None:
+            text = history if isinstance(history, str) else history.text()
+            om = d / "history.om"
+            om.write_text(text)
+            proc = subprocess.run(
+                [promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data)],
+                capture_output=True, text=True, timeout=120,
+            )
+            if proc.returncode != 0:
+                pytest.fail(f"promtool create-blocks-from openmetrics failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
+        server = PromServer(d, cfg, data, d / "prometheus.log", _binary=prometheus)
+        self.servers.append(server)
+        server.start()
+        return server
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.stop()
+
+
+def wait_for_value(
+    server: PromServer,
+    query: str,
+    predicate: Callable[[list[dict[str, Any]]], bool] = bool,
+    timeout: float = 20.0,
+) -> list[dict[str, Any]]:
+    """Poll an instant query until `predicate(result)` holds (default: non-empty); fail on timeout."""
+    deadline = time.monotonic() + timeout
+    result: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        result = server.query(query)
+        if predicate(result):
+            return result
+        time.sleep(0.2)
+    pytest.fail(f"query {query!r} did not reach the expected value in {timeout}s; last result: {result}", pytrace=False)
+
+
+class FakeHTTPServer:
+    """A local HTTP server answering every request with `body` after `delay` seconds, and
+    recording each request's query parameters and headers in `requests`.
+
+    Stands in for Prometheus only where the real one cannot behave that way: hanging
+    (delay > timeout), or to observe what a client or promtool sends.
+    """
+
+    EMPTY_VECTOR = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
+    EMPTY_MATRIX = b'{"status":"success","data":{"resultType":"matrix","result":[]}}'
+
+    def __init__(self, delay: float = 0.0, body: bytes = EMPTY_VECTOR) -> None:
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server API)
+                query = urllib.parse.urlparse(self.path).query
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    query += "&" + self.rfile.read(length).decode()
+                outer.requests.append(
+                    {"path": urllib.parse.urlparse(self.path).path,
+                     "params": dict(urllib.parse.parse_qsl(query)),
+                     "headers": dict(self.headers)}
+                )
+                if outer._stop.wait(outer.delay):
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(outer.body)))
+                self.end_headers()
+                self.wfile.write(outer.body)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.delay = delay
+        self.body = body
+        self.requests: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(5)
+
+    def __enter__(self) -> "FakeHTTPServer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def rule_eval_offset(rule_file: Path, interval_s: int, near: int) -> float:
+    """The phase (seconds in [0, interval)) at which promtool's rule backfill evaluates the
+    single group of `rule_file`: Prometheus offsets each group's evaluations by a hash of
+    its name and file path. Learned by pointing promtool at a FakeHTTPServer and reading the
+    `start` it asks for. Aligning synthetic history with it makes backfilled values exact."""
+    _, promtool = binaries()
+    with FakeHTTPServer(body=FakeHTTPServer.EMPTY_MATRIX) as fake, tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            [promtool, "tsdb", "create-blocks-from", "rules", f"--url={fake.url}",
+             f"--start={near}", f"--end={near + 3 * interval_s}", f"--eval-interval={interval_s}s",
+             f"--output-dir={out}", str(rule_file)],
+            capture_output=True, text=True, timeout=30,
+        )
+        starts = {round(float(r["params"]["start"]), 3) for r in fake.requests if r["path"].endswith("/query_range")}
+    if len(starts) != 1:
+        pytest.fail(f"could not learn the rule evaluation offset of {rule_file}: starts {starts}", pytrace=False)
+    return round(starts.pop() % interval_s, 3)
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening (bound then released)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput", "worker")) -> Path:
+    """A rule file with every series the scaler reads for `plan`, from scaler.sources.
+
+    Test-only stand-in for the generator's renderer: record_name / raw_expr with the plan's
+    selector and a `dynplan_plan` label, one group per kind.
+    """
+    from scaler.sources import PLAN_LABEL, SERIES, SOURCES, raw_expr, record_name
+
+    src = SOURCES[plan.spec.metrics.source]
+    windows = {
+        "throughput": plan.spec.scaling.throughput.interval_seconds,
+        "worker": plan.spec.scaling.load.interval_seconds,
+    }
+    groups = []
+    for kind, w in windows.items():
+        if kind not in kinds:
+            continue
+        rules = [
+            {
+                "record": record_name(src, s, w),
+                "expr": raw_expr(src, s, plan.spec.metrics.selector, w),
+                "labels": {PLAN_LABEL: plan.name},
+            }
+            for s in SERIES
+            if s.kind == kind
+        ]
+        groups.append({"name": f"dynplan-{plan.name}-{kind}", "rules": rules})
+    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
+    return path
+
+
+def check_rules(path: Path) -> None:
+    _, promtool = binaries()
+    proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def pids_alive(pids: Iterable[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        alive.append(pid)
+    return alive
