@@ -1,0 +1,233 @@
+"""Policies in the simulator: static bounds, the real planner in the loop, start-up and drain,
+the oracle bound, and the report's definitions."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional
+
+import numpy as np
+import pytest
+
+from helpers import flat_profile, make_plan
+from scaler.core.interpolation import perf_model
+from scaler.core.observations import TrafficWindow, WorkerLoad
+from scaler.core.planner import capacity
+from scaler.sim.engine import EngineConfig, SimResult, Workload, simulate
+from scaler.sim.oracle import oracle
+from scaler.sim.policies import PolicyError, PlannerController, parse_policy, policy_plan
+from scaler.sim.report import policy_summary, window_attainment
+from scaler.sim.run import compare
+
+CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
+# Flat profile: 40k prefill tokens/s/GPU and TTFT 50 ms everywhere, so ISL 2000 is consistent
+# (2000 tokens / 50 ms = 40k tokens/s); ITL 5 ms, inside the plan's 20 ms.
+MODEL = perf_model(flat_profile(40000.0, 10000.0, ttft_ms=50.0, itl_ms=5.0))
+
+
+def _poisson(n: int, rate: float, seed: int, isl: int = 2000, osl: int = 10) -> Workload:
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1.0 / rate, n))
+    return Workload(t=t - t[0], isl=np.full(n, isl), osl=np.full(n, osl))
+
+
+def _even(segments: list[tuple[float, float]], isl: int = 2000, osl: int = 2) -> Workload:
+    """Evenly spaced arrivals: (duration s, rate req/s) segments one after the other."""
+    ts, start = [], 0.0
+    for duration, rate in segments:
+        k = int(round(duration * rate))
+        ts.append(start + np.arange(k) / rate)
+        start += duration
+    t = np.concatenate(ts)
+    return Workload(t=t, isl=np.full(len(t), isl), osl=np.full(len(t), osl))
+
+
+class Scripted:
+    """A controller that applies fixed targets at fixed tick numbers (tests the engine's
+    scaling mechanics on their own, without a planner's opinion)."""
+
+    load_interval_s: Optional[float] = None
+
+    def __init__(self, initial: Mapping[str, int], interval: float, script: dict[int, dict[str, int]]) -> None:
+        self.name = "scripted"
+        self._initial = dict(initial)
+        self.throughput_interval_s = interval
+        self._script = script
+        self._tick = 0
+        self.windows: list[TrafficWindow] = []
+
+    def initial_replicas(self) -> Mapping[str, int]:
+        return self._initial
+
+    def on_traffic(self, t: float, window: TrafficWindow, ready: Mapping[str, int]) -> Optional[Mapping[str, int]]:
+        self._tick += 1
+        self.windows.append(window)
+        return self._script.get(self._tick)
+
+    def on_load(self, t: float, workers: tuple[WorkerLoad, ...], ready: Mapping[str, int]) -> None:
+        return None
+
+
+# -- static policies ---------------------------------------------------------------------------
+def test_static_with_enough_replicas_meets_every_sla_and_too_few_does_not() -> None:
+    plan = make_plan(isl=2000, osl=10)
+    workload = _poisson(6000, 30.0, seed=5)  # 60k prefill tokens/s: 1.5 GPUs of work
+    cmp = compare(plan, MODEL, MODEL, workload, [parse_policy("static:6"), parse_policy("static:1")])
+    enough, few = cmp.summaries["static:6"], cmp.summaries["static:1"]
+    assert enough["attainment"] == {"ttft": 1.0, "itl": 1.0, "both": 1.0}
+    assert enough["windowAttainment"]["both"] == 1.0
+    assert enough["unfinished"] == 0
+    assert few["attainment"]["ttft"] < 0.1  # overloaded: the queue grows without bound
+    assert few["attainment"]["itl"] == 1.0  # decode is far from its limit
+    assert few["ttftMs"]["p50"] > 10_000
+    assert few["goodputRps"] < enough["goodputRps"]
+    assert enough["goodputRps"] == pytest.approx(6000 / workload.span_s, rel=1e-3)
+
+
+def test_parse_policy_names_and_errors() -> None:
+    assert parse_policy("static:4").static == {"prefill": 4, "decode": 4}
+    assert parse_policy("static:2,5").static == {"prefill": 2, "decode": 5}
+    assert parse_policy("plan").kind == "plan"
+    assert parse_policy("oracle").kind == "oracle"
+    for bad in ("static", "static:x", "static:0", "fastest", "static:1,2,3"):
+        with pytest.raises(PolicyError):
+            parse_policy(bad)
+
+
+def test_throughput_only_and_load_only_switch_modes() -> None:
+    plan = make_plan(load=True, interval_seconds=60)
+    tp = policy_plan(parse_policy("throughput-only"), plan)
+    assert tp.spec.scaling.throughput.enabled and not tp.spec.scaling.load.enabled
+    assert plan.spec.scaling.load.enabled  # the original is untouched
+
+
+# -- the real planner in the loop ----------------------------------------------------------------
+def test_planner_sees_prometheus_windows_and_scales_with_startup_delay() -> None:
+    plan = make_plan(isl=2000, osl=2, predictor="constant", correction=False, interval_seconds=60)
+    workload = _even([(120.0, 10.0), (600.0, 50.0)])
+    ctl = PlannerController("plan", plan, MODEL)
+    result = simulate(workload, MODEL, ctl, CFG)
+    first, second, third = ctl.decisions[:3]
+    tp = first.throughput
+    assert tp.observed_rate == pytest.approx(10.0)
+    assert tp.observed_isl == pytest.approx(2000.0)
+    assert tp.observed_osl == pytest.approx(2.0)
+    assert tp.observed_ttft_ms == pytest.approx(50.0)  # no queueing at 10 req/s (0.5 of one worker)
+    assert tp.observed_itl_ms == pytest.approx(5.0)
+    assert first.replicas("prefill") == 1 and second.replicas("prefill") == 1
+    # window [120, 180): 50 req/s x 2000 tokens / 40k per GPU = 2.5 -> 3 prefill replicas
+    assert third.throughput.observed_rate == pytest.approx(50.0)
+    assert third.replicas("prefill") == 3
+    new = [r for r in result.replicas if r.pool == "prefill" and r.requested_at > 0]
+    assert [r.requested_at for r in new] == [180.0, 180.0]
+    assert [r.ready_at for r in new] == [240.0, 240.0]
+    # they cost GPUs from the request on, not from readiness
+    prefill_hours = sum(r.ended_at - r.requested_at for r in result.replicas if r.pool == "prefill") / 3600
+    assert result.gpu_hours("prefill") == pytest.approx(prefill_hours)
+    assert all(r.ended_at > 240.0 for r in new)
+    assert result.scale_events >= 1
+    # Until the new replicas are ready (240 s) one worker gets 2.5x what it serves: a backlog of
+    # 30 req/s x 120 s that three workers (60 req/s) then drain at 10 req/s, by about 600 s.
+    at = lambda lo, hi: result.ttft_ms[(workload.t >= lo) & (workload.t < hi)]  # noqa: E731
+    assert at(230, 240).mean() > 100_000
+    assert at(400, 410).mean() < at(230, 240).mean()
+    assert np.all(at(650, 720) == pytest.approx(50.0))
+
+
+def test_ready_replicas_reach_the_planner() -> None:
+    plan = make_plan(isl=2000, osl=2, predictor="constant", correction=True, interval_seconds=60,
+                     min_replicas={"prefill": 2, "decode": 3})
+    ctl = PlannerController("plan", plan, MODEL)
+    seen: list[Mapping[str, int]] = []
+    original = ctl.on_traffic
+
+    def spy(t, window, ready):
+        seen.append(dict(ready))
+        return original(t, window, ready)
+
+    ctl.on_traffic = spy  # type: ignore[method-assign]
+    simulate(_even([(130.0, 5.0)]), MODEL, ctl, CFG)
+    assert seen[0] == {"prefill": 2, "decode": 3}
+
+
+# -- scaling mechanics ----------------------------------------------------------------------------
+def test_removed_replica_drains_its_queue_and_costs_until_then() -> None:
+    model = perf_model(flat_profile(ttft_ms=100.0))
+    # 20 requests at t=0 on 2 workers: 10 each, queues empty at 1.0 s. At t=0.5 one is removed.
+    burst = Workload(t=np.zeros(20), isl=np.full(20, 1000), osl=np.ones(20, dtype=int))
+    ctl = Scripted({"prefill": 2, "decode": 1}, 0.5, {1: {"prefill": 1, "decode": 1}})
+    result = simulate(burst, model, ctl, CFG)
+    assert np.all(np.isfinite(result.finish))
+    assert result.ttft_ms.max() == pytest.approx(1000.0)  # nobody re-queued or lost
+    prefill = sorted((r for r in result.replicas if r.pool == "prefill"), key=lambda r: r.ended_at)
+    assert prefill[0].ended_at == pytest.approx(1.0)  # drained, not cut at 0.5
+    assert result.gpu_hours("prefill") == pytest.approx((1.0 + result.end_time) / 3600)
+
+
+def test_new_replica_serves_only_after_startup_delay() -> None:
+    model = perf_model(flat_profile(ttft_ms=100.0))
+    cfg = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=2.0)
+    # one request every 50 ms for 5 s: twice what one 100 ms worker serves
+    workload = Workload(t=np.arange(100) * 0.05, isl=np.full(100, 1000), osl=np.ones(100, dtype=int))
+    ctl = Scripted({"prefill": 1, "decode": 1}, 0.5, {1: {"prefill": 2, "decode": 1}})
+    result = simulate(workload, model, ctl, cfg)
+    new = [r for r in result.replicas if r.pool == "prefill" and r.requested_at > 0]
+    assert len(new) == 1 and new[0].requested_at == 0.5 and new[0].ready_at == 2.5
+    # until 2.5 s the single worker serves everything: the i-th request ends at 0.1 x (i+1)
+    before = result.prefill_end <= 2.5 + 1e-9
+    ends = np.sort(result.prefill_end[before])
+    np.testing.assert_allclose(ends, 0.1 * np.arange(1, len(ends) + 1))
+    # after 2.5 s two workers share the queue: the backlog shrinks
+    assert result.prefill_end.max() < 0.1 * 100
+
+
+def test_traffic_window_counts_arrivals_and_completions() -> None:
+    model = perf_model(flat_profile(ttft_ms=50.0, itl_ms=5.0))
+    workload = Workload(t=np.array([0.0, 1.0, 2.0, 12.0]), isl=np.array([100, 300, 500, 700]),
+                        osl=np.array([11, 21, 1, 6]))
+    ctl = Scripted({"prefill": 1, "decode": 1}, 10.0, {})
+    simulate(workload, model, ctl, CFG)
+    w = ctl.windows[0]
+    assert w.window_seconds == 10.0 and w.requests == 3.0
+    assert w.isl == pytest.approx(300.0)
+    assert w.osl == pytest.approx((11 + 21 + 1) / 3)
+    assert w.ttft_ms == pytest.approx(50.0)
+    assert w.itl_ms == pytest.approx(5.0)  # token-weighted mean of 5 ms gaps
+    # 50 ms prefill plus 10, 20 and 0 gaps of 5 ms
+    assert w.request_duration_s == pytest.approx((0.1 + 0.15 + 0.05) / 3)
+
+
+# -- the oracle and the report ----------------------------------------------------------------------
+def test_oracle_is_capacity_on_each_interval_actual_load() -> None:
+    plan = make_plan(isl=2000, osl=100, interval_seconds=60)
+    workload = _even([(60.0, 50.0), (60.0, 5.0)], isl=2000, osl=100)
+    result = oracle(plan, MODEL, workload, 60.0)
+    first = capacity(plan, MODEL, 50.0, 2000, 100)  # 100k tokens/s -> 3 prefill; 5k -> 1 decode
+    assert [iv.replicas for iv in result.intervals] == [
+        {n: p.replicas for n, p in first.pools.items()},
+        {"prefill": 1, "decode": 1},
+    ]
+    assert result.intervals[0].replicas == {"prefill": 3, "decode": 1}
+    span_last = workload.t[-1] - 60.0
+    assert result.gpu_hours == pytest.approx((4 * 60.0 + 2 * span_last) / 3600)
+
+
+def _result(ttft: list[float], itl: list[float], t: list[float], osl: list[int]) -> SimResult:
+    w = Workload(t=np.array(t), isl=np.full(len(t), 100), osl=np.array(osl))
+    ttft_a = np.array(ttft)
+    pe = w.t + ttft_a / 1000
+    itl_a = np.array(itl)
+    fin = pe + np.nan_to_num(itl_a) * (w.osl - 1) / 1000
+    return SimResult(policy="x", workload=w, prefill_end=pe, finish=fin, ttft_ms=ttft_a, itl_ms=itl_a,
+                     end_time=float(fin.max()), replicas=[], samples=[], gpus_per_replica={"prefill": 1, "decode": 1})
+
+
+def test_attainment_per_request_and_per_minute_window() -> None:
+    sla = make_plan(ttft_ms=200.0, itl_ms=20.0).spec.sla
+    # minute 0: TTFTs 100 and 250 (mean 175: the window meets the mean SLA, one request does not);
+    # minute 1: ITL 30 on one request of 11 tokens and 10 on one of 31 (token-weighted mean 15).
+    r = _result(ttft=[100, 250, 50, 50], itl=[5, 5, 30, 10], t=[0, 10, 70, 80], osl=[2, 2, 11, 31])
+    s = policy_summary(r, sla, oracle_gpu_hours=None)
+    assert s["attainment"] == {"ttft": 0.75, "itl": 0.75, "both": 0.5}
+    assert window_attainment(r, sla) == {"ttft": 1.0, "itl": 1.0, "both": 1.0}
+    assert s["ttftMs"]["p50"] == pytest.approx(75.0)
+    assert s["goodputRps"] == pytest.approx(2 / 80.0)
