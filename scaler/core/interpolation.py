@@ -167,6 +167,7 @@ class DecodeSurface:
         if not self.max_kv_tokens > 0:
             raise ValueError("max_kv_tokens must be positive")
         self._n = grid_size
+        self._bests: tuple[float, tuple[np.ndarray, ...]] | None = None
         self.ctx_lo, self.ctx_hi = float(ctx.min()), float(ctx.max())
         span = self.ctx_hi - self.ctx_lo
         self._ctx_step = span / (grid_size - 1)  # 0 for a single-context profile
@@ -225,25 +226,58 @@ class DecodeSurface:
         context = _check_finite("context", context)
         return self.itl_ms(self.kv_usage_at(concurrency, context), context)
 
-    def best_throughput(self, itl_target_ms: float, context: float) -> DecodeOperatingPoint:
-        """Highest-throughput KV column of the context row whose ITL meets the target.
+    def _row_bests(self, target: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Best point of every context row for one ITL target: (thpt, itl, kv) per row.
 
-        Every column is scanned because interpolated ITL need not be monotone in KV usage.
-        When no column meets the target, the lowest-ITL column is returned, marked infeasible,
-        so callers still get a positive throughput to size with.
+        Per row: the highest-throughput KV column whose ITL meets the target (every column is
+        scanned: interpolated ITL need not be monotone in KV usage), else the lowest-ITL column.
+        Then each row's throughput is capped by every shorter-context row's (running minimum),
+        and the point reported is the capping row's. Why: on real profiles the per-row best
+        zig-zags along context (grid quantisation, measurement noise, cubic wiggles), so a
+        longer prompt could look cheaper to decode and get fewer replicas. The cap keeps
+        "more load never gives fewer replicas" true and errs on the side of the SLA.
         """
-        target = float(itl_target_ms)
+        cached = self._bests
+        if cached is not None and cached[0] == target:
+            return cached[1]
+        ok = self.itl_grid <= target
+        feasible = ok.any(axis=1)
+        best_ok = np.argmax(np.where(ok, self.thpt_grid, -np.inf), axis=1)
+        cols = np.where(feasible, best_ok, np.argmin(self.itl_grid, axis=1))
+        rows = np.arange(self._n)
+        thpt = self.thpt_grid[rows, cols]
+        capped = np.minimum.accumulate(thpt)
+        # the row that sets each cap: the latest row at or before k whose own best is the cap
+        lim = np.maximum.accumulate(np.where(thpt <= capped, rows, 0))
+        out = (capped, self.itl_grid[lim, cols[lim]], self.kv_axis[cols[lim]])
+        self._bests = (target, out)  # one-entry cache: callers repeat the same target
+        return out
+
+    def best_throughput(self, itl_target_ms: float, context: float) -> DecodeOperatingPoint:
+        """Highest-throughput operating point whose ITL meets the target at this context.
+
+        The throughput is non-decreasing in the target and non-increasing in the context (see
+        `_row_bests`); between grid rows the neighbouring rows' points are blended. When no
+        column of this context's row meets the target, the point is marked infeasible and
+        reports the row's lowest ITL, so callers still get a positive throughput to size with.
+        """
+        target = _check_finite("itl_target_ms", itl_target_ms)
         i0, i1, w = self._row(_check_finite("context", context))
+        thpt, itl, kv = self._row_bests(target)
+        # a - (a - b) w with a >= b: exact at the rows and monotone in w despite rounding
+        a, b = float(thpt[i0]), float(thpt[i1])
+        best = min(a, max(b, a - (a - b) * w))
         itl_row = self.itl_grid[i0] * (1 - w) + self.itl_grid[i1] * w
-        thpt_row = self.thpt_grid[i0] * (1 - w) + self.thpt_grid[i1] * w
-        ok = itl_row <= target
-        feasible = bool(ok.any())
-        j = int(np.argmax(np.where(ok, thpt_row, -np.inf))) if feasible else int(np.argmin(itl_row))
+        if bool((itl_row <= target).any()):
+            return DecodeOperatingPoint(
+                thpt_per_gpu=best,
+                itl_ms=float(itl[i0] * (1 - w) + itl[i1] * w),
+                kv_usage=float(kv[i0] * (1 - w) + kv[i1] * w),
+                feasible=True,
+            )
+        j = int(np.argmin(itl_row))
         return DecodeOperatingPoint(
-            thpt_per_gpu=float(thpt_row[j]),
-            itl_ms=float(itl_row[j]),
-            kv_usage=float(self.kv_axis[j]),
-            feasible=feasible,
+            thpt_per_gpu=best, itl_ms=float(itl_row[j]), kv_usage=float(self.kv_axis[j]), feasible=False
         )
 
 
