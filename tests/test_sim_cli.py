@@ -1,0 +1,140 @@
+"""`dynplan simulate` end to end: table, summary.json shape, plot, decision logs, determinism, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import EXAMPLES, REPO
+from scaler.cli import main
+
+PLAN = str(EXAMPLES / "llama-8b-disagg.yaml")
+TRACE = str(REPO / "tests" / "fixtures" / "traces" / "azure-llm-2023-code-head2000.csv")
+POLICY_KEYS = {
+    "attainment", "windowAttainment", "goodputRps", "ttftMs", "itlMs", "gpuHours", "gpuHoursVsOracle", "scaleEvents",
+}
+
+
+def _run(*args: str) -> "object":
+    return CliRunner().invoke(main, ["simulate", "-f", PLAN, "--trace", TRACE, *args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("sim")
+    res = _run("--rate-scale", "4", "--policy", "plan", "--policy", "static:3", "--policy", "load-only",
+               "--policy", "oracle", "--out", str(out))
+    assert res.exit_code == 0, res.output
+    return out, res.output
+
+
+def test_summary_has_the_issue_shape(run_dir: tuple[Path, str]) -> None:
+    out, _ = run_dir
+    doc = json.loads((out / "summary.json").read_text())
+    assert list(doc["policies"]) == ["plan", "static:3", "load-only", "oracle"]
+    for name in ("plan", "static:3", "load-only"):
+        s = doc["policies"][name]
+        assert POLICY_KEYS <= set(s)
+        assert set(s["attainment"]) == {"ttft", "itl", "both"} == set(s["windowAttainment"])
+        assert set(s["ttftMs"]) == {"p50", "p95", "p99"} == set(s["itlMs"])
+        assert 0.0 <= s["attainment"]["both"] <= min(s["attainment"]["ttft"], s["attainment"]["itl"])
+        assert s["gpuHoursVsOracle"] == pytest.approx(s["gpuHours"] / doc["policies"]["oracle"]["gpuHours"], rel=1e-3)
+        assert s["requests"] == 2000
+    assert set(doc["policies"]["oracle"]) >= {"gpuHours"}
+    assert "attainment" not in doc["policies"]["oracle"]
+    static = doc["policies"]["static:3"]
+    assert static["scaleEvents"] == 0
+    # 3 + 3 GPUs for the whole run
+    assert static["gpuHours"] == pytest.approx(6 * static["endTimeS"] / 3600, rel=1e-3)
+    assert doc["rateScale"] == 4.0 and doc["sla"] == {"ttftMs": 200.0, "itlMs": 20.0}
+
+
+def test_table_on_stdout(run_dir: tuple[Path, str]) -> None:
+    _, output = run_dir
+    lines = output.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("policy"))
+    assert "TTFT ok" in lines[header] and "GPU-h" in lines[header] and "x oracle" in lines[header]
+    rows = [line.split()[0] for line in lines[header + 1 : header + 5]]
+    assert rows == ["plan", "static:3", "load-only", "oracle"]
+    assert "2000 requests" in lines[0]
+
+
+def test_plot_is_a_png(run_dir: tuple[Path, str]) -> None:
+    out, _ = run_dir
+    data = (out / "simulation.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 20_000  # five panels of lines, not an empty canvas
+    assert not list(out.glob(".*"))  # no temporary files left behind
+
+
+def test_decision_logs_come_from_the_planner(run_dir: tuple[Path, str]) -> None:
+    out, _ = run_dir
+    plan_log = [json.loads(line) for line in (out / "decisions-plan.jsonl").read_text().splitlines()]
+    assert plan_log and all(d["throughput"] is not None for d in plan_log)
+    # the example plan's throughput interval is 180 s
+    assert plan_log[0]["timestamp"] == 180.0
+    load_log = [json.loads(line) for line in (out / "decisions-load-only.jsonl").read_text().splitlines()]
+    assert load_log and all(d["reason"].startswith("load_") for d in load_log)
+    # the example plan's load interval is 10 s (its default)
+    assert [d["timestamp"] for d in load_log[:2]] == [10.0, 20.0]
+    assert not (out / "decisions-static_3.jsonl").exists()
+
+
+def _summary_without_timing(out: Path) -> dict:
+    doc = json.loads((out / "summary.json").read_text())
+    doc.pop("simulationSeconds")
+    return doc
+
+
+def test_same_seed_same_result_other_seed_other_jitter(tmp_path: Path) -> None:
+    args = ("--replicate", "2", "--policy", "plan", "--no-plot")
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        res = _run(*args, "--seed", seed, "--out", str(tmp_path / name))
+        assert res.exit_code == 0, res.output
+    a, b, c = (_summary_without_timing(tmp_path / n) for n in "abc")
+    assert a == b
+    assert a["policies"]["plan"]["ttftMs"] != c["policies"]["plan"]["ttftMs"]
+    assert a["requests"] == 4000
+
+
+def test_unknown_policy_is_a_usage_error(tmp_path: Path) -> None:
+    res = _run("--policy", "fastest", "--out", str(tmp_path / "o"))
+    assert res.exit_code == 2
+    assert "unknown policy 'fastest'" in res.output and "--policy" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_trace_names_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,12,x\n")
+    res = CliRunner().invoke(main, ["simulate", "-f", PLAN, "--trace", str(bad), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert f"{bad}: line 2: GeneratedTokens" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_aggregated_plan_is_refused_with_its_field(tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["simulate", "-f", str(EXAMPLES / "llama-8b-agg.yaml"), "--trace", TRACE])
+    assert res.exit_code == 2
+    assert "spec.mode" in res.output and "disagg" in res.output
+
+
+def test_missing_truth_profile_names_the_option(tmp_path: Path) -> None:
+    res = _run("--truth-profile", str(tmp_path / "nope"))
+    assert res.exit_code == 2
+    assert "profile directory does not exist" in res.output
+
+
+def test_truth_profile_plays_other_hardware(tmp_path: Path) -> None:
+    # The measured bf16 profile is slower than the fp8 profile the plan was sized with.
+    measured = REPO / "tests" / "fixtures" / "profiles" / "h200-llama3.1-8b-bf16-measured"
+    fast = _run("--policy", "static:2", "--no-plot", "--out", str(tmp_path / "fast"))
+    slow = _run("--policy", "static:2", "--no-plot", "--truth-profile", str(measured), "--out", str(tmp_path / "slow"))
+    assert fast.exit_code == 0 and slow.exit_code == 0, slow.output
+    f = json.loads((tmp_path / "fast" / "summary.json").read_text())
+    s = json.loads((tmp_path / "slow" / "summary.json").read_text())
+    assert s["truthProfile"].endswith("h200-llama3.1-8b-bf16-measured")
+    assert s["policies"]["static:2"]["ttftMs"]["p50"] != f["policies"]["static:2"]["ttftMs"]["p50"]
