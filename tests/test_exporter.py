@@ -199,3 +199,40 @@ def test_command_line_bad_trace_exits_2(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert f"{bad}: line 2: TIMESTAMP" in proc.stderr
+
+
+def test_requests_from_windows_reproduce_counts_and_means() -> None:
+    from scaler.core.observations import TrafficWindow
+    from scaler.openmetrics import requests_from_windows
+
+    windows = [
+        TrafficWindow(60, 4, isl=1500, osl=120, ttft_ms=180, itl_ms=12, request_duration_s=1.6),
+        TrafficWindow(60, 0),
+        TrafficWindow(60, 2, isl=10, osl=1, ttft_ms=5, itl_ms=1, request_duration_s=0.01),
+    ]
+    reqs = requests_from_windows(windows, start=1000.0)
+    assert [sum(1 for r in reqs if 1000 + 60 * k < r.t <= 1000 + 60 * (k + 1)) for k in range(3)] == [4, 0, 2]
+    first = [r for r in reqs if r.t <= 1060]
+    assert {(r.isl, r.osl, r.ttft_s, r.itl_s, r.duration_s) for r in first} == {(1500, 120, 0.18, 0.012, 1.6)}
+    with pytest.raises(ValueError, match="missing mean"):
+        requests_from_windows([TrafficWindow(60, 3)], start=0.0)
+
+
+def test_openmetrics_writer_gauges_escaping_and_order_checks(tmp_path: Path) -> None:
+    from scaler.openmetrics import OpenMetricsWriter
+
+    w = OpenMetricsWriter()
+    w.gauge("g", {"worker_id": 'a"b\\c'}, [(10.0, 1.5), (25.0, 2.0)], help="a gauge")
+    w.counter("c_total", {}, [(10.0, 3)])
+    assert w.text() == (
+        "# TYPE g gauge\n# HELP g a gauge\n"
+        'g{worker_id="a\\"b\\\\c"} 1.5 10.000\n'
+        'g{worker_id="a\\"b\\\\c"} 2 25.000\n'
+        "# TYPE c counter\nc_total 3 10.000\n# EOF\n"
+    )
+    with pytest.raises(ValueError, match="timestamps must increase"):
+        w.gauge("g", {"worker_id": 'a"b\\c'}, [(25.0, 1.0)])
+    with pytest.raises(ValueError, match="must end in _total"):
+        w.counter("c", {}, [])
+    out = w.write(tmp_path / "h.om")
+    assert out.read_text().endswith("# EOF\n") and not list(tmp_path.glob(".om-*"))

@@ -7,6 +7,7 @@ from scaler.prom.reader import (
     read_traffic_detail,
     read_traffic_history,
     read_traffic_history_grid,
+    read_traffic_sync,
     read_workers,
     window_ends,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "read_traffic_detail",
     "read_traffic_history",
     "read_traffic_history_grid",
+    "read_traffic_sync",
     "read_workers",
     "window_ends",
 ]

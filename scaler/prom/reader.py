@@ -193,3 +193,13 @@ async def read_traffic_history(client: PromClient, plan: Plan, end: float, inter
         if w is None:
             first = i + 1
     return [w for _, w in grid[first:] if w is not None]
+
+
+def read_traffic_sync(plan: Plan, at: Optional[float] = None) -> TrafficReading:
+    """One `read_traffic_detail` from synchronous code (the CLI's `explain`), with its own client."""
+
+    async def _read() -> TrafficReading:
+        async with PromClient(plan.spec.metrics.prometheus) as client:
+            return await read_traffic_detail(client, plan, at)
+
+    return asyncio.run(_read())
