@@ -79,7 +79,7 @@ def test_decision_logs_come_from_the_planner(run_dir: tuple[Path, str]) -> None:
     load_log = [json.loads(line) for line in (out / "decisions-load-only.jsonl").read_text().splitlines()]
     # every tick went down the load path (worker samples), none down the throughput path
     assert load_log and all(d["throughput"] is None and d["load"] for d in load_log)
-    assert {"load_scale_up", "load_insufficient_data"} <= {d["reason"] for d in load_log}
+    assert "load_scale_up" in {d["reason"] for d in load_log}  # bursts at 4x push the load path up
     # the example plan's load interval is 10 s (its default)
     assert [d["timestamp"] for d in load_log[:2]] == [10.0, 20.0]
     assert not (out / "decisions-static_3.jsonl").exists()
