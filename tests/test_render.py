@@ -234,6 +234,16 @@ def test_render_is_deterministic(tmp_path: Path) -> None:
     assert s1.getvalue() == s2.getvalue()
 
 
+def test_rerender_replaces_the_whole_directory(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    render_manifests([str(DISAGG), str(AGG)], str(out))
+    render_manifests([str(DISAGG)], str(out))
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if "qwen-agg" in n]  # the dropped plan's files are gone
+    assert "qwen-agg" not in (out / "kustomization.yaml").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp or old dirs left behind
+
+
 def test_stdout_stream_holds_every_kubernetes_object(tmp_path: Path) -> None:
     result = run("render", "manifests", "-f", str(DISAGG), "-f", str(AGG), "-o", "-")
     assert result.exit_code == 0, result.output

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
+from ..core.plan import Plan
 from ..errors import FieldError, InputError
 
 SCALEDOBJECT_CRD = "keda.sh_scaledobjects.yaml"
@@ -214,7 +215,7 @@ def admission_errors(items: Sequence[RenderedObject]) -> list[FieldError]:
 # -- plan ConfigMap round trip -----------------------------------------------------------------
 
 
-def configmap_plan_errors(item: RenderedObject, key: str, expected_plan: Any, expected_fingerprint: Optional[str]) -> list[FieldError]:
+def configmap_plan_errors(item: RenderedObject, key: str, expected_plan: Plan, expected_fingerprint: Optional[str]) -> list[FieldError]:
     """The ConfigMap's plan must load in the scaler exactly as the source plan did."""
     from ..planfile import parse_plan_document
 

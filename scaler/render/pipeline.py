@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
@@ -174,8 +175,6 @@ def render_manifests(
 
     if output == "-":
         if check:
-            import tempfile
-
             with tempfile.TemporaryDirectory(prefix="dynplan-render-") as tmp:
                 for name, text in rendering.texts.items():
                     (Path(tmp) / name).write_text(text, encoding="utf-8")
