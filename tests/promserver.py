@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -59,10 +60,17 @@ class PromServer:
     proc: Optional[subprocess.Popen] = None
     port: int = 0
     _binary: str = field(default="prometheus", repr=False)
+    web_config: Optional[Path] = None  # TLS: served over https when set
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.web_config else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    def _open(self, url: str, *, method: str = "GET", timeout: float = 5) -> Any:
+        # the fixture's own checks do not verify the test certificate; clients under test do
+        ctx = ssl._create_unverified_context() if self.web_config else None
+        return urllib.request.urlopen(urllib.request.Request(url, method=method), timeout=timeout, context=ctx)
 
     def start(self, timeout: float = 20.0) -> None:
         if self.proc is not None:
@@ -80,6 +88,7 @@ class PromServer:
                     "--web.enable-admin-api",
                     "--storage.tsdb.retention.time=10y",
                     "--log.level=info",
+                    *([f"--web.config.file={self.web_config}"] if self.web_config else []),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -100,7 +109,7 @@ class PromServer:
                 time.sleep(0.05)
             while True:
                 try:
-                    with urllib.request.urlopen(self.url + "/-/ready", timeout=1) as r:
+                    with self._open(self.url + "/-/ready", timeout=1) as r:
                         if r.status == 200:
                             return
                 except OSError:
@@ -135,8 +144,7 @@ class PromServer:
         self.start()
 
     def reload(self) -> None:
-        req = urllib.request.Request(self.url + "/-/reload", method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
+        with self._open(self.url + "/-/reload", method="POST") as r:
             assert r.status == 200
 
     def query(self, q: str, at: Optional[float] = None) -> list[dict[str, Any]]:
@@ -144,7 +152,7 @@ class PromServer:
         params = {"query": q}
         if at is not None:
             params["time"] = f"{at:.3f}"
-        with urllib.request.urlopen(self.url + "/api/v1/query?" + urllib.parse.urlencode(params), timeout=5) as r:
+        with self._open(self.url + "/api/v1/query?" + urllib.parse.urlencode(params)) as r:
             body = json.load(r)
         assert body["status"] == "success", body
         return body["data"]["result"]
@@ -208,9 +216,11 @@ class PromFactory:
         history: Union[str, None, Any] = None,
         scrape_interval: str = "1s",
         evaluation_interval: str = "1s",
+        tls: Optional[tuple[Path, Path]] = None,
     ) -> PromServer:
         """Start a server. `history`: OpenMetrics text or an object with `.text()` (e.g.
-        `scaler.openmetrics.OpenMetricsWriter`), backfilled before start."""
+        `scaler.openmetrics.OpenMetricsWriter`), backfilled before start. `tls`:
+        (certificate, key) files: serve https only."""
         prometheus, promtool = binaries()
         d = self.base / f"prom{len(self.servers)}"
         d.mkdir(parents=True)
@@ -231,7 +241,11 @@ class PromFactory:
             )
             if proc.returncode != 0:
                 pytest.fail(f"promtool create-blocks-from openmetrics failed:\n{proc.stdout}\n{proc.stderr}", pytrace=False)
-        server = PromServer(d, cfg, data, d / "prometheus.log", _binary=prometheus)
+        web = None
+        if tls is not None:
+            web = d / "web.yml"
+            web.write_text(yaml.safe_dump({"tls_server_config": {"cert_file": str(tls[0]), "key_file": str(tls[1])}}))
+        server = PromServer(d, cfg, data, d / "prometheus.log", _binary=prometheus, web_config=web)
         self.servers.append(server)
         server.start()
         return server
@@ -283,8 +297,15 @@ class FakeHTTPServer:
                      "params": dict(urllib.parse.parse_qsl(query)),
                      "headers": dict(self.headers)}
                 )
-                if outer._stop.wait(outer.delay):
-                    return
+                with outer._lock:
+                    outer.inflight += 1
+                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
+                try:
+                    if outer._stop.wait(outer.delay):
+                        return
+                finally:
+                    with outer._lock:
+                        outer.inflight -= 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(outer.body)))
@@ -299,6 +320,9 @@ class FakeHTTPServer:
         self.delay = delay
         self.body = body
         self.requests: list[dict[str, Any]] = []
+        self.inflight = 0
+        self.max_inflight = 0  # most requests being answered at once
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True

@@ -11,13 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from urllib3.exceptions import InsecureRequestWarning
 
 from promserver import (
     FakeHTTPServer,
     PromFactory,
     PromServer,
+    binaries,
     check_rules,
     closed_port,
+    pids_alive,
     recording_rules,
     rule_eval_offset,
     wait_for_value,
@@ -313,3 +316,43 @@ async def test_live_scrape_read_workers_raw_and_recorded(prom_factory: PromFacto
         assert w.requests >= 0.99 and w.isl == pytest.approx(100.0)
     finally:
         frontend.stop()
+
+
+async def test_concurrency_is_limited() -> None:
+    with FakeHTTPServer(delay=0.2) as fake:
+        async with PromClient(PrometheusAccess(url=fake.url), max_concurrency=2) as client:
+            results = await asyncio.gather(*(client.instant(f"vector({i})") for i in range(6)))
+        assert results == [[]] * 6
+        assert len(fake.requests) == 6
+        assert fake.max_inflight == 2
+
+
+TLS = Path(__file__).parent / "fixtures" / "prom-tls"
+
+
+async def test_tls_with_ca_file_against_real_prometheus(prom_factory: PromFactory) -> None:
+    server = prom_factory(tls=(TLS / "server.crt", TLS / "server.key"))
+    assert server.url.startswith("https://")
+    async with PromClient(PrometheusAccess(url=server.url, caFile=str(TLS / "ca.crt"))) as client:
+        assert (await client.instant("vector(7)"))[0].value == 7.0
+    # verification is on by default: an unknown CA fails (and is not a number)
+    async with PromClient(PrometheusAccess(url=server.url, retries=0)) as client:
+        with pytest.raises(MetricsUnavailable, match="certificate verify failed"):
+            await client.instant("vector(7)")
+    async with PromClient(PrometheusAccess(url=server.url, insecureSkipVerify=True)) as client:
+        with pytest.warns(InsecureRequestWarning):
+            assert (await client.instant("vector(8)"))[0].value == 8.0
+
+
+def test_factory_stops_every_server(tmp_path: Path) -> None:
+    factory = PromFactory(tmp_path)
+    pids = [factory().proc.pid, factory().proc.pid]
+    assert pids_alive(pids) == pids
+    factory.close()
+    assert pids_alive(pids) == []
+
+
+def test_missing_binaries_fail_not_skip(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(pytest.fail.Exception, match="prometheus and promtool not found on PATH.*make prometheus"):
+        binaries()

@@ -188,6 +188,11 @@ class PromClient:
             except requests.exceptions.Timeout:
                 cause = f"timed out after {self.access.timeout_seconds:g}s"
                 continue
+            except requests.exceptions.SSLError as exc:
+                # a certificate problem does not go away by asking again
+                m = re.search(r"certificate verify failed[^'\")]*", str(exc))
+                cause = f"TLS error talking to {self.url}: {m.group(0) if m else _root_cause(exc)}"
+                break
             except requests.exceptions.ConnectionError as exc:
                 if _is_timeout(exc):
                     cause = f"timed out after {self.access.timeout_seconds:g}s"
