@@ -1,0 +1,73 @@
+"""`dynplan serve` as a process: flags, health on a real port, graceful exit on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from click.testing import CliRunner
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from keda_client import KedaClient
+from scaler.cli import main
+from service_harness import test_plan, trigger, write_plans
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_bad_flags_exit_2(tmp_path: Path) -> None:
+    cert = tmp_path / "c.pem"
+    cert.write_text("x")
+    result = CliRunner().invoke(main, ["serve", "--plans", str(tmp_path), "--tls-cert", str(cert)])
+    assert result.exit_code == 2 and "give both a certificate and its key" in result.output
+    result = CliRunner().invoke(main, ["serve", "--plans", str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "--plans" in result.output
+    result = CliRunner().invoke(main, ["serve", "--plans", str(tmp_path), "--listen", "nohostport"])
+    assert result.exit_code == 2 and "HOST:PORT" in result.output
+
+
+async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
+    write_plans(tmp_path, [test_plan("llama-8b", "http://127.0.0.1:1", "x")])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(tmp_path), "--listen", "127.0.0.1:0",
+         "--metrics-listen", "127.0.0.1:0"],
+        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    lines: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            if "listening on" in line:
+                ready.set()
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        assert ready.wait(20), "".join(lines)
+        port = int(re.search(r"\(port (\d+)\)", "".join(lines))[1])
+        address = f"127.0.0.1:{port}"
+        async with grpc.aio.insecure_channel(address) as ch:
+            health = health_pb2_grpc.HealthStub(ch)
+            for service in ("liveness", "readiness"):
+                resp = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=3)
+                assert resp.status == health_pb2.HealthCheckResponse.SERVING
+            spec = await KedaClient(ch, address).metric_spec(trigger("llama-8b", "decode"))
+            assert spec.metricSpecs[0].metricName == "dynplan-llama-8b-decode"
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - t0 < 8
+        # Decision failures are logged as JSON lines (Prometheus is down here).
+        assert any('"event": "decision_failed"' in line for line in lines), "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
