@@ -5,15 +5,13 @@ example in examples/ through all of them."""
 from __future__ import annotations
 
 import copy
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner
 
-from helpers import EXAMPLES, REPO, SYNTHETIC_PROFILE_DIR, plan_dict, write_plan
+from helpers import EXAMPLES, REPO
 from scaler.cli import main
 from scaler.render import checks
 from scaler.render.pipeline import ROLE_RULES, ROLE_RULES_TEST, build_all, load, promtool_checks, render, render_manifests, static_checks
