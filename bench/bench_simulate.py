@@ -1,0 +1,58 @@
+"""Wall time of `dynplan simulate` runs on the full code trace (the issue's speed target:
+the one-hour trace at --rate-scale 10, one policy, under 60 s on 2 cores).
+
+Run: .venv/bin/python bench/bench_simulate.py   (or python -m bench.bench_simulate)
+Not a test: timings depend on the machine; this prints them for a human to read.
+Reading the trace and building the performance model are timed separately from simulating.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from scaler.planfile import load_plan  # noqa: E402
+from scaler.sim.engine import EngineConfig, simulate  # noqa: E402
+from scaler.sim.policies import make_controller, parse_policy  # noqa: E402
+from scaler.sim.workload import build_workload  # noqa: E402
+from scaler.traces import read_trace  # noqa: E402
+
+PLAN = ROOT / "examples" / "llama-8b-disagg.yaml"
+TRACE = ROOT / "examples" / "traces" / "azure-llm-2023-code.csv"
+CASES = (
+    # (rate scale, replicate, policy)
+    (10.0, 1, "plan"),
+    (10.0, 1, "static:8"),
+    (10.0, 1, "load-only"),
+    (1.0, 10, "plan"),
+    (1.0, 10, "load-only"),
+)
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    lp = load_plan(PLAN)
+    model = lp.model
+    print(f"load plan + build performance model: {time.perf_counter() - t0:.2f} s")
+    cfg = EngineConfig(gpus_per_replica={n: p.gpus_per_replica for n, p in lp.plan.pools.items()})
+    print(f"cpus available: {len(os.sched_getaffinity(0))}")
+    print(f"{'trace transform':<28}{'policy':<12}{'requests':>10}{'read s':>9}{'simulate s':>12}{'req/s simulated':>17}")
+    for rate_scale, replicate, policy in CASES:
+        t0 = time.perf_counter()
+        workload = build_workload(read_trace(TRACE, "azure", rate_scale), replicate=replicate, seed=0)
+        read_s = time.perf_counter() - t0
+        ctl = make_controller(parse_policy(policy), lp.plan, model)
+        t0 = time.perf_counter()
+        simulate(workload, model, ctl, cfg)
+        sim_s = time.perf_counter() - t0
+        label = f"rate x{rate_scale:g}, {replicate} copies"
+        print(f"{label:<28}{policy:<12}{len(workload):>10}{read_s:>9.2f}{sim_s:>12.2f}{len(workload) / sim_s:>17.0f}")
+
+
+if __name__ == "__main__":
+    main()
