@@ -236,3 +236,22 @@ def test_openmetrics_writer_gauges_escaping_and_order_checks(tmp_path: Path) -> 
         w.counter("c", {}, [])
     out = w.write(tmp_path / "h.om")
     assert out.read_text().endswith("# EOF\n") and not list(tmp_path.glob(".om-*"))
+
+
+def test_replay_pool_size_changes_the_exported_workers() -> None:
+    fe = SyntheticFrontend()
+    replay = Replay(fe, [Request(0.0, 100, 2), Request(30.0, 100, 2)], speed=1.0).start()
+    try:
+        deadline = time.monotonic() + 5
+        while fe.workers() != {"prefill-0": "prefill", "prefill-1": "prefill", "decode-0": "decode", "decode-1": "decode"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        replay.set_pool_size("decode", 3)
+        replay.set_pool_size("prefill", 1)
+        assert fe.workers() == {"prefill-0": "prefill", "decode-0": "decode", "decode-1": "decode", "decode-2": "decode"}
+        with pytest.raises(ValueError):
+            replay.set_pool_size("decode", 0)
+    finally:
+        replay.stop()
+    # stopped mid-trace: the thread has ended, the request due at t=30 s never ran
+    assert replay.done.is_set() and replay.completed <= 1
