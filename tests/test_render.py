@@ -311,6 +311,24 @@ def test_bad_inputs_exit_2_naming_file_and_field(tmp_path: Path) -> None:
         assert not (tmp_path / d).exists()
 
 
+def test_bad_scale_target_refs_are_rejected_by_validate_and_render(tmp_path: Path) -> None:
+    doc = with_changes(
+        plan_dict(),
+        {
+            "spec.pools.prefill.scaleTargetRef": {"apiVersion": "apps", "kind": "Deployment", "name": "x"},
+            "spec.pools.decode.scaleTargetRef": {"apiVersion": "apps/v1", "kind": "deployment", "name": "Llama_Decode"},
+        },
+    )
+    path = write_plan(tmp_path, doc)
+    for args in (["validate", str(path)], ["render", "manifests", "-f", str(path), "-o", str(tmp_path / "out")]):
+        result = run(*args)
+        assert result.exit_code == 2
+        assert f"{path}: spec.pools.prefill.scaleTargetRef.apiVersion: " in result.stderr
+        assert f"{path}: spec.pools.decode.scaleTargetRef.kind: " in result.stderr
+        assert f"{path}: spec.pools.decode.scaleTargetRef.name: " in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_unwritable_or_foreign_output_exits_2(tmp_path: Path) -> None:
     result = run("render", "manifests", "-f", str(DISAGG), "-o", str(tmp_path / "no" / "such" / "dir"))
     assert result.exit_code == 2

@@ -24,6 +24,10 @@ METRICS_SOURCES = ("dynamo",)
 
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# Scale targets: `[group/]version`, a CamelCase kind, a DNS-1123 subdomain name.
+_API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$")
+_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -73,6 +77,27 @@ class ScaleTargetRef(_Model):
     api_version: str = Field(default="apps/v1", min_length=1)
     kind: str = Field(default="Deployment", min_length=1)
     name: str = Field(min_length=1, max_length=253)
+
+    @field_validator("api_version")
+    @classmethod
+    def _api_version(cls, v: str) -> str:
+        if not _API_VERSION.match(v):
+            raise ValueError("must be a Kubernetes apiVersion, e.g. apps/v1 or nvidia.com/v1alpha1")
+        return v
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, v: str) -> str:
+        if not _KIND.match(v):
+            raise ValueError("must be a Kubernetes kind, e.g. Deployment (CamelCase)")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _DNS1123_SUBDOMAIN.match(v):
+            raise ValueError("must be a Kubernetes object name (lowercase DNS-1123 subdomain)")
+        return v
 
 
 class Pool(_Model):
