@@ -40,6 +40,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
               help="Multiply the arrival rate by compressing time (the trace gets X times shorter).")
 @click.option("--replicate", type=click.IntRange(min=1), default=1, show_default=True,
               help="K jittered copies of every request: K times the rate over the same span.")
+@click.option("--replicate-jitter", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Copies after the first arrive up to this many seconds later (uniform, seeded).")
 @click.option("--truth-profile", type=click.Path(file_okay=False), help="Profile of the hardware to simulate (default: the plan's).")
 @click.option("--startup-delay", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds before a new replica serves.")
 @click.option("--policy", "policies", multiple=True, help=_POLICY_HELP)
@@ -53,6 +55,7 @@ def simulate(
     fmt: str,
     rate_scale: float,
     replicate: int,
+    replicate_jitter: float,
     truth_profile: Optional[str],
     startup_delay: float,
     policies: tuple[str, ...],
@@ -99,7 +102,7 @@ def simulate(
         if out.exists() and not out.is_dir():
             raise click.BadParameter(f"{out_dir} exists and is not a directory", param_hint="--out")
     requests = read_trace(trace_file, fmt, rate_scale)  # type: ignore[arg-type]
-    workload = build_workload(requests, replicate=replicate, seed=seed)
+    workload = build_workload(requests, replicate=replicate, seed=seed, jitter_s=replicate_jitter)
 
     cmp = compare(plan, lp.model, truth, workload, specs, startup_delay_s=startup_delay)
 
@@ -109,7 +112,7 @@ def simulate(
     ordered.setdefault("oracle", cmp.summaries["oracle"])
     transform = f"rate x{rate_scale:g} (time compressed)" if rate_scale != 1 else "rate x1"
     if replicate > 1:
-        transform += f", {replicate} jittered copies per request"
+        transform += f", {replicate} copies per request (jitter {replicate_jitter:g} s)"
     click.echo(
         f"plan {plan.name}: {len(workload)} requests over {workload.span_s / 60:.1f} min ({transform}); "
         f"SLA TTFT {plan.spec.sla.ttft_ms:g} ms, ITL {plan.spec.sla.itl_ms:g} ms; "
@@ -128,6 +131,7 @@ def simulate(
         "trace": str(trace_file),
         "rateScale": rate_scale,
         "replicate": replicate,
+        "replicateJitterSeconds": replicate_jitter,
         "seed": seed,
         "requests": len(workload),
         "spanSeconds": round(workload.span_s, 3),
