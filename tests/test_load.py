@@ -52,6 +52,7 @@ def load_plan(
     min_obs: int = 5,
     max_gpus: Optional[int] = None,
     max_replicas: Optional[dict[str, int]] = None,
+    delay: int = 0,
 ) -> Plan:
     doc = plan_dict(
         mode=mode,
@@ -69,6 +70,8 @@ def load_plan(
             "spec.scaling.load.window": window,
             "spec.scaling.load.minObservations": min_obs,
             "spec.scaling.load.scaleDownSensitivity": sensitivity,
+            # Dynamo's vectors scale down at once; the delay has its own tests
+            "spec.scaling.load.scaleDownDelaySeconds": delay,
         },
     )
     return Plan.model_validate(doc)
@@ -594,3 +597,104 @@ def test_throughput_only_tick_with_ready_counts_never_invents_load():
     assert d.replicas("prefill") == 3  # the throughput floor, not 5 - 1
     assert d.pools["prefill"].reasons == (Reason.LOAD_INSUFFICIENT_DATA, Reason.THROUGHPUT_FLOOR)
     assert d.load == {}
+
+
+# -- scale-down delay, observed SLA violations, more ready than decided ------------------
+def test_scale_down_waits_for_the_delay_and_an_interruption_restarts_it():
+    plan = load_plan(sensitivity=100, delay=30)  # 30 s at 10 s ticks: 3 down verdicts in a row
+    state = _seeded_state(plan)
+    low = Observation(workers=_prefill_workers((100, 200, 150)), ready_replicas={"prefill": 3})
+    busy = Observation(workers=_prefill_workers((900, 900, 900)), ready_replicas={"prefill": 3})
+    seen = []
+    for obs in (low, low, busy, low, low, low):
+        d = decide(plan, None, obs, state)
+        seen.append((d.replicas("prefill"), d.pools["prefill"].reasons[0]))
+    assert seen == [
+        (3, Reason.LOAD_DOWN_PENDING),
+        (3, Reason.LOAD_DOWN_PENDING),
+        (3, Reason.LOAD_REFUSED_CONSOLIDATION),  # the lull ended: the count starts again
+        (3, Reason.LOAD_DOWN_PENDING),
+        (3, Reason.LOAD_DOWN_PENDING),
+        (2, Reason.LOAD_DOWN),
+    ]
+
+
+def test_default_delay_is_a_minute_of_load_ticks():
+    from scaler.core.load import down_confirm_ticks
+
+    doc = plan_dict(load=True, throughput=False, profile=None)
+    assert down_confirm_ticks(Plan.model_validate(doc)) == 6  # 60 s / 10 s
+    doc = with_changes(doc, {"spec.scaling.load.intervalSeconds": 7, "spec.scaling.load.scaleDownDelaySeconds": 20})
+    assert down_confirm_ticks(Plan.model_validate(doc)) == 3  # ceil(20 / 7)
+
+
+def test_slow_decay_with_the_default_delay_still_reaches_one_replica():
+    c = Cluster(load_plan(delay=60), {"prefill": 6, "decode": 1}, seed=5)
+    load = 5000.0
+    for _ in range(260):
+        c.tick(load, 20)
+        load *= 0.985
+    replicas = [d.replicas("prefill") for d in c.decisions]
+    assert replicas[-1] == 1 and all(b <= a for a, b in zip(replicas, replicas[1:]))
+    pending = sum(1 for d in c.decisions if d.pools["prefill"].reasons[0] is Reason.LOAD_DOWN_PENDING)
+    assert pending >= 5 * 5  # five scale-downs, each after five unconfirmed verdicts
+
+
+def _ttft_workers(queued, ttft, isl=3000.0):
+    return tuple(
+        WorkerLoad(f"p{i}", "prefill", active_prefill_tokens=q, last_isl=isl, last_ttft_ms=t)
+        for i, (q, t) in enumerate(zip(queued, ttft))
+    )
+
+
+def test_every_worker_missing_the_sla_with_a_backlog_scales_up_despite_the_fit():
+    # queueing delay landed on low-load points: the fit says even an idle worker misses
+    # 500 ms (intercept 2000), i.e. "SLA unachievable"; the workers say they are overloaded
+    plan = load_plan()
+    state = new_state(plan)
+    state.load = new_load_state(plan)
+    state.load.regression("prefill", TTFT).extend([(x, 0.1 * x + 2000) for x in range(2000, 4000, 200)])
+    # the workers' own points land far off that line: do not let them move it here
+    obs = Observation(workers=_ttft_workers((5000, 8000), (None, None)), ready_replicas={"prefill": 2})
+    d = decide(plan, None, obs, state)
+    assert d.replicas("prefill") == 2 and d.pools["prefill"].reasons[0] is Reason.SLA_INFEASIBLE
+    obs = Observation(workers=_ttft_workers((5000, 8000), (2600, 3100)), ready_replicas={"prefill": 2})
+    d = decide(plan, None, obs, state)
+    assert d.replicas("prefill") == 3
+    assert d.pools["prefill"].reasons[:2] == (Reason.LOAD_UP, Reason.LOAD_SLA_VIOLATED)
+    assert d.load["prefill.ttft"].reason is Reason.LOAD_SLA_VIOLATED
+
+
+def test_sla_violation_without_a_backlog_everywhere_does_not_scale_up():
+    plan = load_plan()
+    state = new_state(plan)
+    state.load = new_load_state(plan)
+    state.load.regression("prefill", TTFT).extend([(x, 0.1 * x + 2000) for x in range(2000, 4000, 200)])
+    # one worker idle: slow requests are long prompts, not queueing -> more replicas would not help
+    obs = Observation(workers=_ttft_workers((5000, 0), (2600, 2400)), ready_replicas={"prefill": 2})
+    d = decide(plan, None, obs, state)
+    assert d.replicas("prefill") == 2 and d.pools["prefill"].reasons[0] is Reason.SLA_INFEASIBLE
+
+
+def test_cold_start_burst_scales_up_before_the_fit_has_data():
+    plan = load_plan()
+    state = new_state(plan)
+    obs = Observation(workers=_ttft_workers((9000, 7000), (1400, 1200)), ready_replicas={"prefill": 2})
+    d = decide(plan, None, obs, state)
+    assert d.replicas("prefill") == 3 and d.load["prefill.ttft"].slope is None
+    assert d.pools["prefill"].reasons[:2] == (Reason.LOAD_UP, Reason.LOAD_SLA_VIOLATED)
+
+
+def test_more_ready_than_decided_grows_from_what_is_there_when_overloaded():
+    plan = load_plan()
+    state = _seeded_state(plan)
+    decide(plan, None, Observation(workers=_prefill_workers((100, 200, 150)), ready_replicas={"prefill": 3}), state)
+    assert state.load.decided["prefill"] == 2
+    # the third worker is still there (draining, or the HPA holds it) and load is back
+    d = decide(plan, None, Observation(workers=_prefill_workers((1500, 1300, 1200)), ready_replicas={"prefill": 3}), state)
+    assert d.replicas("prefill") == 4 and d.pools["prefill"].reasons[0] is Reason.LOAD_UP
+    # ...but a hold keeps the scale-down going
+    state = _seeded_state(plan)
+    decide(plan, None, Observation(workers=_prefill_workers((100, 200, 150)), ready_replicas={"prefill": 3}), state)
+    d = decide(plan, None, Observation(workers=_prefill_workers((700, 700, 700)), ready_replicas={"prefill": 3}), state)
+    assert d.replicas("prefill") == 2 and d.pools["prefill"].reasons[0] is Reason.LOAD_NOT_READY

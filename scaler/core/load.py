@@ -27,6 +27,7 @@ the same observations rebuilds it exactly (`rebuild_load_state`).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
@@ -59,6 +60,7 @@ _DECISION_PRIORITY = (
     Reason.LOAD_UP,
     Reason.LOAD_DOWN,
     Reason.LOAD_NOT_READY,
+    Reason.LOAD_DOWN_PENDING,
     Reason.LOAD_REFUSED_CONSOLIDATION,
     Reason.SLA_INFEASIBLE,
     Reason.LOAD_INSUFFICIENT_DATA,
@@ -89,6 +91,8 @@ class LoadState:
     isl: dict[str, deque] = field(default_factory=dict)
     # final replicas of the latest load decision per pool (None until the first one)
     decided: dict[str, int] = field(default_factory=dict)
+    # consecutive in-sync ticks whose verdict was "down", per pool
+    down_streak: dict[str, int] = field(default_factory=dict)
     ticks: int = 0
 
     def regression(self, pool: str, signal: str) -> SlidingRegression:
@@ -233,9 +237,32 @@ def _verdict(
     sensitivity: float,
     what: str,
     replicas: Optional[int],
+    violated: bool,
 ) -> Verdict:
     n = len(loads) if replicas is None else replicas
     peak = max(loads) if loads else None
+    if violated:
+        # Observed evidence beats the fit: every worker has work queued and its latest
+        # latency misses the SLA. Under sustained overload the fit is the least reliable
+        # (queueing delay lands on low-load points and can make the SLA look unachievable),
+        # which is exactly when holding would hurt most.
+        fit = capacity.fit if capacity is not None else None
+        return Verdict(
+            UP,
+            Reason.LOAD_SLA_VIOLATED,
+            LoadPoolInputs(
+                n,
+                None if fit is None else fit.slope,
+                None if fit is None else fit.intercept,
+                len(reg),
+                None if capacity is None else target_of(capacity.x_sla)[0],
+                peak,
+                Reason.LOAD_SLA_VIOLATED,
+                UP,
+            ),
+            bad_fit=capacity is not None and capacity.fallback,
+            warning=f"{what}: every worker has work queued and misses the SLA",
+        )
     if capacity is None:
         return Verdict(
             HOLD,
@@ -269,6 +296,14 @@ def _verdict(
     )
 
 
+def sla_violated(loads: Sequence[float], latencies: Sequence[Optional[float]], sla: float) -> bool:
+    """Every worker has work (load > 0) and a latest latency above the SLA. A ready worker
+    that reports nothing (padded load 0, latency None) means the answer is no."""
+    if not loads or len(latencies) < len(loads):
+        return False
+    return all(v > 0 for v in loads) and all(y is not None and y > sla for y in latencies)
+
+
 def prefill_verdict(
     reg: SlidingRegression,
     loads: Sequence[float],
@@ -276,6 +311,7 @@ def prefill_verdict(
     ttft_sla_ms: float,
     sensitivity: float,
     replicas: Optional[int] = None,
+    latencies: Sequence[Optional[float]] = (),
 ) -> Verdict:
     """Prefill: target queued tokens per worker = x_sla - average ISL; <= 0 means the SLA
     cannot be met at the current ISL even on an idle worker: no decision."""
@@ -287,7 +323,8 @@ def prefill_verdict(
             return target, f"SLA unachievable at current ISL ({avg_isl:.0f} tokens, capacity {x_sla:.0f} tokens)"
         return target, None
 
-    return _verdict(capacity, reg, loads, target_of, sensitivity, "prefill", replicas)
+    violated = sla_violated(loads, latencies, ttft_sla_ms)
+    return _verdict(capacity, reg, loads, target_of, sensitivity, "prefill", replicas, violated)
 
 
 def decode_verdict(
@@ -296,6 +333,7 @@ def decode_verdict(
     itl_sla_ms: float,
     sensitivity: float,
     replicas: Optional[int] = None,
+    latencies: Sequence[Optional[float]] = (),
 ) -> Verdict:
     """Decode: target active KV blocks per worker = x_sla; 0 means unachievable: no decision."""
     capacity = reg.capacity_at(itl_sla_ms)
@@ -305,7 +343,8 @@ def decode_verdict(
             return x_sla, "SLA unachievable: the fitted ITL exceeds it even with no active blocks"
         return x_sla, None
 
-    return _verdict(capacity, reg, loads, target_of, sensitivity, "decode", replicas)
+    violated = sla_violated(loads, latencies, itl_sla_ms)
+    return _verdict(capacity, reg, loads, target_of, sensitivity, "decode", replicas, violated)
 
 
 def combine_aggregated(prefill: int, decode: int) -> int:
@@ -325,12 +364,26 @@ def _loads(members: Sequence[WorkerLoad], n: int, attr: str) -> list[float]:
     return values + [0.0] * max(0, n - len(values))
 
 
+def down_confirm_ticks(plan: Plan) -> int:
+    """Consecutive down verdicts a scale-down needs: ceil(delay / interval), at least 1."""
+    ld = plan.spec.scaling.load
+    return max(1, math.ceil(ld.scale_down_delay_seconds / ld.interval_seconds))
+
+
+def _latencies(members: Sequence[WorkerLoad], n: int, attr: str) -> list[Optional[float]]:
+    values: list[Optional[float]] = [getattr(w, attr) for w in members]
+    return values + [None] * max(0, n - len(values))
+
+
 def _avg_isl(load: LoadState, pool: str, members: Sequence[WorkerLoad]) -> Optional[float]:
-    now = [float(w.last_isl) for w in members if _pos(w.last_isl)]  # type: ignore[arg-type]
-    if now:
-        return sum(now) / len(now)
+    """Mean ISL of the requests behind the window's prefill points (the same data the
+    capacity is learned from; one worker's last request is far too noisy), else of the
+    ISLs reported now."""
     past = load.isl.get(pool)
-    return sum(past) / len(past) if past else None
+    if past:
+        return sum(past) / len(past)
+    now = [float(w.last_isl) for w in members if _pos(w.last_isl)]  # type: ignore[arg-type]
+    return sum(now) / len(now) if now else None
 
 
 def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
@@ -343,6 +396,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
     grouped, warnings = workers_by_pool(plan, obs.workers)
     spec = plan.spec
     sensitivity = spec.scaling.load.scale_down_sensitivity
+    confirm_ticks = down_confirm_ticks(plan)
     floor = state.throughput_floor if spec.scaling.throughput.enabled else None
     previous = state.last.pools if state.last is not None else {}
     # A throughput tick without worker samples says nothing about load: every pool keeps
@@ -370,6 +424,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
                 spec.sla.ttft_ms,
                 sensitivity,
                 ready,
+                _latencies(members, ready, "last_ttft_ms"),
             )
         if ITL in signals and not hold_only:
             verdicts[ITL] = decode_verdict(
@@ -378,6 +433,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
                 spec.sla.itl_ms,
                 sensitivity,
                 ready,
+                _latencies(members, ready, "last_itl_ms"),
             )
         for signal, v in verdicts.items():
             inputs[inputs_key(pool, signal)] = v.inputs
@@ -400,18 +456,28 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
             # A change is in flight (replicas starting, or leaving): do not stack another.
             # A down verdict may withdraw a replica that never became ready (pending pods
             # must not pin the pool up); it never removes a ready one since last-1 >= ready.
+            # More ready than decided (a scale-down still draining, or held by the HPA's
+            # stabilization window) with every worker overloaded: grow from what is there.
             if direction == DOWN and ready < last:
                 reason, want = Reason.LOAD_DOWN, last - 1
+            elif direction == UP and ready > last:
+                reason, want = Reason.LOAD_UP, ready + 1
             else:
                 reason, want = Reason.LOAD_NOT_READY, last
         elif direction == UP:
             reason, want = Reason.LOAD_UP, ready + 1
+        elif direction == DOWN and load.down_streak.get(pool, 0) + 1 < confirm_ticks:
+            # Bursty traffic empties queues between bursts: shrink only once the down
+            # verdict has held for scaleDownDelaySeconds (scale-ups act at once).
+            reason, want = Reason.LOAD_DOWN_PENDING, ready
         elif direction == DOWN:
             reason, want = Reason.LOAD_DOWN, ready - 1
         else:
             held = [v.reason for v in verdicts.values()]
             reason = next((r for r in _HOLD_PRIORITY if r in held), Reason.LOAD_HOLD)
             want = ready
+        if reason is Reason.LOAD_UP and any(v.reason is Reason.LOAD_SLA_VIOLATED for v in verdicts.values()):
+            extra.append(Reason.LOAD_SLA_VIOLATED)
         if any(v.bad_fit for v in verdicts.values()):
             extra.append(Reason.LOAD_BAD_FIT)
         if any(v.reason is Reason.SLA_INFEASIBLE for v in verdicts.values()) and reason is not Reason.SLA_INFEASIBLE:
@@ -421,6 +487,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
         if floor is not None and pool in floor and floor[pool] > want:
             want = floor[pool]
             extra.append(Reason.THROUGHPUT_FLOOR)
+        load.down_streak[pool] = load.down_streak.get(pool, 0) + 1 if reason is Reason.LOAD_DOWN_PENDING else 0
         requested[pool] = want
         reasons[pool] = (reason, *extra)
         primary[pool] = reason

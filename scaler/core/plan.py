@@ -153,6 +153,8 @@ class LoadScaling(_Model):
     window: int = Field(default=50, ge=2, le=100000)
     min_observations: int = Field(default=5, ge=2, le=100000)
     scale_down_sensitivity: float = Field(default=80.0, ge=0, le=100)
+    # a scale-down needs the down verdict on every load tick over this long (0: at once)
+    scale_down_delay_seconds: int = Field(default=60, ge=0, le=3600)
 
 
 class Scaling(_Model):
