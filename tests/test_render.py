@@ -244,6 +244,18 @@ def test_rerender_replaces_the_whole_directory(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp or old dirs left behind
 
 
+def test_directory_exchange_swaps_in_one_step(tmp_path: Path) -> None:
+    from scaler.render.writer import _exchange
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    b.mkdir()
+    (a / "new").write_text("n")
+    (b / "old").write_text("o")
+    assert _exchange(a, b) is True  # Linux >= 3.15 with glibc >= 2.28, as on Debian 12
+    assert tree(b) == {"new": b"n"} and tree(a) == {"old": b"o"}
+
+
 def test_stdout_stream_holds_every_kubernetes_object(tmp_path: Path) -> None:
     result = run("render", "manifests", "-f", str(DISAGG), "-f", str(AGG), "-o", "-")
     assert result.exit_code == 0, result.output

@@ -77,6 +77,11 @@ class ScaledObjectView:
     def hpa_name(self) -> str:
         return naming.hpa_name(self.plan, self.pool)
 
+    @property
+    def metric_name(self) -> str:
+        """The scaler's metric for this pool (KEDA prefixes s<trigger index>- in the HPA)."""
+        return naming.metric_name(self.plan, self.pool)
+
 
 @dataclass(frozen=True)
 class PrometheusRuleView:

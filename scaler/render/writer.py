@@ -1,8 +1,8 @@
 """Writing rendered files: all or nothing.
 
 Files are written into a fresh temporary directory next to the target, checked there, and
-only then swapped in place of the target with two renames (target -> .NAME.old-*, temp ->
-target). On any error before the swap the target is untouched. A target that exists and was
+only then swapped in place of the target: in one step with Linux's renameat2(RENAME_EXCHANGE),
+else with two renames (target -> .NAME.old-*, temp -> target). On any error before the swap the target is untouched. A target that exists and was
 not written by dynplan is never replaced, so `-o .` cannot wipe a user's directory.
 """
 
@@ -67,9 +67,25 @@ def write_directory(
         raise
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def _swap(tmp: Path, out: Path) -> None:
     if not out.exists():
         os.rename(tmp, out)
+        return
+    if _exchange(tmp, out):  # readers see either the old or the new directory, never neither
+        shutil.rmtree(tmp, ignore_errors=True)
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=tmp.parent))
     old.rmdir()  # only the unique name is wanted
