@@ -53,6 +53,7 @@ def test_defaults_of_a_minimal_plan() -> None:
     assert (ld.enabled, ld.interval_seconds, ld.window, ld.min_observations, ld.scale_down_sensitivity) == (
         False, 10, 50, 5, 80.0,
     )
+    assert ld.scale_down_delay_seconds == 60
     m = s.metrics
     assert (m.source, m.use_recording_rules) == ("dynamo", True)
     assert m.prometheus.url == "http://prometheus-operated.monitoring:9090"
@@ -105,6 +106,11 @@ def test_snake_case_names_are_accepted_too() -> None:
         ("apiVersion", "dynplan/v1", "apiVersion"),
         ("kind", "ScaledObject", "kind"),
         ("spec.pools.decode.typo", 1, "spec.pools.decode.typo"),
+        ("spec.scaling.load.scaleDownDelaySeconds", -1, "spec.scaling.load.scaleDownDelaySeconds"),
+        ("spec.scaling.load.scaleDownDelaySeconds", 3601, "spec.scaling.load.scaleDownDelaySeconds"),
+        ("spec.pools.decode.scaleTargetRef.apiVersion", "apps", "spec.pools.decode.scaleTargetRef.apiVersion"),
+        ("spec.pools.decode.scaleTargetRef.kind", "deployment", "spec.pools.decode.scaleTargetRef.kind"),
+        ("spec.pools.decode.scaleTargetRef.name", "Llama_Decode", "spec.pools.decode.scaleTargetRef.name"),
     ],
 )
 def test_field_limits(path: str, value, loc: str) -> None:
@@ -174,3 +180,12 @@ def test_pools_property_follows_mode() -> None:
     assert list(validate(plan_dict()).pools) == ["prefill", "decode"]
     with pytest.raises(KeyError):
         validate(plan_dict()).pool("worker")
+
+
+def test_custom_resource_scale_targets_are_accepted() -> None:
+    doc = with_changes(
+        minimal_doc(),
+        {"spec.pools.decode.scaleTargetRef": {"apiVersion": "nvidia.com/v1alpha1", "kind": "DynamoGraphDeploymentScalingAdapter", "name": "llama.decode"}},
+    )
+    ref = validate(doc).pool("decode").scale_target_ref
+    assert (ref.api_version, ref.kind, ref.name) == ("nvidia.com/v1alpha1", "DynamoGraphDeploymentScalingAdapter", "llama.decode")
