@@ -341,6 +341,17 @@ def test_bad_scale_target_refs_are_rejected_by_validate_and_render(tmp_path: Pat
     assert not (tmp_path / "out").exists()
 
 
+def test_bad_scaler_namespace_is_an_error(tmp_path: Path) -> None:
+    result = run("render", "manifests", "-f", str(AGG), "-f", str(DISAGG), "-o", str(tmp_path / "out"), "--scaler-namespace", "Not_A_Namespace")
+    assert result.exit_code == 2
+    (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    assert line == (
+        f"error: {DISAGG}: dynplan-plan-llama-disagg.configmap.yaml (ConfigMap dynplan-plan-llama-disagg) "
+        "metadata.namespace: 'Not_A_Namespace' is not a valid namespace (DNS-1123 label)"
+    )  # qwen-agg sets spec.scaler.namespace itself
+    assert not (tmp_path / "out").exists()
+
+
 def test_unwritable_or_foreign_output_exits_2(tmp_path: Path) -> None:
     result = run("render", "manifests", "-f", str(DISAGG), "-o", str(tmp_path / "no" / "such" / "dir"))
     assert result.exit_code == 2

@@ -34,6 +34,7 @@ MAX_CONFIGMAP_BYTES = 1024 * 1024
 # KEDA's defaults (scaledobject_types.go)
 KEDA_DEFAULT_MAX_REPLICAS = 100
 _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 _CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 _API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$")
@@ -161,6 +162,8 @@ def _metadata_errors(item: RenderedObject) -> list[FieldError]:
     meta = item.obj.get("metadata", {})
     if not _DNS1123_SUBDOMAIN.match(item.name) or len(item.name) > 253:
         errors.append(item.error("metadata.name", f"{item.name!r} is not a valid object name (DNS-1123 subdomain)"))
+    if not _DNS1123_LABEL.match(item.namespace) or len(item.namespace) > MAX_NAME:
+        errors.append(item.error("metadata.namespace", f"{item.namespace!r} is not a valid namespace (DNS-1123 label)"))
     for key, value in sorted((meta.get("labels") or {}).items()):
         if not isinstance(value, str) or len(value) > MAX_NAME or not _LABEL_VALUE.match(value):
             errors.append(item.error(f"metadata.labels.{key}", f"{value!r} is not a valid label value (<= 63 characters, alphanumeric, '-', '_', '.')"))
