@@ -304,7 +304,8 @@ def test_duplicate_plan_names_are_rejected(tmp_path: Path) -> None:
     b = write_plan(tmp_path, with_changes(plan_dict(), {"metadata.namespace": "other"}), filename="b.yaml")
     result = run("render", "manifests", "-f", str(a), "-f", str(b), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
-    assert "two plans render the same file 'llama-8b.rules.yaml'" in result.stderr
+    assert f"error: {a}: metadata.name: another plan renders the same file 'llama-8b.rules.yaml': plan names must be unique per scaler" in result.stderr
+    assert f"error: {b}: metadata.name: another plan renders the same file 'llama-8b.rules.yaml'" in result.stderr
     assert not (tmp_path / "out").exists()
 
 

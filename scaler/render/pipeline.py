@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, TextIO
 
+import yaml
+
 from ..errors import FieldError, RenderError
 from ..planfile import LoadedPlan, load_plans
 from . import checks
@@ -111,7 +113,14 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
     names = [f.name for f in files]
     clashes = sorted({n for n in names if names.count(n) > 1})
     if clashes:
-        raise RenderError([FieldError("-f", "", f"two plans render the same file {n!r}: plan names must be unique") for n in clashes])
+        raise RenderError(
+            [
+                FieldError(f.origin, "metadata.name", f"another plan renders the same file {n!r}: plan names must be unique per scaler")
+                for n in clashes
+                for f in files
+                if f.name == n
+            ]
+        )
     return Rendering(tuple(plans), tuple(sorted(files, key=lambda f: f.name)))
 
 
@@ -121,7 +130,7 @@ def parsed_objects(rendering: Rendering) -> tuple[list[checks.RenderedObject], l
     for f in rendering.by_role(ROLE_OBJECT):
         try:
             docs = checks.parse_documents(f.text)
-        except Exception as exc:  # a template bug: report it like any other check failure
+        except yaml.YAMLError as exc:  # a template bug: report it like any other check failure
             errors.append(FieldError(f.origin, f.name, f"rendered YAML does not parse: {exc}"))
             continue
         items += [checks.RenderedObject(f.name, f.origin, d) for d in docs]
