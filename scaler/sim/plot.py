@@ -88,12 +88,18 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
         ax.grid(alpha=0.3)
     pool_axes[0].legend(loc="upper left", fontsize=8, framealpha=0.9)
 
+    from matplotlib.ticker import FuncFormatter
+
     for ax, target, what in ((ax_ttft, sla.ttft_ms, "TTFT"), (ax_itl, sla.itl_ms, "ITL")):
         ax.axhline(target, color="red", ls="--", lw=1.2, label=f"SLA {what} {target:g} ms")
-        ax.set_yscale("log")
         ax.set_ylabel(f"mean {what} per min (ms)")
-        ax.grid(alpha=0.3, which="both")
         ax.legend(loc="upper right", fontsize=8)
+    # TTFT spans milliseconds to minutes when queues build: log scale, plain tick labels
+    ax_ttft.set_yscale("log")
+    ax_ttft.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax_ttft.grid(alpha=0.3, which="major")
+    ax_itl.set_ylim(bottom=0)
+    ax_itl.grid(alpha=0.3)
     ax_itl.set_xlabel("time since trace start (min)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
