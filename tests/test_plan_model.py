@@ -189,3 +189,34 @@ def test_custom_resource_scale_targets_are_accepted() -> None:
     )
     ref = validate(doc).pool("decode").scale_target_ref
     assert (ref.api_version, ref.kind, ref.name) == ("nvidia.com/v1alpha1", "DynamoGraphDeploymentScalingAdapter", "llama.decode")
+
+
+def _field_names(model: type, prefix: str = "") -> list[str]:
+    """Every field of the plan model as a dotted camelCase path."""
+    from pydantic import BaseModel
+
+    out = []
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        path = f"{prefix}{alias}"
+        out.append(path)
+        ann = info.annotation
+        for candidate in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                out += _field_names(candidate, path + ".")
+    return out
+
+
+def test_every_plan_field_is_documented() -> None:
+    # docs/plan-spec.md must name every field (in backticks, alone or as the tail of a
+    # dotted name), so a field added to the model without documentation fails here.
+    import re
+
+    from helpers import REPO
+
+    text = (REPO / "docs" / "plan-spec.md").read_text()
+    missing = [
+        path for path in _field_names(Plan)
+        if not re.search(r"[`.]" + re.escape(path.rsplit(".", 1)[-1]) + r"[`.]", text)
+    ]
+    assert missing == []

@@ -133,7 +133,7 @@ class ProphetParams(_Model):
 
 class Predictor(_Model):
     type: Literal["constant", "kalman", "arima", "prophet"] = "kalman"
-    log1p: bool = False
+    log1p: bool = Field(default=False, alias="log1p")  # to_camel would spell it "log1P"
     min_points: int = Field(default=5, ge=1, le=1000)
     kalman: KalmanParams = KalmanParams()
     arima: ArimaParams = ArimaParams()
