@@ -244,6 +244,17 @@ def test_rerender_replaces_the_whole_directory(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp or old dirs left behind
 
 
+def test_output_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    render_manifests([str(AGG)], str(real))
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    render_manifests([str(DISAGG)], str(link))
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert "llama-disagg.rules.yaml" in tree(real) and "qwen-agg.rules.yaml" not in tree(real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
+
+
 def test_directory_exchange_swaps_in_one_step(tmp_path: Path) -> None:
     from scaler.render.writer import _exchange
 

@@ -40,6 +40,8 @@ def write_directory(
 ) -> None:
     """Write `files` (relative name -> text) as the whole content of directory `out`."""
     out = Path(out)
+    if out.is_symlink():  # replace the directory the link points to, keep the link
+        out = out.resolve()
     if out.exists() and not out.is_dir():
         raise _fail(out, "exists and is not a directory")
     if out.is_dir() and not _ours(out):
