@@ -58,6 +58,16 @@ def support_fingerprint(directory: Path) -> Fingerprint:
     return tuple(out)
 
 
+def _snapshot(directory: Path) -> tuple[Fingerprint, dict[Path, Fingerprint]]:
+    stats: dict[Path, Fingerprint] = {}
+    for path in plan_files(directory):
+        try:
+            stats[path] = _stat(path)
+        except OSError:
+            continue
+    return support_fingerprint(directory), stats
+
+
 @dataclass(frozen=True)
 class LoadFailure:
     file: str
@@ -128,16 +138,13 @@ class PlanRegistry:
             self._record_failure(self.directory, f"{self.directory}: plans directory does not exist")
             self.loaded = True
             return False
-        support = await asyncio.to_thread(support_fingerprint, self.directory)
+        # File system work off the event loop: RPCs keep being answered meanwhile.
+        support, stats = await asyncio.to_thread(_snapshot, self.directory)
         support_changed = support != self._support_fp
         self._support_fp = support
-        files = plan_files(self.directory)
+        files = list(stats)
         changed = False
-        for path in files:
-            try:
-                fp: Fingerprint = _stat(path)
-            except OSError:
-                continue
+        for path, fp in stats.items():
             if not support_changed and self._plan_fp.get(path) == fp:
                 continue
             self._plan_fp[path] = fp

@@ -8,6 +8,7 @@ overall "" service turn SERVING once the plans directory has been loaded.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -134,6 +135,10 @@ class ScalerServer:
         self.server, self.port = server, port
         await self.health.set(LIVENESS, SERVING)
         await self.registry.scan()
+        # Plans, profiles and models are long-lived: keep them out of the cyclic GC's
+        # generations so collections stay short while RPCs are answered.
+        gc.collect()
+        gc.freeze()
         await self.health.set(READINESS, SERVING)
         await self.health.set("", SERVING)
         self._watch = asyncio.get_running_loop().create_task(self.registry.watch(self.config.reload_seconds))
