@@ -130,7 +130,7 @@ def test_configmap_limits_and_roundtrip(objs) -> None:
     plans = {lp.plan.name: lp for lp in load([str(DISAGG)])}
     lp = plans["llama-disagg"]
     assert checks.configmap_plan_errors(cm, "llama-disagg.yaml", lp.plan, lp.profile.fingerprint) == []
-    changed = mutated(cm, ("data", "llama-disagg.yaml"), cm.obj["data"]["llama-disagg.yaml"].replace("ttftMs: 200.0", "ttftMs: 250.0"))
+    changed = mutated(cm, ("data", "llama-disagg.yaml"), cm.obj["data"]["llama-disagg.yaml"].replace("ttftMs: 200,", "ttftMs: 250,"))
     (err,) = checks.configmap_plan_errors(changed, "llama-disagg.yaml", lp.plan, lp.profile.fingerprint)
     assert "does not load back to the same plan" in err.message
     broken = mutated(cm, ("data", "llama-disagg.yaml"), "apiVersion: dynplan/v1alpha1\nkind: Plan\n")

@@ -220,10 +220,22 @@ def inlined_plan_document(loaded: LoadedPlan) -> dict[str, Any]:
     return doc
 
 
+def _tidy(value: Any) -> Any:
+    """Whole floats as ints (`200.0` -> `200`), as a user would write them; the plan model
+    reads them back as the same floats."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _tidy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_tidy(v) for v in value]
+    return value
+
+
 def plan_file_text(loaded: LoadedPlan) -> str:
-    """Deterministic YAML of the inlined plan (floats in shortest round-trip form)."""
+    """Deterministic YAML of the inlined plan (other floats in shortest round-trip form)."""
     return yaml.safe_dump(
-        inlined_plan_document(loaded), sort_keys=False, default_flow_style=None, width=1 << 20, allow_unicode=True
+        _tidy(inlined_plan_document(loaded)), sort_keys=False, default_flow_style=None, width=1 << 20, allow_unicode=True
     )
 
 
