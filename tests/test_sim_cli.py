@@ -140,3 +140,13 @@ def test_truth_profile_plays_other_hardware(tmp_path: Path) -> None:
     s = json.loads((tmp_path / "slow" / "summary.json").read_text())
     assert s["truthProfile"].endswith("h200-llama3.1-8b-bf16-measured")
     assert s["policies"]["static:2"]["ttftMs"]["p50"] != f["policies"]["static:2"]["ttftMs"]["p50"]
+
+
+def test_outputs_follow_the_umask(run_dir: tuple[Path, str]) -> None:
+    import os
+
+    out, _ = run_dir
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("summary.json", "simulation.png", "decisions-plan.jsonl"):
+        assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask

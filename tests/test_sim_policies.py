@@ -231,3 +231,20 @@ def test_attainment_per_request_and_per_minute_window() -> None:
     assert window_attainment(r, sla) == {"ttft": 1.0, "itl": 1.0, "both": 1.0}
     assert s["ttftMs"]["p50"] == pytest.approx(75.0)
     assert s["goodputRps"] == pytest.approx(2 / 80.0)
+
+
+def test_requests_stranded_without_replicas_are_reported_unfinished() -> None:
+    # At t=5 the prefill pool goes to zero: later arrivals are never served. Ticks stop
+    # max_drain_s after the last arrival and the run ends instead of looping forever.
+    model = perf_model(flat_profile(ttft_ms=50.0, itl_ms=5.0))
+    workload = _even([(20.0, 1.0)], isl=1000, osl=5)
+    ctl = Scripted({"prefill": 1, "decode": 1}, 5.0, {1: {"prefill": 0, "decode": 1}})
+    cfg = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, max_drain_s=30.0)
+    result = simulate(workload, model, ctl, cfg)
+    served = workload.t < 5.0
+    assert np.all(np.isfinite(result.finish[served]))
+    assert np.all(np.isnan(result.finish[~served]))
+    s = policy_summary(result, make_plan().spec.sla, oracle_gpu_hours=None)
+    assert s["unfinished"] == 15
+    assert s["attainment"]["both"] == pytest.approx(5 / 20)
+    assert len(ctl.windows) == 9  # ticks at 5, 10, ..., 45: the last arrival (19 s) + 30 s

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -21,15 +20,18 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+def _tmp_name(path: Path) -> Path:
+    # a plain open() keeps the user's umask (mkstemp would make the file owner-only)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    tmp = _tmp_name(path)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        tmp.write_bytes(data)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 @click.command("simulate")
@@ -149,13 +151,13 @@ def simulate(
     if plot:
         from .plot import plot_comparison
 
-        fd, tmp = tempfile.mkstemp(dir=out, prefix=".simulation.", suffix=".png")
-        os.close(fd)
+        png = out / "simulation.png"
+        tmp = _tmp_name(png)
         try:
-            plot_comparison(cmp, Path(tmp), f"{plan.name} on {Path(trace_file).name}, {transform}")
-            os.replace(tmp, out / "simulation.png")
+            plot_comparison(cmp, tmp, f"{plan.name} on {Path(trace_file).name}, {transform}")
+            os.replace(tmp, png)
         finally:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
     for name, data in files.items():
         _write_atomic(out / name, data)
     click.echo(f"wrote {out / 'summary.json'}" + (f", {out / 'simulation.png'}" if plot else ""))

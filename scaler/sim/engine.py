@@ -112,6 +112,9 @@ class EngineConfig:
     startup_delay_s: float = 60.0
     # initial replicas start ready (a warm deployment); later ones pay the start-up delay
     initial_ready: bool = True
+    # planner ticks stop this long after the last arrival even if requests are still stuck
+    # (a policy that leaves a pool at zero replicas): they are reported unfinished
+    max_drain_s: float = 86400.0
 
 
 @dataclass(frozen=True)
@@ -535,9 +538,11 @@ class Engine:
                 )
         return tuple(out)
 
-    @property
-    def _busy(self) -> bool:
-        return self._next_arrival < len(self._arr) or self._in_flight > 0
+    def _busy(self, t: float) -> bool:
+        if self._next_arrival < len(self._arr):
+            return True
+        last = self._arr[-1] if self._arr else 0.0
+        return self._in_flight > 0 and t <= last + self.cfg.max_drain_s
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -569,7 +574,7 @@ class Engine:
                         self._make_ready(a, b, t)
                         self._sample(t)
                 elif kind == _EV_THROUGHPUT_TICK:
-                    if self._busy:
+                    if self._busy(t):
                         window = self.traffic_window(t, ti)
                         self._reset_window()
                         targets = self.ctl.on_traffic(t, window, self.ready_counts())
@@ -577,7 +582,7 @@ class Engine:
                             self._apply(t, targets, "throughput")
                         self._push(t + ti, _EV_THROUGHPUT_TICK)
                 elif kind == _EV_LOAD_TICK:
-                    if self._busy:
+                    if self._busy(t):
                         targets = self.ctl.on_load(t, self.worker_loads(t), self.ready_counts())
                         if targets is not None:
                             self._apply(t, targets, "load")
