@@ -25,7 +25,8 @@ from scaler.profile_io import load_profile
 
 from helpers import MEASURED_PROFILE_DIR, SYNTHETIC_PROFILE_DIR, flat_profile, linear_profile, make_plan
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# derandomize: CI runs the same examples every time (a failure reproduces; no flaky runs).
+SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 PROFILES = ("synthetic", "measured", "flat", "linear")
 
