@@ -102,5 +102,5 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
     ax_itl.grid(alpha=0.3)
     ax_itl.set_xlabel("time since trace start (min)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
