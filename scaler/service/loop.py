@@ -255,15 +255,20 @@ class PlanLoop:
         started = time.perf_counter()
         async with self._lock:
             now = self.clock()
+            requests = self.latest.traffic_requests if self.latest else None
+            window_end = self.latest.window_end if self.latest else None
             try:
                 workers = await self.reader.workers(self.plan, None)
+                if self.tp_interval is None:
+                    # Load-only plans still need the request count for activation (IsActive);
+                    # it is not part of the load observation.
+                    requests = (await self.reader.traffic(self.plan, now)).requests
+                    window_end = now
             except MetricsUnavailable as exc:
                 self._failed("load", exc)
                 raise
             obs = Observation(timestamp=now, workers=workers, ready_replicas=ready_replicas(workers))
             decision = self._decide(obs)
-            requests = self.latest.traffic_requests if self.latest else None
-            window_end = self.latest.window_end if self.latest else None
             self._publish(decision, "load", window_end, requests, started)
             return decision
 
