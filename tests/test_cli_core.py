@@ -113,6 +113,7 @@ def test_validate_good_examples() -> None:
         ("budget-below-minimums.yaml", "spec.budget.maxGpus: 4 GPUs cannot hold"),
         ("missing-profile.yaml", "spec.profile:"),
         ("several-errors.yaml", "metadata.name: must be a DNS-1123 label"),
+        ("bad-profile-data.yaml", "spec.profileData.decode.x_kv_usage: values must lie in [0, 1]"),
     ],
 )
 def test_validate_bad_examples(name: str, field: str) -> None:
@@ -155,3 +156,10 @@ def test_validate_missing_file() -> None:
     res = run("validate", str(REPO / "examples" / "nope.yaml"))
     assert res.exit_code == 2
     assert "nope.yaml: no such file" in res.stderr
+
+
+def test_validate_bad_inline_profile_reports_every_problem() -> None:
+    res = run("validate", str(EXAMPLES / "bad" / "bad-profile-data.yaml"))
+    assert res.exit_code == 2
+    paths = [line.split(": ")[1] for line in res.stderr.strip().splitlines()]
+    assert paths == ["spec.profileData.prefill", "spec.profileData.decode.x_kv_usage", "spec.profileData.decode.max_kv_tokens"]
