@@ -161,5 +161,5 @@ def test_validate_missing_file() -> None:
 def test_validate_bad_inline_profile_reports_every_problem() -> None:
     res = run("validate", str(EXAMPLES / "bad" / "bad-profile-data.yaml"))
     assert res.exit_code == 2
-    paths = [line.split(": ")[1] for line in res.stderr.strip().splitlines()]
+    paths = [line.split(": ")[2] for line in res.stderr.strip().splitlines()]
     assert paths == ["spec.profileData.prefill", "spec.profileData.decode.x_kv_usage", "spec.profileData.decode.max_kv_tokens"]
