@@ -175,5 +175,5 @@ def table(policies: Mapping[str, Mapping[str, Any]]) -> str:
                 _fmt(s["gpuHoursVsOracle"], ".2f"),
                 str(s["scaleEvents"]),
             ]
-        lines.append("".join(f"{str(v):{a}{w}}" for v, (_, w, a) in zip(row, cols)))
+        lines.append("".join(f"{str(v):{a}{w}}" for v, (_, w, a) in zip(row, cols)).rstrip())
     return "\n".join(lines)
