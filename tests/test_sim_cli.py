@@ -150,3 +150,26 @@ def test_outputs_follow_the_umask(run_dir: tuple[Path, str]) -> None:
     os.umask(umask)
     for name in ("summary.json", "simulation.png", "decisions-plan.jsonl"):
         assert (out / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_replica_timeline_csv(run_dir: tuple[Path, str]) -> None:
+    out, _ = run_dir
+    lines = (out / "replicas.csv").read_text().splitlines()
+    assert lines[0] == "policy,t_seconds,pool,desired,ready,billed"
+    static = [line.split(",") for line in lines[1:] if line.startswith("static:3,")]
+    assert static == [["static:3", "0.000", "prefill", "3", "3", "3"], ["static:3", "0.000", "decode", "3", "3", "3"]]
+    plan = [line.split(",") for line in lines[1:] if line.startswith("plan,")]
+    assert plan[:2] == [["plan", "0.000", "prefill", "1", "1", "1"], ["plan", "0.000", "decode", "1", "1", "1"]]
+
+
+def test_initial_replicas_start_the_scaling_policies_warm(tmp_path: Path) -> None:
+    res = _run("--policy", "plan", "--policy", "static:1", "--initial-replicas", "4,2", "--no-plot", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["initialReplicas"] == {"prefill": 4, "decode": 2}
+    lines = (tmp_path / "replicas.csv").read_text().splitlines()
+    assert "plan,0.000,prefill,4,4,4" in lines and "plan,0.000,decode,2,2,2" in lines
+    assert "static:1,0.000,prefill,1,1,1" in lines  # static sizes are their own
+    bad = _run("--initial-replicas", "two", "--out", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "--initial-replicas" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -47,7 +47,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @click.option("--truth-profile", type=click.Path(file_okay=False), help="Profile of the hardware to simulate (default: the plan's).")
 @click.option("--startup-delay", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds before a new replica serves.")
 @click.option("--policy", "policies", multiple=True, help=_POLICY_HELP)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write summary.json, simulation.png and decision logs here.")
+@click.option("--initial-replicas", help="N or P,D: replicas the scaling policies start with, ready (default: each pool's minReplicas).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write summary.json, simulation.png, replicas.csv and decision logs here.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="With --out, draw simulation.png (needs dynplan[plot]).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice (replication jitter).")
 @handle_errors
@@ -61,6 +62,7 @@ def simulate(
     truth_profile: Optional[str],
     startup_delay: float,
     policies: tuple[str, ...],
+    initial_replicas: Optional[str],
     out_dir: Optional[str],
     plot: bool,
     seed: int,
@@ -73,7 +75,7 @@ def simulate(
     """
     from ..planfile import load_plan
     from ..traces import read_trace
-    from .policies import PolicyError, parse_policy
+    from .policies import PolicyError, parse_policy, parse_replicas
     from .run import compare
     from .workload import build_workload
 
@@ -86,6 +88,12 @@ def simulate(
         specs = [parse_policy(p, plan.pool_names) for p in (policies or ("plan",))]
     except PolicyError as exc:
         raise click.BadParameter(str(exc), param_hint="--policy") from None
+    initial: Optional[dict[str, int]] = None
+    if initial_replicas is not None:
+        try:
+            initial = parse_replicas(initial_replicas, plan.pool_names)
+        except PolicyError as exc:
+            raise click.BadParameter(str(exc), param_hint="--initial-replicas") from None
     truth = lp.model
     if truth_profile is not None:
         from ..core.interpolation import perf_model
@@ -106,7 +114,7 @@ def simulate(
     requests = read_trace(trace_file, fmt, rate_scale)  # type: ignore[arg-type]
     workload = build_workload(requests, replicate=replicate, seed=seed, jitter_s=replicate_jitter)
 
-    cmp = compare(plan, lp.model, truth, workload, specs, startup_delay_s=startup_delay)
+    cmp = compare(plan, lp.model, truth, workload, specs, startup_delay_s=startup_delay, initial_replicas=initial)
 
     from .report import table
 
@@ -138,6 +146,7 @@ def simulate(
         "requests": len(workload),
         "spanSeconds": round(workload.span_s, 3),
         "startupDelaySeconds": startup_delay,
+        "initialReplicas": initial if initial is not None else {n: p.min_replicas for n, p in plan.pools.items()},
         "truthProfile": truth.profile.source,
         "sla": {"ttftMs": plan.spec.sla.ttft_ms, "itlMs": plan.spec.sla.itl_ms},
         "simulationSeconds": {k: round(v, 3) for k, v in cmp.seconds.items()},
@@ -148,6 +157,10 @@ def simulate(
     for name, log in cmp.decision_logs.items():
         if log:
             files[f"decisions-{_safe(name)}.jsonl"] = "".join(json.dumps(d) + "\n" for d in log).encode()
+    rows = ["policy,t_seconds,pool,desired,ready,billed"]
+    for name, res in cmp.results.items():
+        rows += [f"{name},{s.t:.3f},{s.pool},{s.desired},{s.ready},{s.billed}" for s in res.samples]
+    files["replicas.csv"] = ("\n".join(rows) + "\n").encode()
     if plot:
         from .plot import plot_comparison
 

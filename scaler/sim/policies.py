@@ -87,15 +87,21 @@ def policy_plan(spec: PolicySpec, plan: Plan) -> Plan:
 class PlannerController:
     """Runs the real planning core on the simulator's observations."""
 
-    def __init__(self, name: str, plan: Plan, model: Optional[PerfModel]) -> None:
+    def __init__(
+        self, name: str, plan: Plan, model: Optional[PerfModel], initial: Optional[Mapping[str, int]] = None
+    ) -> None:
         self.name = name
         self.plan = plan
         self.model = model
         self.state = new_state(plan)
         self.decisions: list[Decision] = []
+        self._initial = dict(initial) if initial is not None else None
 
     def initial_replicas(self) -> Mapping[str, int]:
-        # The deployment starts at each pool's minimum; the planner grows it from there.
+        # By default the deployment starts at each pool's minimum (a cold start, as Dynamo's
+        # dry-run does); the planner grows it from there.
+        if self._initial is not None:
+            return self._initial
         return {n: p.min_replicas for n, p in self.plan.pools.items()}
 
     @property
@@ -151,11 +157,26 @@ class StaticController:
         return []
 
 
-def make_controller(spec: PolicySpec, plan: Plan, model: Optional[PerfModel]) -> PlannerController | StaticController:
-    """The controller of a scaling policy (not `oracle`, which is computed, not simulated)."""
+def parse_replicas(text: str, pools: tuple[str, ...] = ("prefill", "decode")) -> dict[str, int]:
+    """`N` (every pool) or `P,D` (prefill, decode) as replicas per pool."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts) or len(parts) not in (1, len(pools)):
+        raise PolicyError(f"{text!r}: expected N or {','.join(p[0].upper() for p in pools)} (non-negative integers)")
+    if len(parts) == 1:
+        return {p: int(parts[0]) for p in pools}
+    return {p: int(v) for p, v in zip(pools, parts)}
+
+
+def make_controller(
+    spec: PolicySpec, plan: Plan, model: Optional[PerfModel], initial: Optional[Mapping[str, int]] = None
+) -> PlannerController | StaticController:
+    """The controller of a scaling policy (not `oracle`, which is computed, not simulated).
+
+    `initial`: replicas a scaling policy starts with (default: each pool's minimum).
+    """
     if spec.kind == "static":
         assert spec.static is not None
         return StaticController(spec.name, spec.static)
     if spec.kind == ORACLE:
         raise PolicyError("the oracle is a bound computed from the trace, not a simulated policy")
-    return PlannerController(spec.name, policy_plan(spec, plan), model)
+    return PlannerController(spec.name, policy_plan(spec, plan), model, initial)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from scaler.core.interpolation import PerfModel
 from scaler.core.plan import Plan
@@ -39,10 +39,12 @@ def compare(
     workload: Workload,
     policies: Sequence[PolicySpec],
     startup_delay_s: float = 60.0,
+    initial_replicas: Optional[Mapping[str, int]] = None,
 ) -> Comparison:
     """Simulate each policy on `truth_model` hardware; the planner sizes with `planner_model`.
 
     The oracle is always computed (every policy's cost is reported against it).
+    `initial_replicas`: what scaling policies start with (default: each pool's minimum).
     """
     cfg = EngineConfig(
         gpus_per_replica={n: p.gpus_per_replica for n, p in plan.pools.items()},
@@ -56,7 +58,7 @@ def compare(
     for spec in policies:
         if spec.kind == ORACLE or spec.name in results:
             continue
-        ctl = make_controller(spec, plan, planner_model)
+        ctl = make_controller(spec, plan, planner_model, initial_replicas)
         t0 = time.perf_counter()
         results[spec.name] = simulate(workload, truth_model, ctl, cfg)
         seconds[spec.name] = time.perf_counter() - t0
