@@ -160,6 +160,8 @@ def test_removed_replica_drains_its_queue_and_costs_until_then() -> None:
     assert result.ttft_ms.max() == pytest.approx(1000.0)  # nobody re-queued or lost
     prefill = sorted((r for r in result.replicas if r.pool == "prefill"), key=lambda r: r.ended_at)
     assert prefill[0].ended_at == pytest.approx(1.0)  # drained, not cut at 0.5
+    billed = [(s.t, s.desired, s.billed) for s in result.samples if s.pool == "prefill"]
+    assert billed == [(0.0, 2, 2), (0.5, 1, 2), (pytest.approx(1.0), 1, 1)]  # draining: billed, not desired
     assert result.gpu_hours("prefill") == pytest.approx((1.0 + result.end_time) / 3600)
 
 

@@ -52,6 +52,7 @@ _EV_DECODE = 1
 _EV_READY = 2
 _EV_THROUGHPUT_TICK = 3
 _EV_LOAD_TICK = 4
+_EV_SAMPLE = 5  # record replica counts (a drained prefill replica's known end)
 
 
 @dataclass(frozen=True)
@@ -358,7 +359,10 @@ class Engine:
             if not w.ready:
                 self._end(pool, w, t)
             elif pool == "prefill":
-                self._end(pool, w, max(w.free_at, t))  # its queue is known: it ends when it empties
+                end = max(w.free_at, t)  # its queue is known: it ends when it empties
+                self._end(pool, w, end)
+                if end > t:
+                    self._push(end, _EV_SAMPLE)
             elif w.n == 0 and not w.waitq:
                 self._end(pool, w, t)
 
@@ -581,6 +585,8 @@ class Engine:
                         if targets is not None:
                             self._apply(t, targets, "throughput")
                         self._push(t + ti, _EV_THROUGHPUT_TICK)
+                elif kind == _EV_SAMPLE:
+                    self._sample(t)
                 elif kind == _EV_LOAD_TICK:
                     if self._busy(t):
                         targets = self.ctl.on_load(t, self.worker_loads(t), self.ready_counts())
