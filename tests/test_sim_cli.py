@@ -173,3 +173,21 @@ def test_initial_replicas_start_the_scaling_policies_warm(tmp_path: Path) -> Non
     bad = _run("--initial-replicas", "two", "--out", str(tmp_path / "bad"))
     assert bad.exit_code == 2 and "--initial-replicas" in bad.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_mooncake_trace_with_rate_scale(tmp_path: Path) -> None:
+    # 60 requests 1 s apart (timestamps in ms); --rate-scale 2 puts them 0.5 s apart.
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(
+        json.dumps({"timestamp": 1000 * i, "input_length": 1000, "output_length": 20, "hash_ids": [i]}) + "\n"
+        for i in range(60)
+    ))
+    res = CliRunner().invoke(main, ["simulate", "-f", PLAN, "--trace", str(trace), "--format", "mooncake",
+                                    "--rate-scale", "2", "--policy", "static:1", "--no-plot", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert doc["requests"] == 60 and doc["spanSeconds"] == pytest.approx(29.5)
+    s = doc["policies"]["static:1"]
+    # one request every 0.5 s on one worker: no queueing, every SLA met
+    assert s["attainment"] == {"ttft": 1.0, "itl": 1.0, "both": 1.0}
+    assert s["goodputRps"] == pytest.approx(60 / 29.5, rel=1e-3)
