@@ -32,7 +32,7 @@ import math
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Protocol, Sequence
+from typing import Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -64,9 +64,10 @@ class Workload:
     osl: np.ndarray
 
     def __post_init__(self) -> None:
-        t = np.asarray(self.t, dtype=np.float64)
-        isl = np.asarray(self.isl, dtype=np.int64)
-        osl = np.asarray(self.osl, dtype=np.int64)
+        # own copies: freezing them must not freeze the caller's arrays
+        t = np.array(self.t, dtype=np.float64)
+        isl = np.array(self.isl, dtype=np.int64)
+        osl = np.array(self.osl, dtype=np.int64)
         if not (len(t) == len(isl) == len(osl)):
             raise ValueError("t, isl and osl must have the same length")
         if len(t) and (not np.all(np.isfinite(t)) or np.any(np.diff(t) < 0)):
@@ -164,9 +165,9 @@ class SimResult:
     @property
     def scale_events(self) -> int:
         """Pool target changes applied (one per pool whose target moved)."""
-        return sum(1 for s in self._changes())
+        return sum(1 for _ in self._changes())
 
-    def _changes(self):
+    def _changes(self) -> Iterator[PoolSample]:
         last: dict[str, int] = {}
         for s in self.samples:
             prev = last.get(s.pool)
