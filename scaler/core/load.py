@@ -128,6 +128,7 @@ def ensure_load_state(plan: Plan, state: "PlannerState") -> LoadState:
             if pool in fresh.isl:
                 fresh.isl[pool].extend(isls)
         fresh.decided = dict(current.decided)
+        fresh.down_streak = dict(current.down_streak)
         fresh.ticks = current.ticks
         current = fresh
     state.load = current
