@@ -15,10 +15,13 @@ in short:
   workers spread over N-1 stays under target x sensitivity and every worker is under the
   boundary target x (N-1)/N x sensitivity (the consolidation check, which keeps a pool
   from flapping between N and N-1 under steady load). Aggregated: up if either signal
-  says up, down only if both say down.
+  says up, down only if both say down. Before the fit: every worker with work queued
+  and missing the SLA means up, whatever the fit says.
+- Delay. A scale-down needs the down verdict on every tick over scaleDownDelaySeconds.
 - Transitions. While the ready count differs from the last load decision a change is in
   flight: hold at that decision (no stacking), except that a down verdict may withdraw a
-  replica that never became ready.
+  replica that never became ready, and an up verdict with more replicas ready than
+  decided grows from the ready count.
 - Then the throughput floor (when both modes are on), pool bounds and the GPU budget.
 
 All state lives in `LoadState`, built only from the observations fed to it, so replaying
