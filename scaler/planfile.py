@@ -63,8 +63,14 @@ def _pydantic_errors(file: str, exc: ValidationError) -> list[FieldError]:
     return errors
 
 
-def parse_plan_document(doc: Any, file: str, base_dir: Optional[Path] = None) -> LoadedPlan:
-    """Validate one already-parsed YAML document. Raises PlanError with every problem."""
+def parse_plan_document(
+    doc: Any, file: str, base_dir: Optional[Path] = None, *, runtime: bool = True
+) -> LoadedPlan:
+    """Validate one already-parsed YAML document. Raises PlanError with every problem.
+
+    `runtime=False` skips checks that only matter where the plan runs (optional predictor
+    libraries installed): rendering manifests on a laptop must not need prophet.
+    """
     if not isinstance(doc, dict):
         raise PlanError([FieldError(file, "", "a plan must be a YAML mapping (apiVersion, kind, metadata, spec)")])
     try:
@@ -72,7 +78,8 @@ def parse_plan_document(doc: Any, file: str, base_dir: Optional[Path] = None) ->
     except ValidationError as exc:
         raise PlanError(_pydantic_errors(file, exc)) from None
     errors = [FieldError(file, path, msg) for path, msg in semantic_errors(plan)]
-    errors += _predictor_errors(file, plan)
+    if runtime:
+        errors += _predictor_errors(file, plan)
     profile: Optional[Profile] = None
     spec = plan.spec
     if spec.profile is not None:
@@ -128,7 +135,7 @@ def coverage_warnings(file: str, plan: Plan, profile: Profile) -> list[FieldErro
     return out
 
 
-def load_plan(path: str | Path) -> LoadedPlan:
+def load_plan(path: str | Path, *, runtime: bool = True) -> LoadedPlan:
     """Read and validate one plan file (one YAML document)."""
     p = Path(path)
     file = str(path)
@@ -147,15 +154,15 @@ def load_plan(path: str | Path) -> LoadedPlan:
         raise PlanError([FieldError(file, "", f"invalid YAML{where}: {problem}")]) from None
     if len(docs) != 1:
         raise PlanError([FieldError(file, "", f"expected exactly one plan document, found {len(docs)}")])
-    return parse_plan_document(docs[0], file, base_dir=p.resolve().parent)
+    return parse_plan_document(docs[0], file, base_dir=p.resolve().parent, runtime=runtime)
 
 
-def load_plans(paths: Iterable[str | Path]) -> list[LoadedPlan]:
+def load_plans(paths: Iterable[str | Path], *, runtime: bool = True) -> list[LoadedPlan]:
     """Load several plans; report the errors of all of them together."""
     loaded, errors = [], []
     for path in paths:
         try:
-            loaded.append(load_plan(path))
+            loaded.append(load_plan(path, runtime=runtime))
         except PlanError as exc:
             errors += exc.errors
     if errors:

@@ -226,7 +226,7 @@ def configmap_plan_errors(item: RenderedObject, key: str, expected_plan: Plan, e
     if not isinstance(content, str):
         return [item.error(f"data.{key}", "is missing")]
     try:
-        loaded = parse_plan_document(yaml.safe_load(content), f"{item.file}#data.{key}")
+        loaded = parse_plan_document(yaml.safe_load(content), f"{item.file}#data.{key}", runtime=False)
     except InputError as exc:
         return [item.error(f"data.{key}", f"the scaler could not load it: {e}") for e in exc.errors]
     ignore = {"profile", "profile_data"}

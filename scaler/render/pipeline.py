@@ -67,7 +67,7 @@ def load(paths: Sequence[str]) -> list[LoadedPlan]:
     """Step 1: load and validate every plan (PlanError lists all problems of all files)."""
     if not paths:
         raise RenderError([FieldError("-f", "", "give at least one plan file")])
-    return load_plans(paths)
+    return load_plans(paths, runtime=False)  # rendering needs no predictor libraries
 
 
 def build_all(loaded: Sequence[LoadedPlan], scaler_namespace: str) -> tuple[PlanObjects, ...]:
