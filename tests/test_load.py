@@ -698,3 +698,25 @@ def test_more_ready_than_decided_grows_from_what_is_there_when_overloaded():
     decide(plan, None, Observation(workers=_prefill_workers((100, 200, 150)), ready_replicas={"prefill": 3}), state)
     d = decide(plan, None, Observation(workers=_prefill_workers((700, 700, 700)), ready_replicas={"prefill": 3}), state)
     assert d.replicas("prefill") == 2 and d.pools["prefill"].reasons[0] is Reason.LOAD_NOT_READY
+
+
+def test_unachievable_sla_with_less_than_a_request_queued_does_not_grow_the_pool():
+    # long prompts miss 500 ms even on an idle worker; a partial request queued everywhere
+    # is not an overload that more replicas would fix
+    plan = load_plan()
+    state = new_state(plan)
+    state.load = new_load_state(plan)
+    state.load.regression("prefill", TTFT).extend([(x, 0.1 * x + 2000) for x in range(2000, 4000, 200)])
+    obs = Observation(workers=_ttft_workers((2900, 1000), (2600, 2400)), ready_replicas={"prefill": 2})
+    d = decide(plan, None, obs, state)
+    assert d.replicas("prefill") == 2 and d.pools["prefill"].reasons[0] is Reason.SLA_INFEASIBLE
+
+
+def test_decode_itl_over_the_sla_alone_does_not_override_the_fit():
+    plan = load_plan()
+    state = new_state(plan)
+    state.load = new_load_state(plan)
+    state.load.regression("decode", ITL).extend([(x, 0.5 * x + 60) for x in range(20, 120, 10)])
+    workers = tuple(WorkerLoad(f"d{i}", "decode", active_decode_blocks=50, last_itl_ms=90) for i in range(2))
+    d = decide(plan, None, Observation(workers=workers, ready_replicas={"decode": 2}), state)
+    assert d.replicas("decode") == 2 and d.pools["decode"].reasons[0] is Reason.SLA_INFEASIBLE

@@ -33,7 +33,7 @@ class Reason(str, Enum):
     LOAD_NOT_READY = "load_scaling_in_progress"
     LOAD_BAD_FIT = "load_bad_fit"
     LOAD_REFUSED_CONSOLIDATION = "load_scale_down_refused_consolidation"
-    LOAD_SLA_VIOLATED = "load_sla_violated"  # every worker has work queued and misses the SLA
+    LOAD_SLA_VIOLATED = "load_sla_violated"  # every worker has a request queued and misses the TTFT SLA
     LOAD_DOWN_PENDING = "load_scale_down_pending"  # down verdict not yet confirmed on enough ticks
     THROUGHPUT_FLOOR = "throughput_floor"   # load decision raised to the throughput floor
 

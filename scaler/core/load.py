@@ -15,8 +15,8 @@ in short:
   workers spread over N-1 stays under target x sensitivity and every worker is under the
   boundary target x (N-1)/N x sensitivity (the consolidation check, which keeps a pool
   from flapping between N and N-1 under steady load). Aggregated: up if either signal
-  says up, down only if both say down. Before the fit: every worker with work queued
-  and missing the SLA means up, whatever the fit says.
+  says up, down only if both say down. Before the fit: every worker with a whole request
+  queued and its TTFT over the SLA means up, whatever the fit says.
 - Delay. A scale-down needs the down verdict on every tick over scaleDownDelaySeconds.
 - Transitions. While the ready count differs from the last load decision a change is in
   flight: hold at that decision (no stacking), except that a down verdict may withdraw a
@@ -246,8 +246,8 @@ def _verdict(
     n = len(loads) if replicas is None else replicas
     peak = max(loads) if loads else None
     if violated:
-        # Observed evidence beats the fit: every worker has work queued and its latest
-        # latency misses the SLA. Under sustained overload the fit is the least reliable
+        # Observed evidence beats the fit: every worker has a whole request queued and its
+        # latest TTFT misses the SLA. Under sustained overload the fit is the least reliable
         # (queueing delay lands on low-load points and can make the SLA look unachievable),
         # which is exactly when holding would hurt most.
         fit = capacity.fit if capacity is not None else None
@@ -265,7 +265,7 @@ def _verdict(
                 UP,
             ),
             bad_fit=capacity is not None and capacity.fallback,
-            warning=f"{what}: every worker has work queued and misses the SLA",
+            warning=f"{what}: every worker has a request's worth of work queued and misses the SLA",
         )
     if capacity is None:
         return Verdict(
@@ -300,12 +300,19 @@ def _verdict(
     )
 
 
-def sla_violated(loads: Sequence[float], latencies: Sequence[Optional[float]], sla: float) -> bool:
-    """Every worker has work (load > 0) and a latest latency above the SLA. A ready worker
-    that reports nothing (padded load 0, latency None) means the answer is no."""
-    if not loads or len(latencies) < len(loads):
+def queue_overloaded(
+    queued: Sequence[float], ttfts: Sequence[Optional[float]], avg_isl: Optional[float], ttft_sla_ms: float
+) -> bool:
+    """Every worker has at least one whole request (avg ISL tokens) queued and its latest
+    TTFT misses the SLA: more replicas would shorten those queues, whatever the fit says.
+
+    Requiring a full request's worth of backlog keeps a genuinely unachievable SLA (long
+    prompts too slow even on an idle worker) from growing the pool on light load. A ready
+    worker that reports nothing (padded load 0, TTFT None) means no.
+    """
+    if not queued or avg_isl is None or len(ttfts) < len(queued):
         return False
-    return all(v > 0 for v in loads) and all(y is not None and y > sla for y in latencies)
+    return all(q >= avg_isl for q in queued) and all(y is not None and y > ttft_sla_ms for y in ttfts)
 
 
 def prefill_verdict(
@@ -327,7 +334,7 @@ def prefill_verdict(
             return target, f"SLA unachievable at current ISL ({avg_isl:.0f} tokens, capacity {x_sla:.0f} tokens)"
         return target, None
 
-    violated = sla_violated(loads, latencies, ttft_sla_ms)
+    violated = queue_overloaded(loads, latencies, avg_isl, ttft_sla_ms)
     return _verdict(capacity, reg, loads, target_of, sensitivity, "prefill", replicas, violated)
 
 
@@ -337,9 +344,12 @@ def decode_verdict(
     itl_sla_ms: float,
     sensitivity: float,
     replicas: Optional[int] = None,
-    latencies: Sequence[Optional[float]] = (),
 ) -> Verdict:
-    """Decode: target active KV blocks per worker = x_sla; 0 means unachievable: no decision."""
+    """Decode: target active KV blocks per worker = x_sla; 0 means unachievable: no decision.
+
+    No observed-latency override here: ITL is measured while decoding, so queueing does not
+    distort the fit the way it distorts TTFT, and an ITL above the SLA at any load must not
+    grow the pool without end."""
     capacity = reg.capacity_at(itl_sla_ms)
 
     def target_of(x_sla: float) -> tuple[float, Optional[str]]:
@@ -347,8 +357,7 @@ def decode_verdict(
             return x_sla, "SLA unachievable: the fitted ITL exceeds it even with no active blocks"
         return x_sla, None
 
-    violated = sla_violated(loads, latencies, itl_sla_ms)
-    return _verdict(capacity, reg, loads, target_of, sensitivity, "decode", replicas, violated)
+    return _verdict(capacity, reg, loads, target_of, sensitivity, "decode", replicas, False)
 
 
 def combine_aggregated(prefill: int, decode: int) -> int:
@@ -437,7 +446,6 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
                 spec.sla.itl_ms,
                 sensitivity,
                 ready,
-                _latencies(members, ready, "last_itl_ms"),
             )
         for signal, v in verdicts.items():
             inputs[inputs_key(pool, signal)] = v.inputs
