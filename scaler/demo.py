@@ -10,7 +10,7 @@ Everything runs on 127.0.0.1, end to end, with real parts:
 4. a KEDA-like client that, every poll, calls GetMetricSpec -> GetMetrics -> IsActive for
    both pools over gRPC and prints the observed rate and the desired replicas.
 
-It ends by itself (default 110 s) and stops every process it started, also on Ctrl-C.
+It ends by itself (100 s of polling after a start-up of about 10 s) and stops every process it started, also on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -198,11 +198,17 @@ async def keda_poll_loop(address: str, metrics_url: str, duration: float, poll: 
     from .proto import externalscaler_pb2_grpc as pb_grpc
 
     ok = 0
+    waiting_said = False
     start = time.monotonic()
+    # Ctrl-C / SIGTERM end the polling at once; the caller then stops every child.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.ExternalScalerStub(channel)
         print(f"{'time':>6}  {'rate req/s':>10}  {'prefill':>7}  {'decode':>6}  active", file=out, flush=True)
-        while time.monotonic() - start < duration:
+        while time.monotonic() - start < duration and not stop.is_set():
             t = time.monotonic() - start
             replicas: dict[str, str] = {}
             active: dict[str, bool] = {}
@@ -221,13 +227,30 @@ async def keda_poll_loop(address: str, metrics_url: str, duration: float, poll: 
                     active[pool] = act.result
                 except grpc.aio.AioRpcError as exc:
                     replicas[pool] = exc.code().name
+            answered = all(r.replace(".", "").isdigit() for r in replicas.values())
+            if not answered and ok == 0:
+                # Before the first decision (Prometheus needs a few scrapes and one closed
+                # window): the scaler rightly answers UNAVAILABLE; say so once.
+                if not waiting_said:
+                    print("(waiting for the first closed window: UNAVAILABLE until then)", file=out, flush=True)
+                    waiting_said = True
+                try:
+                    await asyncio.wait_for(stop.wait(), 1.0)
+                except asyncio.TimeoutError:
+                    pass
+                continue
             rate = _observed_rate(metrics_url)
             rate_text = "-" if rate is None or rate != rate else f"{rate:.2f}"
             flags = "/".join("yes" if active.get(p) else "no" for p in ("prefill", "decode"))
             print(f"{t:>5.0f}s  {rate_text:>10}  {replicas['prefill']:>7}  {replicas['decode']:>6}  {flags}", file=out, flush=True)
-            if all(r.replace(".", "").isdigit() for r in replicas.values()):
+            if answered:
                 ok += 1
-            await asyncio.sleep(poll)
+            try:
+                await asyncio.wait_for(stop.wait(), poll)
+            except asyncio.TimeoutError:
+                pass
+    if stop.is_set():
+        raise KeyboardInterrupt
     return ok
 
 
@@ -299,7 +322,7 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m scaler.demo", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=110.0, help="seconds of polling (default 110)")
+    ap.add_argument("--duration", type=float, default=100.0, help="seconds of polling (default 100)")
     ap.add_argument("--speed", type=float, default=30.0, help="trace time compression (default 30x)")
     ap.add_argument("--poll", type=float, default=5.0, help="KEDA poll interval in seconds (default 5)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, TSDB)")

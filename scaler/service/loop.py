@@ -186,7 +186,11 @@ class PlanLoop:
 
     def adopt(self, snapshot: Optional[Snapshot]) -> None:
         """Serve a previous version's decision until this loop makes its own (hot reload)."""
-        if snapshot is not None and set(snapshot.decision.pools) == set(self.plan.pool_names):
+        if (
+            snapshot is not None
+            and snapshot.decision.plan == self.plan.name
+            and set(snapshot.decision.pools) == set(self.plan.pool_names)
+        ):
             self.latest = snapshot
 
     # -- ticks --------------------------------------------------------------------------

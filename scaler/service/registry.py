@@ -184,6 +184,9 @@ class PlanRegistry:
             await self._retire(path, previous)
         self.by_file[path] = loop
         self.index[key] = loop
+        if loop.latest is not None and self.metrics is not None:
+            # The adopted decision is still served: keep exporting it.
+            self.metrics.record_decision(key[0], loop.latest.decision, loop.latest.made_at)
         self._clear_failure(path)
         if self.run_loops:
             loop.start()
