@@ -75,6 +75,8 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
         ax_ttft.plot(mid, wm["ttft_ms"], color=color, lw=1.4, marker=".", ms=3)
         ax_itl.plot(mid, wm["itl_ms"], color=color, lw=1.4, marker=".", ms=3)
 
+    from matplotlib.ticker import MaxNLocator
+
     # the oracle's replicas (cost only: it is not simulated)
     ivs = cmp.oracle.intervals
     for ax, pool in zip(pool_axes, pools):
@@ -85,6 +87,7 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
                     label=f"oracle: {cmp.summaries['oracle']['gpuHours']:.1f} GPU-h (lower bound)")
         ax.set_ylabel(f"{pool} replicas")
         ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     pool_axes[0].legend(loc="upper left", fontsize=8, framealpha=0.9)
 
