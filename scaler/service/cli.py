@@ -37,7 +37,7 @@ def configure_logging(level: str) -> None:
 
 
 def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
-    if value is None:
+    if not value:  # '' disables (--metrics-listen '')
         return None
     from .server import split_host_port
 

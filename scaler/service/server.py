@@ -13,7 +13,7 @@ import logging
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -70,7 +70,13 @@ def split_host_port(value: str) -> tuple[str, int]:
 class ScalerServer:
     """Everything `dynplan serve` runs, startable and stoppable from tests."""
 
-    def __init__(self, config: ServeConfig, *, reader_factory: Optional[Any] = None, run_loops: bool = True) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        reader_factory: Optional[Callable[[LoadedPlan], Reader]] = None,
+        run_loops: bool = True,
+    ) -> None:
         self.config = config
         self.metrics = ServiceMetrics()
         self._clients: dict[str, Any] = {}
