@@ -3,7 +3,6 @@ an in-process `dynplan serve` on loopback and a KEDA-like client for it."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional, Sequence
@@ -11,7 +10,7 @@ from typing import Any, AsyncIterator, Optional, Sequence
 import grpc
 import yaml
 
-from helpers import SYNTHETIC_PROFILE_DIR, flat_profile, plan_dict, write_plan  # noqa: F401
+from helpers import flat_profile, plan_dict, write_plan
 from keda_client import KedaClient, Trigger
 from scaler.core.observations import TrafficWindow
 from scaler.openmetrics import OpenMetricsWriter, frontend_history, requests_from_windows
@@ -133,7 +132,3 @@ async def rpc_error(coro: Any) -> grpc.aio.AioRpcError:
     except grpc.aio.AioRpcError as exc:
         return exc
     raise AssertionError("the RPC succeeded; an error was expected")
-
-
-def wait(coro: Any, timeout: float = 5.0) -> Any:
-    return asyncio.wait_for(coro, timeout)

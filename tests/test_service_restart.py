@@ -13,7 +13,7 @@ from scaler.openmetrics import OpenMetricsWriter
 from scaler.planfile import load_plan
 from scaler.prom.client import PromClient
 from scaler.service.loop import PlanLoop, PromReader
-from service_harness import T, add_history, busy, history_end, test_plan, write_plans
+from service_harness import T, add_history, history_end, test_plan, write_plans
 
 E = history_end()
 RATES = [12, 18, 25, 31, 40, 38, 45, 52, 49, 60, 58, 66]  # a noisy ramp, req/s

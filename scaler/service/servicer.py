@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from typing import AsyncIterator, Awaitable, Callable, Optional, TypeVar
+from typing import AsyncIterator, Callable, Optional, TypeVar
 
 import grpc
 
