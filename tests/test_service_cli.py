@@ -71,3 +71,18 @@ async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_explain_time_and_failure_exit_codes(tmp_path: Path) -> None:
+    from promserver import closed_port
+    from scaler.explain import parse_time
+
+    assert parse_time("2026-01-01T00:00:00Z") == 1767225600.0
+    assert parse_time("2026-01-01T01:00:00+01:00") == 1767225600.0
+    assert parse_time("1767225600.5") == 1767225600.5
+    write_plans(tmp_path, [test_plan("llama-8b", f"http://127.0.0.1:{closed_port()}", "x")])
+    plan = str(tmp_path / "llama-8b-inference.yaml")
+    bad = CliRunner().invoke(main, ["explain", "-f", plan, "--at", "yesterday-ish"])
+    assert bad.exit_code == 2 and "--at" in bad.output
+    down = CliRunner().invoke(main, ["explain", "-f", plan])
+    assert down.exit_code == 3 and "Connection refused" in down.output
