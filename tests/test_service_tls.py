@@ -70,3 +70,25 @@ async def test_mtls_requires_a_client_certificate(tmp_path: Path, pki: dict[str,
         async with grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(ca)) as ch:
             err = await rpc_error(_spec(ch, address))
             assert err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_rotated_certificate_is_used_without_restart(tmp_path: Path, pki: dict[str, Path]) -> None:
+    (tmp_path / "other-pki").mkdir()
+    other = make_pki(tmp_path / "other-pki")  # a second CA: clients trusting only it see the change
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(pki["server.crt"], live / "tls.crt")
+    shutil.copy(pki["server.key"], live / "tls.key")
+    plans = tmp_path / "plans"
+    write_plans(plans, [test_plan("llama-8b", "http://127.0.0.1:1", "x")])
+    async with running_scaler(plans, tls=TlsConfig(live / "tls.crt", live / "tls.key")) as (server, _plain):
+        address = f"127.0.0.1:{server.port}"
+        trusts_other = grpc.ssl_channel_credentials(root_certificates=other["ca.crt"].read_bytes())
+        async with grpc.aio.secure_channel(address, trusts_other) as ch:
+            err = await rpc_error(_spec(ch, address))
+            assert err.code() == grpc.StatusCode.UNAVAILABLE
+        # Rotate (as a Secret update would): the next connection gets the new certificate.
+        shutil.copy(other["server.key"], live / "tls.key")
+        shutil.copy(other["server.crt"], live / "tls.crt")
+        async with grpc.aio.secure_channel(address, trusts_other) as ch:
+            assert await _spec(ch, address) == "dynplan-llama-8b-prefill"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +37,41 @@ class TlsConfig:
     key: Path
     client_ca: Optional[Path] = None  # set -> mTLS: clients must present a cert it signed
 
-    def credentials(self) -> grpc.ServerCredentials:
+    def _files(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.cert, self.key, self.client_ca) if p is not None)
+
+    def _stamp(self) -> tuple[tuple[str, int, int], ...]:
+        out = []
+        for p in self._files():
+            st = p.stat()  # follows symlinks: Kubernetes secret updates swap them
+            out.append((os.path.realpath(p), st.st_mtime_ns, st.st_size))
+        return tuple(out)
+
+    def _configuration(self) -> Any:
         ca = self.client_ca.read_bytes() if self.client_ca else None
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=ca,
-            require_client_auth=ca is not None,
+        return grpc.ssl_server_certificate_configuration([(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=ca)
+
+    def credentials(self) -> grpc.ServerCredentials:
+        """Server credentials that pick up rotated files on the next new connection."""
+        state = {"stamp": self._stamp()}
+
+        def fetch() -> Any:
+            # Called by gRPC before each new handshake: reload only when a file changed,
+            # and keep the current certificate if the new files cannot be read.
+            try:
+                stamp = self._stamp()
+                if stamp == state["stamp"]:
+                    return None
+                config = self._configuration()
+            except (OSError, ValueError) as exc:
+                log.error("TLS files changed but cannot be loaded (keeping the current ones): %s", exc)
+                return None
+            state["stamp"] = stamp
+            log.info("TLS certificate reloaded from %s", self.cert)
+            return config
+
+        return grpc.dynamic_ssl_server_credentials(
+            self._configuration(), fetch, require_client_authentication=self.client_ca is not None
         )
 
 
