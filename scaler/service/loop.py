@@ -213,21 +213,9 @@ class PlanLoop:
             except MetricsUnavailable as exc:
                 self._failed("warmup", exc)
                 raise
-            state = new_state(self.plan)
-            decision: Optional[Decision] = None
-            first_end = end - (len(windows) - 1) * interval
-            for i, window in enumerate(windows):
-                t = first_end + i * interval
-                last = i == len(windows) - 1
-                obs = Observation(
-                    timestamp=t,
-                    traffic=window,
-                    # Worker counts are known for the last window only; they feed the
-                    # correction factors, which are recomputed each window anyway.
-                    workers=workers if last else (),
-                    ready_replicas=ready_replicas(workers) if last else {},
-                )
-                decision = decide(self.plan, self.model, obs, state)
+            # Planner work (predictor fits can be slow) runs off the event loop so RPCs
+            # keep being answered meanwhile.
+            state, decision = await asyncio.to_thread(self._replay, windows, workers, end)
             if decision is None:
                 exc = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
                 self._failed("warmup", exc)
@@ -237,6 +225,26 @@ class PlanLoop:
             self.next_end = end + interval
             self._publish(decision, "warmup", end, windows[-1].requests, started, replayed=len(windows))
             return decision
+
+    def _replay(
+        self, windows: list[TrafficWindow], workers: tuple[WorkerLoad, ...], end: float
+    ) -> tuple[PlannerState, Optional[Decision]]:
+        interval = float(self.tp_interval or 0.0)
+        state = new_state(self.plan)
+        decision: Optional[Decision] = None
+        first_end = end - (len(windows) - 1) * interval
+        for i, window in enumerate(windows):
+            last = i == len(windows) - 1
+            obs = Observation(
+                timestamp=first_end + i * interval,
+                traffic=window,
+                # Worker counts are known for the last window only; they feed the
+                # correction factors, which are recomputed each window anyway.
+                workers=workers if last else (),
+                ready_replicas=ready_replicas(workers) if last else {},
+            )
+            decision = decide(self.plan, self.model, obs, state)
+        return state, decision
 
     async def tick_throughput(self, end: float) -> Decision:
         """Decide on the throughput window ending at `end` (a grid time)."""
@@ -249,7 +257,7 @@ class PlanLoop:
                 self._failed("throughput", exc)
                 raise
             obs = Observation(timestamp=end, traffic=window, workers=workers, ready_replicas=ready_replicas(workers))
-            decision = self._decide(obs)
+            decision = await self._decide(obs)
             self.next_end = end + (self.tp_interval or 0.0)
             self._publish(decision, "throughput", end, window.requests, started)
             return decision
@@ -272,15 +280,18 @@ class PlanLoop:
                 self._failed("load", exc)
                 raise
             obs = Observation(timestamp=now, workers=workers, ready_replicas=ready_replicas(workers))
-            decision = self._decide(obs)
+            decision = await self._decide(obs)
             self._publish(decision, "load", window_end, requests, started)
             return decision
 
-    def _decide(self, obs: Observation) -> Decision:
-        t0 = time.perf_counter()
-        decision = decide(self.plan, self.model, obs, self.state)
+    async def _decide(self, obs: Observation) -> Decision:
+        def run() -> tuple[Decision, float]:
+            t0 = time.perf_counter()
+            return decide(self.plan, self.model, obs, self.state), time.perf_counter() - t0
+
+        decision, seconds = await asyncio.to_thread(run)
         if self.metrics is not None:
-            self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(time.perf_counter() - t0)
+            self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(seconds)
         return decision
 
     def _failed(self, kind: str, exc: BaseException) -> None:
