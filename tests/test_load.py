@@ -720,3 +720,19 @@ def test_decode_itl_over_the_sla_alone_does_not_override_the_fit():
     workers = tuple(WorkerLoad(f"d{i}", "decode", active_decode_blocks=50, last_itl_ms=90) for i in range(2))
     d = decide(plan, None, Observation(workers=workers, ready_replicas={"decode": 2}), state)
     assert d.replicas("decode") == 2 and d.pools["decode"].reasons[0] is Reason.SLA_INFEASIBLE
+
+
+def test_more_load_never_gives_a_lower_verdict():
+    # monotone: raising any worker's load can only move the verdict towards "up"
+    rng = random.Random(17)
+    for _ in range(2000):
+        n = rng.randint(1, 6)
+        target = rng.uniform(10, 2000)
+        sens = rng.choice((0, 50, 80, 100, rng.uniform(0, 100)))
+        loads = [rng.uniform(0, 2 * target) for _ in range(n)]
+        more = [v + rng.choice((0.0, rng.uniform(0, target))) for v in loads]
+        d0, _ = threshold_direction(loads, target, sens)
+        d1, _ = threshold_direction(more, target, sens)
+        assert d1 >= d0, (loads, more, target, sens)
+        if d0 == DOWN:  # a scale-down always leaves the survivors under the target
+            assert sum(loads) / (n - 1) < target * sens / 100
