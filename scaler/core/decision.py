@@ -75,6 +75,9 @@ class ThroughputInputs:
     correction_prefill: float
     correction_decode: float
     correction_enabled: bool
+    # queueing-aware prefill sizing (None when disabled or not applicable)
+    queueing_factor: Optional[float] = None
+    prefill_queueing_replicas: Optional[float] = None
 
 
 @dataclass(frozen=True)

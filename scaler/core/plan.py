@@ -140,11 +140,26 @@ class Predictor(_Model):
     prophet: ProphetParams = ProphetParams()
 
 
+class Queueing(_Model):
+    """Queueing-aware prefill sizing (dynplan's addition; off = Dynamo's throughput formula).
+
+    Prefill replicas are also sized so that the mean TTFT, service plus queueing delay,
+    stays within the SLA at the predicted rate, with a traffic variability factor learned
+    from observed TTFT (Kingman's approximation). See docs/decision-logic.md.
+    """
+
+    enabled: bool = False
+    decay: float = Field(default=0.2, gt=0, le=1)
+    max_factor: float = Field(default=1000.0, ge=1, le=1e6)
+    min_requests: int = Field(default=20, ge=1)
+
+
 class ThroughputScaling(_Model):
     enabled: bool = True
     interval_seconds: int = Field(default=180, ge=10, le=86400)
     predictor: Predictor = Predictor()
     correction: bool = True
+    queueing: Queueing = Queueing()
 
 
 class LoadScaling(_Model):

@@ -26,6 +26,9 @@ from .throughput import (
     decode_itl_target,
     decode_replicas,
     prefill_replicas,
+    prefill_replicas_for_ttft,
+    queueing_factor_from_window,
+    smooth_factor,
     update_corrections,
 )
 
@@ -38,6 +41,8 @@ class PlannerState:
     isl: Predictor
     osl: Predictor
     corrections: CorrectionFactors = field(default_factory=CorrectionFactors)
+    # learned traffic variability for queueing-aware prefill sizing (1 = M/D/1)
+    queueing_factor: float = 1.0
     # replicas from the latest throughput tick (the floor for load-based scaling)
     throughput_floor: Optional[dict[str, int]] = None
     # inputs of the latest throughput tick, carried into load-tick decisions
@@ -106,8 +111,9 @@ def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: Plan
     _observe(state, window)
     use_cf = correction_active(plan)
     if use_cf:
+        decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"
         state.corrections = update_corrections(
-            model, window, int(obs.ready_replicas.get("decode", obs.ready_replicas.get("worker", 0))), state.corrections
+            model, window, replicas_during_window(obs, state, decode_pool), state.corrections
         )
     rate = max(0.0, state.rate.predict_next())
     isl = state.isl.predict_next() if state.isl.count else 0.0
@@ -121,13 +127,50 @@ def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: Plan
         reason = Reason.PRIOR
     else:
         reason = Reason.SCALE
+    if plan.spec.scaling.throughput.queueing.enabled and plan.spec.mode == "disagg":
+        _learn_queueing(plan, model, obs, state)
     cf = state.corrections if use_cf else CorrectionFactors()
-    return replicas_for(plan, model, rate, isl, osl, cf, reason, obs.timestamp, window, use_cf)
+    return replicas_for(
+        plan, model, rate, isl, osl, cf, reason, obs.timestamp, window, use_cf, queueing_factor=state.queueing_factor
+    )
 
 
-def capacity(plan: Plan, model: PerfModel, rate: float, isl: float, osl: float) -> Decision:
-    """Replicas and GPUs each pool needs for a steady `rate` (requests/s), no correction."""
-    return replicas_for(plan, model, rate, isl, osl, CorrectionFactors(), Reason.CAPACITY, 0.0, None, False)
+def replicas_during_window(obs: Observation, state: PlannerState, pool: str) -> int:
+    """Replicas serving during the window: reported workers when the source has per-worker
+    series, else what the previous decision asked for (the same on a replay, which keeps a
+    restarted scaler's state equal to a running one's)."""
+    if pool in obs.ready_replicas:
+        return int(obs.ready_replicas[pool])
+    if state.last is not None and pool in state.last.pools:
+        return state.last.replicas(pool)
+    return 0
+
+
+def _learn_queueing(plan: Plan, model: PerfModel, obs: Observation, state: PlannerState) -> None:
+    cfg = plan.spec.scaling.throughput.queueing
+    window = obs.traffic
+    if window is None or window.requests < cfg.min_requests or window.isl is None or state.last is None:
+        return
+    # The replicas the previous decision asked for, not the reported workers: a restarted
+    # scaler replaying Prometheus history has the former for every window, the latter for
+    # none, and the factor remembers many windows (slow release).
+    replicas = state.last.replicas("prefill")
+    observed = queueing_factor_from_window(window, replicas, model.prefill.ttft_ms(window.isl))
+    if observed is not None:
+        state.queueing_factor = smooth_factor(state.queueing_factor, observed, cfg.decay, cfg.max_factor)
+
+
+def capacity(
+    plan: Plan, model: PerfModel, rate: float, isl: float, osl: float, queueing_factor: float = 1.0
+) -> Decision:
+    """Replicas and GPUs each pool needs for a steady `rate` (requests/s), no correction.
+
+    With queueing-aware sizing on, `queueing_factor` is the traffic's variability
+    (1 = Poisson arrivals; `explain` shows what the scaler has learned)."""
+    return replicas_for(
+        plan, model, rate, isl, osl, CorrectionFactors(), Reason.CAPACITY, 0.0, None, False,
+        queueing_factor=queueing_factor,
+    )
 
 
 def replicas_for(
@@ -141,6 +184,8 @@ def replicas_for(
     timestamp: float,
     window: Optional[TrafficWindow],
     correction_enabled: bool,
+    *,
+    queueing_factor: float = 1.0,
 ) -> Decision:
     """Throughput formulas -> pool bounds -> GPU budget, with every input recorded."""
     spec = plan.spec
@@ -164,9 +209,18 @@ def replicas_for(
 
     raw: dict[str, float] = {}
     capacity_per_replica: dict[str, float] = {}
+    queueing_on = spec.scaling.throughput.queueing.enabled and spec.mode == "disagg"
+    queueing_replicas: Optional[float] = None
     if spec.mode == "disagg":
         gp, gd = pools["prefill"].gpus_per_replica, pools["decode"].gpus_per_replica
         raw["prefill"] = prefill_replicas(rate, isl, prefill_thpt, gp, cf.prefill)
+        if queueing_on:
+            # The profile's TTFT is one engine's (one replica's) service time, whatever its GPUs.
+            queueing_replicas = prefill_replicas_for_ttft(
+                rate, ttft_profiled * min(1.0, cf.prefill), spec.sla.ttft_ms, queueing_factor
+            )
+            if queueing_replicas is not None:
+                raw["prefill"] = max(raw["prefill"], queueing_replicas)
         raw["decode"] = decode_replicas(rate, osl, point, gd)
         capacity_per_replica["prefill"] = prefill_thpt * gp
         capacity_per_replica["decode"] = point.thpt_per_gpu * gd
@@ -202,6 +256,8 @@ def replicas_for(
             correction_prefill=cf.prefill,
             correction_decode=cf.decode,
             correction_enabled=correction_enabled,
+            queueing_factor=queueing_factor if queueing_on else None,
+            prefill_queueing_replicas=queueing_replicas,
         ),
         warnings=tuple(warnings),
     )

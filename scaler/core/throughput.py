@@ -115,3 +115,71 @@ def agg_replicas(
 
 def profiled_ttft(model: PerfModel, isl: float) -> Optional[float]:
     return model.prefill.ttft_ms(isl)
+
+
+# -- queueing-aware prefill sizing -------------------------------------------------------------
+#
+# A prefill replica serves one request at a time for S = profiled TTFT(ISL). Kingman's
+# approximation gives its mean queueing delay as V * rho/(1-rho) * S/2, with rho the
+# replica's utilisation and V = ca^2 + cs^2 the traffic's variability: V = 1 for Poisson
+# arrivals and fixed service (exactly M/D/1), far more for the bursty arrivals of real LLM
+# traffic. The throughput formula alone keeps rho <= 1, which holds throughput but not
+# latency; this keeps the mean TTFT within the SLA.
+
+
+def queueing_delay_ms(rho: float, service_ms: float, factor: float) -> float:
+    """Mean queueing delay at utilisation `rho` (M/D/1 when factor == 1)."""
+    if rho >= 1:
+        return math.inf
+    return factor * rho / (1.0 - rho) * service_ms / 2.0
+
+
+def queueing_factor_from_window(
+    window: TrafficWindow, prefill_replicas: int, service_ms: float
+) -> Optional[float]:
+    """The variability factor one window implies: observed queueing delay / M/D/1 delay.
+
+    None when the window cannot say: no requests or TTFT, no replicas, or a saturated
+    window (rho >= 1: the queue was growing, not in the steady state the formula assumes).
+    """
+    if window.requests <= 0 or window.ttft_ms is None or prefill_replicas <= 0 or service_ms <= 0:
+        return None
+    rho = window.rate * service_ms / 1000.0 / prefill_replicas
+    if rho <= 0 or rho >= 1:
+        return None
+    md1 = queueing_delay_ms(rho, service_ms, 1.0)
+    return max(window.ttft_ms - service_ms, 0.0) / md1
+
+
+def smooth_factor(previous: float, observed: float, decay: float, max_factor: float) -> float:
+    """Fast attack, slow release, in log space (the factor spans orders of magnitude).
+
+    A window that shows burstier traffic raises the factor at once; calmer windows lower it
+    by the `decay` weight per interval. Bursts recur, and a single calm window right after
+    a scale-up (when queueing has just been fixed) must not undo it. Clamped to
+    [1, max_factor]: below M/D/1 is not trusted (prefix-cache hits shorten TTFT, which the
+    correction factor already accounts for).
+    """
+    observed = min(max(observed, 1.0), max_factor)
+    if observed >= previous:
+        return observed
+    return math.exp((1.0 - decay) * math.log(previous) + decay * math.log(observed))
+
+
+def prefill_replicas_for_ttft(
+    rate: float, service_ms: float, ttft_sla_ms: float, factor: float
+) -> Optional[float]:
+    """Fractional prefill replicas that keep the mean queueing delay within the SLA's slack.
+
+    The delay allowed is W = SLA - S, but at least S/2: when the SLA is at or below the
+    service time no replica count meets it (the SLA-infeasible warning says so), and
+    queueing is still kept to half a service time rather than unbounded or pinned at the
+    pool maximum. The floor also keeps replicas monotone in the SLA. Solving
+    V*rho/(1-rho)*S/2 <= W for rho gives rho <= a/(1+a) with a = 2W/(V*S);
+    replicas = rate*S/rho. None when idle.
+    """
+    if rate <= 0 or service_ms <= 0:
+        return None
+    wait_ms = max(ttft_sla_ms - service_ms, service_ms / 2.0)
+    a = 2.0 * wait_ms / (factor * service_ms)
+    return rate * service_ms / 1000.0 * (1.0 + a) / a
