@@ -109,8 +109,17 @@ def render_table(doc: dict[str, Any]) -> str:
         )
         cf = "on" if tp.correction_enabled else "off"
         lines.append(f"correction factors ({cf}): prefill {tp.correction_prefill:.3f}, decode {tp.correction_decode:.3f}")
+        if tp.queueing_factor is not None:
+            lines.append(
+                f"queueing: variability factor {tp.queueing_factor:.2f} (1 = Poisson); "
+                f"prefill replicas for TTFT under queueing {_fmt(tp.prefill_queueing_replicas)}"
+            )
     for name, li in decision.load.items():
-        lines.append(f"load {name}: workers {li.workers}, reason {li.reason.value}, direction {li.direction:+d}")
+        lines.append(
+            f"load {name}: workers {li.workers}, reason {li.reason.value}, direction {li.direction:+d}; "
+            f"fit slope {_fmt(li.slope)} intercept {_fmt(li.intercept)} on {li.observations} points, "
+            f"capacity/worker {_fmt(li.capacity_per_worker)}, busiest worker {_fmt(li.max_worker_load)}"
+        )
     for w in decision.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

@@ -131,3 +131,18 @@ def test_queueing_beats_the_throughput_formula_on_the_code_trace() -> None:
     q, d = summaries["queueing"], summaries["dynamo"]
     assert q["attainment"]["ttft"] >= d["attainment"]["ttft"] + 0.15
     assert q["gpuHours"] <= 2.0 * d["gpuHours"]
+
+
+def test_scaler_exports_the_learned_factor() -> None:
+    from prometheus_client import generate_latest
+
+    from scaler.service.metrics import ServiceMetrics
+
+    model = perf_model(flat_profile(ttft_ms=50.0))
+    metrics = ServiceMetrics()
+    metrics.record_decision("inference", capacity(_plan(True), model, 30.0, 3000, 150, queueing_factor=24.0), 1.0)
+    text = generate_latest(metrics.registry).decode()
+    assert 'dynplan_queueing_factor{namespace="inference",plan="llama-8b"} 24.0' in text
+    quiet = ServiceMetrics()
+    quiet.record_decision("inference", capacity(_plan(False), model, 30.0, 3000, 150), 1.0)
+    assert "dynplan_queueing_factor{" not in generate_latest(quiet.registry).decode()

@@ -40,6 +40,12 @@ class ServiceMetrics:
         self.correction = Gauge(
             "dynplan_correction_factor", "Observed / profiled latency correction factor.", _POOL, registry=r
         )
+        self.queueing = Gauge(
+            "dynplan_queueing_factor",
+            "Learned traffic variability of queueing-aware prefill sizing (1 = Poisson arrivals).",
+            _PLAN,
+            registry=r,
+        )
         self.reason = Enum(
             "dynplan_decision_reason",
             "Reason of the latest good decision.",
@@ -101,6 +107,8 @@ class ServiceMetrics:
             self.predicted.labels(namespace, plan, quantity).set(float("nan") if value is None else value)
         self.correction.labels(namespace, plan, "prefill").set(tp.correction_prefill)
         self.correction.labels(namespace, plan, "decode").set(tp.correction_decode)
+        if tp.queueing_factor is not None:
+            self.queueing.labels(namespace, plan).set(tp.queueing_factor)
 
     def forget_plan(self, namespace: str, plan: str, pools: tuple[str, ...]) -> None:
         """Drop a removed plan's series so dashboards do not show ghosts."""
@@ -111,6 +119,7 @@ class ServiceMetrics:
             (self.observed, [(namespace, plan, q) for q in ("rate", "isl", "osl", "ttft_ms", "itl_ms")]),
             (self.predicted, [(namespace, plan, q) for q in ("rate", "isl", "osl", "ttft_ms", "itl_ms")]),
             (self.reason, [(namespace, plan)]),
+            (self.queueing, [(namespace, plan)]),
             (self.last_good, [(namespace, plan)]),
         ):
             for labels in labelsets:
