@@ -8,12 +8,12 @@ from typing import Mapping, Optional
 import numpy as np
 import pytest
 
-from helpers import flat_profile, make_plan
+from helpers import flat_profile, linear_profile, make_plan
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.planner import capacity
 from scaler.sim.engine import EngineConfig, SimResult, Workload, simulate
-from scaler.sim.oracle import oracle
+from scaler.sim.oracle import oracle, smallest_passing
 from scaler.sim.policies import PolicyError, PlannerController, parse_policy, policy_plan
 from scaler.sim.report import policy_summary, window_attainment
 from scaler.sim.run import compare
@@ -199,18 +199,82 @@ def test_traffic_window_counts_arrivals_and_completions() -> None:
 
 
 # -- the oracle and the report ----------------------------------------------------------------------
-def test_oracle_is_capacity_on_each_interval_actual_load() -> None:
-    plan = make_plan(isl=2000, osl=100, interval_seconds=60)
-    workload = _even([(60.0, 50.0), (60.0, 5.0)], isl=2000, osl=100)
+def test_oracle_holds_a_burst_that_the_mean_rate_hides() -> None:
+    plan = make_plan(isl=2000, osl=2, interval_seconds=60)
+    # minute 0: a 10 s burst at 50 req/s (2.5 workers of prefill), then 1 req/s; minute 1: 1 req/s
+    workload = _even([(10.0, 50.0), (50.0, 1.0), (60.0, 1.0)])
+    mean_rate = 550 / 60.0
+    assert capacity(plan, MODEL, mean_rate, 2000, 2).replicas("prefill") == 1  # what the mean asks for
     result = oracle(plan, MODEL, workload, 60.0)
-    first = capacity(plan, MODEL, 50.0, 2000, 100)  # 100k tokens/s -> 3 prefill; 5k -> 1 decode
-    assert [iv.replicas for iv in result.intervals] == [
-        {n: p.replicas for n, p in first.pools.items()},
-        {"prefill": 1, "decode": 1},
-    ]
-    assert result.intervals[0].replicas == {"prefill": 3, "decode": 1}
+    first, second = result.intervals
+    # two workers fall behind during the burst (40 req/s served of 50): mean TTFT far above 200 ms;
+    # three take every third request, 60 ms apart, within their 50 ms service: no queueing at all
+    assert first.replicas == {"prefill": 3, "decode": 1}
+    assert first.requests == 550 and first.ttft_ms == pytest.approx(50.0)
+    assert second.replicas == {"prefill": 1, "decode": 1}
+    assert result.infeasible_intervals == 0 and result.budget_limited_intervals == 0
     span_last = workload.t[-1] - 60.0
     assert result.gpu_hours == pytest.approx((4 * 60.0 + 2 * span_last) / 3600)
+
+
+def test_oracle_equals_capacity_on_flat_profile_and_evenly_spaced_arrivals() -> None:
+    plan = make_plan(isl=2000, osl=100, interval_seconds=60)
+    workload = _even([(60.0, 50.0), (60.0, 30.0), (60.0, 5.0)], isl=2000, osl=100)
+    result = oracle(plan, MODEL, workload, 60.0)
+    got = [iv.replicas for iv in result.intervals]
+    expected = []
+    for iv in result.intervals:
+        rate = iv.requests / (iv.end - iv.start)
+        expected.append({n: p.replicas for n, p in capacity(plan, MODEL, rate, 2000, 100).pools.items()})
+    assert got == expected
+    assert [g["prefill"] for g in got] == [3, 2, 1]  # 100k, 60k, 10k tokens/s over 40k per worker
+
+
+def test_oracle_decode_is_the_smallest_count_within_the_itl_sla() -> None:
+    # ITL grows with KV usage (1 + 99 kv ms): decode replicas are chosen by the ITL SLA
+    model = perf_model(linear_profile())
+    plan = make_plan(isl=4000, osl=200, itl_ms=10.0, interval_seconds=60)
+    workload = _even([(60.0, 4.0)], isl=4000, osl=200)
+    result = oracle(plan, model, workload, 60.0)
+    (iv,) = result.intervals
+    decode = iv.replicas["decode"]
+    assert decode > 1 and iv.itl_ms <= 10.0
+    fewer = make_plan(isl=4000, osl=200, itl_ms=10.0, interval_seconds=60, max_replicas={"decode": decode - 1})
+    (short,) = oracle(fewer, model, workload, 60.0).intervals
+    assert short.replicas["decode"] == decode - 1 and short.infeasible_pools == ("decode",)
+    assert short.itl_ms > 10.0
+
+
+def test_oracle_counts_intervals_the_pool_maximum_or_the_budget_cannot_hold() -> None:
+    workload = _even([(10.0, 50.0), (50.0, 1.0), (60.0, 1.0)])
+    capped = make_plan(isl=2000, osl=2, interval_seconds=60, max_replicas={"prefill": 2})
+    result = oracle(capped, MODEL, workload, 60.0)
+    assert result.intervals[0].replicas["prefill"] == 2  # its maximum
+    assert result.intervals[0].infeasible_pools == ("prefill",) and result.intervals[0].ttft_ms > 200.0
+    assert result.infeasible_intervals == 1 and result.budget_limited_intervals == 0
+    cmp = compare(capped, MODEL, MODEL, workload, [parse_policy("static:2")])
+    assert cmp.summaries["oracle"]["infeasibleIntervals"] == 1
+    assert cmp.summaries["oracle"]["intervals"] == 2
+    # 3 GPUs cannot hold 3 prefill + 1 decode: the budget shares what is left above the minimums
+    budget = make_plan(isl=2000, osl=2, interval_seconds=60, max_gpus=3)
+    result = oracle(budget, MODEL, workload, 60.0)
+    assert result.intervals[0].replicas == {"prefill": 2, "decode": 1}
+    assert result.intervals[0].budget_limited and not result.intervals[0].infeasible_pools
+    assert result.budget_limited_intervals == 1 and result.infeasible_intervals == 0
+
+
+def test_smallest_passing_search_from_any_hint() -> None:
+    for threshold in (0, 1, 5, 7, 16):
+        for hint in (0, 1, 3, 7, 12, 16, 40):
+            calls: list[int] = []
+
+            def passes(n: int) -> bool:
+                calls.append(n)
+                return n >= threshold
+
+            assert smallest_passing(passes, 0, 16, hint) == (threshold, True)
+            assert len(calls) <= 10
+    assert smallest_passing(lambda n: n >= 17, 1, 16, 4) == (16, False)
 
 
 def _result(ttft: list[float], itl: list[float], t: list[float], osl: list[int]) -> SimResult:

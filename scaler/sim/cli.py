@@ -133,6 +133,12 @@ def simulate(
         "attainment: fraction of requests within the SLA; 'min ok': fraction of 1-minute windows whose means "
         "meet both; oracle: cost lower bound (not simulated)"
     )
+    orc = cmp.summaries["oracle"]
+    if orc["infeasibleIntervals"] or orc["budgetLimitedIntervals"]:
+        click.echo(
+            f"oracle: {orc['infeasibleIntervals']} of {orc['intervals']} intervals cannot hold the SLA even at the "
+            f"pools' maxima; the GPU budget cuts {orc['budgetLimitedIntervals']}"
+        )
     if out is None:
         return
     doc: dict[str, Any] = {

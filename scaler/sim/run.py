@@ -23,7 +23,7 @@ class Comparison:
     oracle: OracleResult
     summaries: dict[str, dict[str, Any]]
     decision_logs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)  # wall time per simulated policy
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per policy (and the oracle's search)
 
 
 def oracle_interval_s(plan: Plan) -> float:
@@ -50,7 +50,9 @@ def compare(
         gpus_per_replica={n: p.gpus_per_replica for n, p in plan.pools.items()},
         startup_delay_s=startup_delay_s,
     )
+    t0 = time.perf_counter()
     orc = oracle(plan, truth_model, workload, oracle_interval_s(plan))
+    oracle_s = time.perf_counter() - t0
     results: dict[str, SimResult] = {}
     logs: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
@@ -70,7 +72,14 @@ def compare(
         "peakReplicas": {
             p: max((iv.replicas[p] for iv in orc.intervals), default=0) for p in plan.pool_names
         },
+        "intervals": len(orc.intervals),
+        # intervals where even a pool's maximum could not hold the mean SLA (it takes its maximum)
+        "infeasibleIntervals": orc.infeasible_intervals,
+        # intervals where the GPU budget cut the counts that held the SLA
+        "budgetLimitedIntervals": orc.budget_limited_intervals,
+        "engineRuns": orc.engine_runs,
     }
+    seconds[ORACLE] = oracle_s  # its search runs the engine too
     return Comparison(
         plan=plan,
         workload=workload,
