@@ -40,6 +40,20 @@ def _steps(samples, pool: str, end: float) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(ts) / 60.0, np.asarray(ys)
 
 
+def _distinct(cmp: Comparison) -> list[tuple[list[str], Any]]:
+    """Policies grouped by identical runs (say throughput-only on a plan without load
+    scaling), so that one line does not hide another under it."""
+    groups: list[tuple[list[str], Any]] = []
+    for name, res in cmp.results.items():
+        for names, first in groups:
+            if first.samples == res.samples and np.array_equal(first.finish, res.finish, equal_nan=True):
+                names.append(name)
+                break
+        else:
+            groups.append(([name], res))
+    return groups
+
+
 def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
     """Write the figure to `path` (PNG)."""
     plt = require_matplotlib()
@@ -59,17 +73,16 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
     ax_rate.set_title(title, fontsize=11, loc="left")
     ax_rate.grid(alpha=0.3)
 
-    labels = {}
-    for k, (name, res) in enumerate(cmp.results.items()):
-        s = cmp.summaries[name]
-        labels[name] = (
-            f"{name}: both SLAs {100 * s['attainment']['both']:.1f}% of requests, "
-            f"{s['gpuHours']:.1f} GPU-h"
-        )
+    for k, (names, res) in enumerate(_distinct(cmp)):
+        s = cmp.summaries[names[0]]
+        shown = names[0] + (f" (= {', '.join(names[1:])})" if len(names) > 1 else "")
+        label = f"{shown}: both SLAs {100 * s['attainment']['both']:.1f}% of requests, {s['gpuHours']:.1f} GPU-h"
         color = _COLORS[k % len(_COLORS)]
         for ax, pool in zip(pool_axes, pools):
             tx, ty = _steps(res.samples, pool, res.end_time)
-            ax.step(tx, ty, where="post", color=color, lw=1.6, label=labels[name])
+            # fixed counts dotted: a planner line at the same count stays visible under them
+            style = ":" if names[0].startswith("static:") else "-"
+            ax.step(tx, ty, where="post", color=color, lw=1.6, ls=style, label=label)
         wm = window_means(res)
         mid = (wm["start"] + WINDOW_S / 2) / 60.0
         ax_ttft.plot(mid, wm["ttft_ms"], color=color, lw=1.4, marker=".", ms=3)
@@ -83,13 +96,17 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
         if ivs:
             ox = [iv.start / 60.0 for iv in ivs] + [ivs[-1].end / 60.0]
             oy = [iv.replicas[pool] for iv in ivs] + [ivs[-1].replicas[pool]]
+            bad = cmp.oracle.infeasible_intervals
+            note = f"; {bad} of {len(ivs)} intervals not holdable at max" if bad else ""
             ax.step(ox, oy, where="post", color="black", ls="--", lw=1.2,
-                    label=f"oracle: {cmp.summaries['oracle']['gpuHours']:.1f} GPU-h (lower bound)")
+                    label=f"oracle: {cmp.summaries['oracle']['gpuHours']:.1f} GPU-h (lower bound{note})")
         ax.set_ylabel(f"{pool} replicas")
         ax.set_ylim(bottom=0)
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    pool_axes[0].legend(loc="upper left", fontsize=8, framealpha=0.9)
+    # one legend under the figure: inside a panel it hides the lines it names
+    handles, names = pool_axes[0].get_legend_handles_labels()
+    legend_rows = (len(handles) + 1) // 2
 
     from matplotlib.ticker import FuncFormatter
 
@@ -104,6 +121,8 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
     ax_itl.set_ylim(bottom=0)
     ax_itl.grid(alpha=0.3)
     ax_itl.set_xlabel("time since trace start (min)")
-    fig.tight_layout()
+    legend_h = (0.3 + 0.22 * legend_rows) / fig.get_figheight()
+    fig.legend(handles, names, loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, legend_h, 1, 1))
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
