@@ -4,6 +4,8 @@ the one-hour trace at --rate-scale 10, one policy, under 60 s on 2 cores).
 Run: .venv/bin/python bench/bench_simulate.py   (or python -m bench.bench_simulate)
 Not a test: timings depend on the machine; this prints them for a human to read.
 Reading the trace and building the performance model are timed separately from simulating.
+`oracle` rows time the oracle's search (scaler.sim.oracle: many short engine runs per interval),
+which `dynplan simulate` always does on top of the policies asked for.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ sys.path.insert(0, str(ROOT))
 
 from scaler.planfile import load_plan  # noqa: E402
 from scaler.sim.engine import EngineConfig, simulate  # noqa: E402
+from scaler.sim.oracle import oracle  # noqa: E402
 from scaler.sim.policies import make_controller, parse_policy  # noqa: E402
+from scaler.sim.run import oracle_interval_s  # noqa: E402
 from scaler.sim.workload import build_workload  # noqa: E402
 from scaler.traces import read_trace  # noqa: E402
 
@@ -29,8 +33,10 @@ CASES = (
     (10.0, 1, "plan"),
     (10.0, 1, "static:8"),
     (10.0, 1, "load-only"),
+    (10.0, 1, "oracle"),
     (1.0, 10, "plan"),
     (1.0, 10, "load-only"),
+    (1.0, 10, "oracle"),
 )
 
 
@@ -46,9 +52,13 @@ def main() -> None:
         t0 = time.perf_counter()
         workload = build_workload(read_trace(TRACE, "azure", rate_scale), replicate=replicate, seed=0)
         read_s = time.perf_counter() - t0
-        ctl = make_controller(parse_policy(policy), lp.plan, model)
-        t0 = time.perf_counter()
-        simulate(workload, model, ctl, cfg)
+        if policy == "oracle":
+            t0 = time.perf_counter()
+            oracle(lp.plan, model, workload, oracle_interval_s(lp.plan))
+        else:
+            ctl = make_controller(parse_policy(policy), lp.plan, model)
+            t0 = time.perf_counter()
+            simulate(workload, model, ctl, cfg)
         sim_s = time.perf_counter() - t0
         label = f"rate x{rate_scale:g}, {replicate} copies"
         print(f"{label:<28}{policy:<12}{len(workload):>10}{read_s:>9.2f}{sim_s:>12.2f}{len(workload) / sim_s:>17.0f}")
