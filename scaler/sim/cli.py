@@ -71,7 +71,8 @@ def simulate(
 
     Every policy runs on the same requests; the table reports SLA attainment, latency
     percentiles, goodput, GPU-hours and scale events, with GPU-hours relative to the oracle
-    (the smallest capacity per interval, had the load been known).
+    (per interval, the fewest replicas that hold the mean SLA on that interval's requests
+    replayed alone, had the load been known: a lower bound on cost).
     """
     from ..planfile import load_plan
     from ..traces import read_trace
