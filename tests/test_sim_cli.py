@@ -43,7 +43,10 @@ def test_summary_has_the_issue_shape(run_dir: tuple[Path, str]) -> None:
         assert 0.0 <= s["attainment"]["both"] <= min(s["attainment"]["ttft"], s["attainment"]["itl"])
         assert s["gpuHoursVsOracle"] == pytest.approx(s["gpuHours"] / doc["policies"]["oracle"]["gpuHours"], rel=1e-3)
         assert s["requests"] == 2000
-    assert set(doc["policies"]["oracle"]) >= {"gpuHours"}
+    orc = doc["policies"]["oracle"]
+    assert set(orc) >= {"gpuHours", "intervals", "infeasibleIntervals", "budgetLimitedIntervals", "engineRuns"}
+    assert 0 <= orc["infeasibleIntervals"] <= orc["intervals"] and orc["engineRuns"] > 0
+    assert "oracle" in doc["simulationSeconds"]
     assert "attainment" not in doc["policies"]["oracle"]
     static = doc["policies"]["static:3"]
     assert static["scaleEvents"] == 0
