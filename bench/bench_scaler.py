@@ -71,6 +71,9 @@ class SyntheticReader:
     async def history(self, plan, end, intervals):
         return [self._window(plan, int(end // 60) - intervals + 1 + k) for k in range(intervals)]
 
+    async def worker_history(self, plan, end, ticks):
+        return []
+
 
 def rss_mb(pid: str = "self") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -127,19 +127,46 @@ async def read_workers(client: PromClient, plan: Plan, at: Optional[float] = Non
     types are ignored. No worker reporting gives () (idle workers may publish nothing):
     callers compare the count with the pool's ready replicas.
     """
-    src = _source(plan)
-    pool_of_type = {src.worker_types[p]: p for p in plan.pool_names}
     queries = worker_queries(plan)
     results = await asyncio.gather(*(client.instant(q, at) for q in queries.values()))
+    return _workers_from(plan, [[(s.labels, s.value) for s in samples] for samples in results])
+
+
+def _workers_from(plan: Plan, per_series: list[list[tuple[dict, float]]]) -> tuple[WorkerLoad, ...]:
+    """WorkerLoads from (labels, value) pairs per WORKER_SERIES entry (same order)."""
+    src = _source(plan)
+    pool_of_type = {src.worker_types[p]: p for p in plan.pool_names}
     fields: dict[tuple[str, str], dict[str, float]] = {}
-    for s, samples in zip(WORKER_SERIES, results):
-        for sample in samples:
-            wid = sample.labels.get(src.worker_id_label)
-            pool = pool_of_type.get(sample.labels.get(src.worker_type_label, ""))
+    for s, samples in zip(WORKER_SERIES, per_series):
+        for labels, value in samples:
+            wid = labels.get(src.worker_id_label)
+            pool = pool_of_type.get(labels.get(src.worker_type_label, ""))
             if wid is None or pool is None:
                 continue
-            fields.setdefault((pool, wid), {})[s.key] = sample.value * s.scale
+            fields.setdefault((pool, wid), {})[s.key] = value * s.scale
     return tuple(WorkerLoad(worker_id=wid, pool=pool, **vals) for (pool, wid), vals in sorted(fields.items()))
+
+
+async def read_workers_history(
+    client: PromClient, plan: Plan, end: float, ticks: int
+) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
+    """Per-worker load at each load tick of the grid ending at `end` (step = the load
+    interval), oldest first: what live load ticks at those times read. For rebuilding the
+    load path's regressions after a restart. One range query per series."""
+    T = float(plan.spec.scaling.load.interval_seconds)
+    ends = window_ends(float(end), T, ticks)
+    queries = worker_queries(plan)
+    results: list[list[Series]] = await asyncio.gather(
+        *(client.range(q, ends[0], ends[-1], T) for q in queries.values())
+    )
+    per_step: list[list[list[tuple[dict, float]]]] = [[[] for _ in WORKER_SERIES] for _ in ends]
+    for i_series, series_list in enumerate(results):
+        for series in series_list:
+            for t, v in series.points:
+                step = round((t - ends[0]) / T)
+                if 0 <= step < len(ends):
+                    per_step[step][i_series].append((series.labels, v))
+    return [(t_end, _workers_from(plan, per_step[i])) for i, t_end in enumerate(ends)]
 
 
 def window_ends(end: float, interval: float, intervals: int) -> list[float]:

@@ -24,6 +24,7 @@ from typing import Callable, Optional, Protocol
 from ..core.decision import Decision
 from ..core.observations import Observation, TrafficWindow, WorkerLoad
 from ..core.plan import Plan
+from ..core.load import rebuild_load_state
 from ..core.planner import PlannerState, decide, new_state
 from ..errors import MetricsUnavailable, NoDecisionYet, StaleDecision
 from ..planfile import LoadedPlan
@@ -41,6 +42,10 @@ class Reader(Protocol):
     async def workers(self, plan: Plan, at: Optional[float]) -> tuple[WorkerLoad, ...]: ...
 
     async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]: ...
+
+    async def worker_history(
+        self, plan: Plan, end: float, ticks: int
+    ) -> list[tuple[float, tuple[WorkerLoad, ...]]]: ...
 
 
 class PromReader:
@@ -63,6 +68,13 @@ class PromReader:
         from ..prom.reader import read_traffic_history
 
         return list(await read_traffic_history(self.client, plan, end, intervals))
+
+    async def worker_history(
+        self, plan: Plan, end: float, ticks: int
+    ) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
+        from ..prom.reader import read_workers_history
+
+        return await read_workers_history(self.client, plan, end, ticks)
 
 
 @dataclass(frozen=True)
@@ -210,12 +222,13 @@ class PlanLoop:
             try:
                 windows = await self.reader.history(self.plan, end, n)
                 workers = await self.reader.workers(self.plan, end)
+                load_history = await self._load_history(end)
             except MetricsUnavailable as exc:
                 self._failed("warmup", exc)
                 raise
             # Planner work (predictor fits can be slow) runs off the event loop so RPCs
             # keep being answered meanwhile.
-            state, decision = await asyncio.to_thread(self._replay, windows, workers, end)
+            state, decision = await asyncio.to_thread(self._replay, windows, workers, end, load_history)
             if decision is None:
                 exc = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
                 self._failed("warmup", exc)
@@ -226,8 +239,23 @@ class PlanLoop:
             self._publish(decision, "warmup", end, windows[-1].requests, started, replayed=len(windows))
             return decision
 
+    async def _load_history(self, end: float) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
+        """Per-worker load on the load grid up to (not including) `end`: enough ticks to
+        refill the load path's regression windows after a restart."""
+        if self.load_interval is None:
+            return []
+        ticks = self.plan.spec.scaling.load.window + 1
+        last = grid_end(end, self.load_interval)
+        if last >= end:
+            last -= self.load_interval
+        return await self.reader.worker_history(self.plan, last, ticks)
+
     def _replay(
-        self, windows: list[TrafficWindow], workers: tuple[WorkerLoad, ...], end: float
+        self,
+        windows: list[TrafficWindow],
+        workers: tuple[WorkerLoad, ...],
+        end: float,
+        load_history: Optional[list[tuple[float, tuple[WorkerLoad, ...]]]] = None,
     ) -> tuple[PlannerState, Optional[Decision]]:
         interval = float(self.tp_interval or 0.0)
         state = new_state(self.plan)
@@ -235,6 +263,12 @@ class PlanLoop:
         first_end = end - (len(windows) - 1) * interval
         for i, window in enumerate(windows):
             last = i == len(windows) - 1
+            if last and load_history:
+                # The load path's regressions come back from the per-worker history (its
+                # decisions are not replayed: the next live tick starts from the ready count).
+                state.load = rebuild_load_state(
+                    self.plan, [Observation(timestamp=t, workers=w) for t, w in load_history]
+                )
             obs = Observation(
                 timestamp=first_end + i * interval,
                 traffic=window,
@@ -245,6 +279,19 @@ class PlanLoop:
             )
             decision = decide(self.plan, self.model, obs, state)
         return state, decision
+
+    async def warm_up_load(self, now: Optional[float] = None) -> int:
+        """Load-only plans: rebuild the load path's regressions from per-worker history.
+
+        Returns the number of ticks read. A failure is not fatal: the regressions then
+        start empty and fill from live ticks (no decision until minObservations)."""
+        end = self.clock() if now is None else now
+        async with self._lock:
+            history = await self._load_history(end)
+            self.state.load = rebuild_load_state(
+                self.plan, [Observation(timestamp=t, workers=w) for t, w in history]
+            )
+        return len(history)
 
     async def tick_throughput(self, end: float) -> Decision:
         """Decide on the throughput window ending at `end` (a grid time)."""
@@ -354,6 +401,11 @@ class PlanLoop:
     async def run(self) -> None:
         """Warm up, then tick on the grid (and on the load interval) until cancelled."""
         next_load = self.clock() + (self.load_interval or 0.0)
+        if self.tp_interval is None and self.load_interval is not None:
+            try:
+                await self.warm_up_load()
+            except MetricsUnavailable as exc:
+                self._failed("warmup", exc)
         while self.tp_interval is not None and self.next_end is None:
             try:
                 await self.warm_up()

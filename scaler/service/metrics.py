@@ -46,6 +46,20 @@ class ServiceMetrics:
             _PLAN,
             registry=r,
         )
+        self.load_fit = Gauge(
+            "dynplan_load_regression",
+            "Load-based scaling per pool and signal (ttft|itl): the fit's slope and intercept, "
+            "points in the window, capacity per worker at the SLA, and the busiest worker's load.",
+            _POOL + ("signal", "param"),
+            registry=r,
+        )
+        self.load_reason = Enum(
+            "dynplan_load_decision_reason",
+            "Reason of the latest load-based verdict per pool and signal.",
+            _POOL + ("signal",),
+            states=[reason.value for reason in Reason],
+            registry=r,
+        )
         self.reason = Enum(
             "dynplan_decision_reason",
             "Reason of the latest good decision.",
@@ -93,6 +107,14 @@ class ServiceMetrics:
             self.requested.labels(namespace, plan, pool).set(pd.requested)
         self.reason.labels(namespace, plan).state(decision.reason.value)
         self.last_good.labels(namespace, plan).set(made_at)
+        for key, li in decision.load.items():
+            pool, _, signal = key.partition(".")
+            values = {"slope": li.slope, "intercept": li.intercept, "observations": float(li.observations),
+                      "capacity": li.capacity_per_worker, "max_worker_load": li.max_worker_load}
+            for param, value in values.items():
+                # No fit yet is NaN, never a made-up 0.
+                self.load_fit.labels(namespace, plan, pool, signal, param).set(float("nan") if value is None else value)
+            self.load_reason.labels(namespace, plan, pool, signal).state(li.reason.value)
         tp = decision.throughput
         if tp is None:
             return
@@ -121,6 +143,9 @@ class ServiceMetrics:
             (self.reason, [(namespace, plan)]),
             (self.queueing, [(namespace, plan)]),
             (self.last_good, [(namespace, plan)]),
+            (self.load_fit, [(namespace, plan, p, sig, param) for p in pools for sig in ("ttft", "itl")
+                             for param in ("slope", "intercept", "observations", "capacity", "max_worker_load")]),
+            (self.load_reason, [(namespace, plan, p, sig) for p in pools for sig in ("ttft", "itl")]),
         ):
             for labels in labelsets:
                 try:
