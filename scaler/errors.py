@@ -8,7 +8,9 @@ so the two front ends never disagree about what an error means.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Mapping, TypeVar
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -109,7 +111,7 @@ GRPC_STATUS: dict[type[BaseException], str] = {
 }
 
 
-def _lookup(table: dict[type[BaseException], object], exc: BaseException, default: object) -> object:
+def _lookup(table: Mapping[type[BaseException], _V], exc: BaseException, default: _V) -> _V:
     for cls in type(exc).__mro__:
         if cls in table:
             return table[cls]
@@ -118,9 +120,9 @@ def _lookup(table: dict[type[BaseException], object], exc: BaseException, defaul
 
 def exit_code_for(exc: BaseException) -> int:
     """The CLI exit code for an exception (1 for anything unexpected)."""
-    return int(_lookup(EXIT_CODES, exc, 1))  # type: ignore[arg-type]
+    return _lookup(EXIT_CODES, exc, 1)
 
 
 def grpc_status_for(exc: BaseException) -> str:
     """The gRPC status code name for an exception (INTERNAL for anything unexpected)."""
-    return str(_lookup(GRPC_STATUS, exc, "INTERNAL"))
+    return _lookup(GRPC_STATUS, exc, "INTERNAL")

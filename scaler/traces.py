@@ -22,6 +22,7 @@ from typing import Literal, Union
 
 from scaler.errors import FieldError, TraceError
 
+KnownFormat = Literal["mooncake", "azure"]
 TraceFormat = Literal["auto", "mooncake", "azure"]
 _AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 # Report at most this many bad lines: enough to fix a file, not a wall of text.
@@ -57,12 +58,11 @@ def read_trace(
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise TraceError([FieldError(name, "", f"not UTF-8 text (byte {exc.start})")]) from None
-    if fmt == "auto":
-        fmt = _detect(name, text)
-    if fmt == "mooncake":
+    known: str = _detect(name, text) if fmt == "auto" else fmt
+    if known == "mooncake":
         times, isl, osl = _parse_mooncake(name, text)
         times = [t / 1000.0 for t in times]
-    elif fmt == "azure":
+    elif known == "azure":
         times, isl, osl = _parse_azure(name, text)
     else:
         raise TraceError([FieldError(name, "fmt", f"unknown trace format {fmt!r} (auto, mooncake, azure)")])
@@ -73,7 +73,7 @@ def read_trace(
     return [Request((times[i] - t0) / rate_scale, isl[i], osl[i]) for i in order]
 
 
-def _detect(name: str, text: str) -> str:
+def _detect(name: str, text: str) -> KnownFormat:
     first = text.lstrip()[:1]
     if first == "{":
         return "mooncake"
@@ -119,7 +119,10 @@ def _parse_mooncake(name: str, text: str) -> tuple[list[float], list[int], list[
         try:
             obj = json.loads(line)
         except ValueError as exc:
-            errors.append(FieldError(name, where, f"not JSON: {exc.msg}"))
+            # JSONDecodeError carries a short reason; other ValueErrors (e.g. an integer
+            # literal over Python's digit limit) only their message.
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            errors.append(FieldError(name, where, f"not JSON: {reason}"))
             continue
         if not isinstance(obj, dict):
             errors.append(FieldError(name, where, "expected a JSON object"))

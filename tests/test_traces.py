@@ -87,6 +87,16 @@ def test_bad_mooncake_line_names_line_and_field(tmp_path: Path) -> None:
     assert paths == ["line 2: input_length", "line 3"]
 
 
+def test_mooncake_line_json_rejects_for_other_reasons_is_a_trace_error(tmp_path: Path) -> None:
+    # json.loads raises a plain ValueError (no .msg) for an integer over Python's digit limit
+    f = tmp_path / "huge.jsonl"
+    f.write_text('{"timestamp": 0, "input_length": 1, "output_length": 1}\n{"timestamp": ' + "9" * 5000 + "}\n")
+    with pytest.raises(TraceError) as info:
+        read_trace(f, fmt="mooncake")
+    assert [e.path for e in info.value.errors] == ["line 2"]
+    assert "not JSON: Exceeds the limit" in str(info.value)
+
+
 def test_unknown_format_missing_file_and_bad_scale(tmp_path: Path) -> None:
     f = tmp_path / "x.txt"
     f.write_text("hello\n")
