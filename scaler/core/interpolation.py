@@ -167,7 +167,7 @@ class DecodeSurface:
         if not self.max_kv_tokens > 0:
             raise ValueError("max_kv_tokens must be positive")
         self._n = grid_size
-        self._bests: tuple[float, tuple[np.ndarray, ...]] | None = None
+        self._bests: tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
         self.ctx_lo, self.ctx_hi = float(ctx.min()), float(ctx.max())
         span = self.ctx_hi - self.ctx_lo
         self._ctx_step = span / (grid_size - 1)  # 0 for a single-context profile
