@@ -555,7 +555,8 @@ class Engine:
             for _ in range(int(count)):
                 self._add_replica(pool, 0.0, ready_now=self.cfg.initial_ready)
         self._sample(0.0)
-        ti = self.ctl.throughput_interval_s
+        # 0.0 stands for "no throughput path": no tick is ever scheduled then.
+        ti = self.ctl.throughput_interval_s or 0.0
         li = self.ctl.load_interval_s
         if ti:
             self._push(ti, _EV_THROUGHPUT_TICK)

@@ -110,15 +110,17 @@ def smallest_passing(passes: Callable[[int], bool], lo: int, hi: int, hint: int)
                 bad = probe
                 break
     else:
-        bad, good, step = hint, None, 1
+        bad, step = hint, 1
+        found: Optional[int] = None
         while bad < hi:
             probe = min(hi, bad + step)
             if passes(probe):
-                good = probe
+                found = probe
                 break
             bad, step = probe, step * 2
-        if good is None:
+        if found is None:
             return hi, False
+        good = found
     while good - bad > 1:
         mid = (good + bad) // 2
         if passes(mid):
