@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Mapping, Optional, Sequence
 
 from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
@@ -132,7 +132,9 @@ async def read_workers(client: PromClient, plan: Plan, at: Optional[float] = Non
     return _workers_from(plan, [[(s.labels, s.value) for s in samples] for samples in results])
 
 
-def _workers_from(plan: Plan, per_series: list[list[tuple[dict, float]]]) -> tuple[WorkerLoad, ...]:
+def _workers_from(
+    plan: Plan, per_series: Sequence[Sequence[tuple[Mapping[str, str], float]]]
+) -> tuple[WorkerLoad, ...]:
     """WorkerLoads from (labels, value) pairs per WORKER_SERIES entry (same order)."""
     src = _source(plan)
     pool_of_type = {src.worker_types[p]: p for p in plan.pool_names}
@@ -159,7 +161,7 @@ async def read_workers_history(
     results: list[list[Series]] = await asyncio.gather(
         *(client.range(q, ends[0], ends[-1], T) for q in queries.values())
     )
-    per_step: list[list[list[tuple[dict, float]]]] = [[[] for _ in WORKER_SERIES] for _ in ends]
+    per_step: list[list[list[tuple[Mapping[str, str], float]]]] = [[[] for _ in WORKER_SERIES] for _ in ends]
     for i_series, series_list in enumerate(results):
         for series in series_list:
             for t, v in series.points:
