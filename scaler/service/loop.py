@@ -19,7 +19,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import TYPE_CHECKING, Callable, Optional, Protocol
 
 from ..core.decision import Decision
 from ..core.observations import Observation, TrafficWindow, WorkerLoad
@@ -29,6 +29,9 @@ from ..core.planner import PlannerState, decide, new_state
 from ..errors import MetricsUnavailable, NoDecisionYet, StaleDecision
 from ..planfile import LoadedPlan
 from .metrics import ServiceMetrics
+
+if TYPE_CHECKING:  # the client (and its HTTP stack) is imported only when a PromReader reads
+    from ..prom.client import PromClient
 
 log = logging.getLogger("dynplan.decision")
 errlog = logging.getLogger("dynplan.loop")
@@ -51,7 +54,7 @@ class Reader(Protocol):
 class PromReader:
     """Reader over scaler.prom (recorded series, falling back to raw PromQL)."""
 
-    def __init__(self, client: object) -> None:
+    def __init__(self, client: PromClient) -> None:
         self.client = client
 
     async def traffic(self, plan: Plan, at: float) -> TrafficWindow:
@@ -230,9 +233,9 @@ class PlanLoop:
             # keep being answered meanwhile.
             state, decision = await asyncio.to_thread(self._replay, windows, workers, end, load_history)
             if decision is None:
-                exc = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
-                self._failed("warmup", exc)
-                raise exc
+                err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
+                self._failed("warmup", err)
+                raise err
             self.state = state
             self.replayed = len(windows)
             self.next_end = end + interval
