@@ -29,9 +29,12 @@ import time
 import urllib.request
 from collections import deque
 from pathlib import Path
-from typing import IO, Optional, Sequence
+from typing import IO, TYPE_CHECKING, Any, Optional, Sequence
 
 import yaml
+
+if TYPE_CHECKING:
+    from .core.plan import Plan
 
 REPO = Path(__file__).resolve().parent.parent
 TRACE = REPO / "examples" / "traces" / "azure-llm-2023-code.csv"
@@ -102,7 +105,7 @@ def rule_file_document(plan_doc: dict) -> dict:
     return {"groups": groups}
 
 
-def _rules_from_sources(plan) -> dict:
+def _rules_from_sources(plan: Plan) -> dict[str, Any]:
     from . import sources
 
     source = sources.SOURCES[plan.spec.metrics.source]
@@ -125,7 +128,7 @@ class Processes:
     def __init__(self) -> None:
         self.procs: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+    def start(self, name: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
         proc = subprocess.Popen(list(argv), **kwargs)
         self.procs.append((name, proc))
         return proc

@@ -6,12 +6,13 @@ matplotlib is an optional extra (`pip install 'dynplan[plot]'`), imported only h
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
 from scaler.errors import OptionalDependencyMissing
 
+from .engine import PoolSample
 from .report import WINDOW_S, window_means
 from .run import Comparison
 
@@ -29,7 +30,7 @@ def require_matplotlib() -> Any:
     return plt
 
 
-def _steps(samples, pool: str, end: float) -> tuple[np.ndarray, np.ndarray]:
+def _steps(samples: Iterable[PoolSample], pool: str, end: float) -> tuple[np.ndarray, np.ndarray]:
     ts, ys = [], []
     for s in samples:
         if s.pool == pool:
