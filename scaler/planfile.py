@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional
 
 import yaml
 from pydantic import ValidationError
@@ -12,6 +12,9 @@ from pydantic import ValidationError
 from .core.plan import Plan, semantic_errors
 from .core.profile import Profile, profile_from_raw, profile_problems
 from .errors import FieldError, PlanError, ProfileError
+
+if TYPE_CHECKING:  # numpy/scipy load only when a model is first asked for
+    from .core.interpolation import PerfModel
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class LoadedPlan:
         return self.plan.name
 
     @property
-    def model(self):  # -> Optional[PerfModel]; built once per profile and cached
+    def model(self) -> Optional[PerfModel]:  # built once per profile and cached
         if self.profile is None:
             return None
         from .core.interpolation import perf_model

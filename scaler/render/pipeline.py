@@ -146,10 +146,10 @@ def static_checks(rendering: Rendering) -> list[FieldError]:
     by_name = {(i.kind, i.namespace, i.name): i for i in items}
     for po in rendering.plans:
         cm = po.configmap
-        item = by_name.get(("ConfigMap", cm.namespace, cm.name))
-        if item is not None and item.origin == str(po.loaded.path):
+        cm_item = by_name.get(("ConfigMap", cm.namespace, cm.name))
+        if cm_item is not None and cm_item.origin == str(po.loaded.path):
             fp = po.loaded.profile.fingerprint if po.loaded.profile is not None else None
-            errors += checks.configmap_plan_errors(item, cm.key, po.plan, fp)
+            errors += checks.configmap_plan_errors(cm_item, cm.key, po.plan, fp)
     return errors
 
 

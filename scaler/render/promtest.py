@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from .. import sources
 from ..core.plan import Plan
@@ -108,7 +108,7 @@ def _decoy_labels(plan: Plan) -> list[dict[str, str]]:
     return decoys
 
 
-def _cumulative(increments: list[float]) -> tuple[float, ...]:
+def _cumulative(increments: Sequence[float]) -> tuple[float, ...]:
     out, total = [0.0], 0.0
     for inc in increments:
         total += inc
