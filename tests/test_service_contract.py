@@ -126,6 +126,7 @@ async def test_bad_metadata_is_invalid_argument_naming_the_key(plans: Path) -> N
             ({"plan": "llama-8b", "pool": ""}, "'pool'"),
             ({"plan": "llama-8b", "pool": "gpu"}, "'pool'"),
             ({"plan": "llama-8b", "pool": "worker"}, "'pool'"),  # agg pool of a disagg plan
+            ({"plan": "llama-8b", "pool": "decode", "pols": "x"}, "'pols'"),  # a misspelt extra key
         ]
         for metadata, key in cases:
             ref = pb.ScaledObjectRef(name="so", namespace=NAMESPACE, scalerMetadata={"scalerAddress": "x:1", **metadata})

@@ -15,6 +15,8 @@ from ..errors import MetadataError
 PLAN_KEY = "plan"
 POOL_KEY = "pool"
 KNOWN_POOLS: tuple[str, ...] = tuple(sorted({p for pools in POOL_NAMES_BY_MODE.values() for p in pools}))
+# Keys KEDA itself reads and forwards anyway (external scaler trigger metadata and TLS).
+KEDA_KEYS = frozenset({"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey"})
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,17 @@ class PoolRef:
 
 
 def parse_metadata(namespace: str, metadata: Mapping[str, str]) -> PoolRef:
-    """Validate `scalerMetadata`; MetadataError (INVALID_ARGUMENT) names the offending key."""
+    """Validate `scalerMetadata`; MetadataError (INVALID_ARGUMENT) names the offending key.
+
+    Unknown keys are rejected rather than ignored: a misspelt key (`pol: decode`) must not
+    silently scale the wrong thing. KEDA's own keys pass.
+    """
+    unknown = sorted(k for k in metadata if k not in (PLAN_KEY, POOL_KEY) and k not in KEDA_KEYS)
+    if unknown:
+        raise MetadataError(
+            f"unknown trigger metadata key {unknown[0]!r} (dynplan reads '{PLAN_KEY}' and '{POOL_KEY}'; "
+            f"KEDA's own keys {', '.join(sorted(KEDA_KEYS))} are ignored)"
+        )
     plan = metadata.get(PLAN_KEY, "").strip()
     if not plan:
         raise MetadataError(f"trigger metadata key '{PLAN_KEY}' is missing or empty (the plan's metadata.name)")
