@@ -167,6 +167,10 @@ async def test_disaggregated_plan_with_both_modes(cluster: dict[str, Any]) -> No
         assert loop.state.throughput_floor == {"prefill": 3, "decode": 1}
         assert d.replicas("prefill") == 3
 
+        # The throughput tick fed no worker points (load ticks own that signal): the first
+        # load tick has 3 points, fewer than minObservations, and holds at the floor.
+        d = await loop.tick_load()
+        assert (d.replicas("prefill"), d.pools["prefill"].reasons[0]) == (3, Reason.LOAD_INSUFFICIENT_DATA)
         # quiet workers: load alone would remove a prefill replica; the floor keeps 3
         d = await loop.tick_load()
         p = d.pools["prefill"]

@@ -277,7 +277,7 @@ class PlanLoop:
                 traffic=window,
                 # Worker counts are known for the last window only; they feed the
                 # correction factors, which are recomputed each window anyway.
-                workers=workers if last else (),
+                workers=workers if last and self.load_interval is None else (),
                 ready_replicas=ready_replicas(workers) if last else {},
             )
             decision = decide(self.plan, self.model, obs, state)
@@ -306,7 +306,14 @@ class PlanLoop:
             except MetricsUnavailable as exc:
                 self._failed("throughput", exc)
                 raise
-            obs = Observation(timestamp=end, traffic=window, workers=workers, ready_replicas=ready_replicas(workers))
+            # With load scaling on, the load ticks own the per-worker signal: workers read at
+            # a past window end would feed the regressions stale, duplicate points.
+            obs = Observation(
+                timestamp=end,
+                traffic=window,
+                workers=() if self.load_interval is not None else workers,
+                ready_replicas=ready_replicas(workers),
+            )
             decision = await self._decide(obs)
             self.next_end = end + (self.tp_interval or 0.0)
             self._publish(decision, "throughput", end, window.requests, started)
