@@ -121,10 +121,40 @@ def test_bad_trace_names_file_and_line(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_aggregated_plan_is_refused_with_its_field(tmp_path: Path) -> None:
-    res = CliRunner().invoke(main, ["simulate", "-f", str(EXAMPLES / "llama-8b-agg.yaml"), "--trace", TRACE])
+def test_plan_without_profile_needs_truth_profile(tmp_path: Path) -> None:
+    # llama-8b-agg.yaml has no profile: the hardware must come from --truth-profile
+    res = CliRunner().invoke(
+        main, ["simulate", "-f", str(EXAMPLES / "llama-8b-agg.yaml"), "--trace", TRACE, "--out", str(tmp_path / "o")]
+    )
     assert res.exit_code == 2
-    assert "spec.mode" in res.output and "disagg" in res.output
+    assert "spec.profile" in res.output and "--truth-profile" in res.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_aggregated_plan_with_truth_profile(tmp_path: Path) -> None:
+    agg = str(EXAMPLES / "llama-8b-agg.yaml")
+    truth = str(EXAMPLES / "profiles" / "h200-llama3.1-8b-fp8-tp1")
+    res = CliRunner().invoke(
+        main,
+        ["simulate", "-f", agg, "--trace", TRACE, "--truth-profile", truth, "--policy", "plan", "--policy", "static:8",
+         "--policy", "oracle", "--out", str(tmp_path)],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    pol = doc["policies"]
+    assert POLICY_KEYS <= set(pol["plan"]) and POLICY_KEYS <= set(pol["static:8"])
+    assert set(pol["plan"]["gpuHoursByPool"]) == {"worker"}
+    assert set(pol["oracle"]["peakReplicas"]) == {"worker"}
+    assert pol["static:8"]["peakReplicas"] == {"worker": 8}
+    assert pol["static:8"]["attainment"]["both"] >= 0.999  # one long prompt misses TTFT
+    # the load path moved the worker pool; the oracle is a lower bound on the static fleet
+    assert pol["plan"]["scaleEvents"] > 0 and pol["plan"]["peakReplicas"]["worker"] > 1
+    assert pol["oracle"]["gpuHours"] < pol["static:8"]["gpuHours"]
+    assert (tmp_path / "simulation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = (tmp_path / "replicas.csv").read_text().splitlines()[1:]
+    assert rows and {r.split(",")[2] for r in rows} == {"worker"}
+    assert "plan llama-8b-agg" in res.output and "static:8" in res.output
 
 
 def test_missing_truth_profile_names_the_option(tmp_path: Path) -> None:

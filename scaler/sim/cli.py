@@ -67,7 +67,7 @@ def simulate(
     plot: bool,
     seed: int,
 ) -> None:
-    """Replay a trace against simulated prefill/decode pools and compare scaling policies.
+    """Replay a trace against simulated pools (prefill/decode, or aggregated workers) and compare scaling policies.
 
     Every policy runs on the same requests; the table reports SLA attainment, latency
     percentiles, goodput, GPU-hours and scale events, with GPU-hours relative to the oracle
@@ -83,8 +83,6 @@ def simulate(
     # Check everything before simulating: bad input fails fast, and nothing is half-written.
     lp = load_plan(plan_file)
     plan = lp.plan
-    if plan.spec.mode != "disagg":
-        raise PlanError([FieldError(plan_file, "spec.mode", "simulate models disaggregated plans only (mode: disagg)")])
     try:
         specs = [parse_policy(p, plan.pool_names) for p in (policies or ("plan",))]
     except PolicyError as exc:
@@ -102,7 +100,15 @@ def simulate(
 
         truth = perf_model(load_profile(truth_profile, field_path="--truth-profile"))
     if truth is None:
-        raise PlanError([FieldError(plan_file, "spec.profile", "simulate needs a profile: the plan's or --truth-profile")])
+        raise PlanError(
+            [
+                FieldError(
+                    plan_file,
+                    "spec.profile",
+                    "the plan has no profile: pass --truth-profile DIR (the profile of the hardware to simulate)",
+                )
+            ]
+        )
     if plot and out_dir is not None:
         from .plot import require_matplotlib
 

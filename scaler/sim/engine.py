@@ -21,6 +21,13 @@ The model (docs/simulation.md explains it with its limits):
   until then. Scale-down removes starting replicas first (newest first), then the ready
   replicas with the least outstanding work.
 
+Aggregated plans (mode agg, one pool `worker`): each worker is a decode worker as above that
+also holds its own FIFO prefill queue, served one request at a time at the batch-1 TTFT. While
+a prefill runs on a worker, that worker's decode steps pause (no chunked prefill), so prefill
+load raises ITL and decode load lengthens nothing but the KV wait. A finished prefill joins
+the same worker's decode batch (its KV is there). Arrivals go to the ready worker with the
+least queued prefill tokens plus reserved decode KV tokens.
+
 The controller (scaler.sim.policies) is called at its throughput and load intervals with
 the observations the scaler would get from Prometheus and returns replica targets.
 """
@@ -45,6 +52,7 @@ REFRESH_STEPS = 64.0
 # KV cache block size used to report `active_decode_blocks` to the load path.
 KV_BLOCK_TOKENS = 16
 POOLS = ("prefill", "decode")
+AGG_POOLS = ("worker",)
 
 # event kinds, ordered so that at equal times completions free capacity before ticks look
 _EV_PREFILL_DONE = 0
@@ -117,6 +125,16 @@ class EngineConfig:
     # planner ticks stop this long after the last arrival even if requests are still stuck
     # (a policy that leaves a pool at zero replicas): they are reported unfinished
     max_drain_s: float = 86400.0
+    # "disagg": pools prefill and decode; "agg": one pool `worker` serving both phases
+    mode: str = "disagg"
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("disagg", "agg"):
+            raise ValueError(f"mode must be disagg or agg, not {self.mode!r}")
+
+    @property
+    def pools(self) -> tuple[str, ...]:
+        return AGG_POOLS if self.mode == "agg" else POOLS
 
 
 @dataclass(frozen=True)
@@ -215,6 +233,7 @@ class _PrefillWorker(_Worker):
 class _DecodeWorker(_Worker):
     __slots__ = (
         "s", "t_last", "tau", "n", "s0", "heap", "kv_reserved", "waitq", "wait_kv", "version", "last_itl_ms",
+        "paused",
     )
 
     def __init__(self, idx: int, requested_at: float, ready_at: float) -> None:
@@ -230,15 +249,38 @@ class _DecodeWorker(_Worker):
         self.wait_kv = 0.0
         self.version = 0
         self.last_itl_ms: Optional[float] = None
+        self.paused = False     # an aggregated worker's decode stops while it runs a prefill
 
     def advance(self, t: float) -> None:
-        if self.n and self.tau > 0:
+        if self.n and self.tau > 0 and not self.paused:
             self.s += (t - self.t_last) / self.tau
         self.t_last = t
 
     @property
     def load(self) -> float:
         return self.kv_reserved + self.wait_kv
+
+
+class _AggWorker(_DecodeWorker):
+    """A decode worker that also runs its own prefill queue (aggregated serving)."""
+
+    __slots__ = ("pq", "pq_tokens", "prefilling", "last_ttft_ms", "last_isl")
+
+    def __init__(self, idx: int, requested_at: float, ready_at: float) -> None:
+        super().__init__(idx, requested_at, ready_at)
+        self.pq: deque = deque()   # requests waiting for prefill, FIFO
+        self.pq_tokens = 0.0       # ISL of the queued requests plus the one in prefill
+        self.prefilling = False
+        self.last_ttft_ms: Optional[float] = None
+        self.last_isl: Optional[float] = None
+
+    @property
+    def agg_load(self) -> float:
+        return self.pq_tokens + self.kv_reserved + self.wait_kv
+
+    @property
+    def idle(self) -> bool:
+        return not self.prefilling and not self.pq and self.n == 0 and not self.waitq
 
 
 class Engine:
@@ -265,8 +307,10 @@ class Engine:
         self.finish = [math.nan] * n
         self._heap: list = []
         self._seq = 0
-        self._workers: dict[str, list] = {"prefill": [], "decode": []}
-        self._pending: dict[str, deque] = {"prefill": deque(), "decode": deque()}
+        self.pools = config.pools
+        self.agg = config.mode == "agg"
+        self._workers: dict[str, list] = {p: [] for p in self.pools}
+        self._pending: dict[str, deque] = {p: deque() for p in self.pools}
         self._lives: list[ReplicaLife] = []
         self._samples: list[PoolSample] = []
         self._decisions: list[DecisionRecord] = []
@@ -285,7 +329,8 @@ class Engine:
     def _add_replica(self, pool: str, t: float, ready_now: bool) -> None:
         workers = self._workers[pool]
         ready_at = t if ready_now else t + self.cfg.startup_delay_s
-        w = (_PrefillWorker if pool == "prefill" else _DecodeWorker)(len(workers), t, ready_at)
+        cls = {"prefill": _PrefillWorker, "decode": _DecodeWorker, "worker": _AggWorker}[pool]
+        w = cls(len(workers), t, ready_at)
         workers.append(w)
         if ready_now:
             self._make_ready(pool, w, t)
@@ -299,10 +344,10 @@ class Engine:
         pending = self._pending[pool]
         while pending:
             req = pending.popleft()
-            if pool == "prefill":
-                self._route_prefill(req, t)
-            else:
+            if pool == "decode":
                 self._route_decode(req, t)
+            else:
+                self._route_prefill(req, t)
 
     def _end(self, pool: str, w: _Worker, t: float) -> None:
         w.ended_at = t
@@ -314,7 +359,7 @@ class Engine:
         return [w for w in self._workers[pool] if w.ended_at is None and not w.draining]
 
     def _sample(self, t: float) -> None:
-        for pool in POOLS:
+        for pool in self.pools:
             # a draining prefill replica's end is known ahead (its queue empties then)
             ws = [w for w in self._workers[pool] if w.ended_at is None or w.ended_at > t]
             self._samples.append(
@@ -328,11 +373,13 @@ class Engine:
             )
 
     def ready_counts(self) -> dict[str, int]:
-        return {p: sum(1 for w in self._workers[p] if w.ready and not w.draining and w.ended_at is None) for p in POOLS}
+        return {
+            p: sum(1 for w in self._workers[p] if w.ready and not w.draining and w.ended_at is None) for p in self.pools
+        }
 
     def _apply(self, t: float, targets: Mapping[str, int], kind: str) -> None:
         changed = False
-        for pool in POOLS:
+        for pool in self.pools:
             if pool not in targets:
                 continue
             want = max(0, int(targets[pool]))
@@ -353,6 +400,8 @@ class Engine:
         ready = [w for w in live if w.ready]
         if pool == "prefill":
             ready.sort(key=lambda w: (max(w.free_at, t), w.idx))
+        elif pool == "worker":
+            ready.sort(key=lambda w: (w.agg_load, w.idx))
         else:
             ready.sort(key=lambda w: (w.load, w.idx))
         for w in (starting + ready)[:count]:
@@ -364,6 +413,9 @@ class Engine:
                 self._end(pool, w, end)
                 if end > t:
                     self._push(end, _EV_SAMPLE)
+            elif pool == "worker":
+                if w.idle:
+                    self._end(pool, w, t)
             elif w.n == 0 and not w.waitq:
                 self._end(pool, w, t)
 
@@ -376,6 +428,9 @@ class Engine:
         return s
 
     def _route_prefill(self, req: int, t: float) -> None:
+        if self.agg:
+            self._route_agg(req, t)
+            return
         best: Optional[_PrefillWorker] = None
         best_free = math.inf
         for w in self._workers["prefill"]:
@@ -391,13 +446,70 @@ class Engine:
         best.queue.append((end, self._isl[req]))
         self._push(end, _EV_PREFILL_DONE, req, best)
 
+    # -- aggregated workers -------------------------------------------------------------------
+    def _route_agg(self, req: int, t: float) -> None:
+        best: Optional[_AggWorker] = None
+        best_load = math.inf
+        for w in self._workers["worker"]:
+            if w.ready and not w.draining and w.ended_at is None:
+                if w.agg_load < best_load:
+                    best, best_load = w, w.agg_load
+        if best is None:
+            self._pending["worker"].append(req)
+            return
+        best.pq.append(req)
+        best.pq_tokens += self._isl[req]
+        if not best.prefilling:
+            self._start_agg_prefill(best, t)
+
+    def _start_agg_prefill(self, w: _AggWorker, t: float) -> None:
+        req = w.pq.popleft()
+        w.advance(t)         # bank the decode steps made so far, then pause decode
+        w.paused = True
+        w.prefilling = True
+        w.version += 1       # cancels the pending decode event
+        self._push(t + self._service_s(self._isl[req]), _EV_PREFILL_DONE, req, w)
+
+    def _agg_prefill_done(self, req: int, w: _AggWorker, t: float) -> None:
+        w.advance(t)         # paused: no steps, only the clock
+        w.paused = False
+        w.prefilling = False
+        w.pq_tokens -= self._isl[req]
+        if not w.pq:
+            w.pq_tokens = 0.0  # drop accumulated float error
+        w.last_ttft_ms = (t - self._arr[req]) * 1000.0
+        w.last_isl = float(self._isl[req])
+        if self._osl[req] > 1:
+            # decode on the same worker: its KV cache holds the prompt
+            need = float(self._isl[req] + self._osl[req])
+            if w.waitq or (w.n and w.kv_reserved + need > self.max_kv):
+                w.waitq.append(req)
+                w.wait_kv += need
+            else:
+                self._admit(w, req)
+        if w.pq:
+            self._start_agg_prefill(w, t)  # prefill first: decode waits (no chunked prefill)
+        else:
+            self._reschedule(w, t)
+        self._maybe_end_agg(w, t)
+
+    def _maybe_end_agg(self, w: _AggWorker, t: float) -> None:
+        if w.draining and w.ended_at is None and w.idle:
+            self._end("worker", w, t)
+            self._sample(t)
+
     def _prefill_done(self, req: int, w: _PrefillWorker, t: float) -> None:
         self.prefill_end[req] = t
         ttft_ms = (t - self._arr[req]) * 1000.0
-        w.last_ttft_ms = ttft_ms
-        w.last_isl = float(self._isl[req])
         self._win_first += 1
         self._win_ttft_sum += ttft_ms
+        if isinstance(w, _AggWorker):
+            if self._osl[req] <= 1:
+                self._complete(req, t)
+            self._agg_prefill_done(req, w, t)
+            return
+        w.last_ttft_ms = ttft_ms
+        w.last_isl = float(self._isl[req])
         if self._osl[req] <= 1:
             self._complete(req, t)
         else:
@@ -434,6 +546,8 @@ class Engine:
         if not w.n:
             w.tau = 0.0
             return
+        if w.paused:
+            return  # the prefill's end reschedules
         ctx_sum = w.s0 + w.n * w.s
         itl_ms = self.model.decode.itl_ms(min(ctx_sum / self.max_kv, 1.0), ctx_sum / w.n)
         w.tau = itl_ms / 1000.0
@@ -467,6 +581,10 @@ class Engine:
                 w.waitq.popleft()
                 w.wait_kv -= need
                 self._admit(w, req)
+        if isinstance(w, _AggWorker):
+            self._reschedule(w, t)
+            self._maybe_end_agg(w, t)
+            return
         if w.draining and w.n == 0 and not w.waitq and w.ended_at is None:
             self._end("decode", w, t)
             self._sample(t)
@@ -518,7 +636,22 @@ class Engine:
 
     def worker_loads(self, t: float) -> tuple[WorkerLoad, ...]:
         out: list[WorkerLoad] = []
-        for w in self._workers["prefill"]:
+        for w in self._workers.get("worker", ()):
+            if w.ready and not w.draining and w.ended_at is None:
+                w.advance(t)
+                ctx = w.s0 + w.n * w.s if w.n else 0.0
+                out.append(
+                    WorkerLoad(
+                        worker_id=f"worker-{w.idx}",
+                        pool="worker",
+                        active_prefill_tokens=w.pq_tokens,
+                        active_decode_blocks=ctx / KV_BLOCK_TOKENS,
+                        last_ttft_ms=w.last_ttft_ms,
+                        last_isl=w.last_isl,
+                        last_itl_ms=w.last_itl_ms,
+                    )
+                )
+        for w in self._workers.get("prefill", ()):
             if w.ready and not w.draining and w.ended_at is None:
                 out.append(
                     WorkerLoad(
@@ -529,7 +662,7 @@ class Engine:
                         last_isl=w.last_isl,
                     )
                 )
-        for w in self._workers["decode"]:
+        for w in self._workers.get("decode", ()):
             if w.ready and not w.draining and w.ended_at is None:
                 w.advance(t)
                 ctx = w.s0 + w.n * w.s if w.n else 0.0
@@ -602,7 +735,7 @@ class Engine:
             else:
                 break
         end = self._last_event_t
-        for pool in POOLS:
+        for pool in self.pools:
             for w in self._workers[pool]:
                 if w.ended_at is None:
                     self._end(pool, w, max(end, w.requested_at))

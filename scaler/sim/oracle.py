@@ -11,7 +11,8 @@ from core `capacity()` on the interval's mean load (without queueing headroom), 
 down, if the hint already holds) by doubling, then bisects; it assumes more replicas never
 make the mean worse. A pool that cannot hold the SLA even at its maximum takes its maximum
 and the interval is counted infeasible. The plan's GPU budget is then applied as the planner
-applies it; intervals it cuts are counted.
+applies it; intervals it cuts are counted. An aggregated plan has one pool, `worker`: its
+count is the smallest that holds both means (same search, one pool).
 
 What it is not: a policy. It sees the future, pays no start-up delay, carries no queue from one
 interval into the next (requests still in flight at an interval's end are not billed to the
@@ -130,18 +131,20 @@ def smallest_passing(passes: Callable[[int], bool], lo: int, hi: int, hint: int)
     return good, True
 
 
-def _means(sub: Workload, model: PerfModel, replicas: Mapping[str, int], gpus: Mapping[str, int]) -> tuple[float, float]:
+def _means(
+    sub: Workload, model: PerfModel, replicas: Mapping[str, int], gpus: Mapping[str, int], mode: str = "disagg"
+) -> tuple[float, float]:
     """Mean TTFT and token-weighted mean ITL (ms) of `sub` served alone by fixed replicas;
     inf for a mean some request never reached (a pool at zero replicas); ITL 0 when no
     request makes a second token."""
-    cfg = EngineConfig(gpus_per_replica=gpus, startup_delay_s=0.0, initial_ready=True)
+    cfg = EngineConfig(gpus_per_replica=gpus, startup_delay_s=0.0, initial_ready=True, mode=mode)
     res = simulate(sub, model, _Fixed(replicas), cfg)
     ttft = res.ttft_ms
     ttft_mean = float(ttft.mean()) if np.all(np.isfinite(ttft)) else float("inf")
     gaps = (sub.osl - 1).astype(np.float64)
     if not gaps.sum():
         return ttft_mean, 0.0
-    if replicas.get("decode", 0) <= 0:
+    if replicas.get("worker" if mode == "agg" else "decode", 0) <= 0:
         return ttft_mean, float("inf")
     multi = gaps > 0
     itl = res.itl_ms[multi]
@@ -167,8 +170,6 @@ def oracle(plan: Plan, model: PerfModel, workload: Workload, interval_s: float) 
     """The oracle's replicas per interval over [0, last arrival], on the hardware `model`."""
     if interval_s <= 0:
         raise ValueError("interval_s must be positive")
-    if plan.spec.mode != "disagg":
-        raise ValueError("the oracle models disaggregated plans only")
     pools = plan.pools
     gpus = {n: p.gpus_per_replica for n, p in pools.items()}
     sla = plan.spec.sla
@@ -204,6 +205,38 @@ def oracle(plan: Plan, model: PerfModel, workload: Workload, interval_s: float) 
                 cache[(p, d)] = _means(sub, model, {"prefill": p, "decode": d}, gpus)
             return cache[(p, d)]
 
+        if plan.spec.mode == "agg":
+            wp = pools["worker"]
+
+            def agg_means(n: int) -> tuple[float, float]:
+                nonlocal runs
+                if (n, -1) not in cache:
+                    runs += 1
+                    cache[(n, -1)] = _means(sub, model, {"worker": n}, gpus, "agg")
+                return cache[(n, -1)]
+
+            def holds(n: int) -> bool:
+                ttft, itl = agg_means(n)
+                return ttft <= sla.ttft_ms and itl <= sla.itl_ms
+
+            workers, ok_w = smallest_passing(holds, wp.min_replicas, wp.max_replicas, hint.replicas("worker"))
+            ttft_ms, itl_ms = agg_means(workers)
+            wanted = {"worker": workers}
+            final = apply_budget(wanted, mins, gpus, plan.spec.budget.max_gpus)
+            out.append(
+                OracleInterval(
+                    start,
+                    start + length,
+                    final,
+                    sum(final[n] * gpus[n] for n in final),
+                    requests=count,
+                    infeasible_pools=() if ok_w else ("worker",),
+                    budget_limited=final != wanted,
+                    ttft_ms=ttft_ms,
+                    itl_ms=itl_ms,
+                )
+            )
+            continue
         pp, dp = pools["prefill"], pools["decode"]
         # TTFT does not depend on decode: decode is left out of the prefill runs (faster)
         prefill, ok_p = smallest_passing(

@@ -49,6 +49,7 @@ def compare(
     cfg = EngineConfig(
         gpus_per_replica={n: p.gpus_per_replica for n, p in plan.pools.items()},
         startup_delay_s=startup_delay_s,
+        mode=plan.spec.mode,
     )
     t0 = time.perf_counter()
     orc = oracle(plan, truth_model, workload, oracle_interval_s(plan))
