@@ -18,7 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scaler.core.interpolation import perf_model  # noqa: E402
 from scaler.planfile import load_plan  # noqa: E402
+from scaler.profile_io import load_profile  # noqa: E402
 from scaler.sim.engine import EngineConfig, simulate  # noqa: E402
 from scaler.sim.oracle import oracle  # noqa: E402
 from scaler.sim.policies import make_controller, parse_policy  # noqa: E402
@@ -27,7 +29,14 @@ from scaler.sim.workload import build_workload  # noqa: E402
 from scaler.traces import read_trace  # noqa: E402
 
 PLAN = ROOT / "examples" / "llama-8b-disagg.yaml"
+AGG_PLAN = ROOT / "examples" / "llama-8b-agg.yaml"  # no profile: the engines play AGG_TRUTH
+AGG_TRUTH = ROOT / "examples" / "profiles" / "h200-llama3.1-8b-fp8-tp1"
 TRACE = ROOT / "examples" / "traces" / "azure-llm-2023-code.csv"
+AGG_CASES = (
+    # aggregated plan (one worker pool), (rate scale, replicate, policy)
+    (1.0, 10, "plan"),
+    (1.0, 10, "oracle"),
+)
 CASES = (
     # (rate scale, replicate, policy)
     (10.0, 1, "plan"),
@@ -43,25 +52,31 @@ CASES = (
 def main() -> None:
     t0 = time.perf_counter()
     lp = load_plan(PLAN)
-    model = lp.model
     print(f"load plan + build performance model: {time.perf_counter() - t0:.2f} s")
-    cfg = EngineConfig(gpus_per_replica={n: p.gpus_per_replica for n, p in lp.plan.pools.items()})
+    agg = load_plan(AGG_PLAN)
+    agg_truth = perf_model(load_profile(str(AGG_TRUTH)))
     print(f"cpus available: {len(os.sched_getaffinity(0))}")
-    print(f"{'trace transform':<28}{'policy':<12}{'requests':>10}{'read s':>9}{'simulate s':>12}{'req/s simulated':>17}")
-    for rate_scale, replicate, policy in CASES:
+    print(f"{'trace transform':<28}{'policy':<16}{'requests':>10}{'read s':>9}{'simulate s':>12}{'req/s simulated':>17}")
+    runs = [(lp, lp.model, lp.model, *c) for c in CASES] + [(agg, None, agg_truth, *c) for c in AGG_CASES]
+    for plan_file, planner_model, model, rate_scale, replicate, policy in runs:
+        cfg = EngineConfig(
+            gpus_per_replica={n: p.gpus_per_replica for n, p in plan_file.plan.pools.items()},
+            mode=plan_file.plan.spec.mode,
+        )
         t0 = time.perf_counter()
         workload = build_workload(read_trace(TRACE, "azure", rate_scale), replicate=replicate, seed=0)
         read_s = time.perf_counter() - t0
         if policy == "oracle":
             t0 = time.perf_counter()
-            oracle(lp.plan, model, workload, oracle_interval_s(lp.plan))
+            oracle(plan_file.plan, model, workload, oracle_interval_s(plan_file.plan))
         else:
-            ctl = make_controller(parse_policy(policy), lp.plan, model)
+            ctl = make_controller(parse_policy(policy, plan_file.plan.pool_names), plan_file.plan, planner_model)
             t0 = time.perf_counter()
             simulate(workload, model, ctl, cfg)
         sim_s = time.perf_counter() - t0
         label = f"rate x{rate_scale:g}, {replicate} copies"
-        print(f"{label:<28}{policy:<12}{len(workload):>10}{read_s:>9.2f}{sim_s:>12.2f}{len(workload) / sim_s:>17.0f}")
+        name = policy if plan_file is lp else f"agg {policy}"
+        print(f"{label:<28}{name:<16}{len(workload):>10}{read_s:>9.2f}{sim_s:>12.2f}{len(workload) / sim_s:>17.0f}")
 
 
 if __name__ == "__main__":
