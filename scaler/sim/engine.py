@@ -212,6 +212,11 @@ class _Worker:
         self.draining = False
         self.ended_at: Optional[float] = None
 
+    @property
+    def serving(self) -> bool:
+        """Takes new requests: up, not draining, not removed."""
+        return self.ready and not self.draining and self.ended_at is None
+
 
 class _PrefillWorker(_Worker):
     __slots__ = ("free_at", "queue", "last_ttft_ms", "last_isl")
@@ -374,7 +379,7 @@ class Engine:
 
     def ready_counts(self) -> dict[str, int]:
         return {
-            p: sum(1 for w in self._workers[p] if w.ready and not w.draining and w.ended_at is None) for p in self.pools
+            p: sum(1 for w in self._workers[p] if w.serving) for p in self.pools
         }
 
     def _apply(self, t: float, targets: Mapping[str, int], kind: str) -> None:
@@ -434,7 +439,7 @@ class Engine:
         best: Optional[_PrefillWorker] = None
         best_free = math.inf
         for w in self._workers["prefill"]:
-            if w.ready and not w.draining and w.ended_at is None:
+            if w.serving:
                 f = w.free_at if w.free_at > t else t
                 if f < best_free:
                     best, best_free = w, f
@@ -451,7 +456,7 @@ class Engine:
         best: Optional[_AggWorker] = None
         best_load = math.inf
         for w in self._workers["worker"]:
-            if w.ready and not w.draining and w.ended_at is None:
+            if w.serving:
                 if w.agg_load < best_load:
                     best, best_load = w, w.agg_load
         if best is None:
@@ -520,7 +525,7 @@ class Engine:
         best: Optional[_DecodeWorker] = None
         best_load = math.inf
         for w in self._workers["decode"]:
-            if w.ready and not w.draining and w.ended_at is None:
+            if w.serving:
                 if w.load < best_load:
                     best, best_load = w, w.load
         if best is None:
@@ -637,7 +642,7 @@ class Engine:
     def worker_loads(self, t: float) -> tuple[WorkerLoad, ...]:
         out: list[WorkerLoad] = []
         for w in self._workers.get("worker", ()):
-            if w.ready and not w.draining and w.ended_at is None:
+            if w.serving:
                 w.advance(t)
                 ctx = w.s0 + w.n * w.s if w.n else 0.0
                 out.append(
@@ -652,7 +657,7 @@ class Engine:
                     )
                 )
         for w in self._workers.get("prefill", ()):
-            if w.ready and not w.draining and w.ended_at is None:
+            if w.serving:
                 out.append(
                     WorkerLoad(
                         worker_id=f"prefill-{w.idx}",
@@ -663,7 +668,7 @@ class Engine:
                     )
                 )
         for w in self._workers.get("decode", ()):
-            if w.ready and not w.draining and w.ended_at is None:
+            if w.serving:
                 w.advance(t)
                 ctx = w.s0 + w.n * w.s if w.n else 0.0
                 out.append(

@@ -196,57 +196,41 @@ def oracle(plan: Plan, model: PerfModel, workload: Workload, interval_s: float) 
         )
         rate = count / (end - start if end > start else interval_s)
         hint = capacity(hint_plan, model, rate, float(sub.isl.mean()), float(sub.osl.mean()))
-        cache: dict[tuple[int, int], tuple[float, float]] = {}
+        cache: dict[tuple[tuple[str, int], ...], tuple[float, float]] = {}
 
-        def means(p: int, d: int) -> tuple[float, float]:
+        def means(replicas: dict[str, int]) -> tuple[float, float]:
             nonlocal runs
-            if (p, d) not in cache:
+            key = tuple(sorted(replicas.items()))
+            if key not in cache:
                 runs += 1
-                cache[(p, d)] = _means(sub, model, {"prefill": p, "decode": d}, gpus)
-            return cache[(p, d)]
+                cache[key] = _means(sub, model, replicas, gpus, plan.spec.mode)
+            return cache[key]
 
+        wanted: dict[str, int]
         if plan.spec.mode == "agg":
             wp = pools["worker"]
 
-            def agg_means(n: int) -> tuple[float, float]:
-                nonlocal runs
-                if (n, -1) not in cache:
-                    runs += 1
-                    cache[(n, -1)] = _means(sub, model, {"worker": n}, gpus, "agg")
-                return cache[(n, -1)]
-
             def holds(n: int) -> bool:
-                ttft, itl = agg_means(n)
+                ttft, itl = means({"worker": n})
                 return ttft <= sla.ttft_ms and itl <= sla.itl_ms
 
             workers, ok_w = smallest_passing(holds, wp.min_replicas, wp.max_replicas, hint.replicas("worker"))
-            ttft_ms, itl_ms = agg_means(workers)
             wanted = {"worker": workers}
-            final = apply_budget(wanted, mins, gpus, plan.spec.budget.max_gpus)
-            out.append(
-                OracleInterval(
-                    start,
-                    start + length,
-                    final,
-                    sum(final[n] * gpus[n] for n in final),
-                    requests=count,
-                    infeasible_pools=() if ok_w else ("worker",),
-                    budget_limited=final != wanted,
-                    ttft_ms=ttft_ms,
-                    itl_ms=itl_ms,
-                )
+            infeasible: tuple[str, ...] = () if ok_w else ("worker",)
+        else:
+            pp, dp = pools["prefill"], pools["decode"]
+            # TTFT does not depend on decode: decode is left out of the prefill runs (faster)
+            prefill, ok_p = smallest_passing(
+                lambda p: means({"prefill": p, "decode": 0})[0] <= sla.ttft_ms,
+                pp.min_replicas, pp.max_replicas, hint.replicas("prefill"),
             )
-            continue
-        pp, dp = pools["prefill"], pools["decode"]
-        # TTFT does not depend on decode: decode is left out of the prefill runs (faster)
-        prefill, ok_p = smallest_passing(
-            lambda p: means(p, 0)[0] <= sla.ttft_ms, pp.min_replicas, pp.max_replicas, hint.replicas("prefill")
-        )
-        decode, ok_d = smallest_passing(
-            lambda d: means(prefill, d)[1] <= sla.itl_ms, dp.min_replicas, dp.max_replicas, hint.replicas("decode")
-        )
-        ttft_ms, itl_ms = means(prefill, decode)
-        wanted = {"prefill": prefill, "decode": decode}
+            decode, ok_d = smallest_passing(
+                lambda d: means({"prefill": prefill, "decode": d})[1] <= sla.itl_ms,
+                dp.min_replicas, dp.max_replicas, hint.replicas("decode"),
+            )
+            wanted = {"prefill": prefill, "decode": decode}
+            infeasible = tuple(n for n, ok in (("prefill", ok_p), ("decode", ok_d)) if not ok)
+        ttft_ms, itl_ms = means(wanted)
         final = apply_budget(wanted, mins, gpus, plan.spec.budget.max_gpus)
         out.append(
             OracleInterval(
@@ -255,7 +239,7 @@ def oracle(plan: Plan, model: PerfModel, workload: Workload, interval_s: float) 
                 final,
                 sum(final[n] * gpus[n] for n in final),
                 requests=count,
-                infeasible_pools=tuple(n for n, ok in (("prefill", ok_p), ("decode", ok_d)) if not ok),
+                infeasible_pools=infeasible,
                 budget_limited=final != wanted,
                 ttft_ms=ttft_ms,
                 itl_ms=itl_ms,
