@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from scaler.core.decision import Reason
@@ -217,3 +220,51 @@ def test_decide_agg_sequence(model) -> None:
     d = decide(plan, model, obs, state)
     assert d.replicas("worker") == 12
     assert d.throughput.correction_decode == pytest.approx(1.0, rel=1e-4)
+
+
+# -- the core's import graph -------------------------------------------------------------
+CORE = Path(__file__).resolve().parent.parent / "scaler" / "core"
+
+
+def _core_imports(tree: ast.Module) -> list[tuple[str, bool]]:
+    """(core module imported, at module level?) for every import of a scaler.core module."""
+    top = {id(n) for n in tree.body}
+    found: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 1:
+                names = [mod.split(".")[0]] if mod else [a.name for a in node.names]
+            elif mod.startswith("scaler.core."):
+                names = [mod.split(".")[2]]
+            elif mod == "scaler.core":
+                names = [a.name for a in node.names]
+            else:
+                continue
+        elif isinstance(node, ast.Import):
+            names = [a.name.split(".")[2] for a in node.names if a.name.startswith("scaler.core.")]
+        else:
+            continue
+        found.extend((n, id(node) in top) for n in names)
+    return found
+
+
+def test_core_imports_form_a_dag_at_module_level() -> None:
+    graph: dict[str, set[str]] = {}
+    for path in sorted(CORE.glob("*.py")):
+        imports = _core_imports(ast.parse(path.read_text()))
+        lazy = sorted(m for m, at_top in imports if not at_top)
+        assert not lazy, f"{path.name} imports core modules inside a function or block: {lazy}"
+        graph[path.stem] = {m for m, _ in imports}
+    done: set[str] = set()
+
+    def visit(module: str, stack: tuple[str, ...]) -> None:
+        assert module not in stack, "import cycle: " + " -> ".join((*stack, module))
+        if module in done:
+            return
+        for dep in sorted(graph.get(module, ())):
+            visit(dep, (*stack, module))
+        done.add(module)
+
+    for module in graph:
+        visit(module, ())

@@ -10,6 +10,9 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional
 
+from .decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
+from .plan import Plan
+
 
 def clamp(value: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, value))
@@ -53,3 +56,57 @@ def apply_budget(
             result[n] += 1
             left -= gpus_per_replica[n]
     return result
+
+
+def bound_and_budget(
+    plan: Plan,
+    requested: Mapping[str, int],
+    reason: Reason,
+    timestamp: float,
+    *,
+    extra_reasons: Optional[Mapping[str, tuple[Reason, ...]]] = None,
+    capacity: Optional[Mapping[str, float]] = None,
+    throughput: Optional[ThroughputInputs] = None,
+    load: Optional[Mapping[str, LoadPoolInputs]] = None,
+    warnings: tuple[str, ...] = (),
+) -> Decision:
+    """Clamp each pool to [min, max], then fit the joint GPU budget. Shared by both paths."""
+    pools = plan.pools
+    reasons: dict[str, list[Reason]] = {n: list((extra_reasons or {}).get(n, ())) for n in requested}
+    bounded: dict[str, int] = {}
+    for n, want in requested.items():
+        pool = pools[n]
+        bounded[n] = clamp(want, pool.min_replicas, pool.max_replicas)
+        if bounded[n] > want:
+            reasons[n].append(Reason.AT_MIN)
+        elif bounded[n] < want:
+            reasons[n].append(Reason.AT_MAX)
+    budget = plan.spec.budget.max_gpus
+    final = apply_budget(
+        bounded,
+        {n: pools[n].min_replicas for n in bounded},
+        {n: pools[n].gpus_per_replica for n in bounded},
+        budget,
+    )
+    for n in final:
+        if final[n] < bounded[n]:
+            reasons[n].append(Reason.BUDGET)
+    return Decision(
+        plan=plan.name,
+        pools={
+            n: PoolDecision(
+                replicas=final[n],
+                requested=requested[n],
+                gpus_per_replica=pools[n].gpus_per_replica,
+                reasons=tuple(reasons[n]),
+                capacity_tokens_per_s=(capacity or {}).get(n),
+            )
+            for n in requested
+        },
+        reason=reason,
+        timestamp=timestamp,
+        throughput=throughput,
+        load=load or {},
+        budget_gpus=budget,
+        warnings=warnings,
+    )

@@ -33,15 +33,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
-from .decision import Decision, LoadPoolInputs, Reason
+from .budget import bound_and_budget
+from .decision import Decision, LoadPoolInputs, Reason, ThroughputInputs
 from .observations import Observation, WorkerLoad
 from .plan import Plan
 from .regression import Capacity, SlidingRegression
-
-if TYPE_CHECKING:  # planner imports this module lazily; avoid the import cycle at run time
-    from .planner import PlannerState
 
 TTFT = "ttft"  # prefill signal
 ITL = "itl"    # decode signal
@@ -116,13 +114,12 @@ def new_load_state(plan: Plan) -> LoadState:
     return state
 
 
-def ensure_load_state(plan: Plan, state: "PlannerState") -> LoadState:
-    """The planner state's load slot, created on first use and resized on a plan change."""
+def ensure_load_state(plan: Plan, current: Optional[LoadState]) -> LoadState:
+    """`current`, or a new state on first use; resized (keeping its points) on a plan change."""
     ld = plan.spec.scaling.load
-    current = state.load
-    if not isinstance(current, LoadState):
-        current = new_load_state(plan)
-    elif (current.window, current.min_observations) != (ld.window, ld.min_observations):
+    if current is None:
+        return new_load_state(plan)
+    if (current.window, current.min_observations) != (ld.window, ld.min_observations):
         fresh = new_load_state(plan)
         for key, reg in current.regressions.items():
             if key in fresh.regressions:
@@ -133,8 +130,7 @@ def ensure_load_state(plan: Plan, state: "PlannerState") -> LoadState:
         fresh.decided = dict(current.decided)
         fresh.down_streak = dict(current.down_streak)
         fresh.ticks = current.ticks
-        current = fresh
-    state.load = current
+        return fresh
     return current
 
 
@@ -399,19 +395,27 @@ def _avg_isl(load: LoadState, pool: str, members: Sequence[WorkerLoad]) -> Optio
     return sum(now) / len(now) if now else None
 
 
-def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
-    """One load-based tick: observe, decide +-1 per pool, floor, bounds, budget."""
-    from .planner import bound_and_budget  # planner imports us lazily; keep the cycle lazy
+def load_tick(
+    plan: Plan,
+    obs: Observation,
+    load: LoadState,
+    *,
+    floor: Optional[Mapping[str, int]],
+    previous: Mapping[str, int],
+    throughput_inputs: Optional[ThroughputInputs],
+) -> Decision:
+    """One load-based tick: observe, decide +-1 per pool, floor, bounds, budget.
 
-    load = ensure_load_state(plan, state)
+    Updates `load` in place. `floor`: the latest throughput tick's replicas per pool (None
+    when throughput scaling is off); `previous`: the replicas of the planner's previous
+    decision; `throughput_inputs`: carried into the decision unchanged.
+    """
     load.ticks += 1
     observe(plan, load, obs.workers)
     grouped, warnings = workers_by_pool(plan, obs.workers)
     spec = plan.spec
     sensitivity = spec.scaling.load.scale_down_sensitivity
     confirm_ticks = down_confirm_ticks(plan)
-    floor = state.throughput_floor if spec.scaling.throughput.enabled else None
-    previous = state.last.pools if state.last is not None else {}
     # A throughput tick without worker samples says nothing about load: every pool keeps
     # the load path's last decision, raised to the (new) throughput floor.
     throughput_only = not obs.workers and obs.traffic is not None
@@ -463,7 +467,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
         elif not members and pool not in obs.ready_replicas:
             # nothing reports for this pool: keep the previous decision
             reason = Reason.LOAD_INSUFFICIENT_DATA
-            want = last if last is not None else (previous[pool].replicas if pool in previous else None)
+            want = last if last is not None else previous.get(pool)
         elif last is not None and ready != last:
             # A change is in flight (replicas starting, or leaving): do not stack another.
             # A down verdict may withdraw a replica that never became ready (pending pods
@@ -513,7 +517,7 @@ def load_tick(plan: Plan, obs: Observation, state: "PlannerState") -> Decision:
         overall,
         obs.timestamp,
         extra_reasons=reasons,
-        throughput=state.throughput_inputs,
+        throughput=throughput_inputs,
         load=inputs,
         warnings=tuple(warnings),
     )

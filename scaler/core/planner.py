@@ -12,9 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from .budget import apply_budget, clamp
-from .decision import Decision, PoolDecision, Reason, ThroughputInputs
+from .budget import bound_and_budget
+from .decision import Decision, Reason, ThroughputInputs
 from .interpolation import DecodeOperatingPoint, PerfModel
+from .load import LoadState, ensure_load_state, load_tick
 from .observations import Observation, TrafficWindow
 from .plan import Plan
 from .predictors import Predictor, make_predictor
@@ -48,8 +49,8 @@ class PlannerState:
     # inputs of the latest throughput tick, carried into load-tick decisions
     throughput_inputs: Optional[ThroughputInputs] = None
     last: Optional[Decision] = None
-    # load-based planner state (scaler.core.load), created on first use
-    load: object = None
+    # the load path's state (regressions, last load decision), created on first use
+    load: Optional[LoadState] = None
 
 
 def new_state(plan: Plan) -> PlannerState:
@@ -86,9 +87,15 @@ def decide(plan: Plan, model: Optional[PerfModel], obs: Observation, state: Plan
     # Once the load path has decided, a throughput-only tick goes through it too, so that it
     # keeps the load path's replicas (raised to the new floor) instead of dropping them.
     if load_on and (obs.workers or decision is None or state.load is not None):
-        from .load import load_tick  # the load path is optional; keep its import local
-
-        decision = load_tick(plan, obs, state)
+        state.load = ensure_load_state(plan, state.load)
+        decision = load_tick(
+            plan,
+            obs,
+            state.load,
+            floor=state.throughput_floor if throughput_on else None,
+            previous={} if state.last is None else {n: p.replicas for n, p in state.last.pools.items()},
+            throughput_inputs=state.throughput_inputs,
+        )
     if decision is None:
         raise ValueError("observation carries nothing this plan scales on")
     state.last = decision
@@ -262,56 +269,3 @@ def replicas_for(
         warnings=tuple(warnings),
     )
 
-
-def bound_and_budget(
-    plan: Plan,
-    requested: dict[str, int],
-    reason: Reason,
-    timestamp: float,
-    *,
-    extra_reasons: Optional[dict[str, tuple[Reason, ...]]] = None,
-    capacity: Optional[dict[str, float]] = None,
-    throughput: Optional[ThroughputInputs] = None,
-    load: Optional[dict] = None,
-    warnings: tuple[str, ...] = (),
-) -> Decision:
-    """Clamp each pool to [min, max], then fit the joint GPU budget. Shared by both paths."""
-    pools = plan.pools
-    reasons: dict[str, list[Reason]] = {n: list((extra_reasons or {}).get(n, ())) for n in requested}
-    bounded: dict[str, int] = {}
-    for n, want in requested.items():
-        pool = pools[n]
-        bounded[n] = clamp(want, pool.min_replicas, pool.max_replicas)
-        if bounded[n] > want:
-            reasons[n].append(Reason.AT_MIN)
-        elif bounded[n] < want:
-            reasons[n].append(Reason.AT_MAX)
-    budget = plan.spec.budget.max_gpus
-    final = apply_budget(
-        bounded,
-        {n: pools[n].min_replicas for n in bounded},
-        {n: pools[n].gpus_per_replica for n in bounded},
-        budget,
-    )
-    for n in final:
-        if final[n] < bounded[n]:
-            reasons[n].append(Reason.BUDGET)
-    return Decision(
-        plan=plan.name,
-        pools={
-            n: PoolDecision(
-                replicas=final[n],
-                requested=requested[n],
-                gpus_per_replica=pools[n].gpus_per_replica,
-                reasons=tuple(reasons[n]),
-                capacity_tokens_per_s=(capacity or {}).get(n),
-            )
-            for n in requested
-        },
-        reason=reason,
-        timestamp=timestamp,
-        throughput=throughput,
-        load=load or {},
-        budget_gpus=budget,
-        warnings=warnings,
-    )

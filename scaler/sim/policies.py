@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -34,18 +33,9 @@ class PolicySpec:
     static: Optional[Mapping[str, int]] = None
 
 
-def load_scaling_available() -> bool:
-    """Load-based scaling lives in scaler.core.load, which may not be installed yet."""
-    return importlib.util.find_spec("scaler.core.load") is not None
-
-
 def parse_policy(name: str, pools: tuple[str, ...] = ("prefill", "decode")) -> PolicySpec:
     name = name.strip()
-    if name in ("plan", "throughput-only", ORACLE):
-        return PolicySpec(name=name, kind=name)
-    if name == "load-only":
-        if not load_scaling_available():
-            raise PolicyError("policy 'load-only' needs load-based scaling (scaler.core.load), which is not available")
+    if name in ("plan", "throughput-only", "load-only", ORACLE):
         return PolicySpec(name=name, kind=name)
     m = _STATIC.match(name)
     if m:
