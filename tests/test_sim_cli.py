@@ -147,6 +147,7 @@ def test_aggregated_plan_with_truth_profile(tmp_path: Path) -> None:
     assert set(pol["plan"]["gpuHoursByPool"]) == {"worker"}
     assert set(pol["oracle"]["peakReplicas"]) == {"worker"}
     assert pol["static:8"]["peakReplicas"] == {"worker": 8}
+    assert pol["static:8"]["peakGpus"] == 16  # 8 workers x 2 GPUs (gpusPerReplica)
     assert pol["static:8"]["attainment"]["both"] >= 0.999  # one long prompt misses TTFT
     # the load path moved the worker pool; the oracle is a lower bound on the static fleet
     assert pol["plan"]["scaleEvents"] > 0 and pol["plan"]["peakReplicas"]["worker"] > 1

@@ -12,9 +12,9 @@ from helpers import flat_profile, linear_profile, make_plan
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.planner import capacity
-from scaler.sim.engine import EngineConfig, SimResult, Workload, simulate
+from scaler.sim.engine import EngineConfig, PoolSample, SimResult, Workload, simulate
 from scaler.sim.oracle import oracle, smallest_passing
-from scaler.sim.policies import PolicyError, PlannerController, parse_policy, policy_plan
+from scaler.sim.policies import PolicyError, PlannerController, StaticController, parse_policy, policy_plan
 from scaler.sim.report import policy_summary, window_attainment
 from scaler.sim.run import compare
 
@@ -297,6 +297,31 @@ def test_attainment_per_request_and_per_minute_window() -> None:
     assert window_attainment(r, sla) == {"ttft": 1.0, "itl": 1.0, "both": 1.0}
     assert s["ttftMs"]["p50"] == pytest.approx(75.0)
     assert s["goodputRps"] == pytest.approx(2 / 80.0)
+
+
+def test_peak_gpus_is_the_peak_of_the_total_billed_across_pools() -> None:
+    # prefill 2 GPUs a replica, decode 4: the pools peak at different times, and the total
+    # peaks at neither pool's own peak (1*2 + 3*4 = 14 at t=30).
+    r = _result(ttft=[100], itl=[5], t=[0], osl=[2])
+    r.gpus_per_replica = {"prefill": 2, "decode": 4}
+    counts = [(0.0, 1, 1), (10.0, 5, 1), (20.0, 2, 2), (30.0, 1, 3), (40.0, 1, 1)]
+    r.samples = [
+        PoolSample(t=t, pool=pool, desired=n, ready=n, billed=n)
+        for t, p, d in counts
+        for pool, n in (("prefill", p), ("decode", d))
+    ]
+    s = policy_summary(r, make_plan().spec.sla, oracle_gpu_hours=None)
+    assert s["peakReplicas"] == {"prefill": 5, "decode": 3}
+    assert s["peakGpus"] == 14
+
+
+def test_peak_gpus_of_a_run_counts_gpus_per_replica_in_every_pool() -> None:
+    # static 3 prefill + 2 decode at 2 and 4 GPUs a replica: 14 GPUs the whole run
+    workload = _even([(20.0, 1.0)], isl=1000, osl=5)
+    cfg = EngineConfig(gpus_per_replica={"prefill": 2, "decode": 4})
+    ctl = StaticController("static:3,2", {"prefill": 3, "decode": 2})
+    s = policy_summary(simulate(workload, MODEL, ctl, cfg), make_plan().spec.sla, oracle_gpu_hours=None)
+    assert s["peakGpus"] == 14
 
 
 def test_requests_stranded_without_replicas_are_reported_unfinished() -> None:

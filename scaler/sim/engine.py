@@ -193,6 +193,19 @@ class SimResult:
                 yield s
             last[s.pool] = s.desired
 
+    def peak_gpus(self) -> int:
+        """The most GPUs billed at once: the peak over time of the sum over pools of billed
+        replicas times GPUs per replica. Counts are taken after the last sample at each time
+        (samples at one time are one instant: a replica added and removed then costs nothing)."""
+        billed: dict[str, int] = {}
+        peak = 0
+        samples = self.samples
+        for i, s in enumerate(samples):
+            billed[s.pool] = s.billed
+            if i + 1 == len(samples) or samples[i + 1].t != s.t:
+                peak = max(peak, sum(n * self.gpus_per_replica[p] for p, n in billed.items()))
+        return peak
+
     def gpu_hours(self, pool: Optional[str] = None) -> float:
         return sum(
             (r.ended_at - r.requested_at) * self.gpus_per_replica[r.pool]

@@ -10,6 +10,8 @@ Definitions (docs/simulation.md):
 - gpuHours: GPU-seconds of every replica from request to removal (start-up and drain
   included) / 3600; gpuHoursVsOracle divides it by the oracle's.
 - scaleEvents: pool target changes applied.
+- peakReplicas: per pool, the most replicas billed at once; peakGpus: the most GPUs billed
+  at once, all pools together (replicas times gpusPerReplica, summed at each time).
 """
 
 from __future__ import annotations
@@ -105,7 +107,6 @@ def policy_summary(result: SimResult, sla: Sla, oracle_gpu_hours: Optional[float
     span = result.workload.span_s
     gpu_hours = result.gpu_hours()
     finished = np.isfinite(result.finish)
-    billed = [s.billed for s in result.samples]
     by_pool: dict[str, list[int]] = {}
     for s in result.samples:
         by_pool.setdefault(s.pool, []).append(s.billed)
@@ -128,7 +129,7 @@ def policy_summary(result: SimResult, sla: Sla, oracle_gpu_hours: Optional[float
         "meanItlMs": round(float(np.nanmean(result.itl_ms)), 3) if np.isfinite(result.itl_ms).any() else None,
         "gpuHoursByPool": {p: round(result.gpu_hours(p), 4) for p in result.gpus_per_replica},
         "peakReplicas": {p: max(vals) for p, vals in by_pool.items()},
-        "peakGpus": max(billed) if billed else 0,
+        "peakGpus": result.peak_gpus(),
         "endTimeS": round(result.end_time, 3),
     }
 
