@@ -1,5 +1,5 @@
 # Two entry points for a fresh Debian machine with only Python and apt:
-#   make demo   - run the main job on the embedded example plan
+#   make demo   - run the main job live on the example plan (examples/llama-8b-disagg.yaml)
 #   make test   - run the whole test suite (what .ci/run calls)
 # Both create .venv and install what they need, Debian's prometheus package included.
 
@@ -35,7 +35,7 @@ prometheus:
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
 demo: venv prometheus
-	$(BIN)/python -m scaler.demo
+	$(BIN)/python -m scaler.devtools.demo
 
 test: venv prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from scaler.openmetrics import frontend_history, requests_from_trace  # noqa: E402
+from scaler.devtools.backfill import frontend_history, requests_from_trace  # noqa: E402
 from scaler.traces import read_trace  # noqa: E402
 
 TRACE = ROOT / "examples" / "traces" / "azure-llm-2023-code.csv"

@@ -219,7 +219,7 @@ class PromFactory:
         tls: Optional[tuple[Path, Path]] = None,
     ) -> PromServer:
         """Start a server. `history`: OpenMetrics text or an object with `.text()` (e.g.
-        `scaler.openmetrics.OpenMetricsWriter`), backfilled before start. `tls`:
+        `scaler.devtools.backfill.OpenMetricsWriter`), backfilled before start. `tls`:
         (certificate, key) files: serve https only."""
         prometheus, promtool = binaries()
         d = self.base / f"prom{len(self.servers)}"

@@ -13,7 +13,7 @@ import yaml
 from helpers import flat_profile, plan_dict, write_plan
 from keda_client import KedaClient, Trigger
 from scaler.core.observations import TrafficWindow
-from scaler.openmetrics import OpenMetricsWriter, frontend_history, requests_from_windows
+from scaler.devtools.backfill import OpenMetricsWriter, frontend_history, requests_from_windows
 from scaler.service.loop import PlanLoop, grid_end
 from scaler.service.server import ScalerServer, ServeConfig
 

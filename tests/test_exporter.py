@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scaler.exporter import BUCKETS, LoadModel, Replay, SyntheticFrontend, log_buckets
-from scaler.openmetrics import CompletedRequest, frontend_history
+from scaler.devtools.backfill import CompletedRequest, frontend_history
+from scaler.devtools.fake_frontend import BUCKETS, LoadModel, Replay, SyntheticFrontend, log_buckets
 from scaler.sources import SOURCES
 from scaler.traces import Request
 
@@ -168,7 +168,7 @@ def test_history_writer_matches_the_live_exporter_series() -> None:
 def test_command_line_prints_port_serves_and_stops_on_sigterm() -> None:
     trace = REPO / "tests" / "fixtures" / "traces" / "azure-llm-2023-code-head2000.csv"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "scaler.exporter", "--trace", str(trace), "--speed", "2000", "--listen", "127.0.0.1:0"],
+        [sys.executable, "-m", "scaler.devtools.fake_frontend", "--trace", str(trace), "--speed", "2000", "--listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
@@ -194,7 +194,7 @@ def test_command_line_bad_trace_exits_2(tmp_path: Path) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\nnot-a-time,1,1\n")
     proc = subprocess.run(
-        [sys.executable, "-m", "scaler.exporter", "--trace", str(bad)],
+        [sys.executable, "-m", "scaler.devtools.fake_frontend", "--trace", str(bad)],
         capture_output=True, text=True, cwd=REPO, timeout=30,
     )
     assert proc.returncode == 2
@@ -203,7 +203,7 @@ def test_command_line_bad_trace_exits_2(tmp_path: Path) -> None:
 
 def test_requests_from_windows_reproduce_counts_and_means() -> None:
     from scaler.core.observations import TrafficWindow
-    from scaler.openmetrics import requests_from_windows
+    from scaler.devtools.backfill import requests_from_windows
 
     windows = [
         TrafficWindow(60, 4, isl=1500, osl=120, ttft_ms=180, itl_ms=12, request_duration_s=1.6),
@@ -219,7 +219,7 @@ def test_requests_from_windows_reproduce_counts_and_means() -> None:
 
 
 def test_openmetrics_writer_gauges_escaping_and_order_checks(tmp_path: Path) -> None:
-    from scaler.openmetrics import OpenMetricsWriter
+    from scaler.devtools.backfill import OpenMetricsWriter
 
     w = OpenMetricsWriter()
     w.gauge("g", {"worker_id": 'a"b\\c'}, [(10.0, 1.5), (25.0, 2.0)], help="a gauge")

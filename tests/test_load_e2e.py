@@ -28,7 +28,7 @@ from scaler.core.decision import Reason
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan
 from scaler.errors import MetricsUnavailable
-from scaler.exporter import SyntheticFrontend
+from scaler.devtools.fake_frontend import SyntheticFrontend
 from scaler.prom.client import PromClient
 from scaler.prom.reader import read_traffic, read_workers
 from scaler.render.pipeline import render_manifests, rules_file_name

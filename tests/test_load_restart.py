@@ -9,7 +9,7 @@ from pathlib import Path
 from helpers import with_changes
 from scaler.core.load import rebuild_load_state
 from scaler.core.observations import Observation
-from scaler.openmetrics import OpenMetricsWriter
+from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.planfile import load_plan
 from scaler.prom.client import PromClient
 from scaler.prom.reader import read_workers, read_workers_history

@@ -51,6 +51,8 @@ def test_wheel_contains_runtime_data(wheel: Path) -> None:
     assert "dynplan = scaler.cli:main" in entry
     # nothing from tests or the repo's working files leaks into the wheel
     assert not any(n.startswith(("tests/", "examples/", ".venv")) for n in names)
+    # nor the developer tooling (demo, fake frontend, backfill writer)
+    assert not [n for n in names if n.startswith("scaler/devtools")]
 
 
 def _run(installed: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
@@ -100,3 +102,22 @@ def test_installed_validate_rejects_bad_plan(installed: Path, tmp_path: Path) ->
     assert res.returncode == 2
     assert "bad.yaml: spec.pools.decode.maxReplicas" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_demo_reads_the_example_plan_from_the_clone(tmp_path: Path) -> None:
+    from scaler.core.plan import Plan
+    from scaler.devtools import demo
+
+    root = demo.repo_root()
+    assert root == REPO.resolve()
+    doc = demo.demo_plan(root, "http://127.0.0.1:9")
+    plan = Plan.model_validate(doc)
+    assert plan.name == "llama-8b" and plan.pool_names == ("prefill", "decode")
+    assert plan.spec.scaling.throughput.interval_seconds == demo.INTERVAL_SECONDS
+    assert plan.spec.metrics.prometheus.url == "http://127.0.0.1:9"
+    assert Path(doc["spec"]["profile"]).is_absolute() and Path(doc["spec"]["profile"]).is_dir()
+    groups = demo.rule_file_document(doc)["groups"]
+    assert [g["name"] for g in groups] == ["dynplan-llama-8b-throughput"] and groups[0]["interval"] == "1s"
+
+    with pytest.raises(demo.DemoError, match="runs from a clone of the dynplan repository"):
+        demo.repo_root([tmp_path])

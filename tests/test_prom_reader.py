@@ -28,8 +28,8 @@ from promserver import (
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan, PrometheusAccess
 from scaler.errors import MetricsUnavailable
-from scaler.exporter import SyntheticFrontend
-from scaler.openmetrics import CompletedRequest, OpenMetricsWriter, frontend_history
+from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, frontend_history
+from scaler.devtools.fake_frontend import SyntheticFrontend
 from scaler.prom import (
     PromClient,
     read_traffic,

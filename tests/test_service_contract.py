@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keda_client import average_value_replicas, hpa_metric_name
-from scaler.openmetrics import OpenMetricsWriter
+from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.proto import externalscaler_pb2 as pb
 from service_harness import (
     IDLE, NAMESPACE, T, add_history, busy, history_end, loop_of, rpc_error, running_scaler,

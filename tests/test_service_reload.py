@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scaler.openmetrics import OpenMetricsWriter
+from scaler.devtools.backfill import OpenMetricsWriter
 from service_harness import add_history, busy, history_end, loop_of, rewrite_plan, running_scaler, test_plan, trigger, write_plans
 
 E = history_end()

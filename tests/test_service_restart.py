@@ -9,7 +9,7 @@ from helpers import flat_profile, make_plan
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import Observation, TrafficWindow
 from scaler.core.planner import decide, new_state
-from scaler.openmetrics import OpenMetricsWriter
+from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.planfile import load_plan
 from scaler.prom.client import PromClient
 from scaler.service.loop import PlanLoop, PromReader

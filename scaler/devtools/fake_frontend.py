@@ -1,4 +1,4 @@
-"""A synthetic Dynamo frontend: the frontend's Prometheus series on an HTTP /metrics endpoint.
+"""A fake Dynamo frontend for the demo and the tests: the frontend's series on /metrics.
 
 It exports the series the scaler reads (names from `scaler.sources`), with Dynamo's
 histogram buckets, and either
@@ -24,7 +24,7 @@ count-1 log-spaced values up to MAX, rounded to 2 significant figures:
 TTFT 0.001..480 s (18), ITL 0.001..2 s (13), request duration 1..512 s (10),
 ISL 50..128000 tokens (12), OSL 50..32000 tokens (10). See `BUCKETS`.
 
-Run `python -m scaler.exporter --trace FILE --speed 30 --listen 127.0.0.1:0`: it prints
+Run `python -m scaler.devtools.fake_frontend --trace FILE --speed 30 --listen 127.0.0.1:0`: it prints
 the port it listens on as its first stdout line and stops cleanly on SIGTERM/SIGINT.
 """
 
@@ -420,7 +420,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from scaler.errors import TraceError
     from scaler.traces import read_trace
 
-    ap = argparse.ArgumentParser(prog="python -m scaler.exporter", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m scaler.devtools.fake_frontend", description=__doc__.split("\n\n")[0])
     ap.add_argument("--trace", required=True, help="trace file (Azure CSV or Mooncake JSONL)")
     ap.add_argument("--speed", type=float, default=30.0, help="time compression factor (default 30)")
     ap.add_argument("--listen", type=_parse_listen, default=("127.0.0.1", 0), help="HOST:PORT, port 0 = any free port")

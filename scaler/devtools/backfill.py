@@ -4,7 +4,7 @@
 Unix seconds) and renders them family by family, each series in time order, ending in
 `# EOF`. `frontend_history` turns completed requests into the Dynamo frontend's series as a
 scrape every `step` seconds would have seen them (same names, labels and buckets as
-`scaler.exporter`), so backfilled history and live scraping are interchangeable.
+`scaler.devtools.fake_frontend`), so backfilled history and live scraping are interchangeable.
 
 Sample timing: a request at time t is counted by every scrape at time >= t. With scrapes on
 a grid and a window (a, b] whose ends are scrape times, `increase()` over it is exactly the
@@ -26,6 +26,7 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 from prometheus_client.utils import floatToGoString
 
 from scaler.core.observations import TrafficWindow
+from scaler.devtools.fake_frontend import BUCKETS
 from scaler.sources import SOURCES, Source
 from scaler.traces import Request
 
@@ -221,8 +222,6 @@ def frontend_history(
     range still count towards later scrapes (counters are cumulative from `start`).
     """
     if buckets is None:
-        from scaler.exporter import BUCKETS
-
         buckets = BUCKETS
     w = writer or OpenMetricsWriter()
     times = scrape_times(start, end, step)

@@ -1,12 +1,13 @@
-"""The live local demo: `python -m scaler.demo` (`make demo`).
+"""The live local demo: `python -m scaler.devtools.demo` (`make demo`), from a clone.
 
 Everything runs on 127.0.0.1, end to end, with real parts:
-1. a synthetic Dynamo frontend (`python -m scaler.exporter`) replaying the Azure LLM code
-   trace (examples/traces, CC-BY 4.0, Microsoft Azure LLM inference trace 2023)
+1. a fake Dynamo frontend (`python -m scaler.devtools.fake_frontend`) replaying the Azure
+   LLM code trace (examples/traces, CC-BY 4.0, Microsoft Azure LLM inference trace 2023)
    time-compressed;
 2. a real Prometheus (Debian's binary) in a temporary directory on a free port, scraping the
-   exporter every second and evaluating the plan's recording rules every second;
-3. `dynplan serve` on a free port, with a demo plan whose throughput interval is 10 s;
+   frontend every second and evaluating the plan's recording rules every second;
+3. `dynplan serve` on a free port, with the example plan (examples/llama-8b-disagg.yaml)
+   deciding every 10 s instead of every 180 s (see `DEMO_OVERRIDES`);
 4. a KEDA-like client that, every poll, calls GetMetricSpec -> GetMetrics -> IsActive for
    both pools over gRPC and prints the observed rate and the desired replicas.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import os
 import re
 import shutil
@@ -29,20 +31,36 @@ import time
 import urllib.request
 from collections import deque
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Optional, Sequence
+from typing import IO, Any, Mapping, Optional, Sequence
 
 import yaml
 
-if TYPE_CHECKING:
-    from .core.plan import Plan
+from scaler import naming
+from scaler.core.plan import POOL_NAMES_BY_MODE, Plan
+from scaler.render.rules import rule_groups
 
-REPO = Path(__file__).resolve().parent.parent
-TRACE = REPO / "examples" / "traces" / "azure-llm-2023-code.csv"
-PROFILE = REPO / "examples" / "profiles" / "h200-llama3.1-8b-fp8-tp1"
-PLAN_NAME = "llama-8b"
-NAMESPACE = "inference"
-DYNAMO_NAMESPACE = "inference-llama-8b"
+EXAMPLE_PLAN = Path("examples") / "llama-8b-disagg.yaml"
+TRACE = Path("examples") / "traces" / "azure-llm-2023-code.csv"
+POOLS = POOL_NAMES_BY_MODE["disagg"]
 INTERVAL_SECONDS = 10
+# What the demo changes in the example plan, so that a two-minute local run shows decisions:
+# a 10 s decision interval (rules evaluated every second), a predictor that answers after two
+# windows, and no latency correction or queueing factor, which would be learned from the fake
+# frontend's toy latencies rather than from the profile. The Prometheus URL is set per run.
+DEMO_OVERRIDES: dict[str, Any] = {
+    "spec": {
+        "scaling": {
+            "throughput": {
+                "intervalSeconds": INTERVAL_SECONDS,
+                "predictor": {"type": "kalman", "minPoints": 2},
+                "correction": False,
+                "queueing": {"enabled": False},
+            },
+        },
+        "metrics": {"prometheus": {"timeoutSeconds": 1.0, "retries": 1}},
+        "rules": {"evaluationIntervalSeconds": 1},
+    },
+}
 LISTEN_RE = re.compile(r'msg="Listening on" address=127\.0\.0\.1:(\d+)')
 
 
@@ -50,51 +68,42 @@ class DemoError(RuntimeError):
     pass
 
 
-def demo_plan(prometheus_url: str) -> dict:
-    """A disaggregated plan on the example profile, deciding every 10 s."""
-    return {
-        "apiVersion": "dynplan/v1alpha1",
-        "kind": "Plan",
-        "metadata": {"name": PLAN_NAME, "namespace": NAMESPACE},
-        "spec": {
-            "mode": "disagg",
-            "sla": {"ttftMs": 200, "itlMs": 20},
-            "workload": {"isl": 2048, "osl": 128},
-            "profile": str(PROFILE),
-            "pools": {
-                pool: {
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"llama-{pool}"},
-                    "gpusPerReplica": 1,
-                    "minReplicas": 1,
-                    "maxReplicas": 16,
-                }
-                for pool in ("prefill", "decode")
-            },
-            "budget": {"maxGpus": 24},
-            "scaling": {
-                "throughput": {"enabled": True, "intervalSeconds": INTERVAL_SECONDS,
-                               "predictor": {"type": "kalman", "minPoints": 2}, "correction": False},
-                "load": {"enabled": False},
-            },
-            "metrics": {
-                "source": "dynamo",
-                "selector": {"dynamo_namespace": DYNAMO_NAMESPACE},
-                "prometheus": {"url": prometheus_url, "timeoutSeconds": 1.0, "retries": 1},
-            },
-            "rules": {"evaluationIntervalSeconds": 1},
-        },
-    }
+def repo_root(starts: Optional[Sequence[Path]] = None) -> Path:
+    """The clone the demo runs from: the nearest directory holding pyproject.toml and the
+    example plan, going up from this file, then from the working directory."""
+    for start in starts if starts is not None else (Path(__file__).resolve().parent, Path.cwd().resolve()):
+        for d in (start, *start.parents):
+            if (d / "pyproject.toml").is_file() and (d / EXAMPLE_PLAN).is_file():
+                return d
+    raise DemoError(
+        f"the demo runs from a clone of the dynplan repository (it reads {EXAMPLE_PLAN} and {TRACE.parent}/); "
+        "none found above this module or the working directory"
+    )
 
 
-def rule_file_document(plan_doc: dict) -> dict:
-    """The plan's recording rules as a Prometheus rule file (via the generator when present)."""
-    from .core.plan import Plan
+def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(dict(base))
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
+
+def demo_plan(root: Path, prometheus_url: str) -> dict[str, Any]:
+    """The example disaggregated plan with `DEMO_OVERRIDES`, its profile path made absolute."""
+    path = root / EXAMPLE_PLAN
+    doc = _merged(yaml.safe_load(path.read_text(encoding="utf-8")), DEMO_OVERRIDES)
+    spec = doc["spec"]
+    spec["profile"] = str((path.parent / spec["profile"]).resolve())
+    spec["metrics"]["prometheus"]["url"] = prometheus_url
+    return doc
+
+
+def rule_file_document(plan_doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The plan's recording rules as a Prometheus rule file (the generator's groups)."""
     plan = Plan.model_validate(plan_doc)
-    try:
-        from .render.rules import rule_groups
-    except ImportError:  # generator not installed: build the same rules from the table
-        return _rules_from_sources(plan)
     groups = []
     for g in rule_groups(plan):
         groups.append({
@@ -103,23 +112,6 @@ def rule_file_document(plan_doc: dict) -> dict:
             "rules": [{"record": r.record, "expr": r.expr, "labels": dict(r.labels)} for r in g.rules],
         })
     return {"groups": groups}
-
-
-def _rules_from_sources(plan: Plan) -> dict[str, Any]:
-    from . import sources
-
-    source = sources.SOURCES[plan.spec.metrics.source]
-    window = plan.spec.scaling.throughput.interval_seconds
-    rules = [
-        {
-            "record": sources.record_name(source, s, window),
-            "expr": sources.raw_expr(source, s, plan.spec.metrics.selector, window),
-            "labels": {sources.PLAN_LABEL: plan.name},
-        }
-        for s in sources.SERIES
-        if s.kind == "throughput"
-    ]
-    return {"groups": [{"name": f"dynplan-{plan.name}-throughput", "interval": "1s", "rules": rules}]}
 
 
 class Processes:
@@ -193,12 +185,14 @@ def _observed_rate(metrics_url: str) -> Optional[float]:
     return float(m.group(1)) if m else None
 
 
-async def keda_poll_loop(address: str, metrics_url: str, duration: float, poll: float, out: IO[str]) -> int:
+async def keda_poll_loop(
+    address: str, metrics_url: str, plan: Plan, duration: float, poll: float, out: IO[str]
+) -> int:
     """Poll like KEDA and print one line per poll; return the number of successful polls."""
     import grpc
 
-    from .proto import externalscaler_pb2 as pb
-    from .proto import externalscaler_pb2_grpc as pb_grpc
+    from scaler.proto import externalscaler_pb2 as pb
+    from scaler.proto import externalscaler_pb2_grpc as pb_grpc
 
     ok = 0
     waiting_said = False
@@ -210,15 +204,16 @@ async def keda_poll_loop(address: str, metrics_url: str, duration: float, poll: 
         loop.add_signal_handler(sig, stop.set)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = pb_grpc.ExternalScalerStub(channel)
-        print(f"{'time':>6}  {'rate req/s':>10}  {'prefill':>7}  {'decode':>6}  active", file=out, flush=True)
+        columns = "  ".join(POOLS)  # each pool's column is as wide as its name
+        print(f"{'time':>6}  {'rate req/s':>10}  {columns}  active", file=out, flush=True)
         while time.monotonic() - start < duration and not stop.is_set():
             t = time.monotonic() - start
             replicas: dict[str, str] = {}
             active: dict[str, bool] = {}
-            for pool in ("prefill", "decode"):
+            for pool in POOLS:
                 ref = pb.ScaledObjectRef(
-                    name=f"{PLAN_NAME}-{pool}", namespace=NAMESPACE,
-                    scalerMetadata={"scalerAddress": address, "plan": PLAN_NAME, "pool": pool},
+                    name=naming.scaled_object_name(plan.name, pool), namespace=plan.namespace,
+                    scalerMetadata={"scalerAddress": address, "plan": plan.name, "pool": pool},
                 )
                 try:
                     spec = await stub.GetMetricSpec(ref, timeout=3)
@@ -244,8 +239,9 @@ async def keda_poll_loop(address: str, metrics_url: str, duration: float, poll: 
                 continue
             rate = _observed_rate(metrics_url)
             rate_text = "-" if rate is None or rate != rate else f"{rate:.2f}"
-            flags = "/".join("yes" if active.get(p) else "no" for p in ("prefill", "decode"))
-            print(f"{t:>5.0f}s  {rate_text:>10}  {replicas['prefill']:>7}  {replicas['decode']:>6}  {flags}", file=out, flush=True)
+            flags = "/".join("yes" if active.get(p) else "no" for p in POOLS)
+            cells = "  ".join(f"{replicas[p]:>{len(p)}}" for p in POOLS)
+            print(f"{t:>5.0f}s  {rate_text:>10}  {cells}  {flags}", file=out, flush=True)
             if answered:
                 ok += 1
             try:
@@ -261,27 +257,31 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise DemoError("the demo needs Debian's prometheus package (make prometheus)")
+    root = repo_root()
+    trace = root / TRACE
+    # The rule file needs no URL; the plan the scaler reads gets Prometheus' once it is known.
+    plan_doc = demo_plan(root, "http://127.0.0.1:1")
+    plan = Plan.model_validate(plan_doc)
     work = Path(tempfile.mkdtemp(prefix="dynplan-demo-"))
     procs = Processes()
     python = sys.executable
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
-        # 1. exporter
-        exporter = procs.start(
-            "exporter",
-            [python, "-m", "scaler.exporter", "--trace", str(TRACE), "--speed", str(speed),
-             "--listen", "127.0.0.1:0", "--dynamo-namespace", DYNAMO_NAMESPACE],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO, env=env,
+        # 1. the fake frontend
+        frontend = procs.start(
+            "fake frontend",
+            [python, "-m", "scaler.devtools.fake_frontend", "--trace", str(trace), "--speed", str(speed),
+             "--listen", "127.0.0.1:0", "--dynamo-namespace", plan.spec.metrics.selector["dynamo_namespace"]],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root, env=env,
         )
-        assert exporter.stdout is not None
-        exporter_port = int(_wait_line(exporter.stdout, re.compile(r"^(\d+)\s*$"), 20, "exporter")[1])
+        assert frontend.stdout is not None
+        frontend_port = int(_wait_line(frontend.stdout, re.compile(r"^(\d+)\s*$"), 20, "fake frontend")[1])
         # 2. Prometheus with the plan's recording rules
-        plan_doc = demo_plan("http://127.0.0.1:1")  # URL fixed below, once the port is known
         (work / "rules.yml").write_text(yaml.safe_dump(rule_file_document(plan_doc), sort_keys=False))
         (work / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "rule_files": [str(work / "rules.yml")],
-            "scrape_configs": [{"job_name": "dynamo-frontend", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}],
+            "scrape_configs": [{"job_name": "dynamo-frontend", "static_configs": [{"targets": [f"127.0.0.1:{frontend_port}"]}]}],
         }))
         prom = procs.start(
             "prometheus",
@@ -296,25 +296,25 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
         # 3. dynplan serve
         plans = work / "plans"
         plans.mkdir()
-        (plans / f"{PLAN_NAME}.yaml").write_text(yaml.safe_dump(demo_plan(prom_url), sort_keys=False))
+        (plans / naming.plan_file_name(plan.name)).write_text(yaml.safe_dump(demo_plan(root, prom_url), sort_keys=False))
         scaler_log = open(work / "scaler.log", "w")
         scaler = procs.start(
             "dynplan serve",
             [python, "-m", "scaler.cli", "serve", "--plans", str(plans), "--listen", "127.0.0.1:0",
              "--metrics-listen", "127.0.0.1:0", "--settle-seconds", "2.5", "--log-level", "info"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=root, env=env,
         )
         assert scaler.stderr is not None
         m = _wait_line(scaler.stderr, re.compile(r"listening on \S+ \(port (\d+)\), metrics port (\d+)"), 30, "dynplan serve", scaler_log)
         address = f"127.0.0.1:{m[1]}"
         metrics_url = f"http://127.0.0.1:{m[2]}/metrics"
         print(
-            f"exporter :{exporter_port} ({speed:g}x replay of {TRACE.name}) -> prometheus {prom_url} -> "
+            f"fake frontend :{frontend_port} ({speed:g}x replay of {trace.name}) -> prometheus {prom_url} -> "
             f"dynplan serve {address} (decides every {INTERVAL_SECONDS} s) -> KEDA-like poll every {poll:g} s\n"
             f"scaler log (one JSON line per decision): {work / 'scaler.log'}",
             file=out, flush=True,
         )
-        ok = asyncio.run(keda_poll_loop(address, metrics_url, duration, poll, out))
+        ok = asyncio.run(keda_poll_loop(address, metrics_url, plan, duration, poll, out))
         print(f"done: {ok} polls answered with replicas for both pools", file=out, flush=True)
         return 0 if ok > 0 else 1
     finally:
@@ -324,7 +324,7 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m scaler.demo", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m scaler.devtools.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--duration", type=float, default=100.0, help="seconds of polling (default 100)")
     ap.add_argument("--speed", type=float, default=30.0, help="trace time compression (default 30x)")
     ap.add_argument("--poll", type=float, default=5.0, help="KEDA poll interval in seconds (default 5)")
