@@ -15,6 +15,12 @@ def finite_or_none(value: Optional[float]) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
+# Sub-window of TrafficWindow.peak_rate: one minute, sliding by half a minute (what
+# max_over_time(rate(requests[1m])[window:30s]) gives over Prometheus' history).
+PEAK_WINDOW_SECONDS = 60.0
+PEAK_STEP_SECONDS = 30.0
+
+
 @dataclass(frozen=True)
 class TrafficWindow:
     """Aggregates over one throughput interval, as the recording rules compute them.
@@ -31,13 +37,18 @@ class TrafficWindow:
     ttft_ms: Optional[float] = None
     itl_ms: Optional[float] = None
     request_duration_s: Optional[float] = None
+    # the highest arrival rate (requests/s) over PEAK_WINDOW_SECONDS sub-windows inside the
+    # window: how bursty the window was below the interval's resolution
+    peak_rate: Optional[float] = None
+    # requests waiting for prefill when the window closed (queued, not yet started)
+    backlog: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not (self.window_seconds > 0):
             raise ValueError("window_seconds must be positive")
         if not math.isfinite(self.requests) or self.requests < 0:
             raise ValueError(f"requests must be a finite number >= 0, got {self.requests}")
-        for name in ("isl", "osl", "ttft_ms", "itl_ms", "request_duration_s"):
+        for name in ("isl", "osl", "ttft_ms", "itl_ms", "request_duration_s", "peak_rate", "backlog"):
             object.__setattr__(self, name, finite_or_none(getattr(self, name)))
 
     @property

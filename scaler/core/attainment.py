@@ -1,0 +1,193 @@
+"""Replicas for a per-request SLA attainment target: queueing tails, not means. Pure.
+
+`spec.sla.attainment` (say 0.99) is the fraction of requests that must meet both their TTFT
+and their mean ITL. The miss budget 1 - attainment is split evenly between the two (a union
+bound: a request misses "both" when it misses either), and each pool is sized on a tail:
+
+- **Prefill** is a c-server queue: each replica prefills one request at a time for S seconds
+  (the profiled TTFT at the predicted ISL). A request meets its TTFT when its wait W stays
+  within the slack SLA - S. The waiting-time tail is Erlang C's exponential with the
+  Allen-Cunneen dispersion V = ca^2 + cs^2 (V = 2 for Poisson arrivals and exponential
+  service, exactly M/M/c; bursty LLM traffic is far above):
+
+      P(W > t) = C(c, a) * exp(-2 (c/S - rate) t / V),   a = rate * S (Erlangs)
+
+  and the pool gets the fewest c with P(W > slack) <= its miss budget. V is learned from the
+  observed mean wait (below), so the formula is calibrated on the traffic it sizes for.
+- **Decode** is an infinite-server system in concurrent sequences: N = rate x D requests in
+  flight, D = OSL x ITL their decode time. N fluctuates (Poisson: variance = mean, times a
+  dispersion for burstier traffic), and every replica holds at most n_max sequences at the
+  ITL target (the profile's operating point: n_max = tokens/s per replica x ITL). The pool
+  gets enough replicas for N's (1 - miss) quantile, not its mean: Dynamo's formula is the
+  special case z = 0.
+- **Backlog**: requests already waiting when the window closed need c/S - rate of spare
+  service for as long as it takes to drain; sized to drain by `drain_seconds`.
+
+References: Erlang C and its M/G/c extension (Allen-Cunneen; Kingman's heavy-traffic
+exponential waiting time), Little's law, M/G/infinity occupancy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+from scipy.stats import norm
+
+# Below this many Erlangs of slack a queue is unstable in practice: never size at rho = 1.
+_MIN_SPARE_ERLANGS = 1e-6
+# Dispersion of Poisson arrivals with exponential service (M/M/c): the prior before traffic.
+POISSON_DISPERSION = 2.0
+
+
+def erlang_c(servers: int, offered: float) -> float:
+    """Probability that an arrival waits in M/M/c with `offered` = rate x S Erlangs.
+
+    1.0 at or above saturation. Computed through Erlang B's stable recursion.
+    """
+    if offered <= 0:
+        return 0.0
+    if servers <= offered:
+        return 1.0
+    b = 1.0
+    for k in range(1, servers + 1):
+        b = offered * b / (k + offered * b)
+    rho = offered / servers
+    return b / (1.0 - rho * (1.0 - b))
+
+
+def wait_exceeds(servers: int, rate: float, service_seconds: float, dispersion: float, wait_seconds: float) -> float:
+    """P(W > wait_seconds) for `servers` replicas (Erlang C with Allen-Cunneen's dispersion)."""
+    if rate <= 0 or service_seconds <= 0:
+        return 0.0
+    offered = rate * service_seconds
+    if servers <= offered + _MIN_SPARE_ERLANGS:
+        return 1.0
+    spare_per_second = servers / service_seconds - rate
+    decay = 2.0 * spare_per_second / max(dispersion, 1e-9)
+    return erlang_c(servers, offered) * math.exp(-decay * max(wait_seconds, 0.0))
+
+
+def mean_wait_seconds(servers: int, rate: float, service_seconds: float, dispersion: float) -> float:
+    """Mean waiting time of the same model: C(c, a) x (V/2) / (c/S - rate)."""
+    offered = rate * service_seconds
+    if servers <= offered + _MIN_SPARE_ERLANGS:
+        return math.inf
+    return erlang_c(servers, offered) * (dispersion / 2.0) / (servers / service_seconds - rate)
+
+
+def prefill_replicas(
+    rate: float,
+    service_seconds: float,
+    slack_seconds: float,
+    miss_fraction: float,
+    dispersion: float,
+    *,
+    backlog: float = 0.0,
+    drain_seconds: float = 60.0,
+    limit: int = 100_000,
+) -> int:
+    """Fewest prefill replicas whose waiting-time tail meets the miss budget, plus the
+    replicas that drain a backlog of `backlog` waiting requests within `drain_seconds`.
+
+    `slack_seconds` is SLA - S, floored at S/2 when the SLA is at or below the service time
+    (no count can meet it; queueing is kept to half a service time, as the infeasible
+    warning says). 0 when idle with no backlog.
+    """
+    if service_seconds <= 0:
+        return 0
+    drain = math.ceil(max(backlog, 0.0) * service_seconds / max(drain_seconds, service_seconds) - 1e-9)
+    if rate <= 0:
+        return drain
+    slack = max(slack_seconds, service_seconds / 2.0)
+    c = max(1, math.floor(rate * service_seconds) + 1)
+    while c < limit and wait_exceeds(c, rate, service_seconds, dispersion, slack) > miss_fraction:
+        c += 1
+    return min(c + drain, limit)
+
+
+def dispersion_from_wait(
+    servers: int, rate: float, service_seconds: float, observed_wait_seconds: float
+) -> Optional[float]:
+    """The dispersion V one window implies: observed mean wait / the model's at V = 1.
+
+    None when the window cannot say: no load, no servers, or saturated (the queue grew; the
+    stationary model does not apply, and the backlog term reacts instead).
+    """
+    if rate <= 0 or servers <= 0 or service_seconds <= 0:
+        return None
+    unit = mean_wait_seconds(servers, rate, service_seconds, 1.0)
+    if not math.isfinite(unit):
+        return None
+    if unit <= 0:
+        return None
+    return max(observed_wait_seconds, 0.0) / unit
+
+
+def concurrency_quantile(mean: float, dispersion: float, miss_fraction: float) -> float:
+    """The (1 - miss) quantile of concurrent sequences: mean + z sqrt(dispersion x mean).
+
+    Normal approximation of a (over-dispersed) Poisson occupancy; exact enough above a few
+    sequences, and conservative below (z applies in full).
+    """
+    if mean <= 0:
+        return 0.0
+    z = float(norm.ppf(1.0 - miss_fraction)) if 0 < miss_fraction < 1 else 0.0
+    return mean + max(z, 0.0) * math.sqrt(max(dispersion, 0.0) * mean)
+
+
+@dataclass(frozen=True)
+class DecodeSizing:
+    replicas: float            # fractional; the caller rounds up
+    mean_sequences: float      # rate x OSL x ITL
+    quantile_sequences: float  # the sequences the pool is sized for
+    sequences_per_replica: float
+
+
+def decode_replicas(
+    rate: float,
+    osl: float,
+    itl_ms: float,
+    tokens_per_second_per_replica: float,
+    miss_fraction: float,
+    dispersion: float = 1.0,
+) -> DecodeSizing:
+    """Decode replicas for the (1 - miss) quantile of concurrent sequences.
+
+    Each replica holds n_max = tokens/s x ITL sequences at its operating point (Little's law
+    on one engine); the fleet holds rate x OSL x ITL on average. With miss 0.5 (z = 0) this is
+    exactly Dynamo's rate x OSL / throughput.
+    """
+    per_replica = tokens_per_second_per_replica * itl_ms / 1000.0
+    mean = max(rate, 0.0) * max(osl, 0.0) * itl_ms / 1000.0
+    q = concurrency_quantile(mean, dispersion, miss_fraction)
+    replicas = q / per_replica if per_replica > 0 else 0.0
+    return DecodeSizing(replicas=replicas, mean_sequences=mean, quantile_sequences=q, sequences_per_replica=per_replica)
+
+
+# -- learning from observed windows ------------------------------------------------------------
+#
+# Three quantities are learned, each with a fast attack and a slow release (in log space: they
+# span orders of magnitude): a window that shows worse traffic raises them at once; calmer
+# windows lower them by `decay` per interval. Bursts recur, and one calm window right after a
+# scale-up (when the queue has just been fixed) must not undo it.
+
+
+@dataclass
+class AttainmentState:
+    """What the attainment sizing has learned; part of PlannerState, rebuilt by replay."""
+
+    dispersion: float = POISSON_DISPERSION  # prefill arrivals+service dispersion V
+    burst: float = 1.0                      # peak sub-window rate / window mean rate
+    decode_slowdown: float = 1.0            # observed / profiled ITL
+    # recent sized replicas (timestamp, pool -> replicas) for the scale-down hold
+    recent: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+
+
+def smooth(previous: float, observed: float, decay: float, lo: float, hi: float) -> float:
+    """Fast attack, slow release in log space, clamped to [lo, hi]."""
+    observed = min(max(observed, lo), hi)
+    if observed >= previous:
+        return observed
+    return math.exp((1.0 - decay) * math.log(previous) + decay * math.log(observed))

@@ -1,0 +1,124 @@
+"""The attainment sizing math (scaler.core.attainment): hand-computed cases and properties."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scaler.core.attainment import (
+    concurrency_quantile,
+    decode_replicas,
+    dispersion_from_wait,
+    erlang_c,
+    mean_wait_seconds,
+    prefill_replicas,
+    wait_exceeds,
+)
+
+
+def test_erlang_c_matches_closed_forms() -> None:
+    # M/M/1: P(wait) = rho
+    assert erlang_c(1, 0.7) == pytest.approx(0.7)
+    # M/M/2 at a = 1: C = a^2/2 / (1 - a/2) / (1 + a + a^2/2/(1-a/2)) = 0.5/0.5/(2+1) = 1/3
+    assert erlang_c(2, 1.0) == pytest.approx(1 / 3)
+    # a standard table value: c = 10, a = 8 -> 0.4092
+    assert erlang_c(10, 8.0) == pytest.approx(0.40918, abs=1e-5)
+    assert erlang_c(3, 3.0) == 1.0 and erlang_c(3, 0.0) == 0.0
+
+
+def test_wait_tail_is_mm1_exponential_at_poisson_dispersion() -> None:
+    # M/M/1 (V = 2): P(W > t) = rho exp(-(mu - lambda) t); lambda 5/s, S 0.1 s, t 0.2 s
+    assert wait_exceeds(1, 5.0, 0.1, 2.0, 0.2) == pytest.approx(0.5 * math.exp(-5.0 * 0.2))
+    # twice the dispersion halves the decay rate
+    assert wait_exceeds(1, 5.0, 0.1, 4.0, 0.2) == pytest.approx(0.5 * math.exp(-2.5 * 0.2))
+    # saturated: every request waits past any bound
+    assert wait_exceeds(2, 20.0, 0.1, 2.0, 10.0) == 1.0
+
+
+def test_mean_wait_is_mm1_at_poisson_dispersion() -> None:
+    # M/M/1 mean wait rho/(mu - lambda) = 0.5 / 5 = 0.1 s
+    assert mean_wait_seconds(1, 5.0, 0.1, 2.0) == pytest.approx(0.1)
+    assert dispersion_from_wait(1, 5.0, 0.1, 0.1) == pytest.approx(2.0)
+    assert dispersion_from_wait(1, 20.0, 0.1, 1.0) is None  # saturated window
+    assert dispersion_from_wait(0, 5.0, 0.1, 0.1) is None
+
+
+def test_prefill_replicas_hand_computed() -> None:
+    # 66 req/s, S = 35 ms (2.31 Erlangs), slack 765 ms, 0.5% misses:
+    # c = 3: Erlang B 0.6979, 0.4463, 0.2558 -> C = 0.2558 / (1 - 0.77 x 0.7442) = 0.5991
+    c3 = erlang_c(3, 66 * 0.035)
+    assert c3 == pytest.approx(0.5991, abs=1e-4)
+    # decay 2 (3/0.035 - 66)/V; V = 2: 19.71/s over 0.765 s -> P = 0.5991 e^-15.08 ~ 1.7e-7 <= 0.005 -> 3 replicas
+    assert prefill_replicas(66, 0.035, 0.765, 0.005, 2.0) == 3
+    # V = 100: decay 0.394/s -> P(3) = 0.5991 e^-0.3016 = 0.443;
+    assert wait_exceeds(3, 66, 0.035, 100.0, 0.765) == pytest.approx(0.5991 * math.exp(-0.30163), abs=1e-3)
+    # c = 7 is the first below 0.005
+    assert prefill_replicas(66, 0.035, 0.765, 0.005, 100.0) == 7
+    assert wait_exceeds(6, 66, 0.035, 100.0, 0.765) > 0.005 >= wait_exceeds(7, 66, 0.035, 100.0, 0.765)
+
+
+def test_prefill_backlog_drains_by_the_deadline() -> None:
+    # 600 waiting requests x 35 ms = 21 replica-seconds; by 10 s: 3 more replicas
+    base = prefill_replicas(66, 0.035, 0.765, 0.005, 2.0)
+    assert prefill_replicas(66, 0.035, 0.765, 0.005, 2.0, backlog=600, drain_seconds=10) == base + 3
+    # idle with a backlog still drains it; idle without one needs nothing
+    assert prefill_replicas(0, 0.035, 0.765, 0.005, 2.0, backlog=600, drain_seconds=10) == 3
+    assert prefill_replicas(0, 0.035, 0.765, 0.005, 2.0) == 0
+
+
+def test_infeasible_slack_keeps_half_a_service_time() -> None:
+    # SLA below the service time: sized as if the slack were S/2, not unbounded
+    assert prefill_replicas(10, 0.5, -0.1, 0.01, 2.0) == prefill_replicas(10, 0.5, 0.25, 0.01, 2.0)
+
+
+def test_decode_quantile_reduces_to_dynamo_at_the_median() -> None:
+    # 8.33 req/s x OSL 150 at 1000 tokens/s per replica: Dynamo's 1.25 replicas
+    d = decode_replicas(500 / 60, 150, 20.0, 1000.0, miss_fraction=0.5)
+    assert d.replicas == pytest.approx(500 / 60 * 150 / 1000)
+    # at 1% misses: mean 25 sequences, z = 2.3263, sqrt(25) = 5 -> 36.63 sequences / 20 per replica
+    d = decode_replicas(500 / 60, 150, 20.0, 1000.0, miss_fraction=0.01)
+    assert d.mean_sequences == pytest.approx(25.0)
+    assert d.sequences_per_replica == pytest.approx(20.0)
+    assert d.quantile_sequences == pytest.approx(25 + 2.326348 * 5, abs=1e-4)
+    assert d.replicas == pytest.approx((25 + 2.326348 * 5) / 20, abs=1e-5)
+
+
+def test_concurrency_quantile_zero_when_idle() -> None:
+    assert concurrency_quantile(0.0, 1.0, 0.01) == 0.0
+
+
+rates = st.floats(min_value=0.1, max_value=500)
+services = st.floats(min_value=0.005, max_value=2.0)
+misses = st.floats(min_value=0.0001, max_value=0.5)
+dispersions = st.floats(min_value=0.5, max_value=200)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rates, rates, services, misses, dispersions)
+def test_more_load_never_fewer_prefill_replicas(r1: float, r2: float, s: float, miss: float, v: float) -> None:
+    lo, hi = sorted((r1, r2))
+    assert prefill_replicas(lo, s, 1.0, miss, v) <= prefill_replicas(hi, s, 1.0, miss, v)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rates, services, misses, misses, dispersions)
+def test_fewer_misses_allowed_never_fewer_prefill_replicas(r: float, s: float, m1: float, m2: float, v: float) -> None:
+    tight, loose = sorted((m1, m2))
+    assert prefill_replicas(r, s, 1.0, tight, v) >= prefill_replicas(r, s, 1.0, loose, v)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rates, services, misses, st.floats(min_value=0, max_value=5000), st.floats(min_value=0, max_value=5000))
+def test_more_backlog_never_fewer_prefill_replicas(r: float, s: float, miss: float, b1: float, b2: float) -> None:
+    lo, hi = sorted((b1, b2))
+    assert prefill_replicas(r, s, 1.0, miss, 2.0, backlog=lo) <= prefill_replicas(r, s, 1.0, miss, 2.0, backlog=hi)
+
+
+@settings(max_examples=150, deadline=None)
+@given(rates, misses, misses)
+def test_fewer_misses_never_fewer_decode_replicas(r: float, m1: float, m2: float) -> None:
+    tight, loose = sorted((m1, m2))
+    assert decode_replicas(r, 200, 20, 5000, tight).replicas >= decode_replicas(r, 200, 20, 5000, loose).replicas
