@@ -33,6 +33,8 @@ PROFILE = ROOT / "examples" / "profiles" / "h200-llama3.1-8b-fp8-tp1"
 
 
 def plan_doc(i: int) -> dict:
+    from scaler.core.plan import POOL_NAMES_BY_MODE
+
     return {
         "apiVersion": "dynplan/v1alpha1",
         "kind": "Plan",
@@ -43,7 +45,7 @@ def plan_doc(i: int) -> dict:
             "workload": {"isl": 3000, "osl": 150},
             "profile": str(PROFILE),
             "pools": {
-                p: {"scaleTargetRef": {"name": f"w-{i}-{p}"}, "minReplicas": 1, "maxReplicas": 32} for p in ("prefill", "decode")
+                p: {"scaleTargetRef": {"name": f"w-{i}-{p}"}, "minReplicas": 1, "maxReplicas": 32} for p in POOL_NAMES_BY_MODE["disagg"]
             },
             "scaling": {"throughput": {"enabled": True, "intervalSeconds": 60, "predictor": {"type": "kalman"}}},
             "metrics": {"selector": {"dynamo_namespace": f"dyn-{i}"}, "prometheus": {"url": "http://127.0.0.1:1"}},
@@ -134,6 +136,8 @@ def pct(values: list[float], q: float) -> float:
 async def drive(port: int, plans: int, callers: int, seconds: float, channels: int, period: float = 0.0) -> list[float]:
     import grpc
 
+    from scaler.core.plan import POOL_NAMES_BY_MODE
+    from scaler.naming import metric_name
     from scaler.proto import externalscaler_pb2 as pb
     from scaler.proto import externalscaler_pb2_grpc as pb_grpc
 
@@ -141,10 +145,10 @@ async def drive(port: int, plans: int, callers: int, seconds: float, channels: i
     stubs = [pb_grpc.ExternalScalerStub(c) for c in chans]
     requests = []
     for i in range(plans):
-        for pool in ("prefill", "decode"):
+        for pool in POOL_NAMES_BY_MODE["disagg"]:
             ref = pb.ScaledObjectRef(name=f"so-{i}-{pool}", namespace=f"ns-{i % 10}",
                                      scalerMetadata={"scalerAddress": f"127.0.0.1:{port}", "plan": f"plan-{i:03d}", "pool": pool})
-            requests.append(pb.GetMetricsRequest(scaledObjectRef=ref, metricName=f"dynplan-plan-{i:03d}-{pool}"))
+            requests.append(pb.GetMetricsRequest(scaledObjectRef=ref, metricName=metric_name(f"plan-{i:03d}", pool)))
     for s in stubs:  # connect
         await s.GetMetrics(requests[0], timeout=5)
     latencies: list[float] = []

@@ -27,11 +27,12 @@ from promserver import PromFactory, PromServer, wait_for_value
 from scaler.core.decision import Reason
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan
-from scaler.errors import MetricsUnavailable
 from scaler.devtools.fake_frontend import SyntheticFrontend
+from scaler.errors import MetricsUnavailable
+from scaler.naming import rules_file as rules_file_name
 from scaler.prom.client import PromClient
 from scaler.prom.reader import read_traffic, read_workers
-from scaler.render.pipeline import render_manifests, rules_file_name
+from scaler.render.pipeline import render_manifests
 from service_harness import loop_of, running_scaler, trigger
 
 pytestmark = pytest.mark.prometheus

@@ -27,9 +27,9 @@ from promserver import (
 )
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan, PrometheusAccess
-from scaler.errors import MetricsUnavailable
 from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, frontend_history
 from scaler.devtools.fake_frontend import SyntheticFrontend
+from scaler.errors import MetricsUnavailable
 from scaler.prom import (
     PromClient,
     read_traffic,

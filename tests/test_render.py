@@ -409,3 +409,15 @@ def test_templates_are_strict(tmp_path: Path) -> None:
     assert (template_dir() / "scaledobject.yaml.j2").is_file()
     with pytest.raises(jinja2.UndefinedError):
         render_template("kustomization.yaml.j2", resources=[], sources=[])  # `extra` missing
+
+
+def test_rendered_file_names_come_from_naming_and_are_sanitised() -> None:
+    from scaler import naming
+
+    assert naming.scaled_object_file("llama-8b", "prefill") == "llama-8b-prefill.scaledobject.yaml"
+    assert naming.prometheus_rule_file("llama-8b") == "dynplan-llama-8b.prometheusrule.yaml"
+    assert naming.configmap_file("llama-8b") == "dynplan-plan-llama-8b.configmap.yaml"
+    # every file name goes through the same DNS helper as the object names
+    assert naming.rules_file("Llama_8B") == "llama-8b.rules.yaml"
+    assert naming.rules_test_file("Llama_8B") == "llama-8b.rules.test.yaml"
+    assert naming.rule_group_name("llama-8b", naming.WORKER_GROUP) == "dynplan-llama-8b-worker"

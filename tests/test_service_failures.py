@@ -17,8 +17,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from promserver import FakeHTTPServer, closed_port
-from scaler.errors import MetricsUnavailable
 from scaler.devtools.backfill import OpenMetricsWriter
+from scaler.errors import MetricsUnavailable
 from service_harness import T, add_history, busy, history_end, loop_of, rpc_error, running_scaler, test_plan, trigger, write_plans
 
 E = history_end()

@@ -13,21 +13,14 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from .. import naming
+
 API_VERSION = "dynplan/v1alpha1"
 KIND = "Plan"
 POOL_NAMES_BY_MODE: dict[str, tuple[str, ...]] = {
     "disagg": ("prefill", "decode"),
     "agg": ("worker",),
 }
-PREDICTOR_TYPES = ("constant", "kalman", "arima", "prophet")
-METRICS_SOURCES = ("dynamo",)
-
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-# Scale targets: `[group/]version`, a CamelCase kind, a DNS-1123 subdomain name.
-_API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$")
-_KIND = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
@@ -53,7 +46,7 @@ class Metadata(_Model):
     @field_validator("name", "namespace")
     @classmethod
     def _dns_label(cls, v: str) -> str:
-        if not _DNS1123_LABEL.match(v):
+        if not naming.DNS1123_LABEL_RE.match(v):
             raise ValueError(
                 "must be a DNS-1123 label: lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit"
@@ -81,21 +74,21 @@ class ScaleTargetRef(_Model):
     @field_validator("api_version")
     @classmethod
     def _api_version(cls, v: str) -> str:
-        if not _API_VERSION.match(v):
+        if not naming.API_VERSION_RE.match(v):
             raise ValueError("must be a Kubernetes apiVersion, e.g. apps/v1 or nvidia.com/v1alpha1")
         return v
 
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if not _KIND.match(v):
+        if not naming.KIND_RE.match(v):
             raise ValueError("must be a Kubernetes kind, e.g. Deployment (CamelCase)")
         return v
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _DNS1123_SUBDOMAIN.match(v):
+        if not naming.DNS1123_SUBDOMAIN_RE.match(v):
             raise ValueError("must be a Kubernetes object name (lowercase DNS-1123 subdomain)")
         return v
 
@@ -209,7 +202,7 @@ class Metrics(_Model):
     @classmethod
     def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not _LABEL_NAME.match(key):
+            if not naming.PROM_LABEL_NAME_RE.match(key):
                 raise ValueError(f"{key!r} is not a valid Prometheus label name")
         return v
 

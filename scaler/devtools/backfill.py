@@ -17,7 +17,6 @@ from __future__ import annotations
 import bisect
 import math
 import os
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,11 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 
 from prometheus_client.utils import floatToGoString
 
+from scaler import naming
 from scaler.core.observations import TrafficWindow
 from scaler.devtools.fake_frontend import BUCKETS
 from scaler.sources import SOURCES, Source
 from scaler.traces import Request
-
-_NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ class OpenMetricsWriter:
         self._families: dict[str, _Family] = {}
 
     def _family(self, name: str, type_: str, help_: str, bounds: tuple[float, ...] = ()) -> _Family:
-        if not _NAME.match(name):
+        if not naming.PROM_METRIC_NAME_RE.match(name):
             raise ValueError(f"invalid metric name {name!r}")
         fam = self._families.get(name)
         if fam is None:
@@ -99,7 +96,7 @@ class OpenMetricsWriter:
     @staticmethod
     def _key(labels: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
         for k in labels:
-            if not _LABEL.match(k) or k == "le":
+            if not naming.PROM_LABEL_NAME_RE.match(k) or k == "le":
                 raise ValueError(f"invalid label name {k!r}")
         return tuple(sorted((k, str(v)) for k, v in labels.items()))
 

@@ -44,6 +44,7 @@ from typing import Mapping, Optional, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_wsgi_server
 
+from scaler.core.plan import POOL_NAMES_BY_MODE
 from scaler.sources import SOURCES, Source
 from scaler.traces import Request
 
@@ -334,7 +335,7 @@ class Replay:
             while len(lst) < n:
                 lst.append(value)
 
-        for pool in ("prefill", "decode"):
+        for pool in POOL_NAMES_BY_MODE["disagg"]:
             for i in range(self._size[pool]):
                 self._announce(pool, i)
         origin = time.monotonic()

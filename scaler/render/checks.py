@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shutil
 import subprocess
 from collections import defaultdict
@@ -20,6 +19,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
+from .. import naming
 from ..core.plan import Plan
 from ..errors import FieldError, InputError
 
@@ -33,11 +33,6 @@ MAX_NAME = 63
 MAX_CONFIGMAP_BYTES = 1024 * 1024
 # KEDA's defaults (scaledobject_types.go)
 KEDA_DEFAULT_MAX_REPLICAS = 100
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_CONFIGMAP_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_API_VERSION = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$")
 PROMTOOL_TIMEOUT_SECONDS = 60
 
 
@@ -146,7 +141,7 @@ def _scaled_object_errors(item: RenderedObject) -> list[FieldError]:
         errors.append(item.error("spec.triggers", f"trigger name {dup!r} is used more than once"))
     ref = spec.get("scaleTargetRef", {})
     api = ref.get("apiVersion", "apps/v1")
-    if not _API_VERSION.match(str(api)):
+    if not naming.API_VERSION_RE.match(str(api)):
         errors.append(item.error("spec.scaleTargetRef.apiVersion", f"{api!r} is not a Kubernetes apiVersion (group/version)"))
     return errors
 
@@ -160,12 +155,12 @@ def _target_key(item: RenderedObject) -> tuple[str, str, str, str]:
 def _metadata_errors(item: RenderedObject) -> list[FieldError]:
     errors: list[FieldError] = []
     meta = item.obj.get("metadata", {})
-    if not _DNS1123_SUBDOMAIN.match(item.name) or len(item.name) > 253:
+    if not naming.DNS1123_SUBDOMAIN_RE.match(item.name) or len(item.name) > 253:
         errors.append(item.error("metadata.name", f"{item.name!r} is not a valid object name (DNS-1123 subdomain)"))
-    if not _DNS1123_LABEL.match(item.namespace) or len(item.namespace) > MAX_NAME:
+    if not naming.DNS1123_LABEL_RE.match(item.namespace) or len(item.namespace) > MAX_NAME:
         errors.append(item.error("metadata.namespace", f"{item.namespace!r} is not a valid namespace (DNS-1123 label)"))
     for key, value in sorted((meta.get("labels") or {}).items()):
-        if not isinstance(value, str) or len(value) > MAX_NAME or not _LABEL_VALUE.match(value):
+        if not isinstance(value, str) or len(value) > MAX_NAME or not naming.LABEL_VALUE_RE.match(value):
             errors.append(item.error(f"metadata.labels.{key}", f"{value!r} is not a valid label value (<= 63 characters, alphanumeric, '-', '_', '.')"))
     return errors
 
@@ -177,7 +172,7 @@ def _configmap_errors(item: RenderedObject) -> list[FieldError]:
     if size > MAX_CONFIGMAP_BYTES:
         errors.append(item.error("data", f"is {size} bytes; a ConfigMap holds at most {MAX_CONFIGMAP_BYTES} (profile too large)"))
     for key in data:
-        if not _CONFIGMAP_KEY.match(key):
+        if not naming.CONFIGMAP_KEY_RE.match(key):
             errors.append(item.error(f"data.{key}", "is not a valid ConfigMap key"))
     return errors
 

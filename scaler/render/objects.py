@@ -16,11 +16,6 @@ from ..core.plan import Plan, Pool
 from ..planfile import LoadedPlan
 from .rules import RuleGroup, rule_groups
 
-MANAGED_BY = "dynplan"
-# Label the scaler Deployment's ConfigMap collector selects on (manifests/).
-PLAN_CONFIGMAP_LABEL = "dynplan.io/plan"
-PLAN_NAME_LABEL = "dynplan.io/plan-name"
-POOL_LABEL = "dynplan.io/pool"
 # KEDA's own default; the planner decides on its own interval, so KEDA only needs to ask
 # often enough to notice a new decision.
 DEFAULT_POLLING_SECONDS = 15
@@ -160,7 +155,7 @@ def behavior(plan: Plan, pool: Pool) -> Behavior:
 
 def _labels(plan: Plan, extra: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
     merged = dict(plan.metadata.labels)
-    merged.update({"app.kubernetes.io/managed-by": MANAGED_BY, PLAN_NAME_LABEL: plan.name})
+    merged.update({naming.MANAGED_BY_LABEL: naming.MANAGED_BY, naming.PLAN_NAME_LABEL: plan.name})
     merged.update(extra)
     return tuple(sorted(merged.items()))
 
@@ -175,7 +170,7 @@ def scaled_object(plan: Plan, pool_name: str) -> ScaledObjectView:
         pool=pool_name,
         name=naming.scaled_object_name(plan.name, pool_name),
         namespace=plan.namespace,
-        labels=_labels(plan, {POOL_LABEL: pool_name}),
+        labels=_labels(plan, {naming.POOL_LABEL: pool_name}),
         annotations=tuple(sorted(plan.metadata.annotations.items())),
         target=TargetRef(ref.api_version, ref.kind, ref.name),
         min_replicas=pool.min_replicas,
@@ -243,11 +238,11 @@ def configmap(loaded: LoadedPlan, scaler_namespace: str) -> ConfigMapView:
     plan = loaded.plan
     namespace = plan.spec.scaler.namespace or scaler_namespace
     labels = {
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/name": "dynplan-scaler",
-        "app.kubernetes.io/component": "plan",
-        PLAN_CONFIGMAP_LABEL: "true",
-        PLAN_NAME_LABEL: plan.name,
+        naming.MANAGED_BY_LABEL: naming.MANAGED_BY,
+        naming.APP_NAME_LABEL: naming.SCALER_APP_NAME,
+        naming.COMPONENT_LABEL: "plan",
+        naming.PLAN_CONFIGMAP_LABEL: "true",
+        naming.PLAN_NAME_LABEL: plan.name,
     }
     return ConfigMapView(
         name=naming.plan_configmap_name(plan.name),

@@ -12,6 +12,7 @@ from typing import Optional, Sequence, TextIO
 
 import yaml
 
+from .. import naming
 from ..errors import FieldError, RenderError
 from ..planfile import LoadedPlan, load_plans
 from . import checks
@@ -55,14 +56,6 @@ class Rendering:
         return [f.text for f in sorted(self.by_role(ROLE_OBJECT), key=lambda f: f.name)]
 
 
-def rules_file_name(plan: str) -> str:
-    return f"{plan}.rules.yaml"
-
-
-def rules_test_file_name(plan: str) -> str:
-    return f"{plan}.rules.test.yaml"
-
-
 def load(paths: Sequence[str]) -> list[LoadedPlan]:
     """Step 1: load and validate every plan (PlanError lists all problems of all files)."""
     if not paths:
@@ -83,12 +76,12 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
         source = po.loaded.path.name
         plan = po.plan.name
         for so in po.scaled_objects:
-            files.append(RenderedFile(f"{so.name}.scaledobject.yaml", render_template("scaledobject.yaml.j2", so=so, source=source), ROLE_OBJECT, origin))
+            files.append(RenderedFile(naming.scaled_object_file(so.plan, so.pool), render_template("scaledobject.yaml.j2", so=so, source=source), ROLE_OBJECT, origin))
         rule = po.prometheus_rule
-        rules_file = rules_file_name(plan)
+        rules_file = naming.rules_file(plan)
         files.append(
             RenderedFile(
-                f"{rule.name}.prometheusrule.yaml",
+                naming.prometheus_rule_file(plan),
                 render_template("prometheusrule.yaml.j2", rule=rule, plan=plan, rules_file=rules_file, source=source),
                 ROLE_OBJECT,
                 origin,
@@ -96,9 +89,9 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
         )
         files.append(RenderedFile(rules_file, render_template("rules.yaml.j2", groups=rule.groups, plan=plan, source=source), ROLE_RULES, origin))
         test = rule_test(po.plan, rule.groups, rules_file)
-        files.append(RenderedFile(rules_test_file_name(plan), render_template("rules-test.yaml.j2", test=test, source=source), ROLE_RULES_TEST, origin))
+        files.append(RenderedFile(naming.rules_test_file(plan), render_template("rules-test.yaml.j2", test=test, source=source), ROLE_RULES_TEST, origin))
         cm = po.configmap
-        files.append(RenderedFile(f"{cm.name}.configmap.yaml", render_template("configmap.yaml.j2", cm=cm, plan=plan, source=source), ROLE_OBJECT, origin))
+        files.append(RenderedFile(naming.configmap_file(plan), render_template("configmap.yaml.j2", cm=cm, plan=plan, source=source), ROLE_OBJECT, origin))
     resources = sorted(f.name for f in files if f.role == ROLE_OBJECT)
     extra = sorted(f.name for f in files if f.role != ROLE_OBJECT)
     sources = sorted({po.loaded.path.name for po in plans})

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from .. import sources
+from .. import naming, sources
 from ..core.plan import Plan
 from .rules import RuleGroup, load_window, source_for, throughput_window
 
@@ -225,7 +225,7 @@ def rule_test(plan: Plan, groups: tuple[RuleGroup, ...], rule_file: str) -> Rule
     """The promtool test for a plan's rule file (`rule_file` is relative to the test file)."""
     cases = []
     for group in groups:
-        cases.append(throughput_case(plan, group) if group.kind == "throughput" else worker_case(plan, group))
+        cases.append(throughput_case(plan, group) if group.kind == naming.THROUGHPUT_GROUP else worker_case(plan, group))
     evaluation = 0
     for case in cases:
         evaluation = math.gcd(evaluation, case.interval)

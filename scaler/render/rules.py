@@ -66,7 +66,7 @@ def group_interval(plan: Plan, kind: str) -> int:
     explicit = plan.spec.rules.evaluation_interval_seconds
     if explicit is not None:
         return explicit
-    if kind == "throughput":
+    if kind == naming.THROUGHPUT_GROUP:
         return min(DEFAULT_THROUGHPUT_EVALUATION_SECONDS, throughput_window(plan))
     return load_window(plan)
 
@@ -76,10 +76,10 @@ def rule_groups(plan: Plan, file: str = "") -> tuple[RuleGroup, ...]:
     source = source_for(plan, file)
     labels = ((sources.PLAN_LABEL, plan.name),)
     selector = plan.spec.metrics.selector
-    kinds = ["throughput"] + (["worker"] if plan.spec.scaling.load.enabled else [])
+    kinds = [naming.THROUGHPUT_GROUP] + ([naming.WORKER_GROUP] if plan.spec.scaling.load.enabled else [])
     groups = []
     for kind in kinds:
-        window = throughput_window(plan) if kind == "throughput" else load_window(plan)
+        window = throughput_window(plan) if kind == naming.THROUGHPUT_GROUP else load_window(plan)
         rules = tuple(
             RecordingRule(
                 record=sources.record_name(source, series, window),
