@@ -496,6 +496,47 @@ def test_pool_maximum_caps_scale_up():
     assert d.replicas("prefill") == 2 and Reason.AT_MAX in d.pools["prefill"].reasons
 
 
+def test_load_path_reports_what_the_throughput_floor_asked_for_with_bound_reasons():
+    # 40 req/s asks for 3 prefill replicas; the pool maximum is 2. Through the load path
+    # (a throughput tick, then a load tick) the decision must still say 3 was requested
+    # and why it got 2, as the throughput path alone does.
+    plan = load_plan(throughput=True, max_replicas={"prefill": 2})
+    model = perf_model(flat_profile(40000, 10000))
+    state = new_state(plan)
+    window = TrafficWindow(60, 40 * 60, isl=3000, osl=150)
+    alone = decide(plan, model, Observation(timestamp=0.0, traffic=window), state).pools["prefill"]
+    assert (alone.replicas, alone.requested, alone.reasons) == (2, 3, (Reason.AT_MAX,))
+    state.load = new_load_state(plan)
+    state.load.regression("prefill", TTFT).extend(PREFILL_POINTS)
+    d = decide(plan, model, Observation(timestamp=60.0, traffic=window), state)
+    p = d.pools["prefill"]
+    assert (p.replicas, p.requested) == (2, 3)
+    assert p.reasons == (Reason.LOAD_INSUFFICIENT_DATA, Reason.THROUGHPUT_FLOOR, Reason.AT_MAX)
+    # a load tick holding at 2 (the load rule alone would ask for 2): the floor still asks 3
+    d = decide(plan, None, Observation(timestamp=70.0, workers=_prefill_workers((800, 800)), ready_replicas={"prefill": 2}), state)
+    p = d.pools["prefill"]
+    assert (p.replicas, p.requested) == (2, 3)
+    assert p.reasons == (Reason.LOAD_HOLD, Reason.THROUGHPUT_FLOOR, Reason.AT_MAX)
+    # scaling up past the maximum on load alone: requested is the load rule's ready + 1
+    d = decide(plan, None, Observation(timestamp=80.0, workers=_prefill_workers((1500, 1200)), ready_replicas={"prefill": 2}), state)
+    p = d.pools["prefill"]
+    assert (p.replicas, p.requested, p.reasons) == (2, 3, (Reason.LOAD_UP, Reason.AT_MAX))
+
+
+def test_load_path_reports_the_budget_that_shrank_the_throughput_floor():
+    # 200 req/s asks for 15 prefill + 1 decode; a budget of 6 GPUs gives (5, 1)
+    plan = load_plan(throughput=True, max_gpus=6)
+    model = perf_model(flat_profile(40000, 10000))
+    state = new_state(plan)
+    window = TrafficWindow(60, 200 * 60, isl=3000, osl=150)
+    alone = decide(plan, model, Observation(timestamp=0.0, traffic=window), state).pools["prefill"]
+    assert alone.requested == 15 and alone.replicas < 15 and Reason.BUDGET in alone.reasons
+    state.load = new_load_state(plan)
+    p = decide(plan, model, Observation(timestamp=60.0, traffic=window), state).pools["prefill"]
+    assert (p.replicas, p.requested) == (alone.replicas, 15)
+    assert p.reasons == (Reason.LOAD_INSUFFICIENT_DATA, Reason.THROUGHPUT_FLOOR, Reason.BUDGET)
+
+
 # -- determinism and restart safety -------------------------------------------------------
 def test_replaying_observations_gives_the_same_decisions():
     c = Cluster(load_plan(), {"prefill": 2, "decode": 2}, seed=3, startup=2)

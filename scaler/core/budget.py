@@ -1,4 +1,4 @@
-"""Pool bounds and the joint GPU budget.
+"""Pool bounds and the joint GPU budget (`bound_and_budget`, the last step of both paths).
 
 The budget shrinks pools proportionally to what each asked for above its minimum, never
 raises a pool above its request and never goes below a pool's minimum. Dynamo's G2 clamp
@@ -64,22 +64,38 @@ def bound_and_budget(
     reason: Reason,
     timestamp: float,
     *,
+    floor: Optional[Mapping[str, PoolDecision]] = None,
     extra_reasons: Optional[Mapping[str, tuple[Reason, ...]]] = None,
     capacity: Optional[Mapping[str, float]] = None,
     throughput: Optional[ThroughputInputs] = None,
     load: Optional[Mapping[str, LoadPoolInputs]] = None,
     warnings: tuple[str, ...] = (),
 ) -> Decision:
-    """Clamp each pool to [min, max], then fit the joint GPU budget. Shared by both paths."""
+    """Raise each pool to its floor, clamp it to [min, max], then fit the joint GPU budget.
+
+    Shared by both paths. `floor` (the load path with throughput scaling on) is the
+    throughput tick's decision per pool: a pool the load rule asks less for requests what
+    the throughput tick requested (reason THROUGHPUT_FLOOR) and keeps at least the
+    replicas that tick got, which already went through bounds and budget. Each pool's
+    `requested` is its request before bounds and budget; AT_MIN / AT_MAX / BUDGET say
+    what moved the final replicas away from it.
+    """
     pools = plan.pools
     reasons: dict[str, list[Reason]] = {n: list((extra_reasons or {}).get(n, ())) for n in requested}
+    asked: dict[str, int] = {}
     bounded: dict[str, int] = {}
     for n, want in requested.items():
-        pool = pools[n]
-        bounded[n] = clamp(want, pool.min_replicas, pool.max_replicas)
-        if bounded[n] > want:
+        lo, hi = pools[n].min_replicas, pools[n].max_replicas
+        bounded[n] = clamp(want, lo, hi)
+        below = (floor or {}).get(n)
+        if below is not None and below.requested > want:
+            want = below.requested
+            bounded[n] = max(bounded[n], below.replicas)
+            reasons[n].append(Reason.THROUGHPUT_FLOOR)
+        asked[n] = want
+        if want < lo:
             reasons[n].append(Reason.AT_MIN)
-        elif bounded[n] < want:
+        elif want > hi:
             reasons[n].append(Reason.AT_MAX)
     budget = plan.spec.budget.max_gpus
     final = apply_budget(
@@ -89,14 +105,14 @@ def bound_and_budget(
         budget,
     )
     for n in final:
-        if final[n] < bounded[n]:
+        if final[n] < clamp(asked[n], pools[n].min_replicas, pools[n].max_replicas):
             reasons[n].append(Reason.BUDGET)
     return Decision(
         plan=plan.name,
         pools={
             n: PoolDecision(
                 replicas=final[n],
-                requested=requested[n],
+                requested=asked[n],
                 gpus_per_replica=pools[n].gpus_per_replica,
                 reasons=tuple(reasons[n]),
                 capacity_tokens_per_s=(capacity or {}).get(n),

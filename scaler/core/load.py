@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from .budget import bound_and_budget
-from .decision import Decision, LoadPoolInputs, Reason, ThroughputInputs
+from .decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
 from .observations import Observation, WorkerLoad
 from .plan import Plan
 from .regression import Capacity, SlidingRegression
@@ -400,15 +400,15 @@ def load_tick(
     obs: Observation,
     load: LoadState,
     *,
-    floor: Optional[Mapping[str, int]],
+    floor: Optional[Mapping[str, PoolDecision]],
     previous: Mapping[str, int],
     throughput_inputs: Optional[ThroughputInputs],
 ) -> Decision:
     """One load-based tick: observe, decide +-1 per pool, floor, bounds, budget.
 
-    Updates `load` in place. `floor`: the latest throughput tick's replicas per pool (None
-    when throughput scaling is off); `previous`: the replicas of the planner's previous
-    decision; `throughput_inputs`: carried into the decision unchanged.
+    Updates `load` in place. `floor`: the latest throughput tick's decision per pool (None
+    when throughput scaling is off; see `bound_and_budget`); `previous`: the replicas of the
+    planner's previous decision; `throughput_inputs`: carried into the decision unchanged.
     """
     load.ticks += 1
     observe(plan, load, obs.workers)
@@ -500,22 +500,20 @@ def load_tick(
             extra.append(Reason.SLA_INFEASIBLE)
         if want is None:
             want = plan.pools[pool].min_replicas
-        if floor is not None and pool in floor and floor[pool] > want:
-            want = floor[pool]
-            extra.append(Reason.THROUGHPUT_FLOOR)
         load.down_streak[pool] = load.down_streak.get(pool, 0) + 1 if reason is Reason.LOAD_DOWN_PENDING else 0
         requested[pool] = want
         reasons[pool] = (reason, *extra)
         primary[pool] = reason
 
     overall = next(r for r in _DECISION_PRIORITY if r in primary.values())
-    if throughput_only and any(Reason.THROUGHPUT_FLOOR in r for r in reasons.values()):
+    if throughput_only and floor is not None and any(p in floor and floor[p].requested > requested[p] for p in requested):
         overall = Reason.THROUGHPUT_FLOOR
     decision = bound_and_budget(
         plan,
         requested,
         overall,
         obs.timestamp,
+        floor=floor,
         extra_reasons=reasons,
         throughput=throughput_inputs,
         load=inputs,

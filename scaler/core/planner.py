@@ -44,13 +44,21 @@ class PlannerState:
     corrections: CorrectionFactors = field(default_factory=CorrectionFactors)
     # learned traffic variability for queueing-aware prefill sizing (1 = M/D/1)
     queueing_factor: float = 1.0
-    # replicas from the latest throughput tick (the floor for load-based scaling)
-    throughput_floor: Optional[dict[str, int]] = None
-    # inputs of the latest throughput tick, carried into load-tick decisions
-    throughput_inputs: Optional[ThroughputInputs] = None
+    # the latest throughput tick's own decision (before the load path): the floor for
+    # load-based scaling, and its inputs are carried into load-tick decisions
+    throughput: Optional[Decision] = None
     last: Optional[Decision] = None
     # the load path's state (regressions, last load decision), created on first use
     load: Optional[LoadState] = None
+
+    @property
+    def throughput_floor(self) -> Optional[dict[str, int]]:
+        """Replicas per pool from the latest throughput tick (None before the first)."""
+        return None if self.throughput is None else {n: p.replicas for n, p in self.throughput.pools.items()}
+
+    @property
+    def throughput_inputs(self) -> Optional[ThroughputInputs]:
+        return None if self.throughput is None else self.throughput.throughput
 
 
 def new_state(plan: Plan) -> PlannerState:
@@ -82,8 +90,7 @@ def decide(plan: Plan, model: Optional[PerfModel], obs: Observation, state: Plan
         if model is None:
             raise ValueError("throughput scaling needs a performance model (profile)")
         decision = _throughput_tick(plan, model, obs, state)
-        state.throughput_floor = {n: p.replicas for n, p in decision.pools.items()}
-        state.throughput_inputs = decision.throughput
+        state.throughput = decision
     # Once the load path has decided, a throughput-only tick goes through it too, so that it
     # keeps the load path's replicas (raised to the new floor) instead of dropping them.
     if load_on and (obs.workers or decision is None or state.load is not None):
@@ -92,7 +99,7 @@ def decide(plan: Plan, model: Optional[PerfModel], obs: Observation, state: Plan
             plan,
             obs,
             state.load,
-            floor=state.throughput_floor if throughput_on else None,
+            floor=state.throughput.pools if throughput_on and state.throughput is not None else None,
             previous={} if state.last is None else {n: p.replicas for n, p in state.last.pools.items()},
             throughput_inputs=state.throughput_inputs,
         )
