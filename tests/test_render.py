@@ -408,7 +408,7 @@ def test_templates_are_strict(tmp_path: Path) -> None:
 
     assert (template_dir() / "scaledobject.yaml.j2").is_file()
     with pytest.raises(jinja2.UndefinedError):
-        render_template("kustomization.yaml.j2", resources=[], sources=[])  # `extra` missing
+        render_template("kustomization.yaml.j2", resources=[], plan_files=[])  # `extra` missing
 
 
 def test_rendered_file_names_come_from_naming_and_are_sanitised() -> None:

@@ -73,32 +73,32 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
     files: list[RenderedFile] = []
     for po in plans:
         origin = str(po.loaded.path)
-        source = po.loaded.path.name
+        plan_file = po.loaded.path.name
         plan = po.plan.name
         for so in po.scaled_objects:
-            files.append(RenderedFile(naming.scaled_object_file(so.plan, so.pool), render_template("scaledobject.yaml.j2", so=so, source=source), ROLE_OBJECT, origin))
+            files.append(RenderedFile(naming.scaled_object_file(so.plan, so.pool), render_template("scaledobject.yaml.j2", so=so, plan_file=plan_file), ROLE_OBJECT, origin))
         rule = po.prometheus_rule
         rules_file = naming.rules_file(plan)
         files.append(
             RenderedFile(
                 naming.prometheus_rule_file(plan),
-                render_template("prometheusrule.yaml.j2", rule=rule, plan=plan, rules_file=rules_file, source=source),
+                render_template("prometheusrule.yaml.j2", rule=rule, plan=plan, rules_file=rules_file, plan_file=plan_file),
                 ROLE_OBJECT,
                 origin,
             )
         )
-        files.append(RenderedFile(rules_file, render_template("rules.yaml.j2", groups=rule.groups, plan=plan, source=source), ROLE_RULES, origin))
+        files.append(RenderedFile(rules_file, render_template("rules.yaml.j2", groups=rule.groups, plan=plan, plan_file=plan_file), ROLE_RULES, origin))
         test = rule_test(po.plan, rule.groups, rules_file)
-        files.append(RenderedFile(naming.rules_test_file(plan), render_template("rules-test.yaml.j2", test=test, source=source), ROLE_RULES_TEST, origin))
+        files.append(RenderedFile(naming.rules_test_file(plan), render_template("rules-test.yaml.j2", test=test, plan_file=plan_file), ROLE_RULES_TEST, origin))
         cm = po.configmap
-        files.append(RenderedFile(naming.configmap_file(plan), render_template("configmap.yaml.j2", cm=cm, plan=plan, source=source), ROLE_OBJECT, origin))
+        files.append(RenderedFile(naming.configmap_file(plan), render_template("configmap.yaml.j2", cm=cm, plan=plan, plan_file=plan_file), ROLE_OBJECT, origin))
     resources = sorted(f.name for f in files if f.role == ROLE_OBJECT)
     extra = sorted(f.name for f in files if f.role != ROLE_OBJECT)
-    sources = sorted({po.loaded.path.name for po in plans})
+    plan_files = sorted({po.loaded.path.name for po in plans})
     files.append(
         RenderedFile(
             KUSTOMIZATION,
-            render_template("kustomization.yaml.j2", resources=resources, extra=extra, sources=sources),
+            render_template("kustomization.yaml.j2", resources=resources, extra=extra, plan_files=plan_files),
             ROLE_KUSTOMIZATION,
             ", ".join(str(po.loaded.path) for po in plans),
         )
