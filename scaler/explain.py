@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import click
 
-from .cli import handle_errors
+from .clikit import handle_errors
 from .core.decision import Decision
 from .errors import FieldError, InputError
 

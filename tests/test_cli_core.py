@@ -163,3 +163,22 @@ def test_validate_bad_inline_profile_reports_every_problem() -> None:
     assert res.exit_code == 2
     paths = [line.split(": ")[2] for line in res.stderr.strip().splitlines()]
     assert paths == ["spec.profileData.prefill", "spec.profileData.decode.x_kv_usage", "spec.profileData.decode.max_kv_tokens"]
+
+
+def test_commands_do_not_import_the_top_level_cli() -> None:
+    """Subcommands share `scaler.clikit`; only the entry point knows the group (`scaler.cli`)."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "scaler").rglob("*.py")):
+        if path == REPO / "scaler" / "cli.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                # resolve relative imports against the module's package
+                package = path.relative_to(REPO).with_suffix("").parts[:-1]
+                base = package[: len(package) - node.level + 1] if node.level else ()
+                target = ".".join((*base, node.module or "")) if node.level else (node.module or "")
+                if target == "scaler.cli":
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []

@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-from ..cli import handle_errors
+from ..clikit import handle_errors
 from ..errors import FieldError, InputError
 
 

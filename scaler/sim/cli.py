@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import click
 
-from ..cli import handle_errors
+from ..clikit import handle_errors
 from ..errors import FieldError, PlanError
 
 _POLICY_HELP = "plan (default), throughput-only, load-only, static:N (or static:P,D), oracle; repeatable"

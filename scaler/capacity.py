@@ -1,0 +1,64 @@
+"""`dynplan capacity -f PLAN --rate R`: replicas and GPUs each pool needs for a steady rate.
+
+The planner's own sizing (`core.planner.capacity`) from the plan's profile; no Prometheus.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .clikit import handle_errors
+
+
+@click.command("capacity")
+@click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="Plan file.")
+@click.option("--rate", required=True, type=click.FloatRange(min=0), help="Steady arrival rate, requests/s.")
+@click.option("--isl", type=click.FloatRange(min=0, min_open=True), help="Mean input length (default spec.workload.isl).")
+@click.option("--osl", type=click.FloatRange(min=0, min_open=True), help="Mean output length (default spec.workload.osl).")
+@click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@handle_errors
+def capacity(plan_file: str, rate: float, isl: float | None, osl: float | None, output: str) -> None:
+    """Replicas and GPUs each pool needs for a steady request rate."""
+    from .core import planner
+    from .errors import FieldError, PlanError
+    from .planfile import load_plan
+
+    lp = load_plan(plan_file)
+    if lp.model is None:
+        raise PlanError([FieldError(plan_file, "spec.profile", "capacity needs a profile (spec.profile or spec.profileData)")])
+    plan = lp.plan
+    isl = isl if isl is not None else plan.spec.workload.isl
+    osl = osl if osl is not None else plan.spec.workload.osl
+    decision = planner.capacity(plan, lp.model, rate, isl, osl)
+    if output == "json":
+        reasons = {n: [r.value for r in p.reasons] for n, p in decision.pools.items()}
+        doc = {
+            "plan": plan.name,
+            "input": {"rate": rate, "isl": isl, "osl": osl},
+            "pools": {n: {"replicas": p.replicas, "gpus": p.gpus, "requested": p.requested} for n, p in decision.pools.items()},
+            "totalGpus": decision.total_gpus,
+            "budgetGpus": decision.budget_gpus,
+            "reason": decision.reason.value,
+            "poolReasons": reasons,
+            "inputs": decision.to_dict()["throughput"],
+            "warnings": list(decision.warnings),
+        }
+        click.echo(json.dumps(doc, indent=2, sort_keys=False))
+        return
+    tp = decision.throughput
+    assert tp is not None
+    click.echo(f"plan {plan.name}: {rate:g} req/s, ISL {isl:g}, OSL {osl:g}, SLA TTFT {plan.spec.sla.ttft_ms:g} ms / ITL {plan.spec.sla.itl_ms:g} ms")
+    click.echo(f"{'pool':<10}{'replicas':>10}{'GPUs':>8}{'requested':>11}  reasons")
+    for n, p in decision.pools.items():
+        click.echo(f"{n:<10}{p.replicas:>10}{p.gpus:>8}{p.requested:>11}  {','.join(r.value for r in p.reasons) or '-'}")
+    budget = f" (budget {decision.budget_gpus})" if decision.budget_gpus is not None else ""
+    click.echo(f"{'total':<10}{'':>10}{decision.total_gpus:>8}{budget}")
+    click.echo(
+        f"prefill {tp.prefill_thpt_per_gpu:.0f} tok/s/GPU at TTFT {tp.profiled_ttft_ms:.1f} ms; "
+        f"decode {tp.decode_thpt_per_gpu:.0f} tok/s/GPU at ITL {tp.decode_itl_at_point_ms:.2f} ms "
+        f"(KV usage {tp.decode_kv_usage_at_point:.0%})"
+    )
+    for w in decision.warnings:
+        click.echo(f"warning: {w}", err=True)
