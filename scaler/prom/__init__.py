@@ -1,7 +1,15 @@
-"""Prometheus access for the scaler: the HTTP client and the observation readers."""
+"""Prometheus access for the scaler: the HTTP client, the observation readers, and
+`PromReader`, the decision loop's reader over them.
+
+Every public name of `scaler.prom.client` and `scaler.prom.reader` is re-exported here
+(a test keeps `__all__` complete).
+"""
 
 from scaler.prom.client import PromClient, Sample, Series
 from scaler.prom.reader import (
+    THROUGHPUT_SERIES,
+    WORKER_SERIES,
+    PromReader,
     TrafficReading,
     read_traffic,
     read_traffic_detail,
@@ -9,19 +17,28 @@ from scaler.prom.reader import (
     read_traffic_history_grid,
     read_traffic_sync,
     read_workers,
+    read_workers_history,
+    throughput_queries,
     window_ends,
+    worker_queries,
 )
 
 __all__ = [
     "PromClient",
+    "PromReader",
     "Sample",
     "Series",
+    "THROUGHPUT_SERIES",
     "TrafficReading",
+    "WORKER_SERIES",
     "read_traffic",
     "read_traffic_detail",
     "read_traffic_history",
     "read_traffic_history_grid",
     "read_traffic_sync",
     "read_workers",
+    "read_workers_history",
+    "throughput_queries",
     "window_ends",
+    "worker_queries",
 ]

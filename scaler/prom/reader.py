@@ -232,3 +232,24 @@ def read_traffic_sync(plan: Plan, at: Optional[float] = None) -> TrafficReading:
             return await read_traffic_detail(client, plan, at)
 
     return asyncio.run(_read())
+
+
+class PromReader:
+    """The decision loop's Reader (scaler.service.loop.Reader) over one PromClient."""
+
+    def __init__(self, client: PromClient) -> None:
+        self.client = client
+
+    async def traffic(self, plan: Plan, at: float) -> TrafficWindow:
+        return await read_traffic(self.client, plan, at=at)
+
+    async def workers(self, plan: Plan, at: Optional[float]) -> tuple[WorkerLoad, ...]:
+        return await read_workers(self.client, plan, at=at)
+
+    async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]:
+        return await read_traffic_history(self.client, plan, end, intervals)
+
+    async def worker_history(
+        self, plan: Plan, end: float, ticks: int
+    ) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
+        return await read_workers_history(self.client, plan, end, ticks)
