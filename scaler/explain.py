@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
 
@@ -35,53 +36,74 @@ def parse_time(value: str) -> float:
     return dt.timestamp()
 
 
-async def explain_decision(plan_file: str, at: Optional[float]) -> dict[str, Any]:
-    """Load the plan, read Prometheus, decide; return the explanation document."""
+@dataclass(frozen=True)
+class Explanation:
+    """The decision `explain` reports and where it came from."""
+
+    plan: str
+    namespace: str
+    prometheus: str                  # the Prometheus URL read
+    window_end: Optional[float]      # grid time of the throughput window decided on
+    window_seconds: Optional[float]  # the throughput interval (None: load-only plan)
+    replayed_windows: int            # windows replayed to warm the predictors
+    decision: Decision
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `--output json` document."""
+        return {
+            "plan": self.plan,
+            "namespace": self.namespace,
+            "prometheus": self.prometheus,
+            "windowEnd": self.window_end,
+            "windowSeconds": self.window_seconds,
+            "replayedWindows": self.replayed_windows,
+            "decision": self.decision.to_dict(),
+        }
+
+
+async def explain_decision(plan_file: str, at: Optional[float]) -> Explanation:
+    """Load the plan, read Prometheus, decide the way `dynplan serve` starts up."""
+    # Imported here, not at the top: `dynplan --help` imports this module (numpy, scipy
+    # and the HTTP stack load only when the command runs).
+    from .core.replay import latest_closed
     from .planfile import load_plan
     from .prom.client import PromClient
-    from .service.loop import LoopSettings, PlanLoop, PromReader, grid_end
+    from .prom.reader import PromReader
+    from .service.loop import LoopSettings, PlanLoop
 
     loaded = load_plan(plan_file)
-    client = PromClient(loaded.plan.spec.metrics.prometheus, max_concurrency=4)
-    try:
-        clock = (lambda: at) if at is not None else time.time
-        loop = PlanLoop(loaded, PromReader(client), settings=LoopSettings(), clock=clock)
-        if loop.tp_interval is not None:
-            end = grid_end(loop.clock() - loop.settle, loop.tp_interval)
-            decision = await loop.warm_up(end)
-            window_end: Optional[float] = end
+    clock = (lambda: at) if at is not None else time.time
+    async with PromClient(loaded.plan.spec.metrics.prometheus, max_concurrency=4) as client:
+        plan_loop = PlanLoop(loaded, PromReader(client), settings=LoopSettings(), clock=clock)
+        interval = plan_loop.throughput_interval_seconds
+        window_end: Optional[float] = None
+        if interval is not None:
+            window_end = latest_closed(plan_loop.clock(), interval, plan_loop.settle)
+            decision = await plan_loop.warm_up(window_end)
         else:
-            decision = await loop.tick_load()
-            window_end = None
-    finally:
-        closer = getattr(client, "aclose", None) or getattr(client, "close", None)
-        if closer is not None:
-            result = closer()
-            if asyncio.iscoroutine(result):
-                await result
-    return {
-        "plan": loaded.plan.name,
-        "namespace": loaded.plan.namespace,
-        "prometheus": loaded.plan.spec.metrics.prometheus.url,
-        "windowEnd": window_end,
-        "windowSeconds": loop.tp_interval,
-        "replayedWindows": loop.replayed,
-        "decision": decision.to_dict(),
-        "_decision": decision,
-    }
+            decision = await plan_loop.tick_load()
+    return Explanation(
+        plan=loaded.plan.name,
+        namespace=loaded.plan.namespace,
+        prometheus=loaded.plan.spec.metrics.prometheus.url,
+        window_end=window_end,
+        window_seconds=interval,
+        replayed_windows=plan_loop.replayed,
+        decision=decision,
+    )
 
 
 def _fmt(value: Optional[float], spec: str = ".2f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render_table(doc: dict[str, Any]) -> str:
-    decision: Decision = doc["_decision"]
+def render_table(doc: Explanation) -> str:
+    decision = doc.decision
     lines = []
-    when = "-" if doc["windowEnd"] is None else datetime.fromtimestamp(doc["windowEnd"], timezone.utc).isoformat()
-    lines.append(f"plan {doc['namespace']}/{doc['plan']}  (Prometheus {doc['prometheus']})")
+    when = "-" if doc.window_end is None else datetime.fromtimestamp(doc.window_end, timezone.utc).isoformat()
+    lines.append(f"plan {doc.namespace}/{doc.plan}  (Prometheus {doc.prometheus})")
     lines.append(
-        f"window ending {when}, {doc['windowSeconds'] or '-'} s; predictors warmed on {doc['replayedWindows']} window(s)"
+        f"window ending {when}, {doc.window_seconds or '-'} s; predictors warmed on {doc.replayed_windows} window(s)"
     )
     lines.append(f"reason: {decision.reason.value}")
     lines.append("")
@@ -114,9 +136,9 @@ def render_table(doc: dict[str, Any]) -> str:
                 f"queueing: variability factor {tp.queueing_factor:.2f} (1 = Poisson); "
                 f"prefill replicas for TTFT under queueing {_fmt(tp.prefill_queueing_replicas)}"
             )
-    for name, li in decision.load.items():
+    for pool, signal, li in ((p, s, li) for p, by in decision.load.items() for s, li in by.items()):
         lines.append(
-            f"load {name}: workers {li.workers}, reason {li.reason.value}, direction {li.direction:+d}; "
+            f"load {pool}.{signal}: workers {li.workers}, reason {li.reason.value}, direction {li.direction:+d}; "
             f"fit slope {_fmt(li.slope)} intercept {_fmt(li.intercept)} on {li.observations} points, "
             f"capacity/worker {_fmt(li.capacity_per_worker)}, busiest worker {_fmt(li.max_worker_load)}"
         )
@@ -135,7 +157,6 @@ def explain(plan_file: str, output: str, at: Optional[str]) -> None:
     when = parse_time(at) if at is not None else None
     doc = asyncio.run(explain_decision(plan_file, when))
     if output == "json":
-        out = {k: v for k, v in doc.items() if not k.startswith("_")}
-        click.echo(json.dumps(out, indent=2))
+        click.echo(json.dumps(doc.to_dict(), indent=2))
     else:
         click.echo(render_table(doc))

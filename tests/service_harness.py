@@ -13,8 +13,9 @@ import yaml
 from helpers import flat_profile, plan_dict, write_plan
 from keda_client import KedaClient, Trigger
 from scaler.core.observations import TrafficWindow
+from scaler.core.replay import grid_end
 from scaler.devtools.backfill import OpenMetricsWriter, frontend_history, requests_from_windows
-from scaler.service.loop import PlanLoop, grid_end
+from scaler.service.loop import PlanLoop
 from scaler.service.server import ScalerServer, ServeConfig
 
 T = 10  # throughput interval of every test plan (the plan minimum)

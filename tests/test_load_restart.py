@@ -12,8 +12,8 @@ from scaler.core.observations import Observation
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.planfile import load_plan
 from scaler.prom.client import PromClient
-from scaler.prom.reader import read_workers, read_workers_history
-from scaler.service.loop import PlanLoop, PromReader
+from scaler.prom.reader import PromReader, read_workers, read_workers_history
+from scaler.service.loop import PlanLoop
 from service_harness import history_end, test_plan, write_plans  # write_plans adds a flat profile
 
 NS = "inference-load"

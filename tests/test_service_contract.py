@@ -214,9 +214,9 @@ async def test_explain_reports_the_scalers_decision(plans: Path) -> None:
 
     plan_file = plans / "llama-8b-inference.yaml"
     doc = await explain_decision(str(plan_file), at=E + 3)
-    assert doc["windowEnd"] == E
-    assert {p: v["replicas"] for p, v in doc["decision"]["pools"].items()} == {"prefill": 4, "decode": 3}
-    assert doc["replayedWindows"] == len(KNOWN) + 1
+    assert doc.window_end == E
+    assert {p: d.replicas for p, d in doc.decision.pools.items()} == {"prefill": 4, "decode": 3}
+    assert doc.replayed_windows == len(KNOWN) + 1
     table = render_table(doc)
     assert "reason: scale" in table and "rate (req/s)" in table and "50.00" in table
     # Six windows earlier the traffic was 30 req/s: (3, 2). Through the CLI, as JSON.

@@ -12,7 +12,8 @@ from scaler.core.planner import decide, new_state
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.planfile import load_plan
 from scaler.prom.client import PromClient
-from scaler.service.loop import PlanLoop, PromReader
+from scaler.prom.reader import PromReader
+from scaler.service.loop import PlanLoop
 from service_harness import T, add_history, history_end, test_plan, write_plans
 
 E = history_end()

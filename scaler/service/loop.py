@@ -1,11 +1,11 @@
 """One decision loop per plan: read an Observation from Prometheus, call the planner core.
 
-Throughput windows end on a fixed grid (multiples of `intervalSeconds` since the Unix
-epoch) and are read a short settle delay after they close. A scaler started at any time
-therefore reads exactly the windows a never-stopped scaler read, and warming up by
-replaying the last N of them through `decide` rebuilds the same planner state: the same
-next decision (restart safety). Load ticks (when load scaling is on) run on their own,
-shorter interval against live data.
+`PlanLoop` schedules, reads, decides, publishes and sleeps; what to read and when comes
+from `scaler.core.replay` (pure). Throughput windows end on a fixed grid and are read a
+short settle delay after they close, so a scaler started at any time warms up by replaying
+exactly the windows a never-stopped scaler read, and makes the same next decision (restart
+safety). Load ticks (when load scaling is on) run on their own, shorter interval against
+live data.
 
 A failed read is not idle: it raises MetricsUnavailable, no decision is made, and the
 latest good decision keeps serving until it is older than the staleness bound.
@@ -16,22 +16,30 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 from ..core.decision import Decision
 from ..core.observations import Observation, TrafficWindow, WorkerLoad
 from ..core.plan import Plan
-from ..core.load import rebuild_load_state
 from ..core.planner import PlannerState, decide, new_state
+from ..core.replay import (
+    WorkerTick,
+    after_failed_read,
+    catch_up,
+    latest_closed,
+    load_history_end,
+    load_history_ticks,
+    load_observation,
+    rebuild_load,
+    replay,
+    throughput_observation,
+    warmup_intervals,
+)
 from ..errors import MetricsUnavailable, NoDecisionYet, StaleDecision
 from ..planfile import LoadedPlan
 from .metrics import ServiceMetrics
-
-if TYPE_CHECKING:  # the client (and its HTTP stack) is imported only when a PromReader reads
-    from ..prom.client import PromClient
 
 log = logging.getLogger("dynplan.decision")
 errlog = logging.getLogger("dynplan.loop")
@@ -46,38 +54,7 @@ class Reader(Protocol):
 
     async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]: ...
 
-    async def worker_history(
-        self, plan: Plan, end: float, ticks: int
-    ) -> list[tuple[float, tuple[WorkerLoad, ...]]]: ...
-
-
-class PromReader:
-    """Reader over scaler.prom (recorded series, falling back to raw PromQL)."""
-
-    def __init__(self, client: PromClient) -> None:
-        self.client = client
-
-    async def traffic(self, plan: Plan, at: float) -> TrafficWindow:
-        from ..prom.reader import read_traffic
-
-        return await read_traffic(self.client, plan, at=at)
-
-    async def workers(self, plan: Plan, at: Optional[float]) -> tuple[WorkerLoad, ...]:
-        from ..prom.reader import read_workers
-
-        return tuple(await read_workers(self.client, plan, at=at))
-
-    async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]:
-        from ..prom.reader import read_traffic_history
-
-        return list(await read_traffic_history(self.client, plan, end, intervals))
-
-    async def worker_history(
-        self, plan: Plan, end: float, ticks: int
-    ) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
-        from ..prom.reader import read_workers_history
-
-        return await read_workers_history(self.client, plan, end, ticks)
+    async def worker_history(self, plan: Plan, end: float, ticks: int) -> list[WorkerTick]: ...
 
 
 @dataclass(frozen=True)
@@ -103,26 +80,6 @@ class Snapshot:
 
     def active(self, pool: str) -> bool:
         return (self.traffic_requests or 0.0) > 0 or self.decision.replicas(pool) > 0
-
-
-def grid_end(t: float, interval: float) -> float:
-    """The latest multiple of `interval` (since the epoch) at or before t."""
-    return math.floor(t / interval) * interval
-
-
-def ready_replicas(workers: tuple[WorkerLoad, ...]) -> dict[str, int]:
-    """Workers reporting per pool: the count Little's law and the load path need."""
-    seen: dict[str, set[str]] = {}
-    for w in workers:
-        seen.setdefault(w.pool, set()).add(w.worker_id)
-    return {pool: len(ids) for pool, ids in seen.items()}
-
-
-def warmup_intervals(plan: Plan) -> int:
-    """Windows to replay at start: covers the predictor's memory (bounded)."""
-    pred = plan.spec.scaling.throughput.predictor
-    window = {"arima": pred.arima.window, "prophet": pred.prophet.window}.get(pred.type, 0)
-    return int(min(200, max(32, window, 4 * pred.min_points)))
 
 
 class PlanLoop:
@@ -154,15 +111,17 @@ class PlanLoop:
         self._task: Optional[asyncio.Task[None]] = None
         self._lock = asyncio.Lock()
         tp = self.plan.spec.scaling.throughput
-        self.tp_interval: Optional[float] = float(tp.interval_seconds) if tp.enabled else None
+        self.throughput_interval_seconds: Optional[float] = float(tp.interval_seconds) if tp.enabled else None
         ld = self.plan.spec.scaling.load
-        self.load_interval: Optional[float] = float(ld.interval_seconds) if ld.enabled else None
+        self.load_interval_seconds: Optional[float] = float(ld.interval_seconds) if ld.enabled else None
 
     # -- derived settings ---------------------------------------------------------------
     @property
     def interval(self) -> float:
         """The decision interval staleness is measured against."""
-        return self.tp_interval if self.tp_interval is not None else float(self.load_interval or 1.0)
+        if self.throughput_interval_seconds is not None:
+            return self.throughput_interval_seconds
+        return float(self.load_interval_seconds or 1.0)
 
     @property
     def staleness_bound(self) -> float:
@@ -179,6 +138,11 @@ class PlanLoop:
         if self.settings.retry_seconds is not None:
             return self.settings.retry_seconds
         return min(5.0, self.interval / 4)
+
+    @property
+    def warmup_intervals(self) -> int:
+        """Throughput windows replayed at start-up (and the catch-up horizon)."""
+        return self.settings.warmup_intervals or warmup_intervals(self.plan)
 
     @property
     def key(self) -> str:
@@ -215,11 +179,11 @@ class PlanLoop:
         The decision for the last replayed window is the one a never-stopped scaler made at
         that window; it is served at once.
         """
-        assert self.tp_interval is not None, "warm-up replays throughput windows"
-        interval = self.tp_interval
+        assert self.throughput_interval_seconds is not None, "warm-up replays throughput windows"
+        interval = self.throughput_interval_seconds
         if end is None:
-            end = grid_end(self.clock() - self.settle, interval)
-        n = self.settings.warmup_intervals or warmup_intervals(self.plan)
+            end = latest_closed(self.clock(), interval, self.settle)
+        n = self.warmup_intervals
         started = time.perf_counter()
         async with self._lock:
             try:
@@ -231,7 +195,9 @@ class PlanLoop:
                 raise
             # Planner work (predictor fits can be slow) runs off the event loop so RPCs
             # keep being answered meanwhile.
-            state, decision = await asyncio.to_thread(self._replay, windows, workers, end, load_history)
+            state, decision = await asyncio.to_thread(
+                replay, self.plan, self.model, windows, workers, end, load_history
+            )
             if decision is None:
                 err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
                 self._failed("warmup", err)
@@ -242,46 +208,13 @@ class PlanLoop:
             self._publish(decision, "warmup", end, windows[-1].requests, started, replayed=len(windows))
             return decision
 
-    async def _load_history(self, end: float) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
+    async def _load_history(self, end: float) -> list[WorkerTick]:
         """Per-worker load on the load grid up to (not including) `end`: enough ticks to
         refill the load path's regression windows after a restart."""
-        if self.load_interval is None:
+        if self.load_interval_seconds is None:
             return []
-        ticks = self.plan.spec.scaling.load.window + 1
-        last = grid_end(end, self.load_interval)
-        if last >= end:
-            last -= self.load_interval
-        return await self.reader.worker_history(self.plan, last, ticks)
-
-    def _replay(
-        self,
-        windows: list[TrafficWindow],
-        workers: tuple[WorkerLoad, ...],
-        end: float,
-        load_history: Optional[list[tuple[float, tuple[WorkerLoad, ...]]]] = None,
-    ) -> tuple[PlannerState, Optional[Decision]]:
-        interval = float(self.tp_interval or 0.0)
-        state = new_state(self.plan)
-        decision: Optional[Decision] = None
-        first_end = end - (len(windows) - 1) * interval
-        for i, window in enumerate(windows):
-            last = i == len(windows) - 1
-            if last and load_history:
-                # The load path's regressions come back from the per-worker history (its
-                # decisions are not replayed: the next live tick starts from the ready count).
-                state.load = rebuild_load_state(
-                    self.plan, [Observation(timestamp=t, workers=w) for t, w in load_history]
-                )
-            obs = Observation(
-                timestamp=first_end + i * interval,
-                traffic=window,
-                # Worker counts are known for the last window only; they feed the
-                # correction factors, which are recomputed each window anyway.
-                workers=workers if last and self.load_interval is None else (),
-                ready_replicas=ready_replicas(workers) if last else {},
-            )
-            decision = decide(self.plan, self.model, obs, state)
-        return state, decision
+        last = load_history_end(end, self.load_interval_seconds)
+        return await self.reader.worker_history(self.plan, last, load_history_ticks(self.plan))
 
     async def warm_up_load(self, now: Optional[float] = None) -> int:
         """Load-only plans: rebuild the load path's regressions from per-worker history.
@@ -291,9 +224,7 @@ class PlanLoop:
         end = self.clock() if now is None else now
         async with self._lock:
             history = await self._load_history(end)
-            self.state.load = rebuild_load_state(
-                self.plan, [Observation(timestamp=t, workers=w) for t, w in history]
-            )
+            self.state.load = rebuild_load(self.plan, history)
         return len(history)
 
     async def tick_throughput(self, end: float) -> Decision:
@@ -306,16 +237,8 @@ class PlanLoop:
             except MetricsUnavailable as exc:
                 self._failed("throughput", exc)
                 raise
-            # With load scaling on, the load ticks own the per-worker signal: workers read at
-            # a past window end would feed the regressions stale, duplicate points.
-            obs = Observation(
-                timestamp=end,
-                traffic=window,
-                workers=() if self.load_interval is not None else workers,
-                ready_replicas=ready_replicas(workers),
-            )
-            decision = await self._decide(obs)
-            self.next_end = end + (self.tp_interval or 0.0)
+            decision = await self._decide(throughput_observation(self.plan, end, window, workers))
+            self.next_end = end + (self.throughput_interval_seconds or 0.0)
             self._publish(decision, "throughput", end, window.requests, started)
             return decision
 
@@ -328,7 +251,7 @@ class PlanLoop:
             window_end = self.latest.window_end if self.latest else None
             try:
                 workers = await self.reader.workers(self.plan, None)
-                if self.tp_interval is None:
+                if self.throughput_interval_seconds is None:
                     # Load-only plans still need the request count for activation (IsActive);
                     # it is not part of the load observation.
                     requests = (await self.reader.traffic(self.plan, now)).requests
@@ -336,8 +259,7 @@ class PlanLoop:
             except MetricsUnavailable as exc:
                 self._failed("load", exc)
                 raise
-            obs = Observation(timestamp=now, workers=workers, ready_replicas=ready_replicas(workers))
-            decision = await self._decide(obs)
+            decision = await self._decide(load_observation(now, workers))
             self._publish(decision, "load", window_end, requests, started)
             return decision
 
@@ -410,13 +332,14 @@ class PlanLoop:
 
     async def run(self) -> None:
         """Warm up, then tick on the grid (and on the load interval) until cancelled."""
-        next_load = self.clock() + (self.load_interval or 0.0)
-        if self.tp_interval is None and self.load_interval is not None:
+        tp_interval, load_interval = self.throughput_interval_seconds, self.load_interval_seconds
+        next_load = self.clock() + (load_interval or 0.0)
+        if tp_interval is None and load_interval is not None:
             try:
                 await self.warm_up_load()
             except MetricsUnavailable as exc:
                 self._failed("warmup", exc)
-        while self.tp_interval is not None and self.next_end is None:
+        while tp_interval is not None and self.next_end is None:
             try:
                 await self.warm_up()
             except MetricsUnavailable:
@@ -427,31 +350,25 @@ class PlanLoop:
         while True:
             now = self.clock()
             due_tp = None if self.next_end is None else self.next_end + self.settle
-            wake = min(t for t in (due_tp, next_load if self.load_interval else None) if t is not None)
+            wake = min(t for t in (due_tp, next_load if load_interval else None) if t is not None)
             if wake > now:
                 await asyncio.sleep(wake - now)
                 continue
             if due_tp is not None and due_tp <= now:
-                assert self.next_end is not None and self.tp_interval is not None
-                # After a long outage, skip to the windows a restart would replay.
-                latest = grid_end(now - self.settle, self.tp_interval)
-                oldest = latest - (self.settings.warmup_intervals or warmup_intervals(self.plan)) * self.tp_interval
-                if self.next_end < oldest:
-                    self.next_end = oldest
+                assert self.next_end is not None and tp_interval is not None
+                latest = latest_closed(now, tp_interval, self.settle)
+                self.next_end = catch_up(self.next_end, latest, tp_interval, self.warmup_intervals)
                 try:
                     await self.tick_throughput(self.next_end)
                 except MetricsUnavailable:
-                    # Retry the same window (what a restart would replay) while it is the
-                    # newest closed one; once a newer window has closed, move on to it.
-                    if self.next_end < latest:
-                        self.next_end += self.tp_interval
+                    self.next_end = after_failed_read(self.next_end, latest, tp_interval)
                     await asyncio.sleep(self.retry)
                 except Exception as exc:  # noqa: BLE001
                     self._crashed(exc)
                     await asyncio.sleep(self.retry)
                 continue
-            if self.load_interval:
-                next_load = now + self.load_interval
+            if load_interval:
+                next_load = now + load_interval
                 try:
                     await self.tick_load()
                 except MetricsUnavailable:

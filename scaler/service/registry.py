@@ -80,17 +80,17 @@ class PlanRegistry:
     def __init__(
         self,
         directory: Path,
-        make_loop: Callable[[LoadedPlan], PlanLoop],
+        make_plan_loop: Callable[[LoadedPlan], PlanLoop],
         *,
         metrics: Optional[ServiceMetrics] = None,
         run_loops: bool = True,
     ) -> None:
         self.directory = Path(directory)
-        self.make_loop = make_loop
+        self.make_plan_loop = make_plan_loop
         self.metrics = metrics
         self.run_loops = run_loops
         self.by_file: dict[Path, PlanLoop] = {}         # last good version per file
-        self.index: dict[tuple[str, str], PlanLoop] = {}  # (namespace, name) -> loop
+        self.index: dict[tuple[str, str], PlanLoop] = {}  # (namespace, name) -> its PlanLoop
         self.failures: dict[Path, LoadFailure] = {}
         self._plan_fp: dict[Path, Fingerprint] = {}
         self._support_fp: Optional[Fingerprint] = None
@@ -117,19 +117,19 @@ class PlanRegistry:
 
     # -- lookups (what the servicer calls; never blocks) --------------------------------
     def lookup(self, ref: PoolRef) -> PlanLoop:
-        loop = self.index.get((ref.namespace, ref.plan))
-        if loop is None:
+        plan_loop = self.index.get((ref.namespace, ref.plan))
+        if plan_loop is None:
             # Same answer whether the plan is absent or lives in another namespace.
             raise PlanNotFound(f"no plan {ref.plan!r} in namespace {ref.namespace!r}")
-        if ref.pool not in loop.plan.pool_names:
+        if ref.pool not in plan_loop.plan.pool_names:
             raise MetadataError(
                 f"trigger metadata key 'pool': plan {ref.plan!r} has no pool {ref.pool!r} "
-                f"(mode {loop.plan.spec.mode}: {', '.join(loop.plan.pool_names)})"
+                f"(mode {plan_loop.plan.spec.mode}: {', '.join(plan_loop.plan.pool_names)})"
             )
-        return loop
+        return plan_loop
 
     def plans(self) -> list[Plan]:
-        return [loop.plan for loop in self.index.values()]
+        return [plan_loop.plan for plan_loop in self.index.values()]
 
     # -- loading ------------------------------------------------------------------------
     async def scan(self) -> bool:
@@ -178,18 +178,18 @@ class PlanRegistry:
         if previous is not None and not support_changed and previous.loaded.plan == loaded.plan:
             self._clear_failure(path)
             return False
-        loop = self.make_loop(loaded)
+        plan_loop = self.make_plan_loop(loaded)
         if previous is not None:
-            loop.adopt(previous.latest)
+            plan_loop.adopt(previous.latest)
             await self._retire(path, previous)
-        self.by_file[path] = loop
-        self.index[key] = loop
-        if loop.latest is not None and self.metrics is not None:
+        self.by_file[path] = plan_loop
+        self.index[key] = plan_loop
+        if plan_loop.latest is not None and self.metrics is not None:
             # The adopted decision is still served: keep exporting it.
-            self.metrics.record_decision(key[0], loop.latest.decision, loop.latest.made_at)
+            self.metrics.record_decision(key[0], plan_loop.latest.decision, plan_loop.latest.made_at)
         self._clear_failure(path)
         if self.run_loops:
-            loop.start()
+            plan_loop.start()
         log.info(json.dumps({"event": "plan_loaded", "file": str(path), "namespace": key[0], "plan": key[1],
                              "warnings": [str(w) for w in loaded.warnings]}))
         return True
@@ -203,13 +203,13 @@ class PlanRegistry:
         log.info(json.dumps({"event": "plan_removed", "file": str(path), "plan": previous.key}))
         return True
 
-    async def _retire(self, path: Path, loop: PlanLoop) -> None:
-        key = (loop.plan.namespace, loop.plan.name)
-        if self.index.get(key) is loop:
+    async def _retire(self, path: Path, plan_loop: PlanLoop) -> None:
+        key = (plan_loop.plan.namespace, plan_loop.plan.name)
+        if self.index.get(key) is plan_loop:
             del self.index[key]
             if self.metrics is not None:
-                self.metrics.forget_plan(key[0], key[1], loop.plan.pool_names)
-        await loop.stop()
+                self.metrics.forget_plan(key[0], key[1], plan_loop.plan.pool_names)
+        await plan_loop.stop()
 
     def _record_failure(self, path: Path, message: str, errors: Optional[list[FieldError]] = None) -> None:
         self.failures[path] = LoadFailure(str(path), message)
@@ -239,5 +239,5 @@ class PlanRegistry:
                 log.exception("plans directory scan failed: %r", exc)
 
     async def close(self) -> None:
-        for loop in list(self.by_file.values()):
-            await loop.stop()
+        for plan_loop in list(self.by_file.values()):
+            await plan_loop.stop()

@@ -20,8 +20,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from ..planfile import LoadedPlan
+from ..prom.client import PromClient
+from ..prom.reader import PromReader
 from ..proto import externalscaler_pb2_grpc as pb_grpc
-from .loop import LoopSettings, PlanLoop, PromReader, Reader
+from .loop import LoopSettings, PlanLoop, Reader
 from .metrics import ServiceMetrics, serve_metrics
 from .registry import PlanRegistry
 from .servicer import ExternalScalerServicer
@@ -109,14 +111,14 @@ class ScalerServer:
     ) -> None:
         self.config = config
         self.metrics = ServiceMetrics()
-        self._clients: dict[str, Any] = {}
+        self._clients: dict[str, PromClient] = {}  # one per distinct Prometheus access
         self._reader_factory = reader_factory  # (LoadedPlan) -> Reader; default: Prometheus
         self.settings = LoopSettings(
             staleness_factor=config.staleness_factor,
             settle_seconds=config.settle_seconds,
             warmup_intervals=config.warmup_intervals,
         )
-        self.registry = PlanRegistry(config.plans_dir, self._make_loop, metrics=self.metrics, run_loops=run_loops)
+        self.registry = PlanRegistry(config.plans_dir, self._make_plan_loop, metrics=self.metrics, run_loops=run_loops)
         self.health = health.aio.HealthServicer()
         self.server: Optional[grpc.aio.Server] = None
         self.port: Optional[int] = None
@@ -131,13 +133,11 @@ class ScalerServer:
         key = access.model_dump_json()
         client = self._clients.get(key)
         if client is None:
-            from ..prom.client import PromClient
-
             client = PromClient(access, max_concurrency=self.config.prometheus_concurrency)
             self._clients[key] = client
         return PromReader(client)
 
-    def _make_loop(self, loaded: LoadedPlan) -> PlanLoop:
+    def _make_plan_loop(self, loaded: LoadedPlan) -> PlanLoop:
         return PlanLoop(
             loaded,
             self._reader(loaded),
@@ -196,12 +196,9 @@ class ScalerServer:
         if self.server is not None:
             await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.registry.close()
-        for client in self._clients.values():
-            closer = getattr(client, "aclose", None) or getattr(client, "close", None)
-            if closer is not None:
-                result = closer()
-                if asyncio.iscoroutine(result):
-                    await result
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            client.close()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -211,9 +208,9 @@ async def serve(config: ServeConfig) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     scaler = ScalerServer(config)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+    event_loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        event_loop.add_signal_handler(sig, stop.set)
     await scaler.start()
     try:
         await stop.wait()

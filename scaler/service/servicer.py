@@ -73,13 +73,13 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
 
     async def GetMetrics(self, request: pb.GetMetricsRequest, context: grpc.aio.ServicerContext) -> pb.GetMetricsResponse:
         def answer() -> pb.GetMetricsResponse:
-            ref, loop = self._resolve(request.scaledObjectRef)
+            ref, plan_loop = self._resolve(request.scaledObjectRef)
             expected = metric_name(ref.plan, ref.pool)
             if request.metricName != expected:
                 raise MetadataError(
                     f"metricName {request.metricName!r} is not this trigger's metric (expected {expected!r})"
                 )
-            replicas = loop.current().decision.replicas(ref.pool)
+            replicas = plan_loop.current().decision.replicas(ref.pool)
             return pb.GetMetricsResponse(
                 metricValues=[pb.MetricValue(metricName=expected, metricValue=int(replicas), metricValueFloat=float(replicas))]
             )
@@ -88,8 +88,8 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
 
     async def IsActive(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.IsActiveResponse:
         def answer() -> pb.IsActiveResponse:
-            ref, loop = self._resolve(request)
-            return pb.IsActiveResponse(result=loop.current().active(ref.pool))
+            ref, plan_loop = self._resolve(request)
+            return pb.IsActiveResponse(result=plan_loop.current().active(ref.pool))
 
         return await self._answer("IsActive", context, answer)
 
@@ -110,12 +110,12 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
             while True:
                 version = self.registry.version  # any change after this wakes the wait below
                 try:
-                    loop = self.registry.lookup(ref)
+                    plan_loop = self.registry.lookup(ref)
                 except DynplanError as exc:  # plan removed or changed under the stream
                     await context.abort(grpc.StatusCode[grpc_status_for(exc)], str(exc))
                     return
                 try:
-                    active = loop.current().active(ref.pool)
+                    active = plan_loop.current().active(ref.pool)
                 except DynplanError:
                     active = False
                 now = clock()
