@@ -97,5 +97,5 @@ async def test_load_regressions_are_rebuilt_from_prometheus_history(tmp_path: Pa
     assert 'dynplan_load_regression{namespace="inference",param="observations",plan="loady",pool="decode",signal="itl"} 20.0' in text
     assert (f'dynplan_load_decision_reason{{dynplan_load_decision_reason="{li.reason.value}",namespace="inference",'
             f'plan="loady",pool="prefill",signal="ttft"}} 1.0') in text
-    metrics.forget_plan("inference", "loady", ("prefill", "decode"))
+    metrics.forget_plan("inference", "loady")
     assert "dynplan_load_regression{" not in generate_latest(metrics.registry).decode()

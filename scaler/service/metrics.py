@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Generic, Optional, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
@@ -13,6 +13,29 @@ _PLAN = ("namespace", "plan")
 _POOL = ("namespace", "plan", "pool")
 # Decision durations are milliseconds normally; the buckets reach seconds for slow queries.
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+M = TypeVar("M", Gauge, Enum)
+
+
+class _PerPlan(Generic[M]):
+    """A metric of the latest decision, labelled (namespace, plan, ...), that remembers the
+    label sets written per plan: `forget` removes exactly those, with no list to keep in
+    step with `record_decision`."""
+
+    def __init__(self, metric: M) -> None:
+        self.metric = metric
+        self._written: dict[tuple[str, str], set[tuple[str, ...]]] = {}
+
+    def labels(self, namespace: str, plan: str, *rest: str) -> M:
+        values = (namespace, plan, *rest)
+        self._written.setdefault((namespace, plan), set()).add(values)
+        return self.metric.labels(*values)
+
+    def forget(self, namespace: str, plan: str) -> None:
+        for values in self._written.pop((namespace, plan), set()):
+            try:
+                self.metric.remove(*values)
+            except KeyError:
+                pass
 
 
 class ServiceMetrics:
@@ -21,52 +44,54 @@ class ServiceMetrics:
     def __init__(self, registry: Optional[CollectorRegistry] = None) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.desired = Gauge("dynplan_desired_replicas", "Desired replicas of the latest good decision.", _POOL, registry=r)
-        self.requested = Gauge(
-            "dynplan_requested_replicas", "Replicas the formulas asked for, before bounds and budget.", _POOL, registry=r
+        self.desired = _PerPlan(
+            Gauge("dynplan_desired_replicas", "Desired replicas of the latest good decision.", _POOL, registry=r)
         )
-        self.observed = Gauge(
+        self.requested = _PerPlan(Gauge(
+            "dynplan_requested_replicas", "Replicas the formulas asked for, before bounds and budget.", _POOL, registry=r
+        ))
+        self.observed = _PerPlan(Gauge(
             "dynplan_observed",
             "Observed traffic of the latest window (quantity: rate req/s, isl, osl tokens, ttft_ms, itl_ms).",
             _PLAN + ("quantity",),
             registry=r,
-        )
-        self.predicted = Gauge(
+        ))
+        self.predicted = _PerPlan(Gauge(
             "dynplan_predicted",
             "Predicted next-interval traffic (rate, isl, osl) and the profiled latency at the chosen operating point (ttft_ms, itl_ms).",
             _PLAN + ("quantity",),
             registry=r,
-        )
-        self.correction = Gauge(
+        ))
+        self.correction = _PerPlan(Gauge(
             "dynplan_correction_factor", "Observed / profiled latency correction factor.", _POOL, registry=r
-        )
-        self.queueing = Gauge(
+        ))
+        self.queueing = _PerPlan(Gauge(
             "dynplan_queueing_factor",
             "Learned traffic variability of queueing-aware prefill sizing (1 = Poisson arrivals).",
             _PLAN,
             registry=r,
-        )
-        self.load_fit = Gauge(
+        ))
+        self.load_fit = _PerPlan(Gauge(
             "dynplan_load_regression",
             "Load-based scaling per pool and signal (ttft|itl): the fit's slope and intercept, "
             "points in the window, capacity per worker at the SLA, and the busiest worker's load.",
             _POOL + ("signal", "param"),
             registry=r,
-        )
-        self.load_reason = Enum(
+        ))
+        self.load_reason = _PerPlan(Enum(
             "dynplan_load_decision_reason",
             "Reason of the latest load-based verdict per pool and signal.",
             _POOL + ("signal",),
             states=[reason.value for reason in Reason],
             registry=r,
-        )
-        self.reason = Enum(
+        ))
+        self.reason = _PerPlan(Enum(
             "dynplan_decision_reason",
             "Reason of the latest good decision.",
             _PLAN,
             states=[reason.value for reason in Reason],
             registry=r,
-        )
+        ))
         self.duration = Histogram(
             "dynplan_decision_duration_seconds",
             "Time to make one decision (Prometheus queries + planner).",
@@ -87,9 +112,9 @@ class ServiceMetrics:
             _PLAN + ("kind",),
             registry=r,
         )
-        self.last_good = Gauge(
+        self.last_good = _PerPlan(Gauge(
             "dynplan_last_good_decision_timestamp_seconds", "Unix time of the latest good decision.", _PLAN, registry=r
-        )
+        ))
         self.plan_load_errors = Counter(
             "dynplan_plan_load_errors", "Times a plan file failed to load (the last good version keeps serving).", ("file",), registry=r
         )
@@ -132,26 +157,12 @@ class ServiceMetrics:
         if tp.queueing_factor is not None:
             self.queueing.labels(namespace, plan).set(tp.queueing_factor)
 
-    def forget_plan(self, namespace: str, plan: str, pools: tuple[str, ...]) -> None:
-        """Drop a removed plan's series so dashboards do not show ghosts."""
-        for metric, labelsets in (
-            (self.desired, [(namespace, plan, p) for p in pools]),
-            (self.requested, [(namespace, plan, p) for p in pools]),
-            (self.correction, [(namespace, plan, p) for p in ("prefill", "decode")]),
-            (self.observed, [(namespace, plan, q) for q in ("rate", "isl", "osl", "ttft_ms", "itl_ms")]),
-            (self.predicted, [(namespace, plan, q) for q in ("rate", "isl", "osl", "ttft_ms", "itl_ms")]),
-            (self.reason, [(namespace, plan)]),
-            (self.queueing, [(namespace, plan)]),
-            (self.last_good, [(namespace, plan)]),
-            (self.load_fit, [(namespace, plan, p, sig, param) for p in pools for sig in ("ttft", "itl")
-                             for param in ("slope", "intercept", "observations", "capacity", "max_worker_load")]),
-            (self.load_reason, [(namespace, plan, p, sig) for p in pools for sig in ("ttft", "itl")]),
-        ):
-            for labels in labelsets:
-                try:
-                    metric.remove(*labels)
-                except KeyError:
-                    pass
+    def forget_plan(self, namespace: str, plan: str) -> None:
+        """Drop a removed plan's series so dashboards do not show ghosts: every label set
+        its decisions wrote, and only those."""
+        for series in vars(self).values():
+            if isinstance(series, _PerPlan):
+                series.forget(namespace, plan)
 
 
 def serve_metrics(metrics: ServiceMetrics, host: str, port: int) -> tuple[object, int]:

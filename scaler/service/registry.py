@@ -208,7 +208,7 @@ class PlanRegistry:
         if self.index.get(key) is plan_loop:
             del self.index[key]
             if self.metrics is not None:
-                self.metrics.forget_plan(key[0], key[1], plan_loop.plan.pool_names)
+                self.metrics.forget_plan(key[0], key[1])
         await plan_loop.stop()
 
     def _record_failure(self, path: Path, message: str, errors: Optional[list[FieldError]] = None) -> None:
