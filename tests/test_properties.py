@@ -169,7 +169,10 @@ def test_larger_decode_correction_never_fewer_replicas(name, rate, isl, osl, cf_
     m = model(name)
 
     def dec(cf: float) -> int:
-        d = replicas_for(plan, m, rate, isl, osl, CorrectionFactors(1.0, cf), Reason.SCALE, 0.0, None, True)
+        d = replicas_for(
+            plan, m, rate=rate, isl=isl, osl=osl, reason=Reason.SCALE,
+            corrections=CorrectionFactors(1.0, cf), correction_enabled=True,
+        )
         return d.replicas("decode")
 
     small, large = cf_pair

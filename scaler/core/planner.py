@@ -143,9 +143,18 @@ def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: Plan
         reason = Reason.SCALE
     if plan.spec.scaling.throughput.queueing.enabled and plan.spec.mode == "disagg":
         _learn_queueing(plan, model, obs, state)
-    cf = state.corrections if use_cf else CorrectionFactors()
     return replicas_for(
-        plan, model, rate, isl, osl, cf, reason, obs.timestamp, window, use_cf, queueing_factor=state.queueing_factor
+        plan,
+        model,
+        rate=rate,
+        isl=isl,
+        osl=osl,
+        reason=reason,
+        corrections=state.corrections if use_cf else CorrectionFactors(),
+        correction_enabled=use_cf,
+        queueing_factor=state.queueing_factor,
+        timestamp=obs.timestamp,
+        window=window,
     )
 
 
@@ -182,27 +191,33 @@ def capacity(
     With queueing-aware sizing on, `queueing_factor` is the traffic's variability
     (1 = Poisson arrivals; `explain` shows what the scaler has learned)."""
     return replicas_for(
-        plan, model, rate, isl, osl, CorrectionFactors(), Reason.CAPACITY, 0.0, None, False,
-        queueing_factor=queueing_factor,
+        plan, model, rate=rate, isl=isl, osl=osl, reason=Reason.CAPACITY, queueing_factor=queueing_factor
     )
 
 
 def replicas_for(
     plan: Plan,
     model: PerfModel,
+    *,
     rate: float,
     isl: float,
     osl: float,
-    cf: CorrectionFactors,
     reason: Reason,
-    timestamp: float,
-    window: Optional[TrafficWindow],
-    correction_enabled: bool,
-    *,
+    corrections: CorrectionFactors = CorrectionFactors(),
+    correction_enabled: bool = False,
     queueing_factor: float = 1.0,
+    timestamp: float = 0.0,
+    window: Optional[TrafficWindow] = None,
 ) -> Decision:
-    """Throughput formulas -> pool bounds -> GPU budget, with every input recorded."""
+    """Throughput formulas -> pool bounds -> GPU budget, with every input recorded.
+
+    `rate` (requests/s), `isl` and `osl` (tokens) are what to size for; `corrections` scale
+    the profile (recorded as enabled or not); `queueing_factor` is the traffic's variability
+    for queueing-aware prefill sizing; `window`, when given, is the observed window recorded
+    in the decision's inputs.
+    """
     spec = plan.spec
+    cf = corrections
     pools = plan.pools
     warnings: list[str] = []
     prefill_thpt = model.prefill.thpt_per_gpu(isl)
