@@ -10,11 +10,12 @@ from scaler.core.interpolation import perf_model
 from scaler.core.observations import WorkerLoad
 from scaler.planfile import load_plan
 from scaler.profile_io import load_profile
-from scaler.sim.engine import Engine, EngineConfig, Workload, simulate
+from scaler.sim.engine import Engine, EngineConfig, simulate
 from scaler.sim.oracle import _means, oracle
 from scaler.sim.policies import PolicySpec, StaticController, parse_policy
 from scaler.sim.report import verdicts
 from scaler.sim.run import compare
+from scaler.sim.workload import Workload
 
 AGG = EngineConfig(gpus_per_replica={"worker": 1}, startup_delay_s=60.0, mode="agg")
 DISAGG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
@@ -82,7 +83,7 @@ def test_worker_load_carries_both_signals() -> None:
     for i in range(3):
         eng._next_arrival = i + 1
         eng._in_flight += 1
-        eng._route_prefill(i, float(w.t[i]))
+        eng._route_arrival(i, float(w.t[i]))
     (load,) = eng.worker_loads(0.02)
     assert isinstance(load, WorkerLoad) and load.pool == "worker"
     assert load.active_prefill_tokens == 1600 + 800 + 800  # the one in prefill counts until it ends

@@ -10,8 +10,9 @@ import pytest
 from helpers import SYNTHETIC_PROFILE_DIR, flat_profile, linear_profile
 from scaler.core.interpolation import perf_model
 from scaler.core.profile import profile_from_raw
-from scaler.sim.engine import REFRESH_STEPS, EngineConfig, Workload, simulate
+from scaler.sim.engine import REFRESH_STEPS, EngineConfig, simulate
 from scaler.sim.policies import StaticController
+from scaler.sim.workload import Workload
 
 CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
 

@@ -12,11 +12,13 @@ from helpers import flat_profile, linear_profile, make_plan
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.planner import capacity
-from scaler.sim.engine import EngineConfig, PoolSample, SimResult, Workload, simulate
+from scaler.sim.engine import EngineConfig, simulate
 from scaler.sim.oracle import oracle, smallest_passing
 from scaler.sim.policies import PolicyError, PlannerController, StaticController, parse_policy, policy_plan
 from scaler.sim.report import policy_summary, window_attainment
+from scaler.sim.results import PoolSample, SimResult
 from scaler.sim.run import compare
+from scaler.sim.workload import Workload
 
 CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
 # Flat profile: 40k prefill tokens/s/GPU and TTFT 50 ms everywhere, so ISL 2000 is consistent

@@ -31,7 +31,8 @@ from scaler.core.interpolation import PerfModel
 from scaler.core.plan import Plan
 from scaler.core.planner import capacity
 
-from .engine import EngineConfig, Workload, simulate
+from .engine import EngineConfig, simulate
+from .workload import Workload
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import numpy as np
 
 from scaler.errors import OptionalDependencyMissing
 
-from .engine import PoolSample
 from .report import WINDOW_S, window_means
+from .results import PoolSample
 from .run import Comparison
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")

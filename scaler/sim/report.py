@@ -24,7 +24,7 @@ import numpy as np
 
 from scaler.core.plan import Sla
 
-from .engine import SimResult
+from .results import SimResult
 
 WINDOW_S = 60.0
 PERCENTILES = (50, 95, 99)

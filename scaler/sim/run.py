@@ -9,10 +9,12 @@ from typing import Any, Mapping, Optional, Sequence
 from scaler.core.interpolation import PerfModel
 from scaler.core.plan import Plan
 
-from .engine import EngineConfig, SimResult, Workload, simulate
+from .engine import EngineConfig, simulate
 from .oracle import OracleResult, oracle
 from .policies import ORACLE, PolicySpec, make_controller
 from .report import policy_summary
+from .results import SimResult
+from .workload import Workload
 
 
 @dataclass

@@ -1,0 +1,69 @@
+"""The throughput path's view of a run: what the recording rules would report over a window.
+
+The engine reports each first token and each completion as it happens; at a throughput tick
+it reads `window(t, seconds)` and calls `reset()`. Arrivals are looked up by time, so they
+need no counting.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Sequence
+
+import numpy as np
+
+from scaler.core.observations import TrafficWindow
+
+
+class WindowStats:
+    """What the recording rules would report over one throughput window: per-request sums
+    since the last `reset` (completions and first tokens), arrivals looked up by time."""
+
+    __slots__ = ("_arrivals", "_isl_cum", "first_tokens", "ttft_ms_sum", "completed_requests", "osl_sum",
+                 "duration_sum", "decode_s", "decode_tokens")
+
+    def __init__(self, arrivals: Sequence[float], isl: np.ndarray) -> None:
+        self._arrivals = arrivals
+        self._isl_cum = np.concatenate([[0.0], np.cumsum(isl, dtype=np.float64)])
+        self.reset()
+
+    def reset(self) -> None:
+        self.first_tokens = 0
+        self.ttft_ms_sum = 0.0
+        self.completed_requests = 0
+        self.osl_sum = 0.0
+        self.duration_sum = 0.0
+        self.decode_s = 0.0
+        self.decode_tokens = 0
+
+    def first_token(self, ttft_ms: float) -> None:
+        self.first_tokens += 1
+        self.ttft_ms_sum += ttft_ms
+
+    def completed(self, osl: int, duration: float, decode_s: float) -> None:
+        """A request finished after `duration` s; `decode_s` from first to last token."""
+        self.completed_requests += 1
+        self.osl_sum += osl
+        self.duration_sum += duration
+        if osl > 1:
+            self.decode_s += decode_s
+            self.decode_tokens += osl - 1
+
+    def window(self, t: float, seconds: float) -> TrafficWindow:
+        """The window ending at t. Arrivals and their mean ISL count at arrival (over the last
+        `seconds`); OSL, duration and ITL at completion; TTFT at the first token (since the
+        last reset). ITL is token-weighted (a histogram of every token gap), as the
+        frontend's inter-token-latency histogram is."""
+        lo = bisect_left(self._arrivals, t - seconds)
+        hi = bisect_left(self._arrivals, t)
+        count = hi - lo
+        done = self.completed_requests
+        return TrafficWindow(
+            window_seconds=seconds,
+            requests=float(count),
+            isl=(self._isl_cum[hi] - self._isl_cum[lo]) / count if count else None,
+            osl=self.osl_sum / done if done else None,
+            ttft_ms=self.ttft_ms_sum / self.first_tokens if self.first_tokens else None,
+            itl_ms=1000.0 * self.decode_s / self.decode_tokens if self.decode_tokens else None,
+            request_duration_s=self.duration_sum / done if done else None,
+        )
