@@ -15,7 +15,7 @@ from scaler.sim.oracle import _means, oracle
 from scaler.sim.policies import PolicySpec, StaticController, parse_policy
 from scaler.sim.report import verdicts
 from scaler.sim.run import compare
-from scaler.sim.workload import Workload
+from scaler.sim.workload import Arrivals
 
 AGG = EngineConfig(gpus_per_replica={"worker": 1}, startup_delay_s=60.0, mode="agg")
 DISAGG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
@@ -23,10 +23,10 @@ AGG_PLAN = load_plan(str(EXAMPLES / "llama-8b-agg.yaml")).plan
 TRUTH = perf_model(load_profile(str(EXAMPLES / "profiles" / "h200-llama3.1-8b-fp8-tp1")))
 
 
-def _poisson(n: int, rate: float, seed: int, isl: int, osl: int) -> Workload:
+def _poisson(n: int, rate: float, seed: int, isl: int, osl: int) -> Arrivals:
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / rate, n))
-    return Workload(t=t - t[0], isl=np.full(n, isl), osl=np.full(n, osl))
+    return Arrivals(t=t - t[0], isl=np.full(n, isl), osl=np.full(n, osl))
 
 
 def _workers(n: int) -> StaticController:
@@ -37,7 +37,7 @@ def test_a_prefill_pauses_the_decode_batch_for_exactly_its_ttft() -> None:
     # Flat profile: TTFT 50 ms, ITL 5 ms whatever the batch. A is decoding alone (100 steps,
     # 0.5 s) when B arrives at 0.1 s: B's 50 ms prefill stops A's decode, so A ends 50 ms late.
     model = perf_model(flat_profile(ttft_ms=50.0, itl_ms=5.0))
-    w = Workload(t=np.array([0.0, 0.1]), isl=np.array([1000, 1000]), osl=np.array([101, 101]))
+    w = Arrivals(t=np.array([0.0, 0.1]), isl=np.array([1000, 1000]), osl=np.array([101, 101]))
     res = simulate(w, model, _workers(1), AGG)
     np.testing.assert_allclose(res.ttft_ms, [50.0, 50.0], rtol=1e-9)
     np.testing.assert_allclose(res.finish[0], 0.05 + 0.5 + 0.05, rtol=1e-9)
@@ -76,7 +76,7 @@ def test_static_agg_with_enough_workers_meets_the_sla_and_too_few_do_not() -> No
 
 def test_worker_load_carries_both_signals() -> None:
     model = perf_model(flat_profile(ttft_ms=50.0, itl_ms=5.0))
-    w = Workload(t=np.array([0.0, 0.01, 0.02]), isl=np.array([1600, 800, 800]), osl=np.array([100, 100, 100]))
+    w = Arrivals(t=np.array([0.0, 0.01, 0.02]), isl=np.array([1600, 800, 800]), osl=np.array([100, 100, 100]))
     # drive the engine by hand up to the third arrival: the first is in prefill, two queue
     eng = Engine(w, model, _workers(1), AGG)
     eng._add_replica("worker", 0.0, ready_now=True)
@@ -93,7 +93,7 @@ def test_worker_load_carries_both_signals() -> None:
 def test_agg_routing_prefers_the_least_loaded_worker() -> None:
     model = perf_model(flat_profile(ttft_ms=50.0, itl_ms=5.0))
     # three simultaneous arrivals on three workers: each gets one, none queues
-    w = Workload(t=np.zeros(3), isl=np.full(3, 1000), osl=np.full(3, 2))
+    w = Arrivals(t=np.zeros(3), isl=np.full(3, 1000), osl=np.full(3, 2))
     res = simulate(w, model, _workers(3), AGG)
     np.testing.assert_allclose(res.ttft_ms, [50.0, 50.0, 50.0], rtol=1e-9)
 
@@ -113,7 +113,7 @@ def test_oracle_agg_is_the_smallest_worker_count_holding_both_means() -> None:
         if n > 1:
             lo = int(np.searchsorted(w.t, iv.start))
             hi = int(np.searchsorted(w.t, iv.end))
-            sub = Workload(t=w.t[lo:hi] - iv.start, isl=w.isl[lo:hi], osl=w.osl[lo:hi])
+            sub = Arrivals(t=w.t[lo:hi] - iv.start, isl=w.isl[lo:hi], osl=w.osl[lo:hi])
             ttft, itl = _means(sub, TRUTH, {"worker": n - 1}, gpus, "agg")
             assert ttft > sla.ttft_ms or itl > sla.itl_ms
 
@@ -126,7 +126,7 @@ def test_planner_in_the_loop_scales_the_agg_plan_on_load() -> None:
     quiet2 = _poisson(60, 0.5, seed=6, isl=2000, osl=200)
     t = np.concatenate([quiet1.t, quiet1.t[-1] + 1 + burst.t])
     t = np.concatenate([t, t[-1] + 1 + quiet2.t])
-    w = Workload(t=t, isl=np.full(len(t), 2000), osl=np.full(len(t), 200))
+    w = Arrivals(t=t, isl=np.full(len(t), 2000), osl=np.full(len(t), 200))
     specs = [parse_policy("plan", AGG_PLAN.pool_names), PolicySpec("static:1", "static", {"worker": 1})]
     cmp = compare(AGG_PLAN, None, TRUTH, w, specs, startup_delay_s=60.0)
     plan, static1 = cmp.summaries["plan"], cmp.summaries["static:1"]

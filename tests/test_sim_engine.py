@@ -12,7 +12,7 @@ from scaler.core.interpolation import perf_model
 from scaler.core.profile import profile_from_raw
 from scaler.sim.engine import REFRESH_STEPS, EngineConfig, simulate
 from scaler.sim.policies import StaticController
-from scaler.sim.workload import Workload
+from scaler.sim.workload import Arrivals
 
 CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
 
@@ -21,11 +21,11 @@ def _static(prefill: int, decode: int) -> StaticController:
     return StaticController(f"static:{prefill},{decode}", {"prefill": prefill, "decode": decode})
 
 
-def _poisson(n: int, rate: float, seed: int, isl: int = 1000, osl: int = 1) -> Workload:
+def _poisson(n: int, rate: float, seed: int, isl: int = 1000, osl: int = 1) -> Arrivals:
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / rate, n))
     t -= t[0]
-    return Workload(t=t, isl=np.full(n, isl), osl=np.full(n, osl))
+    return Arrivals(t=t, isl=np.full(n, isl), osl=np.full(n, osl))
 
 
 @pytest.mark.parametrize("rho", [0.5, 0.7, 0.9])
@@ -50,7 +50,7 @@ def test_decode_batch_steps_at_profiled_itl_exactly() -> None:
     model = perf_model(profile)
     b, isl, osl = 20, 2000, 33
     assert osl - 1 < REFRESH_STEPS  # one step-time segment
-    workload = Workload(t=np.zeros(b), isl=np.full(b, isl), osl=np.full(b, osl))
+    workload = Arrivals(t=np.zeros(b), isl=np.full(b, isl), osl=np.full(b, osl))
     result = simulate(workload, model, _static(b, 1), CFG)
     kv = b * isl / 110_000.0
     itl_ms = 1.0 + 99.0 * kv
@@ -72,7 +72,7 @@ def test_decode_throughput_at_fixed_batch_matches_profiled_throughput() -> None:
     b = round(kv * raw_d["max_kv_tokens"] / ctx)
     assert b == 100
     osl = 21  # 20 steps: the context barely grows
-    workload = Workload(t=np.zeros(b), isl=np.full(b, int(ctx) - 10), osl=np.full(b, osl))
+    workload = Arrivals(t=np.zeros(b), isl=np.full(b, int(ctx) - 10), osl=np.full(b, osl))
     result = simulate(workload, model, _static(b, 1), CFG)
     decode_s = result.finish.max() - result.prefill_end.max()
     tokens_per_s = b * (osl - 1) / decode_s
@@ -85,7 +85,7 @@ def test_kv_admission_queues_requests_that_do_not_fit() -> None:
     # for the first completion, so its ITL includes that wait.
     model = perf_model(linear_profile(max_kv_tokens=110_000.0))
     isl, osl = 49_990, 11
-    workload = Workload(t=np.zeros(3), isl=np.full(3, isl), osl=np.full(3, osl))
+    workload = Arrivals(t=np.zeros(3), isl=np.full(3, isl), osl=np.full(3, osl))
     result = simulate(workload, model, _static(3, 1), CFG)
     first_two = np.sort(result.finish)[:2]
     third = np.sort(result.finish)[2]
@@ -103,7 +103,7 @@ def test_kv_admission_queues_requests_that_do_not_fit() -> None:
 def test_least_loaded_routing_spreads_a_burst() -> None:
     # 8 simultaneous requests, 4 prefill workers of 60 ms each: two rounds, TTFT 60 and 120 ms.
     model = perf_model(flat_profile(ttft_ms=60.0))
-    workload = Workload(t=np.zeros(8), isl=np.full(8, 500), osl=np.ones(8, dtype=int))
+    workload = Arrivals(t=np.zeros(8), isl=np.full(8, 500), osl=np.ones(8, dtype=int))
     result = simulate(workload, model, _static(4, 1), CFG)
     assert sorted(np.round(result.ttft_ms, 6).tolist()) == [60.0] * 4 + [120.0] * 4
 

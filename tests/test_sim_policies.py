@@ -18,7 +18,7 @@ from scaler.sim.policies import PolicyError, PlannerController, StaticController
 from scaler.sim.report import policy_summary, window_attainment
 from scaler.sim.results import PoolSample, SimResult
 from scaler.sim.run import compare
-from scaler.sim.workload import Workload
+from scaler.sim.workload import Arrivals
 
 CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
 # Flat profile: 40k prefill tokens/s/GPU and TTFT 50 ms everywhere, so ISL 2000 is consistent
@@ -26,13 +26,13 @@ CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s
 MODEL = perf_model(flat_profile(40000.0, 10000.0, ttft_ms=50.0, itl_ms=5.0))
 
 
-def _poisson(n: int, rate: float, seed: int, isl: int = 2000, osl: int = 10) -> Workload:
+def _poisson(n: int, rate: float, seed: int, isl: int = 2000, osl: int = 10) -> Arrivals:
     rng = np.random.default_rng(seed)
     t = np.cumsum(rng.exponential(1.0 / rate, n))
-    return Workload(t=t - t[0], isl=np.full(n, isl), osl=np.full(n, osl))
+    return Arrivals(t=t - t[0], isl=np.full(n, isl), osl=np.full(n, osl))
 
 
-def _even(segments: list[tuple[float, float]], isl: int = 2000, osl: int = 2) -> Workload:
+def _even(segments: list[tuple[float, float]], isl: int = 2000, osl: int = 2) -> Arrivals:
     """Evenly spaced arrivals: (duration s, rate req/s) segments one after the other."""
     ts, start = [], 0.0
     for duration, rate in segments:
@@ -40,7 +40,7 @@ def _even(segments: list[tuple[float, float]], isl: int = 2000, osl: int = 2) ->
         ts.append(start + np.arange(k) / rate)
         start += duration
     t = np.concatenate(ts)
-    return Workload(t=t, isl=np.full(len(t), isl), osl=np.full(len(t), osl))
+    return Arrivals(t=t, isl=np.full(len(t), isl), osl=np.full(len(t), osl))
 
 
 class Scripted:
@@ -155,7 +155,7 @@ def test_ready_replicas_reach_the_planner() -> None:
 def test_removed_replica_drains_its_queue_and_costs_until_then() -> None:
     model = perf_model(flat_profile(ttft_ms=100.0))
     # 20 requests at t=0 on 2 workers: 10 each, queues empty at 1.0 s. At t=0.5 one is removed.
-    burst = Workload(t=np.zeros(20), isl=np.full(20, 1000), osl=np.ones(20, dtype=int))
+    burst = Arrivals(t=np.zeros(20), isl=np.full(20, 1000), osl=np.ones(20, dtype=int))
     ctl = Scripted({"prefill": 2, "decode": 1}, 0.5, {1: {"prefill": 1, "decode": 1}})
     result = simulate(burst, model, ctl, CFG)
     assert np.all(np.isfinite(result.finish))
@@ -171,7 +171,7 @@ def test_new_replica_serves_only_after_startup_delay() -> None:
     model = perf_model(flat_profile(ttft_ms=100.0))
     cfg = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=2.0)
     # one request every 50 ms for 5 s: twice what one 100 ms worker serves
-    workload = Workload(t=np.arange(100) * 0.05, isl=np.full(100, 1000), osl=np.ones(100, dtype=int))
+    workload = Arrivals(t=np.arange(100) * 0.05, isl=np.full(100, 1000), osl=np.ones(100, dtype=int))
     ctl = Scripted({"prefill": 1, "decode": 1}, 0.5, {1: {"prefill": 2, "decode": 1}})
     result = simulate(workload, model, ctl, cfg)
     new = [r for r in result.replicas if r.pool == "prefill" and r.requested_at > 0]
@@ -186,7 +186,7 @@ def test_new_replica_serves_only_after_startup_delay() -> None:
 
 def test_traffic_window_counts_arrivals_and_completions() -> None:
     model = perf_model(flat_profile(ttft_ms=50.0, itl_ms=5.0))
-    workload = Workload(t=np.array([0.0, 1.0, 2.0, 12.0]), isl=np.array([100, 300, 500, 700]),
+    workload = Arrivals(t=np.array([0.0, 1.0, 2.0, 12.0]), isl=np.array([100, 300, 500, 700]),
                         osl=np.array([11, 21, 1, 6]))
     ctl = Scripted({"prefill": 1, "decode": 1}, 10.0, {})
     simulate(workload, model, ctl, CFG)
@@ -280,7 +280,7 @@ def test_smallest_passing_search_from_any_hint() -> None:
 
 
 def _result(ttft: list[float], itl: list[float], t: list[float], osl: list[int]) -> SimResult:
-    w = Workload(t=np.array(t), isl=np.full(len(t), 100), osl=np.array(osl))
+    w = Arrivals(t=np.array(t), isl=np.full(len(t), 100), osl=np.array(osl))
     ttft_a = np.array(ttft)
     pe = w.t + ttft_a / 1000
     itl_a = np.array(itl)

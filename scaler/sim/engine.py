@@ -25,7 +25,7 @@ Aggregated plans (mode agg, one pool `worker`): each worker is a decode worker a
 also holds its own FIFO prefill queue, served one request at a time at the batch-1 TTFT. While
 a prefill runs on a worker, that worker's decode steps pause (no chunked prefill), so prefill
 load raises ITL and decode load lengthens nothing but the KV wait. A finished prefill joins
-the same worker's decode batch (its KV is there). Workload go to the ready worker with the
+the same worker's decode batch (its KV is there). Arrivals go to the ready worker with the
 least queued prefill tokens plus reserved decode KV tokens.
 
 The controller (scaler.sim.controller has the protocol, scaler.sim.policies the policies) is
@@ -34,7 +34,7 @@ Prometheus and returns replica targets.
 
 Layout: this module holds the event loop, routing and scaling; the workers' state and its
 transitions are in scaler.sim.workers, the run's output types in scaler.sim.results, the
-input (`Workload`) in scaler.sim.workload.
+input (`Arrivals`) in scaler.sim.workload.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ from .controller import Controller
 from .results import DecisionRecord, PoolSample, ReplicaLife, SimResult
 from .workers import WORKER_CLASSES, AggWorker, DecodeWorker, PrefillWorker, Worker
 from .window import WindowStats
-from .workload import Workload
+from .workload import Arrivals
 
 # Re-read a decode worker's step time at least this often (in steps): contexts grow by one
 # token per step, which moves the ITL slowly; 64 steps keeps the error well under 1%.
@@ -109,7 +109,7 @@ def _least_loaded(workers: Iterable[W], t: float) -> Optional[W]:
 class Engine:
     """One simulation run. Build, then call `run()` once."""
 
-    def __init__(self, workload: Workload, model: PerfModel, controller: Controller, config: EngineConfig) -> None:
+    def __init__(self, workload: Arrivals, model: PerfModel, controller: Controller, config: EngineConfig) -> None:
         self.w = workload
         self.model = model
         self.ctl = controller
@@ -424,6 +424,6 @@ class Engine:
         )
 
 
-def simulate(workload: Workload, model: PerfModel, controller: Controller, config: EngineConfig) -> SimResult:
+def simulate(workload: Arrivals, model: PerfModel, controller: Controller, config: EngineConfig) -> SimResult:
     """Run one policy over a workload on the hardware described by `model`."""
     return Engine(workload, model, controller, config).run()

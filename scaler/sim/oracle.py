@@ -32,7 +32,7 @@ from scaler.core.plan import Plan
 from scaler.core.planner import capacity
 
 from .engine import EngineConfig, simulate
-from .workload import Workload
+from .workload import Arrivals
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def smallest_passing(passes: Callable[[int], bool], lo: int, hi: int, hint: int)
 
 
 def _means(
-    sub: Workload, model: PerfModel, replicas: Mapping[str, int], gpus: Mapping[str, int], mode: str = "disagg"
+    sub: Arrivals, model: PerfModel, replicas: Mapping[str, int], gpus: Mapping[str, int], mode: str = "disagg"
 ) -> tuple[float, float]:
     """Mean TTFT and token-weighted mean ITL (ms) of `sub` served alone by fixed replicas;
     inf for a mean some request never reached (a pool at zero replicas); ITL 0 when no
@@ -167,7 +167,7 @@ def _hint_plan(plan: Plan) -> Plan:
     return plan.model_copy(update={"spec": spec})
 
 
-def oracle(plan: Plan, model: PerfModel, workload: Workload, interval_s: float) -> OracleResult:
+def oracle(plan: Plan, model: PerfModel, workload: Arrivals, interval_s: float) -> OracleResult:
     """The oracle's replicas per interval over [0, last arrival], on the hardware `model`."""
     if interval_s <= 0:
         raise ValueError("interval_s must be positive")
@@ -192,7 +192,7 @@ def oracle(plan: Plan, model: PerfModel, workload: Workload, interval_s: float) 
             # nothing to serve: each pool's minimum
             out.append(OracleInterval(start, start + length, mins, sum(mins[n] * gpus[n] for n in mins)))
             continue
-        sub = Workload(
+        sub = Arrivals(
             t=workload.t[lo_i:hi_i] - start, isl=workload.isl[lo_i:hi_i], osl=workload.osl[lo_i:hi_i]
         )
         rate = count / (end - start if end > start else interval_s)

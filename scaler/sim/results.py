@@ -8,7 +8,7 @@ from typing import Iterator, Mapping, Optional
 
 import numpy as np
 
-from .workload import Workload
+from .workload import Arrivals
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class SimResult:
     """What one run produced; scaler.sim.report turns it into numbers."""
 
     policy: str
-    workload: Workload
+    workload: Arrivals
     prefill_end: np.ndarray  # s, first token
     finish: np.ndarray       # s, last token
     ttft_ms: np.ndarray

@@ -14,13 +14,13 @@ from .oracle import OracleResult, oracle
 from .policies import ORACLE, PolicySpec, make_controller
 from .report import policy_summary
 from .results import SimResult
-from .workload import Workload
+from .workload import Arrivals
 
 
 @dataclass
 class Comparison:
     plan: Plan
-    workload: Workload
+    workload: Arrivals
     results: dict[str, SimResult]
     oracle: OracleResult
     summaries: dict[str, dict[str, Any]]
@@ -38,7 +38,7 @@ def compare(
     plan: Plan,
     planner_model: Optional[PerfModel],
     truth_model: PerfModel,
-    workload: Workload,
+    workload: Arrivals,
     policies: Sequence[PolicySpec],
     startup_delay_s: float = 60.0,
     initial_replicas: Optional[Mapping[str, int]] = None,

@@ -1,4 +1,4 @@
-"""The simulator's workload: `Workload` (request arrival times and token counts) built from
+"""The simulator's workload: `Arrivals` (request arrival times and token counts) built from
 trace requests, and scaled up by replication.
 
 Two ways to make a trace heavier (say which one a result used):
@@ -9,6 +9,7 @@ Two ways to make a trace heavier (say which one a result used):
   trace still gives the planner an hour of decisions. A short jitter (the default, 1 s)
   keeps the trace's bursts K times as high; a long one smooths them, like independent users.
 
+(Not scaler.core.plan.Arrivals, the plan's ISL/OSL priors.)
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ REPLICATE_JITTER_S = 1.0
 
 
 @dataclass(frozen=True)
-class Workload:
+class Arrivals:
     """Requests sorted by arrival: time (s from the start), input and output tokens."""
 
     t: np.ndarray
@@ -54,8 +55,8 @@ class Workload:
         return float(self.t[-1] - self.t[0]) if len(self.t) else 0.0
 
 
-def workload_from_requests(requests: Sequence[Request]) -> Workload:
-    """Workload from trace requests: sorted, starting at 0, token counts of 0 taken as 1 (a
+def arrivals_from_requests(requests: Sequence[Request]) -> Arrivals:
+    """Arrivals from trace requests: sorted, starting at 0, token counts of 0 taken as 1 (a
     request reads and makes at least one token)."""
     n = len(requests)
     t = np.fromiter((r.t for r in requests), dtype=np.float64, count=n)
@@ -65,7 +66,7 @@ def workload_from_requests(requests: Sequence[Request]) -> Workload:
     t, isl, osl = t[order], isl[order], osl[order]
     if len(t):
         t = t - t[0]
-    return Workload(t=t, isl=isl, osl=osl)
+    return Arrivals(t=t, isl=isl, osl=osl)
 
 
 def build_workload(
@@ -73,8 +74,8 @@ def build_workload(
     replicate: int = 1,
     seed: int = 0,
     jitter_s: float = REPLICATE_JITTER_S,
-) -> Workload:
-    """Workload from trace requests, optionally replicated (`replicate` copies of each, the
+) -> Arrivals:
+    """Arrivals from trace requests, optionally replicated (`replicate` copies of each, the
     copies after the first shifted by a seeded uniform jitter in [0, jitter_s)).
 
     Token counts of 0 in a trace are taken as 1: every request reads at least one token
@@ -84,7 +85,7 @@ def build_workload(
         raise ValueError("replicate must be >= 1")
     if not jitter_s >= 0:
         raise ValueError("jitter_s must be >= 0")
-    base = workload_from_requests(requests)
+    base = arrivals_from_requests(requests)
     t, isl, osl = base.t, base.isl, base.osl
     if replicate > 1:
         rng = np.random.default_rng(seed)
@@ -95,4 +96,4 @@ def build_workload(
         osl = np.tile(osl, replicate)
         order = np.argsort(t, kind="stable")
         t, isl, osl = t[order], isl[order], osl[order]
-    return Workload(t=t, isl=isl, osl=osl)
+    return Arrivals(t=t, isl=isl, osl=osl)
