@@ -24,7 +24,7 @@ from scaler.profile_io import load_profile  # noqa: E402
 from scaler.sim.engine import EngineConfig, simulate  # noqa: E402
 from scaler.sim.oracle import oracle  # noqa: E402
 from scaler.sim.policies import make_controller, parse_policy  # noqa: E402
-from scaler.sim.run import oracle_interval_s  # noqa: E402
+from scaler.sim.run import oracle_interval_seconds  # noqa: E402
 from scaler.sim.workload import build_workload  # noqa: E402
 from scaler.traces import read_trace  # noqa: E402
 
@@ -65,18 +65,18 @@ def main() -> None:
         )
         t0 = time.perf_counter()
         workload = build_workload(read_trace(TRACE, "azure", rate_scale), replicate=replicate, seed=0)
-        read_s = time.perf_counter() - t0
+        read_seconds = time.perf_counter() - t0
         if policy == "oracle":
             t0 = time.perf_counter()
-            oracle(plan_file.plan, model, workload, oracle_interval_s(plan_file.plan))
+            oracle(plan_file.plan, model, workload, oracle_interval_seconds(plan_file.plan))
         else:
             ctl = make_controller(parse_policy(policy, plan_file.plan.pool_names), plan_file.plan, planner_model)
             t0 = time.perf_counter()
             simulate(workload, model, ctl, cfg)
-        sim_s = time.perf_counter() - t0
+        sim_seconds = time.perf_counter() - t0
         label = f"rate x{rate_scale:g}, {replicate} copies"
         name = policy if plan_file is lp else f"agg {policy}"
-        print(f"{label:<28}{name:<16}{len(workload):>10}{read_s:>9.2f}{sim_s:>12.2f}{len(workload) / sim_s:>17.0f}")
+        print(f"{label:<28}{name:<16}{len(workload):>10}{read_seconds:>9.2f}{sim_seconds:>12.2f}{len(workload) / sim_seconds:>17.0f}")
 
 
 if __name__ == "__main__":

@@ -17,8 +17,8 @@ from scaler.sim.report import verdicts
 from scaler.sim.run import compare
 from scaler.sim.workload import Arrivals
 
-AGG = EngineConfig(gpus_per_replica={"worker": 1}, startup_delay_s=60.0, mode="agg")
-DISAGG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
+AGG = EngineConfig(gpus_per_replica={"worker": 1}, startup_delay_seconds=60.0, mode="agg")
+DISAGG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_seconds=60.0)
 AGG_PLAN = load_plan(str(EXAMPLES / "llama-8b-agg.yaml")).plan
 TRUTH = perf_model(load_profile(str(EXAMPLES / "profiles" / "h200-llama3.1-8b-fp8-tp1")))
 
@@ -128,7 +128,7 @@ def test_planner_in_the_loop_scales_the_agg_plan_on_load() -> None:
     t = np.concatenate([t, t[-1] + 1 + quiet2.t])
     w = Arrivals(t=t, isl=np.full(len(t), 2000), osl=np.full(len(t), 200))
     specs = [parse_policy("plan", AGG_PLAN.pool_names), PolicySpec("static:1", "static", {"worker": 1})]
-    cmp = compare(AGG_PLAN, None, TRUTH, w, specs, startup_delay_s=60.0)
+    cmp = compare(AGG_PLAN, None, TRUTH, w, specs, startup_delay_seconds=60.0)
     plan, static1 = cmp.summaries["plan"], cmp.summaries["static:1"]
     assert plan["peakReplicas"]["worker"] >= 3
     assert plan["scaleEvents"] >= 2

@@ -14,7 +14,7 @@ from scaler.sim.engine import REFRESH_STEPS, EngineConfig, simulate
 from scaler.sim.policies import StaticController
 from scaler.sim.workload import Arrivals
 
-CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
+CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_seconds=60.0)
 
 
 def _static(prefill: int, decode: int) -> StaticController:
@@ -31,15 +31,15 @@ def _poisson(n: int, rate: float, seed: int, isl: int = 1000, osl: int = 1) -> A
 @pytest.mark.parametrize("rho", [0.5, 0.7, 0.9])
 def test_single_prefill_worker_gives_md1_mean_wait(rho: float) -> None:
     # Flat TTFT profile: every request takes exactly S on the one prefill worker (M/D/1).
-    service_s = 0.05
-    model = perf_model(flat_profile(ttft_ms=service_s * 1000))
-    workload = _poisson(400_000, rho / service_s, seed=0)
+    service_seconds = 0.05
+    model = perf_model(flat_profile(ttft_ms=service_seconds * 1000))
+    workload = _poisson(400_000, rho / service_seconds, seed=0)
     result = simulate(workload, model, _static(1, 1), CFG)
-    wait = np.mean(result.ttft_ms / 1000.0 - service_s)
-    pollaczek_khinchine = rho * service_s / (2 * (1 - rho))
+    wait = np.mean(result.ttft_ms / 1000.0 - service_seconds)
+    pollaczek_khinchine = rho * service_seconds / (2 * (1 - rho))
     assert wait == pytest.approx(pollaczek_khinchine, rel=0.05)
     # queueing counts toward TTFT: nobody is faster than the service time
-    assert result.ttft_ms.min() == pytest.approx(service_s * 1000)
+    assert result.ttft_ms.min() == pytest.approx(service_seconds * 1000)
 
 
 def test_decode_batch_steps_at_profiled_itl_exactly() -> None:
@@ -74,8 +74,8 @@ def test_decode_throughput_at_fixed_batch_matches_profiled_throughput() -> None:
     osl = 21  # 20 steps: the context barely grows
     workload = Arrivals(t=np.zeros(b), isl=np.full(b, int(ctx) - 10), osl=np.full(b, osl))
     result = simulate(workload, model, _static(b, 1), CFG)
-    decode_s = result.finish.max() - result.prefill_end.max()
-    tokens_per_s = b * (osl - 1) / decode_s
+    decode_seconds = result.finish.max() - result.prefill_end.max()
+    tokens_per_s = b * (osl - 1) / decode_seconds
     assert tokens_per_s == pytest.approx(10661.86, rel=0.03)
     assert np.nanmean(result.itl_ms) == pytest.approx(9.379, rel=0.03)
 

@@ -20,7 +20,7 @@ from scaler.sim.results import PoolSample, SimResult
 from scaler.sim.run import compare
 from scaler.sim.workload import Arrivals
 
-CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=60.0)
+CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_seconds=60.0)
 # Flat profile: 40k prefill tokens/s/GPU and TTFT 50 ms everywhere, so ISL 2000 is consistent
 # (2000 tokens / 50 ms = 40k tokens/s); ITL 5 ms, inside the plan's 20 ms.
 MODEL = perf_model(flat_profile(40000.0, 10000.0, ttft_ms=50.0, itl_ms=5.0))
@@ -47,12 +47,12 @@ class Scripted:
     """A controller that applies fixed targets at fixed tick numbers (tests the engine's
     scaling mechanics on their own, without a planner's opinion)."""
 
-    load_interval_s: Optional[float] = None
+    load_interval_seconds: Optional[float] = None
 
     def __init__(self, initial: Mapping[str, int], interval: float, script: dict[int, dict[str, int]]) -> None:
         self.name = "scripted"
         self._initial = dict(initial)
-        self.throughput_interval_s = interval
+        self.throughput_interval_seconds = interval
         self._script = script
         self._tick = 0
         self.windows: list[TrafficWindow] = []
@@ -82,7 +82,7 @@ def test_static_with_enough_replicas_meets_every_sla_and_too_few_does_not() -> N
     assert few["attainment"]["itl"] == 1.0  # decode is far from its limit
     assert few["ttftMs"]["p50"] > 10_000
     assert few["goodputRps"] < enough["goodputRps"]
-    assert enough["goodputRps"] == pytest.approx(6000 / workload.span_s, rel=1e-3)
+    assert enough["goodputRps"] == pytest.approx(6000 / workload.span_seconds, rel=1e-3)
 
 
 def test_parse_policy_names_and_errors() -> None:
@@ -169,7 +169,7 @@ def test_removed_replica_drains_its_queue_and_costs_until_then() -> None:
 
 def test_new_replica_serves_only_after_startup_delay() -> None:
     model = perf_model(flat_profile(ttft_ms=100.0))
-    cfg = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_s=2.0)
+    cfg = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_seconds=2.0)
     # one request every 50 ms for 5 s: twice what one 100 ms worker serves
     workload = Arrivals(t=np.arange(100) * 0.05, isl=np.full(100, 1000), osl=np.ones(100, dtype=int))
     ctl = Scripted({"prefill": 1, "decode": 1}, 0.5, {1: {"prefill": 2, "decode": 1}})
@@ -328,11 +328,11 @@ def test_peak_gpus_of_a_run_counts_gpus_per_replica_in_every_pool() -> None:
 
 def test_requests_stranded_without_replicas_are_reported_unfinished() -> None:
     # At t=5 the prefill pool goes to zero: later arrivals are never served. Ticks stop
-    # max_drain_s after the last arrival and the run ends instead of looping forever.
+    # max_drain_seconds after the last arrival and the run ends instead of looping forever.
     model = perf_model(flat_profile(ttft_ms=50.0, itl_ms=5.0))
     workload = _even([(20.0, 1.0)], isl=1000, osl=5)
     ctl = Scripted({"prefill": 1, "decode": 1}, 5.0, {1: {"prefill": 0, "decode": 1}})
-    cfg = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, max_drain_s=30.0)
+    cfg = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, max_drain_seconds=30.0)
     result = simulate(workload, model, ctl, cfg)
     served = workload.t < 5.0
     assert np.all(np.isfinite(result.finish[served]))

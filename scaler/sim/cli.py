@@ -119,9 +119,9 @@ def simulate(
         if out.exists() and not out.is_dir():
             raise click.BadParameter(f"{out_dir} exists and is not a directory", param_hint="--out")
     requests = read_trace(trace_file, fmt, rate_scale)  # type: ignore[arg-type]
-    workload = build_workload(requests, replicate=replicate, seed=seed, jitter_s=replicate_jitter)
+    workload = build_workload(requests, replicate=replicate, seed=seed, jitter_seconds=replicate_jitter)
 
-    cmp = compare(plan, lp.model, truth, workload, specs, startup_delay_s=startup_delay, initial_replicas=initial)
+    cmp = compare(plan, lp.model, truth, workload, specs, startup_delay_seconds=startup_delay, initial_replicas=initial)
 
     from .report import table
 
@@ -131,7 +131,7 @@ def simulate(
     if replicate > 1:
         transform += f", {replicate} copies per request (jitter {replicate_jitter:g} s)"
     click.echo(
-        f"plan {plan.name}: {len(workload)} requests over {workload.span_s / 60:.1f} min ({transform}); "
+        f"plan {plan.name}: {len(workload)} requests over {workload.span_seconds / 60:.1f} min ({transform}); "
         f"SLA TTFT {plan.spec.sla.ttft_ms:g} ms, ITL {plan.spec.sla.itl_ms:g} ms; "
         f"start-up delay {startup_delay:g} s; hardware: {truth.profile.source}"
     )
@@ -157,7 +157,7 @@ def simulate(
         "replicateJitterSeconds": replicate_jitter,
         "seed": seed,
         "requests": len(workload),
-        "spanSeconds": round(workload.span_s, 3),
+        "spanSeconds": round(workload.span_seconds, 3),
         "startupDelaySeconds": startup_delay,
         "initialReplicas": initial if initial is not None else {n: p.min_replicas for n, p in plan.pools.items()},
         "truthProfile": truth.profile.source,

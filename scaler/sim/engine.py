@@ -76,12 +76,12 @@ W = TypeVar("W", bound=Worker)
 @dataclass(frozen=True)
 class EngineConfig:
     gpus_per_replica: Mapping[str, int]
-    startup_delay_s: float = 60.0
+    startup_delay_seconds: float = 60.0
     # initial replicas start ready (a warm deployment); later ones pay the start-up delay
     initial_ready: bool = True
     # planner ticks stop this long after the last arrival even if requests are still stuck
     # (a policy that leaves a pool at zero replicas): they are reported unfinished
-    max_drain_s: float = 86400.0
+    max_drain_seconds: float = 86400.0
     # "disagg": pools prefill and decode; "agg": one pool `worker` serving both phases
     mode: str = "disagg"
 
@@ -149,7 +149,7 @@ class Engine:
     # -- replicas ---------------------------------------------------------------------------
     def _add_replica(self, pool: str, t: float, ready_now: bool) -> None:
         workers = self._workers[pool]
-        ready_at = t if ready_now else t + self.cfg.startup_delay_s
+        ready_at = t if ready_now else t + self.cfg.startup_delay_seconds
         w = WORKER_CLASSES[pool](len(workers), t, ready_at)
         workers.append(w)
         if ready_now:
@@ -341,7 +341,7 @@ class Engine:
         if self._next_arrival < len(self._arr):
             return True
         last = self._arr[-1] if self._arr else 0.0
-        return self._in_flight > 0 and t <= last + self.cfg.max_drain_s
+        return self._in_flight > 0 and t <= last + self.cfg.max_drain_seconds
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> SimResult:
@@ -350,8 +350,8 @@ class Engine:
                 self._add_replica(pool, 0.0, ready_now=self.cfg.initial_ready)
         self._sample(0.0)
         # 0.0 stands for "no throughput path": no tick is ever scheduled then.
-        ti = self.ctl.throughput_interval_s or 0.0
-        li = self.ctl.load_interval_s
+        ti = self.ctl.throughput_interval_seconds or 0.0
+        li = self.ctl.load_interval_seconds
         if ti:
             self._push(ti, _EV_THROUGHPUT_TICK)
         if li:

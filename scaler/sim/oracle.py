@@ -57,7 +57,7 @@ class OracleInterval:
 
 @dataclass(frozen=True)
 class OracleResult:
-    interval_s: float
+    interval_seconds: float
     intervals: tuple[OracleInterval, ...]
     engine_runs: int = 0
 
@@ -79,8 +79,8 @@ class _Fixed:
     """A controller that holds fixed replicas, ready from the start, and never decides."""
 
     name = "oracle-probe"
-    throughput_interval_s: Optional[float] = None
-    load_interval_s: Optional[float] = None
+    throughput_interval_seconds: Optional[float] = None
+    load_interval_seconds: Optional[float] = None
 
     def __init__(self, replicas: Mapping[str, int]) -> None:
         self._replicas = dict(replicas)
@@ -138,7 +138,7 @@ def _means(
     """Mean TTFT and token-weighted mean ITL (ms) of `sub` served alone by fixed replicas;
     inf for a mean some request never reached (a pool at zero replicas); ITL 0 when no
     request makes a second token."""
-    cfg = EngineConfig(gpus_per_replica=gpus, startup_delay_s=0.0, initial_ready=True, mode=mode)
+    cfg = EngineConfig(gpus_per_replica=gpus, startup_delay_seconds=0.0, initial_ready=True, mode=mode)
     res = simulate(sub, model, _Fixed(replicas), cfg)
     ttft = res.ttft_ms
     ttft_mean = float(ttft.mean()) if np.all(np.isfinite(ttft)) else float("inf")
@@ -167,23 +167,23 @@ def _hint_plan(plan: Plan) -> Plan:
     return plan.model_copy(update={"spec": spec})
 
 
-def oracle(plan: Plan, model: PerfModel, workload: Arrivals, interval_s: float) -> OracleResult:
+def oracle(plan: Plan, model: PerfModel, workload: Arrivals, interval_seconds: float) -> OracleResult:
     """The oracle's replicas per interval over [0, last arrival], on the hardware `model`."""
-    if interval_s <= 0:
-        raise ValueError("interval_s must be positive")
+    if interval_seconds <= 0:
+        raise ValueError("interval_seconds must be positive")
     pools = plan.pools
     gpus = {n: p.gpus_per_replica for n, p in pools.items()}
     sla = plan.spec.sla
     hint_plan = _hint_plan(plan)
     span = float(workload.t[-1]) if len(workload) else 0.0
-    n_int = max(1, int(np.ceil(span / interval_s)) if span > 0 else 1)
-    idx = np.minimum((workload.t // interval_s).astype(np.int64), n_int - 1)
+    n_int = max(1, int(np.ceil(span / interval_seconds)) if span > 0 else 1)
+    idx = np.minimum((workload.t // interval_seconds).astype(np.int64), n_int - 1)
     bounds = np.searchsorted(idx, np.arange(n_int + 1))
     runs = 0
     out = []
     for k in range(n_int):
-        start = k * interval_s
-        end = min((k + 1) * interval_s, span) if k == n_int - 1 else (k + 1) * interval_s
+        start = k * interval_seconds
+        end = min((k + 1) * interval_seconds, span) if k == n_int - 1 else (k + 1) * interval_seconds
         length = max(end - start, 1e-9)
         lo_i, hi_i = int(bounds[k]), int(bounds[k + 1])
         count = hi_i - lo_i
@@ -195,7 +195,7 @@ def oracle(plan: Plan, model: PerfModel, workload: Arrivals, interval_s: float) 
         sub = Arrivals(
             t=workload.t[lo_i:hi_i] - start, isl=workload.isl[lo_i:hi_i], osl=workload.osl[lo_i:hi_i]
         )
-        rate = count / (end - start if end > start else interval_s)
+        rate = count / (end - start if end > start else interval_seconds)
         hint = capacity(hint_plan, model, rate, float(sub.isl.mean()), float(sub.osl.mean()))
         cache: dict[tuple[tuple[str, int], ...], tuple[float, float]] = {}
 
@@ -246,4 +246,4 @@ def oracle(plan: Plan, model: PerfModel, workload: Arrivals, interval_s: float) 
                 itl_ms=itl_ms,
             )
         )
-    return OracleResult(interval_s=interval_s, intervals=tuple(out), engine_runs=runs)
+    return OracleResult(interval_seconds=interval_seconds, intervals=tuple(out), engine_runs=runs)

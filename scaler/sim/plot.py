@@ -12,7 +12,7 @@ import numpy as np
 
 from scaler.errors import OptionalDependencyMissing
 
-from .report import WINDOW_S, window_means
+from .report import WINDOW_SECONDS, window_means
 from .results import PoolSample
 from .run import Comparison
 
@@ -66,10 +66,10 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
 
     # traffic: arrivals per second, averaged per minute
     if len(w):
-        idx = (w.t // WINDOW_S).astype(int)
+        idx = (w.t // WINDOW_SECONDS).astype(int)
         counts = np.bincount(idx)
         x = np.arange(len(counts) + 1)
-        ax_rate.stairs(counts / WINDOW_S, x * WINDOW_S / 60.0, fill=True, color="#999999", alpha=0.6)
+        ax_rate.stairs(counts / WINDOW_SECONDS, x * WINDOW_SECONDS / 60.0, fill=True, color="#999999", alpha=0.6)
     ax_rate.set_ylabel("arrivals (req/s)")
     ax_rate.set_title(title, fontsize=11, loc="left")
     ax_rate.grid(alpha=0.3)
@@ -85,7 +85,7 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
             style = ":" if names[0].startswith("static:") else "-"
             ax.step(tx, ty, where="post", color=color, lw=1.6, ls=style, label=label)
         wm = window_means(res)
-        mid = (wm["start"] + WINDOW_S / 2) / 60.0
+        mid = (wm["start"] + WINDOW_SECONDS / 2) / 60.0
         ax_ttft.plot(mid, wm["ttft_ms"], color=color, lw=1.4, marker=".", ms=3)
         ax_itl.plot(mid, wm["itl_ms"], color=color, lw=1.4, marker=".", ms=3)
 

@@ -95,12 +95,12 @@ class PlannerController:
         return {n: p.min_replicas for n, p in self.plan.pools.items()}
 
     @property
-    def throughput_interval_s(self) -> Optional[float]:
+    def throughput_interval_seconds(self) -> Optional[float]:
         tp = self.plan.spec.scaling.throughput
         return float(tp.interval_seconds) if tp.enabled else None
 
     @property
-    def load_interval_s(self) -> Optional[float]:
+    def load_interval_seconds(self) -> Optional[float]:
         ld = self.plan.spec.scaling.load
         return float(ld.interval_seconds) if ld.enabled else None
 
@@ -124,8 +124,8 @@ class PlannerController:
 class StaticController:
     """Fixed replicas, ready from the start; never changes."""
 
-    throughput_interval_s: Optional[float] = None
-    load_interval_s: Optional[float] = None
+    throughput_interval_seconds: Optional[float] = None
+    load_interval_seconds: Optional[float] = None
 
     def __init__(self, name: str, replicas: Mapping[str, int]) -> None:
         self.name = name

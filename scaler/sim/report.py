@@ -26,7 +26,7 @@ from scaler.core.plan import Sla
 
 from .results import SimResult
 
-WINDOW_S = 60.0
+WINDOW_SECONDS = 60.0
 PERCENTILES = (50, 95, 99)
 
 
@@ -55,13 +55,13 @@ def _percentiles(values: np.ndarray) -> dict[str, Optional[float]]:
     return {f"p{p}": round(float(x), 3) for p, x in zip(PERCENTILES, np.percentile(v, PERCENTILES))}
 
 
-def window_means(result: SimResult, window_s: float = WINDOW_S) -> dict[str, np.ndarray]:
+def window_means(result: SimResult, window_seconds: float = WINDOW_SECONDS) -> dict[str, np.ndarray]:
     """Per window of arrivals: start time, count, mean TTFT, token-weighted mean ITL (NaN if none)."""
     w = result.workload
     if not len(w):
         empty = np.zeros(0)
         return {"start": empty, "count": empty, "ttft_ms": empty, "itl_ms": empty, "unfinished": empty}
-    idx = (w.t // window_s).astype(np.int64)
+    idx = (w.t // window_seconds).astype(np.int64)
     n = int(idx[-1]) + 1
     count = np.bincount(idx, minlength=n).astype(np.float64)
     finished = np.isfinite(result.finish)
@@ -75,7 +75,7 @@ def window_means(result: SimResult, window_s: float = WINDOW_S) -> dict[str, np.
     itl_n = np.bincount(idx, weights=gaps, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {
-            "start": np.arange(n) * window_s,
+            "start": np.arange(n) * window_seconds,
             "count": count,
             "ttft_ms": np.where(ttft_n > 0, ttft_sum / np.maximum(ttft_n, 1), np.nan),
             "itl_ms": np.where(itl_n > 0, itl_sum / np.maximum(itl_n, 1), np.nan),
@@ -83,8 +83,8 @@ def window_means(result: SimResult, window_s: float = WINDOW_S) -> dict[str, np.
         }
 
 
-def window_attainment(result: SimResult, sla: Sla, window_s: float = WINDOW_S) -> dict[str, Optional[float]]:
-    wm = window_means(result, window_s)
+def window_attainment(result: SimResult, sla: Sla, window_seconds: float = WINDOW_SECONDS) -> dict[str, Optional[float]]:
+    wm = window_means(result, window_seconds)
     active = wm["count"] > 0
     if not active.any():
         return {"ttft": None, "itl": None, "both": None}
@@ -104,7 +104,7 @@ def policy_summary(result: SimResult, sla: Sla, oracle_gpu_hours: Optional[float
     """The summary.json entry of one simulated policy."""
     v = verdicts(result, sla)
     n = len(result.workload)
-    span = result.workload.span_s
+    span = result.workload.span_seconds
     gpu_hours = result.gpu_hours()
     finished = np.isfinite(result.finish)
     by_pool: dict[str, list[int]] = {}

@@ -28,7 +28,7 @@ class Comparison:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time per policy (and the oracle's search)
 
 
-def oracle_interval_s(plan: Plan) -> float:
+def oracle_interval_seconds(plan: Plan) -> float:
     """The oracle sizes per planner interval (the throughput interval, else 60 s)."""
     tp = plan.spec.scaling.throughput
     return float(tp.interval_seconds) if tp.enabled else 60.0
@@ -40,7 +40,7 @@ def compare(
     truth_model: PerfModel,
     workload: Arrivals,
     policies: Sequence[PolicySpec],
-    startup_delay_s: float = 60.0,
+    startup_delay_seconds: float = 60.0,
     initial_replicas: Optional[Mapping[str, int]] = None,
 ) -> Comparison:
     """Simulate each policy on `truth_model` hardware; the planner sizes with `planner_model`.
@@ -50,12 +50,12 @@ def compare(
     """
     cfg = EngineConfig(
         gpus_per_replica={n: p.gpus_per_replica for n, p in plan.pools.items()},
-        startup_delay_s=startup_delay_s,
+        startup_delay_seconds=startup_delay_seconds,
         mode=plan.spec.mode,
     )
     t0 = time.perf_counter()
-    orc = oracle(plan, truth_model, workload, oracle_interval_s(plan))
-    oracle_s = time.perf_counter() - t0
+    orc = oracle(plan, truth_model, workload, oracle_interval_seconds(plan))
+    oracle_seconds = time.perf_counter() - t0
     results: dict[str, SimResult] = {}
     logs: dict[str, list[dict[str, Any]]] = {}
     seconds: dict[str, float] = {}
@@ -71,7 +71,7 @@ def compare(
         summaries[spec.name] = policy_summary(results[spec.name], plan.spec.sla, orc.gpu_hours)
     summaries[ORACLE] = {
         "gpuHours": round(orc.gpu_hours, 4),
-        "intervalSeconds": orc.interval_s,
+        "intervalSeconds": orc.interval_seconds,
         "peakReplicas": {
             p: max((iv.replicas[p] for iv in orc.intervals), default=0) for p in plan.pool_names
         },
@@ -82,7 +82,7 @@ def compare(
         "budgetLimitedIntervals": orc.budget_limited_intervals,
         "engineRuns": orc.engine_runs,
     }
-    seconds[ORACLE] = oracle_s  # its search runs the engine too
+    seconds[ORACLE] = oracle_seconds  # its search runs the engine too
     return Comparison(
         plan=plan,
         workload=workload,

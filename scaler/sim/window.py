@@ -20,7 +20,7 @@ class WindowStats:
     since the last `reset` (completions and first tokens), arrivals looked up by time."""
 
     __slots__ = ("_arrivals", "_isl_cum", "first_tokens", "ttft_ms_sum", "completed_requests", "osl_sum",
-                 "duration_sum", "decode_s", "decode_tokens")
+                 "duration_sum", "decode_seconds", "decode_tokens")
 
     def __init__(self, arrivals: Sequence[float], isl: np.ndarray) -> None:
         self._arrivals = arrivals
@@ -33,20 +33,20 @@ class WindowStats:
         self.completed_requests = 0
         self.osl_sum = 0.0
         self.duration_sum = 0.0
-        self.decode_s = 0.0
+        self.decode_seconds = 0.0
         self.decode_tokens = 0
 
     def first_token(self, ttft_ms: float) -> None:
         self.first_tokens += 1
         self.ttft_ms_sum += ttft_ms
 
-    def completed(self, osl: int, duration: float, decode_s: float) -> None:
-        """A request finished after `duration` s; `decode_s` from first to last token."""
+    def completed(self, osl: int, duration: float, decode_seconds: float) -> None:
+        """A request finished after `duration` s; `decode_seconds` from first to last token."""
         self.completed_requests += 1
         self.osl_sum += osl
         self.duration_sum += duration
         if osl > 1:
-            self.decode_s += decode_s
+            self.decode_seconds += decode_seconds
             self.decode_tokens += osl - 1
 
     def window(self, t: float, seconds: float) -> TrafficWindow:
@@ -64,6 +64,6 @@ class WindowStats:
             isl=(self._isl_cum[hi] - self._isl_cum[lo]) / count if count else None,
             osl=self.osl_sum / done if done else None,
             ttft_ms=self.ttft_ms_sum / self.first_tokens if self.first_tokens else None,
-            itl_ms=1000.0 * self.decode_s / self.decode_tokens if self.decode_tokens else None,
+            itl_ms=1000.0 * self.decode_seconds / self.decode_tokens if self.decode_tokens else None,
             request_duration_s=self.duration_sum / done if done else None,
         )

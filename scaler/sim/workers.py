@@ -94,9 +94,9 @@ class PrefillWorker(Worker):
     def drain_end(self, t: float) -> Optional[float]:
         return self.backlog(t)  # its queue is known: it ends when it empties
 
-    def enqueue(self, t: float, isl: int, service_s: float) -> float:
+    def enqueue(self, t: float, isl: int, service_seconds: float) -> float:
         """Queue a request arriving at t; returns its prefill end."""
-        end = self.backlog(t) + service_s
+        end = self.backlog(t) + service_seconds
         self.free_at = end
         self.queue.append((end, isl))
         return end

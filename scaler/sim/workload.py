@@ -21,7 +21,7 @@ import numpy as np
 
 from scaler.traces import Request
 
-REPLICATE_JITTER_S = 1.0
+REPLICATE_JITTER_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Arrivals:
         return len(self.t)
 
     @property
-    def span_s(self) -> float:
+    def span_seconds(self) -> float:
         return float(self.t[-1] - self.t[0]) if len(self.t) else 0.0
 
 
@@ -73,24 +73,24 @@ def build_workload(
     requests: Sequence[Request],
     replicate: int = 1,
     seed: int = 0,
-    jitter_s: float = REPLICATE_JITTER_S,
+    jitter_seconds: float = REPLICATE_JITTER_SECONDS,
 ) -> Arrivals:
     """Arrivals from trace requests, optionally replicated (`replicate` copies of each, the
-    copies after the first shifted by a seeded uniform jitter in [0, jitter_s)).
+    copies after the first shifted by a seeded uniform jitter in [0, jitter_seconds)).
 
     Token counts of 0 in a trace are taken as 1: every request reads at least one token
     and makes at least one (its first, from prefill).
     """
     if replicate < 1:
         raise ValueError("replicate must be >= 1")
-    if not jitter_s >= 0:
-        raise ValueError("jitter_s must be >= 0")
+    if not jitter_seconds >= 0:
+        raise ValueError("jitter_seconds must be >= 0")
     base = arrivals_from_requests(requests)
     t, isl, osl = base.t, base.isl, base.osl
     if replicate > 1:
         rng = np.random.default_rng(seed)
         n = len(t)
-        jitter = rng.uniform(0.0, jitter_s, size=(replicate - 1) * n)
+        jitter = rng.uniform(0.0, jitter_seconds, size=(replicate - 1) * n)
         t = np.concatenate([t, np.tile(t, replicate - 1) + jitter])
         isl = np.tile(isl, replicate)
         osl = np.tile(osl, replicate)
