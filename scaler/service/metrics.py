@@ -22,7 +22,7 @@ class _PerPlan(Generic[M]):
     step with `record_decision`."""
 
     def __init__(self, metric: M) -> None:
-        self.metric = metric
+        self.metric: M = metric
         self._written: dict[tuple[str, str], set[tuple[str, ...]]] = {}
 
     def labels(self, namespace: str, plan: str, *rest: str) -> M:
