@@ -136,12 +136,13 @@ def render_table(doc: Explanation) -> str:
                 f"queueing: variability factor {tp.queueing_factor:.2f} (1 = Poisson); "
                 f"prefill replicas for TTFT under queueing {_fmt(tp.prefill_queueing_replicas)}"
             )
-    for pool, signal, li in ((p, s, li) for p, by in decision.load.items() for s, li in by.items()):
-        lines.append(
-            f"load {pool}.{signal}: workers {li.workers}, reason {li.reason.value}, direction {li.direction:+d}; "
-            f"fit slope {_fmt(li.slope)} intercept {_fmt(li.intercept)} on {li.observations} points, "
-            f"capacity/worker {_fmt(li.capacity_per_worker)}, busiest worker {_fmt(li.max_worker_load)}"
-        )
+    for pool, by_signal in decision.load.items():
+        for signal, li in by_signal.items():
+            lines.append(
+                f"load {pool}.{signal}: workers {li.workers}, reason {li.reason.value}, direction {li.direction:+d}; "
+                f"fit slope {_fmt(li.slope)} intercept {_fmt(li.intercept)} on {li.observations} points, "
+                f"capacity/worker {_fmt(li.capacity_per_worker)}, busiest worker {_fmt(li.max_worker_load)}"
+            )
     for w in decision.warnings:
         lines.append(f"warning: {w}")
     return "\n".join(lines)

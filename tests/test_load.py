@@ -24,9 +24,9 @@ from scaler.core.load import (
     ITL,
     TTFT,
     UP,
+    _pool_step,
     combine_aggregated,
     decode_verdict,
-    inputs_key,
     new_load_state,
     prefill_verdict,
     rebuild_load_state,
@@ -143,6 +143,75 @@ def test_aggregated_combination_rule():
     assert combine_aggregated(DOWN, DOWN) == DOWN
 
 
+# -- one pool's step: a table per rule of the module docstring ---------------------------
+R = Reason
+
+
+def _step(direction=HOLD, *, ready=3, last=3, previous=None, reporting=True, throughput_only=False,
+          down_streak=0, confirm_ticks=1, held=()):
+    s = _pool_step(
+        direction, ready=ready, last=last, previous=previous, reporting=reporting,
+        throughput_only=throughput_only, down_streak=down_streak, confirm_ticks=confirm_ticks, held=held,
+    )
+    return s.reason, s.replicas
+
+
+@pytest.mark.parametrize(
+    "kwargs, expected",
+    [
+        ({"throughput_only": True, "direction": UP}, (R.LOAD_HOLD, 3)),            # keeps the last decision
+        ({"throughput_only": True, "last": None}, (R.LOAD_INSUFFICIENT_DATA, None)),  # none yet: the minimum
+        ({"reporting": False, "direction": UP}, (R.LOAD_INSUFFICIENT_DATA, 3)),
+        ({"reporting": False, "last": None, "previous": 2}, (R.LOAD_INSUFFICIENT_DATA, 2)),
+        ({"reporting": False, "last": None}, (R.LOAD_INSUFFICIENT_DATA, None)),
+    ],
+)
+def test_step_without_load_samples_keeps_the_last_decision(kwargs, expected):
+    assert _step(**kwargs) == expected
+
+
+@pytest.mark.parametrize(
+    "direction, ready, last, expected",
+    [
+        (DOWN, 2, 3, (R.LOAD_DOWN, 2)),      # withdraw the replica that never became ready
+        (DOWN, 4, 3, (R.LOAD_NOT_READY, 3)),  # still draining: no second step down
+        (UP, 4, 3, (R.LOAD_UP, 5)),          # more ready than decided and overloaded: grow from 4
+        (UP, 2, 3, (R.LOAD_NOT_READY, 3)),    # a replica is starting: do not stack another
+        (HOLD, 2, 3, (R.LOAD_NOT_READY, 3)),
+    ],
+)
+def test_step_transitions_hold_at_the_decision_in_flight(direction, ready, last, expected):
+    assert _step(direction, ready=ready, last=last) == expected
+
+
+@pytest.mark.parametrize(
+    "direction, held, expected",
+    [
+        (UP, (), (R.LOAD_UP, 4)),
+        (DOWN, (), (R.LOAD_DOWN, 2)),
+        (HOLD, (R.LOAD_HOLD, R.LOAD_REFUSED_CONSOLIDATION), (R.LOAD_REFUSED_CONSOLIDATION, 3)),
+        (HOLD, (R.LOAD_INSUFFICIENT_DATA, R.SLA_INFEASIBLE), (R.SLA_INFEASIBLE, 3)),
+        (HOLD, (), (R.LOAD_HOLD, 3)),
+    ],
+)
+def test_step_verdict_moves_one_replica_from_the_ready_count(direction, held, expected):
+    assert _step(direction, held=held) == expected
+    assert _step(direction, held=held, last=None) == expected  # the first decision too
+
+
+@pytest.mark.parametrize(
+    "down_streak, confirm_ticks, expected",
+    [
+        (0, 1, (R.LOAD_DOWN, 2)),           # no delay
+        (0, 3, (R.LOAD_DOWN_PENDING, 3)),
+        (1, 3, (R.LOAD_DOWN_PENDING, 3)),
+        (2, 3, (R.LOAD_DOWN, 2)),           # the third down verdict in a row
+    ],
+)
+def test_step_delay_needs_the_down_verdict_on_every_tick(down_streak, confirm_ticks, expected):
+    assert _step(DOWN, down_streak=down_streak, confirm_ticks=confirm_ticks) == expected
+
+
 # -- reference vectors through decide -------------------------------------------------
 def _seeded_state(plan: Plan, pool: str = "prefill"):
     state = new_state(plan)
@@ -176,7 +245,7 @@ def test_reference_vectors_through_decide(loads, sensitivity, expected, reason):
     d = decide(plan, None, Observation(workers=_prefill_workers(loads), ready_replicas={"prefill": n}), state)
     assert d.replicas("prefill") == expected
     assert d.pools["prefill"].reasons[0] is reason
-    inputs = d.load[inputs_key("prefill", TTFT)]
+    inputs = d.load["prefill"][TTFT]
     assert inputs.capacity_per_worker == pytest.approx(1000.0) and inputs.workers == n
     assert inputs.max_worker_load == max(loads)
     # decode reports nothing: it keeps its minimum, with the reason saying why
@@ -190,7 +259,7 @@ def test_decode_vectors_through_decide():
     workers = tuple(WorkerLoad(f"d{i}", "decode", active_decode_blocks=b) for i, b in enumerate((10, 15, 20)))
     d = decide(plan, None, Observation(workers=workers, ready_replicas={"decode": 3}), state)
     assert d.replicas("decode") == 2 and d.reason is Reason.LOAD_DOWN
-    assert d.load["decode.itl"].capacity_per_worker == pytest.approx(80.0)
+    assert d.load["decode"]["itl"].capacity_per_worker == pytest.approx(80.0)
 
 
 # -- a simulated cluster ----------------------------------------------------------------
@@ -336,7 +405,7 @@ def test_worker_disappearing_is_not_counted_and_holds_the_decision():
     _warm(c, 10, 2100, 20)
     # prefill-2 stops reporting; the reader counts only reporting workers as ready
     d = c.tick(2100, 20, silent=("prefill-2",), ready_override={"prefill": 2})
-    inputs = d.load["prefill.ttft"]
+    inputs = d.load["prefill"]["ttft"]
     assert inputs.workers == 2
     assert d.replicas("prefill") == 3 and d.pools["prefill"].reasons[0] is Reason.LOAD_NOT_READY
     # busy survivors do not trigger a stacked scale-up while the replica is missing
@@ -354,7 +423,7 @@ def test_ready_but_silent_worker_counts_as_idle():
     state = _seeded_state(plan)
     obs = Observation(workers=_prefill_workers((1500, 1200)), ready_replicas={"prefill": 3})
     d = decide(plan, None, obs, state)
-    assert d.replicas("prefill") == 3 and d.load["prefill.ttft"].workers == 3
+    assert d.replicas("prefill") == 3 and d.load["prefill"]["ttft"].workers == 3
 
 
 def test_pending_replica_is_withdrawn_when_load_falls():
@@ -386,7 +455,7 @@ def test_negative_slope_data_uses_fallback_and_reports_bad_fit():
     d = decide(plan, None, Observation(workers=_prefill_workers((1500, 1300)), ready_replicas={"prefill": 2}), state)
     assert d.replicas("prefill") == 3
     assert d.pools["prefill"].reasons[:2] == (Reason.LOAD_UP, Reason.LOAD_BAD_FIT)
-    inputs = d.load["prefill.ttft"]
+    inputs = d.load["prefill"]["ttft"]
     assert inputs.reason is Reason.LOAD_BAD_FIT and inputs.slope < 0
     assert inputs.capacity_per_worker == pytest.approx(1200.0)
     assert any("does not rise with load" in w for w in d.warnings)
@@ -426,11 +495,11 @@ def test_aggregated_up_when_either_says_up_down_only_when_both_do():
     # prefill busy, decode idle -> up
     d = tick((1500, 1200), (10, 10), 2)
     assert d.replicas("worker") == 3 and d.reason is Reason.LOAD_UP
-    assert d.load["worker.ttft"].direction == UP and d.load["worker.itl"].direction == DOWN
+    assert d.load["worker"]["ttft"].direction == UP and d.load["worker"]["itl"].direction == DOWN
     # prefill idle, decode moderate (180 blocks over 2 workers = 90 > 80: hold) -> no scale-down
     d = tick((10, 10, 10), (60, 60, 60), 3)
     assert d.replicas("worker") == 3
-    assert d.load["worker.ttft"].direction == DOWN and d.load["worker.itl"].direction == HOLD
+    assert d.load["worker"]["ttft"].direction == DOWN and d.load["worker"]["itl"].direction == HOLD
     # both idle -> down
     d = tick((10, 10, 10), (10, 15, 20), 3)
     assert d.replicas("worker") == 2 and d.reason is Reason.LOAD_DOWN
@@ -439,12 +508,25 @@ def test_aggregated_up_when_either_says_up_down_only_when_both_do():
     assert d.replicas("worker") == 3
 
 
-def test_aggregated_pool_label_aliases():
+def test_workers_of_pools_the_plan_lacks_are_ignored_with_a_warning():
+    # Label aliases belong to the edge: the core sees plan pool names only.
     plan = load_plan("agg")
     state = _seeded_state(plan, "worker")
     ws = tuple(WorkerLoad(f"w{i}", "decode", active_prefill_tokens=1500, last_isl=3000.0) for i in range(2))
     d = decide(plan, None, Observation(workers=ws, ready_replicas={"worker": 2}), state)
-    assert d.replicas("worker") == 3
+    assert d.replicas("worker") == 2
+    assert "ignored workers of unknown pool 'decode'" in d.warnings
+
+
+def test_the_prometheus_edge_maps_dynamos_aggregated_label_to_the_worker_pool():
+    # Dynamo labels aggregated engines worker_type="decode"; the reader reports pool "worker".
+    from scaler.prom.reader import WORKER_SERIES, _workers_from
+
+    plan = load_plan("agg")
+    sample = ({"worker_id": "w0", "worker_type": "decode"}, 1500.0)
+    per_series = [[sample] if s.key == "active_prefill_tokens" else [] for s in WORKER_SERIES]
+    (w,) = _workers_from(plan, per_series)
+    assert (w.worker_id, w.pool, w.active_prefill_tokens) == ("w0", "worker", 1500.0)
 
 
 def test_throughput_floor_wins_over_load_scale_down():
@@ -523,6 +605,26 @@ def test_load_path_reports_what_the_throughput_floor_asked_for_with_bound_reason
     assert (p.replicas, p.requested, p.reasons) == (2, 3, (Reason.LOAD_UP, Reason.AT_MAX))
 
 
+def test_explain_json_and_metrics_show_a_load_decisions_request_and_inputs():
+    from prometheus_client import generate_latest
+
+    from scaler.explain import Explanation, render_table
+    from scaler.service.metrics import ServiceMetrics
+
+    plan = load_plan(max_replicas={"prefill": 2})
+    state = _seeded_state(plan)
+    d = decide(plan, None, Observation(workers=_prefill_workers((1500, 1200)), ready_replicas={"prefill": 2}), state)
+    table = render_table(Explanation("p", "ns", "http://prom", None, None, 0, d))
+    assert "prefill            2          3      2  load_scale_up,at_max" in table
+    assert "load prefill.ttft: workers 2, reason load_scale_up, direction +1;" in table
+    assert d.to_dict()["load"]["prefill.ttft"]["capacityPerWorker"] == pytest.approx(1000.0)
+    metrics = ServiceMetrics()
+    metrics.record_decision("ns", d, 1.0)
+    text = generate_latest(metrics.registry).decode()
+    assert 'dynplan_requested_replicas{namespace="ns",plan="llama-8b",pool="prefill"} 3.0' in text
+    assert 'dynplan_load_regression{namespace="ns",param="capacity",plan="llama-8b",pool="prefill",signal="ttft"} 1000.0' in text
+
+
 def test_load_path_reports_the_budget_that_shrank_the_throughput_floor():
     # 200 req/s asks for 15 prefill + 1 decode; a budget of 6 GPUs gives (5, 1)
     plan = load_plan(throughput=True, max_gpus=6)
@@ -580,7 +682,7 @@ def test_plan_reload_resizes_window_and_keeps_newest_points():
     smaller = load_plan(window=10, min_obs=5)
     c.plan = smaller
     d = c.tick(600, 20)
-    added = d.load["prefill.ttft"].workers  # one point per reporting worker
+    added = d.load["prefill"]["ttft"].workers  # one point per reporting worker
     reg = c.state.load.regression("prefill", TTFT)
     assert reg.window == 10 and len(reg) == 10
     assert reg.points[: 10 - added] == old[-(10 - added):]
@@ -601,7 +703,7 @@ def test_throughput_only_tick_keeps_load_replicas_above_the_floor():
     d = decide(plan, model, Observation(timestamp=1.0, traffic=window), c.state)
     assert c.state.throughput_floor["prefill"] == 2
     assert d.replicas("prefill") == scaled and d.pools["prefill"].reasons[0] is Reason.LOAD_HOLD
-    assert "prefill.ttft" not in d.load  # no load samples: no made-up verdict
+    assert "prefill" not in d.load  # no load samples: no made-up verdict
     # a higher floor raises the pools
     window = TrafficWindow(60, 200 * 60, isl=3000, osl=150)  # 15 prefill replicas
     d = decide(plan, model, Observation(timestamp=2.0, traffic=window), c.state)
@@ -703,7 +805,7 @@ def test_every_worker_missing_the_sla_with_a_backlog_scales_up_despite_the_fit()
     d = decide(plan, None, obs, state)
     assert d.replicas("prefill") == 3
     assert d.pools["prefill"].reasons[:2] == (Reason.LOAD_UP, Reason.LOAD_SLA_VIOLATED)
-    assert d.load["prefill.ttft"].reason is Reason.LOAD_SLA_VIOLATED
+    assert d.load["prefill"]["ttft"].reason is Reason.LOAD_SLA_VIOLATED
 
 
 def test_sla_violation_without_a_backlog_everywhere_does_not_scale_up():
@@ -722,7 +824,7 @@ def test_cold_start_burst_scales_up_before_the_fit_has_data():
     state = new_state(plan)
     obs = Observation(workers=_ttft_workers((9000, 7000), (1400, 1200)), ready_replicas={"prefill": 2})
     d = decide(plan, None, obs, state)
-    assert d.replicas("prefill") == 3 and d.load["prefill.ttft"].slope is None
+    assert d.replicas("prefill") == 3 and d.load["prefill"]["ttft"].slope is None
     assert d.pools["prefill"].reasons[:2] == (Reason.LOAD_UP, Reason.LOAD_SLA_VIOLATED)
 
 

@@ -176,7 +176,7 @@ async def test_disaggregated_plan_with_both_modes(cluster: dict[str, Any]) -> No
         d = await loop.tick_load()
         p = d.pools["prefill"]
         assert (p.replicas, p.reasons) == (3, (Reason.LOAD_DOWN, Reason.THROUGHPUT_FLOOR))
-        inputs = d.load["prefill.ttft"]
+        inputs = d.load["prefill"]["ttft"]
         assert inputs.workers == 3 and inputs.slope == pytest.approx(0.1, rel=1e-6)
         assert inputs.capacity_per_worker == pytest.approx(4000 - 3100, rel=1e-6)
         [r] = await keda.poll(trigger(DISAGG, "prefill"))
@@ -222,7 +222,7 @@ async def test_aggregated_plan_on_load_alone(cluster: dict[str, Any]) -> None:
             (3, Reason.LOAD_DOWN_PENDING),
             (2, Reason.LOAD_DOWN),
         ]
-        assert d.load["worker.ttft"].direction == -1 and d.load["worker.itl"].direction == -1
+        assert d.load["worker"]["ttft"].direction == -1 and d.load["worker"]["itl"].direction == -1
         [r] = await keda.poll(trigger(AGG, "worker"))
         assert r.value == 2
 
@@ -239,6 +239,6 @@ async def test_aggregated_plan_on_load_alone(cluster: dict[str, Any]) -> None:
         await _workers_when(plan, _settled(busy, "active_prefill_tokens"))
         d = await loop.tick_load()
         assert d.replicas("worker") == 3 and d.pools["worker"].reasons[0] is Reason.LOAD_UP
-        assert d.load["worker.ttft"].direction == 1 and d.load["worker.itl"].direction == -1
+        assert d.load["worker"]["ttft"].direction == 1 and d.load["worker"]["itl"].direction == -1
         [r] = await keda.poll(trigger(AGG, "worker"))
         assert r.value == 3

@@ -81,7 +81,7 @@ async def test_load_regressions_are_rebuilt_from_prometheus_history(tmp_path: Pa
         assert fit is not None and abs(fit.slope - 0.05) < 1e-3
         # So the first live tick decides on a fitted capacity, not "insufficient data".
         decision = await loop.tick_load()
-        assert decision.load["prefill.ttft"].capacity_per_worker is not None
+        assert decision.load["prefill"]["ttft"].capacity_per_worker is not None
 
     # ... and the scaler's /metrics carries the fit, the capacity and the verdict.
     from prometheus_client import generate_latest
@@ -91,7 +91,7 @@ async def test_load_regressions_are_rebuilt_from_prometheus_history(tmp_path: Pa
     metrics = ServiceMetrics()
     metrics.record_decision("inference", decision, 1.0)
     text = generate_latest(metrics.registry).decode()
-    li = decision.load["prefill.ttft"]
+    li = decision.load["prefill"]["ttft"]
     assert (f'dynplan_load_regression{{namespace="inference",param="capacity",plan="loady",pool="prefill",'
             f'signal="ttft"}} {li.capacity_per_worker!r}') in text
     assert 'dynplan_load_regression{namespace="inference",param="observations",plan="loady",pool="decode",signal="itl"} 20.0' in text

@@ -68,7 +68,7 @@ def bound_and_budget(
     extra_reasons: Optional[Mapping[str, tuple[Reason, ...]]] = None,
     capacity: Optional[Mapping[str, float]] = None,
     throughput: Optional[ThroughputInputs] = None,
-    load: Optional[Mapping[str, LoadPoolInputs]] = None,
+    load: Optional[Mapping[str, Mapping[str, LoadPoolInputs]]] = None,
     warnings: tuple[str, ...] = (),
 ) -> Decision:
     """Raise each pool to its floor, clamp it to [min, max], then fit the joint GPU budget.

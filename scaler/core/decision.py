@@ -101,7 +101,8 @@ class Decision:
     reason: Reason
     timestamp: float = 0.0
     throughput: Optional[ThroughputInputs] = None
-    load: Mapping[str, LoadPoolInputs] = field(default_factory=dict)
+    # what the load path used, by pool then signal: load["prefill"]["ttft"]
+    load: Mapping[str, Mapping[str, LoadPoolInputs]] = field(default_factory=dict)
     budget_gpus: Optional[int] = None
     warnings: tuple[str, ...] = ()
 
@@ -113,7 +114,8 @@ class Decision:
         return sum(p.gpus for p in self.pools.values())
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (camelCase keys, enums as strings, NaN as null)."""
+        """JSON-ready form (camelCase keys, enums as strings, NaN as null; load inputs
+        keyed "<pool>.<signal>", e.g. "prefill.ttft")."""
         return _jsonable(
             {
                 "plan": self.plan,
@@ -133,7 +135,7 @@ class Decision:
                 "totalGpus": self.total_gpus,
                 "budgetGpus": self.budget_gpus,
                 "throughput": None if self.throughput is None else asdict(self.throughput),
-                "load": {k: asdict(v) for k, v in self.load.items()},
+                "load": {f"{pool}.{signal}": asdict(v) for pool, by in self.load.items() for signal, v in by.items()},
                 "warnings": list(self.warnings),
             }
         )

@@ -1,6 +1,6 @@
 """Load-based scaling: per-pool regressions on live worker load, +-1 replica per load tick.
 
-Pure (no I/O, no clock). `load_tick(plan, obs, state)` is called by `planner.decide` on
+Pure (no I/O, no clock). `load_tick(plan, obs, load, ...)` is called by `planner.decide` on
 every load interval with the workers' current load (`obs.workers`) and the number of
 ready replicas per pool (`obs.ready_replicas`). docs/load-scaling.md explains the rules;
 in short:
@@ -46,9 +46,6 @@ ITL = "itl"    # decode signal
 
 UP, HOLD, DOWN = 1, 0, -1
 
-# In aggregated plans the frontend labels engines `decode` (or `aggregated`): accept both.
-_AGG_POOL_ALIASES = {"worker": "worker", "decode": "worker", "aggregated": "worker", "agg": "worker"}
-
 # Which verdict reason best explains a hold, most informative first.
 _HOLD_PRIORITY = (
     Reason.LOAD_REFUSED_CONSOLIDATION,
@@ -74,11 +71,6 @@ def signals_for(plan: Plan) -> dict[str, tuple[str, ...]]:
     if plan.spec.mode == "agg":
         return {"worker": (TTFT, ITL)}
     return {"prefill": (TTFT,), "decode": (ITL,)}
-
-
-def inputs_key(pool: str, signal: str) -> str:
-    """Key of one signal's inputs in `Decision.load`: "<pool>.<signal>", e.g. "prefill.ttft"."""
-    return f"{pool}.{signal}"
 
 
 @dataclass
@@ -139,17 +131,17 @@ def workers_by_pool(plan: Plan, workers: Iterable[WorkerLoad]) -> tuple[dict[str
     """Group workers by plan pool, one entry per worker id (the last wins), sorted by id.
 
     Sorting makes the result independent of the order the edge returned series in.
-    Workers of unknown pools are left out and named in the returned warnings.
+    Workers of pools the plan does not have are left out and named in the returned
+    warnings: the edges (scaler.prom.reader, the simulator) report plan pool names.
     """
     pools = plan.pool_names
     grouped: dict[str, dict[str, WorkerLoad]] = {p: {} for p in pools}
     unknown: set[str] = set()
     for w in workers:
-        pool = _AGG_POOL_ALIASES.get(w.pool) if plan.spec.mode == "agg" else w.pool
-        if pool not in grouped:
+        if w.pool not in grouped:
             unknown.add(w.pool)
             continue
-        grouped[pool][w.worker_id] = w
+        grouped[w.pool][w.worker_id] = w
     warnings = [f"ignored workers of unknown pool {p!r}" for p in sorted(unknown)]
     return {p: [g[k] for k in sorted(g)] for p, g in grouped.items()}, warnings
 
@@ -165,12 +157,13 @@ def observe(plan: Plan, load: LoadState, workers: Iterable[WorkerLoad]) -> None:
     signals = signals_for(plan)
     for pool, members in grouped.items():
         for w in members:
-            if TTFT in signals[pool] and _pos(w.last_ttft_ms) and _pos(w.last_isl):
-                x = (w.active_prefill_tokens or 0.0) + w.last_isl  # type: ignore[operator]
-                if load.regression(pool, TTFT).add(x, w.last_ttft_ms):
-                    load.isl.setdefault(pool, deque(maxlen=load.window)).append(float(w.last_isl))  # type: ignore[arg-type]
-            if ITL in signals[pool] and _pos(w.last_itl_ms) and _pos(w.active_decode_blocks):
-                load.regression(pool, ITL).add(w.active_decode_blocks, w.last_itl_ms)
+            ttft, isl = w.last_ttft_ms, w.last_isl
+            if TTFT in signals[pool] and ttft is not None and ttft > 0 and isl is not None and isl > 0:
+                if load.regression(pool, TTFT).add((w.active_prefill_tokens or 0.0) + isl, ttft):
+                    load.isl.setdefault(pool, deque(maxlen=load.window)).append(float(isl))
+            itl, blocks = w.last_itl_ms, w.active_decode_blocks
+            if ITL in signals[pool] and itl is not None and itl > 0 and blocks is not None and blocks > 0:
+                load.regression(pool, ITL).add(blocks, itl)
 
 
 def rebuild_load_state(plan: Plan, history: Iterable[Observation]) -> LoadState:
@@ -180,10 +173,6 @@ def rebuild_load_state(plan: Plan, history: Iterable[Observation]) -> LoadState:
     for obs in history:
         observe(plan, load, obs.workers)
     return load
-
-
-def _pos(value: Optional[float]) -> bool:
-    return value is not None and value > 0
 
 
 # -- verdicts --------------------------------------------------------------------------
@@ -323,9 +312,11 @@ def prefill_verdict(
     """Prefill: target queued tokens per worker = x_sla - average ISL; <= 0 means the SLA
     cannot be met at the current ISL even on an idle worker: no decision."""
     capacity = reg.capacity_at(ttft_sla_ms) if avg_isl is not None else None
+    # Without an ISL there is no capacity and no overload evidence: target_of never runs.
+    isl = 0.0 if avg_isl is None else float(avg_isl)
 
     def target_of(x_sla: float) -> tuple[float, Optional[str]]:
-        target = x_sla - float(avg_isl)  # type: ignore[arg-type]
+        target = x_sla - isl
         if target <= 0:
             return target, f"SLA unachievable at current ISL ({avg_isl:.0f} tokens, capacity {x_sla:.0f} tokens)"
         return target, None
@@ -391,7 +382,7 @@ def _avg_isl(load: LoadState, pool: str, members: Sequence[WorkerLoad]) -> Optio
     past = load.isl.get(pool)
     if past:
         return sum(past) / len(past)
-    now = [float(w.last_isl) for w in members if _pos(w.last_isl)]  # type: ignore[arg-type]
+    now = [float(isl) for isl in (w.last_isl for w in members) if isl is not None and isl > 0]
     return sum(now) / len(now) if now else None
 
 
@@ -404,7 +395,7 @@ def load_tick(
     previous: Mapping[str, int],
     throughput_inputs: Optional[ThroughputInputs],
 ) -> Decision:
-    """One load-based tick: observe, decide +-1 per pool, floor, bounds, budget.
+    """One load-based tick: observe, one step per pool, then floor, bounds and budget.
 
     Updates `load` in place. `floor`: the latest throughput tick's decision per pool (None
     when throughput scaling is off; see `bound_and_budget`); `previous`: the replicas of the
@@ -413,8 +404,6 @@ def load_tick(
     load.ticks += 1
     observe(plan, load, obs.workers)
     grouped, warnings = workers_by_pool(plan, obs.workers)
-    spec = plan.spec
-    sensitivity = spec.scaling.load.scale_down_sensitivity
     confirm_ticks = down_confirm_ticks(plan)
     # A throughput tick without worker samples says nothing about load: every pool keeps
     # the load path's last decision, raised to the (new) throughput floor.
@@ -422,90 +411,32 @@ def load_tick(
 
     requested: dict[str, int] = {}
     reasons: dict[str, tuple[Reason, ...]] = {}
-    inputs: dict[str, LoadPoolInputs] = {}
-    primary: dict[str, Reason] = {}
+    inputs: dict[str, dict[str, LoadPoolInputs]] = {}
     for pool, signals in signals_for(plan).items():
         members = grouped[pool]
         ready = int(obs.ready_replicas[pool]) if pool in obs.ready_replicas else len(members)
-        # Only the load path's own decisions: a throughput decision is the floor, applied
-        # below, and after a restart the first tick starts from what is actually ready.
-        last = load.decided.get(pool)
+        verdicts = {} if throughput_only else _pool_verdicts(plan, load, pool, signals, members, ready)
+        if verdicts:
+            inputs[pool] = {signal: v.inputs for signal, v in verdicts.items()}
+        warnings.extend(v.warning for v in verdicts.values() if v.warning)
+        step = _pool_step(
+            _direction(verdicts),
+            ready=ready,
+            # Only the load path's own decisions: a throughput decision is the floor, applied
+            # last, and after a restart the first tick starts from what is actually ready.
+            last=load.decided.get(pool),
+            previous=previous.get(pool),
+            reporting=bool(members) or pool in obs.ready_replicas,
+            throughput_only=throughput_only,
+            down_streak=load.down_streak.get(pool, 0),
+            confirm_ticks=confirm_ticks,
+            held=tuple(v.reason for v in verdicts.values()),
+        )
+        load.down_streak[pool] = load.down_streak.get(pool, 0) + 1 if step.reason is Reason.LOAD_DOWN_PENDING else 0
+        requested[pool] = plan.pools[pool].min_replicas if step.replicas is None else step.replicas
+        reasons[pool] = (step.reason, *_verdict_notes(step.reason, verdicts.values()))
 
-        verdicts: dict[str, Verdict] = {}
-        hold_only = throughput_only
-        if TTFT in signals and not hold_only:
-            verdicts[TTFT] = prefill_verdict(
-                load.regression(pool, TTFT),
-                _loads(members, ready, "active_prefill_tokens"),
-                _avg_isl(load, pool, members),
-                spec.sla.ttft_ms,
-                sensitivity,
-                ready,
-                _latencies(members, ready, "last_ttft_ms"),
-            )
-        if ITL in signals and not hold_only:
-            verdicts[ITL] = decode_verdict(
-                load.regression(pool, ITL),
-                _loads(members, ready, "active_decode_blocks"),
-                spec.sla.itl_ms,
-                sensitivity,
-                ready,
-            )
-        for signal, v in verdicts.items():
-            inputs[inputs_key(pool, signal)] = v.inputs
-            if v.warning:
-                warnings.append(v.warning)
-        if len(verdicts) == 2:
-            direction = combine_aggregated(verdicts[TTFT].direction, verdicts[ITL].direction)
-        else:
-            direction = next((v.direction for v in verdicts.values()), HOLD)
-
-        extra: list[Reason] = []
-        if hold_only:
-            reason = Reason.LOAD_HOLD if last is not None else Reason.LOAD_INSUFFICIENT_DATA
-            want = last
-        elif not members and pool not in obs.ready_replicas:
-            # nothing reports for this pool: keep the previous decision
-            reason = Reason.LOAD_INSUFFICIENT_DATA
-            want = last if last is not None else previous.get(pool)
-        elif last is not None and ready != last:
-            # A change is in flight (replicas starting, or leaving): do not stack another.
-            # A down verdict may withdraw a replica that never became ready (pending pods
-            # must not pin the pool up); it never removes a ready one since last-1 >= ready.
-            # More ready than decided (a scale-down still draining, or held by the HPA's
-            # stabilization window) with every worker overloaded: grow from what is there.
-            if direction == DOWN and ready < last:
-                reason, want = Reason.LOAD_DOWN, last - 1
-            elif direction == UP and ready > last:
-                reason, want = Reason.LOAD_UP, ready + 1
-            else:
-                reason, want = Reason.LOAD_NOT_READY, last
-        elif direction == UP:
-            reason, want = Reason.LOAD_UP, ready + 1
-        elif direction == DOWN and load.down_streak.get(pool, 0) + 1 < confirm_ticks:
-            # Bursty traffic empties queues between bursts: shrink only once the down
-            # verdict has held for scaleDownDelaySeconds (scale-ups act at once).
-            reason, want = Reason.LOAD_DOWN_PENDING, ready
-        elif direction == DOWN:
-            reason, want = Reason.LOAD_DOWN, ready - 1
-        else:
-            held = [v.reason for v in verdicts.values()]
-            reason = next((r for r in _HOLD_PRIORITY if r in held), Reason.LOAD_HOLD)
-            want = ready
-        if reason is Reason.LOAD_UP and any(v.reason is Reason.LOAD_SLA_VIOLATED for v in verdicts.values()):
-            extra.append(Reason.LOAD_SLA_VIOLATED)
-        if any(v.bad_fit for v in verdicts.values()):
-            extra.append(Reason.LOAD_BAD_FIT)
-        if any(v.reason is Reason.SLA_INFEASIBLE for v in verdicts.values()) and reason is not Reason.SLA_INFEASIBLE:
-            extra.append(Reason.SLA_INFEASIBLE)
-        if want is None:
-            want = plan.pools[pool].min_replicas
-        load.down_streak[pool] = load.down_streak.get(pool, 0) + 1 if reason is Reason.LOAD_DOWN_PENDING else 0
-        requested[pool] = want
-        reasons[pool] = (reason, *extra)
-        primary[pool] = reason
-
-    overall = next(r for r in _DECISION_PRIORITY if r in primary.values())
+    overall = next(r for r in _DECISION_PRIORITY if r in (rs[0] for rs in reasons.values()))
     if throughput_only and floor is not None and any(p in floor and floor[p].requested > requested[p] for p in requested):
         overall = Reason.THROUGHPUT_FLOOR
     decision = bound_and_budget(
@@ -521,3 +452,135 @@ def load_tick(
     )
     load.decided = {p: d.replicas for p, d in decision.pools.items()}
     return decision
+
+
+def _pool_verdicts(
+    plan: Plan, load: LoadState, pool: str, signals: Sequence[str], members: Sequence[WorkerLoad], ready: int
+) -> dict[str, Verdict]:
+    """Each of the pool's signals' verdict on its `ready` workers' current load."""
+    spec = plan.spec
+    sensitivity = spec.scaling.load.scale_down_sensitivity
+    verdicts: dict[str, Verdict] = {}
+    if TTFT in signals:
+        verdicts[TTFT] = prefill_verdict(
+            load.regression(pool, TTFT),
+            _loads(members, ready, "active_prefill_tokens"),
+            _avg_isl(load, pool, members),
+            spec.sla.ttft_ms,
+            sensitivity,
+            ready,
+            _latencies(members, ready, "last_ttft_ms"),
+        )
+    if ITL in signals:
+        verdicts[ITL] = decode_verdict(
+            load.regression(pool, ITL),
+            _loads(members, ready, "active_decode_blocks"),
+            spec.sla.itl_ms,
+            sensitivity,
+            ready,
+        )
+    return verdicts
+
+
+def _direction(verdicts: Mapping[str, Verdict]) -> int:
+    """The pool's direction: its one signal's, or both combined (aggregated); HOLD without any."""
+    if TTFT in verdicts and ITL in verdicts:
+        return combine_aggregated(verdicts[TTFT].direction, verdicts[ITL].direction)
+    return next((v.direction for v in verdicts.values()), HOLD)
+
+
+def _verdict_notes(reason: Reason, verdicts: Iterable[Verdict]) -> tuple[Reason, ...]:
+    """Reasons the verdicts add to the step's: a scale-up on observed SLA misses, a fit
+    that fell back to observed points, an SLA no worker can meet."""
+    vs = tuple(verdicts)
+    notes: list[Reason] = []
+    if reason is Reason.LOAD_UP and any(v.reason is Reason.LOAD_SLA_VIOLATED for v in vs):
+        notes.append(Reason.LOAD_SLA_VIOLATED)
+    if any(v.bad_fit for v in vs):
+        notes.append(Reason.LOAD_BAD_FIT)
+    if any(v.reason is Reason.SLA_INFEASIBLE for v in vs) and reason is not Reason.SLA_INFEASIBLE:
+        notes.append(Reason.SLA_INFEASIBLE)
+    return tuple(notes)
+
+
+# -- one pool's step: the rules of the module docstring ----------------------------------
+@dataclass(frozen=True)
+class Step:
+    """The rule that decided one pool this tick and the replicas it asks for (None: no
+    basis for a count; the pool's minimum)."""
+
+    reason: Reason
+    replicas: Optional[int]
+
+
+def _pool_step(
+    direction: int,
+    *,
+    ready: int,
+    last: Optional[int],
+    previous: Optional[int],
+    reporting: bool,
+    throughput_only: bool,
+    down_streak: int,
+    confirm_ticks: int,
+    held: Sequence[Reason],
+) -> Step:
+    """Which rule decides the pool this tick, and what it asks for. Pure.
+
+    `direction`: the pool's verdict; `ready`: its ready replicas; `last`: the load path's
+    last decision for it (None before the first); `previous`: the planner's previous
+    decision for it; `reporting`: whether any worker or ready count was observed;
+    `throughput_only`: a throughput tick without worker samples; `down_streak`: the
+    consecutive pending scale-down ticks before this one; `held`: the verdicts' reasons.
+    """
+    if throughput_only:
+        return _no_load_samples(last)
+    if not reporting:
+        return _nothing_reports(last, previous)
+    if last is not None and ready != last:
+        return _transition(direction, ready, last)
+    return _in_sync(direction, ready, down_streak, confirm_ticks, held)
+
+
+def _no_load_samples(last: Optional[int]) -> Step:
+    """A throughput tick says nothing about load: keep the last load decision."""
+    return Step(Reason.LOAD_HOLD if last is not None else Reason.LOAD_INSUFFICIENT_DATA, last)
+
+
+def _nothing_reports(last: Optional[int], previous: Optional[int]) -> Step:
+    """No worker and no ready count for the pool: keep the last decision (the load path's,
+    else the planner's)."""
+    return Step(Reason.LOAD_INSUFFICIENT_DATA, last if last is not None else previous)
+
+
+def _transition(direction: int, ready: int, last: int) -> Step:
+    """Transitions: a change is in flight (ready != last decision): do not stack another.
+
+    A down verdict may withdraw a replica that never became ready (pending pods must not
+    pin the pool up); it never removes a ready one since last - 1 >= ready. More ready
+    than decided (a scale-down still draining, or held by the HPA's stabilization window)
+    with every worker overloaded: grow from what is there.
+    """
+    if direction == DOWN and ready < last:
+        return Step(Reason.LOAD_DOWN, last - 1)
+    if direction == UP and ready > last:
+        return Step(Reason.LOAD_UP, ready + 1)
+    return Step(Reason.LOAD_NOT_READY, last)
+
+
+def _in_sync(direction: int, ready: int, down_streak: int, confirm_ticks: int, held: Sequence[Reason]) -> Step:
+    """Verdict: +-1 from the ready count; a hold reports its most informative reason."""
+    if direction == UP:
+        return Step(Reason.LOAD_UP, ready + 1)
+    if direction == DOWN:
+        return _delayed_down(ready, down_streak, confirm_ticks)
+    return Step(next((r for r in _HOLD_PRIORITY if r in held), Reason.LOAD_HOLD), ready)
+
+
+def _delayed_down(ready: int, down_streak: int, confirm_ticks: int) -> Step:
+    """Delay: bursty traffic empties queues between bursts, so shrink only once the down
+    verdict has held for scaleDownDelaySeconds (`confirm_ticks` ticks, this one included);
+    scale-ups act at once."""
+    if down_streak + 1 < confirm_ticks:
+        return Step(Reason.LOAD_DOWN_PENDING, ready)
+    return Step(Reason.LOAD_DOWN, ready - 1)

@@ -132,14 +132,14 @@ class ServiceMetrics:
             self.requested.labels(namespace, plan, pool).set(pd.requested)
         self.reason.labels(namespace, plan).state(decision.reason.value)
         self.last_good.labels(namespace, plan).set(made_at)
-        for key, li in decision.load.items():
-            pool, _, signal = key.partition(".")
-            values = {"slope": li.slope, "intercept": li.intercept, "observations": float(li.observations),
-                      "capacity": li.capacity_per_worker, "max_worker_load": li.max_worker_load}
-            for param, value in values.items():
-                # No fit yet is NaN, never a made-up 0.
-                self.load_fit.labels(namespace, plan, pool, signal, param).set(float("nan") if value is None else value)
-            self.load_reason.labels(namespace, plan, pool, signal).state(li.reason.value)
+        for pool, by_signal in decision.load.items():
+            for signal, li in by_signal.items():
+                values = {"slope": li.slope, "intercept": li.intercept, "observations": float(li.observations),
+                          "capacity": li.capacity_per_worker, "max_worker_load": li.max_worker_load}
+                for param, value in values.items():
+                    # No fit yet is NaN, never a made-up 0.
+                    self.load_fit.labels(namespace, plan, pool, signal, param).set(float("nan") if value is None else value)
+                self.load_reason.labels(namespace, plan, pool, signal).state(li.reason.value)
         tp = decision.throughput
         if tp is None:
             return
