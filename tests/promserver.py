@@ -273,17 +273,18 @@ def wait_for_value(
 
 
 class FakeHTTPServer:
-    """A local HTTP server answering every request with `body` after `delay` seconds, and
-    recording each request's query parameters and headers in `requests`.
+    """A local HTTP server answering every request with `status` and `body` after `delay`
+    seconds, and recording each request's query parameters and headers in `requests`.
 
     Stands in for Prometheus only where the real one cannot behave that way: hanging
-    (delay > timeout), or to observe what a client or promtool sends.
+    (delay > timeout), a proxy's error page in front of it, or to observe what a client or
+    promtool sends.
     """
 
     EMPTY_VECTOR = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
     EMPTY_MATRIX = b'{"status":"success","data":{"resultType":"matrix","result":[]}}'
 
-    def __init__(self, delay: float = 0.0, body: bytes = EMPTY_VECTOR) -> None:
+    def __init__(self, delay: float = 0.0, body: bytes = EMPTY_VECTOR, status: int = 200) -> None:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -306,8 +307,8 @@ class FakeHTTPServer:
                 finally:
                     with outer._lock:
                         outer.inflight -= 1
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json" if outer.body.startswith(b"{") else "text/plain")
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
                 self.wfile.write(outer.body)
@@ -319,6 +320,7 @@ class FakeHTTPServer:
 
         self.delay = delay
         self.body = body
+        self.status = status
         self.requests: list[dict[str, Any]] = []
         self.inflight = 0
         self.max_inflight = 0  # most requests being answered at once

@@ -281,6 +281,31 @@ async def test_malformed_answer_is_unavailable() -> None:
         assert len(fake.requests) == 1  # not retried
 
 
+async def test_http_errors_are_reported_by_their_status() -> None:
+    """The status comes from the HTTP response and the reason from its body, as text (a
+    proxy's error page is not JSON): 5xx are retried, 4xx are not; range queries too."""
+    cases = [
+        (502, b"upstream connect error or disconnect/reset before headers", 3),
+        (503, '{"status":"error","errorType":"unavailable","error":"query queue full: überlastet"}'.encode(), 3),
+        (429, b"Too Many Requests\n", 1),
+        (500, "interner Fehler: überlastet".encode(), 3),  # text/plain, no charset: UTF-8
+    ]
+    for status, body, attempts in cases:
+        reason = body.decode().strip()
+        if body.startswith(b"{"):
+            reason = "query queue full: überlastet"
+        with FakeHTTPServer(status=status, body=body) as fake:
+            async with PromClient(PrometheusAccess(url=fake.url, retries=2)) as client:
+                with pytest.raises(MetricsUnavailable) as info:
+                    await client.instant("up")
+                assert str(info.value) == f"Prometheus query 'up' failed: HTTP {status}: {reason}"
+                assert len(fake.requests) == attempts
+                with pytest.raises(MetricsUnavailable, match=f"'up' failed: HTTP {status}: "):
+                    await client.range("up", 1000.0, 1030.0, 15.0)
+                assert len(fake.requests) == 2 * attempts
+                assert fake.requests[-1]["path"] == "/api/v1/query_range"
+
+
 async def test_live_scrape_read_workers_raw_and_recorded(prom_factory: PromFactory, tmp_path: Path) -> None:
     frontend = SyntheticFrontend(model="llama", dynamo_namespace=NS)
     port = frontend.serve()

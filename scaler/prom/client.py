@@ -1,10 +1,11 @@
 """Prometheus HTTP API access: timeouts, bounded retries, a concurrency limit, auth and TLS.
 
-Built on prometheus-api-client's `PrometheusConnect` (custom_query / custom_query_range),
-whose blocking calls run in the client's own thread pool. Every failure (connection
-refused, timeout, HTTP error, bad JSON, Prometheus error status, unreadable credentials)
-becomes `MetricsUnavailable` naming the query and the cause: callers never see a made-up
-value. 'NaN' values parse to float('nan'); deciding what NaN means is the caller's job.
+GET /api/v1/query and /api/v1/query_range with a `requests` session, whose blocking calls
+run in the client's own thread pool. Every failure (connection refused, timeout, HTTP error,
+bad JSON, Prometheus error status, unreadable credentials) becomes `MetricsUnavailable`
+naming the query and the cause: callers never see a made-up value. An HTTP error is named
+by the response's status code and its reason (Prometheus' JSON "error" field, else the body
+as text). 'NaN' values parse to float('nan'); deciding what NaN means is the caller's job.
 
 Retries: only connection errors, timeouts and HTTP 5xx are retried (`access.retries`
 times, 50 ms apart); a 4xx (bad query) or a malformed answer fails at once. Each attempt
@@ -14,21 +15,17 @@ timeout * (retries + 1) seconds; an asyncio deadline backs that up.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import base64
-import json
 import math
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Optional
 
 import requests
-from prometheus_api_client import PrometheusConnect
-from prometheus_api_client.exceptions import PrometheusApiClientException
+from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError, ReadTimeoutError
 from urllib3.util.retry import Retry
 
@@ -36,7 +33,6 @@ from scaler.core.plan import PrometheusAccess
 from scaler.errors import MetricsUnavailable
 
 _RETRY_PAUSE_S = 0.05
-_STATUS = re.compile(r"^HTTP Status Code (\d+) \((.*)\)$", re.S)
 
 
 @dataclass(frozen=True)
@@ -58,6 +54,15 @@ class Series:
 
 class _CredentialError(Exception):
     """A token or password file could not be read (not retried)."""
+
+
+class _HttpStatusError(Exception):
+    """Prometheus (or a proxy in front of it) answered with a status other than 200."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(f"HTTP {status}: {reason}")
+        self.status = status
+        self.reason = reason
 
 
 class _FileAuth(requests.auth.AuthBase):
@@ -137,13 +142,8 @@ class PromClient:
             session.auth = _FileAuth(token_file=access.bearer_token_file)
         elif access.basic_auth is not None:
             session.auth = _FileAuth(username=access.basic_auth.username, password_file=access.basic_auth.password_file)
-        # Retries are ours (bounded, 5xx/connection only); the library's would add backoff sleeps.
-        self._prom = PrometheusConnect(
-            url=self.url,
-            retry=Retry(total=0, redirect=0, raise_on_status=False),
-            session=session,
-            timeout=access.timeout_seconds,
-        )
+        # Retries are ours (bounded, 5xx/connection only), not urllib3's (backoff sleeps).
+        session.mount(self.url, HTTPAdapter(max_retries=Retry(total=0, redirect=0, raise_on_status=False)))
         self._session = session
         self._executor = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="dynplan-prom")
         self._semaphore = asyncio.Semaphore(max_concurrency)
@@ -154,7 +154,7 @@ class PromClient:
         if not self._closed:
             self._closed = True
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._prom.close()
+            self._session.close()
 
     async def __aenter__(self) -> "PromClient":
         return self
@@ -199,10 +199,9 @@ class PromClient:
                 else:
                     cause = f"cannot connect to {self.url}: {_root_cause(exc)}"
                 continue
-            except PrometheusApiClientException as exc:
-                status, detail = _status_of(exc)
-                cause = f"HTTP {status}: {detail}" if status else str(exc)
-                if status >= 500:
+            except _HttpStatusError as exc:
+                cause = str(exc)
+                if exc.status >= 500:
                     continue
                 break
             except (ValueError, KeyError, TypeError) as exc:
@@ -220,28 +219,31 @@ class PromClient:
                 break
         raise MetricsUnavailable(f"Prometheus query {_short(query)!r} failed: {cause}")
 
+    def _get(self, path: str, params: Mapping[str, str]) -> Any:
+        """One GET of the HTTP API: `data.result` of a 200 answer (KeyError/ValueError when
+        it has none or is not JSON), _HttpStatusError for any other status."""
+        response = self._session.get(self.url + path, params=params, timeout=self.access.timeout_seconds)
+        if response.status_code != 200:
+            raise _HttpStatusError(response.status_code, _reason(response))
+        return response.json()["data"]["result"]
+
     def _instant_blocking(self, query: str, at: Optional[float]) -> list[Sample]:
-        params = {"timeout": f"{self.access.timeout_seconds:g}s"}
+        params = {"query": query, "timeout": f"{self.access.timeout_seconds:g}s"}
         if at is not None:
             params["time"] = _fmt_time(at)
-        return self._call(query, lambda: self._prom.custom_query(query, params=params), _to_samples)
+        return self._call(query, lambda: self._get("/api/v1/query", params), _to_samples)
 
     def _range_blocking(self, query: str, start: float, end: float, step: float) -> list[Series]:
         if not (math.isfinite(start) and math.isfinite(end) and end >= start and step > 0):
             raise ValueError("range query needs end >= start and step > 0")
         params = {
-            "timeout": f"{self.access.timeout_seconds:g}s",
-            # passed as params so sub-second times survive (the library rounds datetimes)
+            "query": query,
             "start": _fmt_time(start),
             "end": _fmt_time(end),
+            "step": f"{step:g}",
+            "timeout": f"{self.access.timeout_seconds:g}s",
         }
-        s = datetime.fromtimestamp(start, tz=timezone.utc)
-        e = datetime.fromtimestamp(end, tz=timezone.utc)
-        return self._call(
-            query,
-            lambda: self._prom.custom_query_range(query, s, e, f"{step:g}", params=params),
-            _to_series,
-        )
+        return self._call(query, lambda: self._get("/api/v1/query_range", params), _to_series)
 
     # -- async API ----------------------------------------------------------------------
     async def _run(self, query: str, fn: Callable[[], Any]) -> Any:
@@ -280,19 +282,21 @@ def _fmt_time(t: float) -> str:
     return f"{t:.3f}"
 
 
-def _status_of(exc: PrometheusApiClientException) -> tuple[int, str]:
-    m = _STATUS.match(str(exc))
-    if not m:
-        return 0, str(exc)
-    status, body = int(m.group(1)), m.group(2)
-    # the library puts the repr of the response bytes in its message; Prometheus' reason
-    # is the "error" field of the JSON body
+def _reason(response: requests.Response) -> str:
+    """Why a request failed, from its response: Prometheus' JSON error body names it in
+    "error"; anything else (a proxy's page) is shown as text."""
     try:
-        doc = json.loads(ast.literal_eval(body))
-        detail = str(doc.get("error") or doc)
-    except (ValueError, SyntaxError, TypeError, AttributeError):
-        detail = body[:200]
-    return status, detail[:500]
+        doc = response.json()
+    except ValueError:
+        doc = None
+    if isinstance(doc, dict) and doc.get("error"):
+        text = str(doc["error"])
+    else:
+        # UTF-8 unless the answer declares a charset (requests would guess ISO-8859-1)
+        declared = "charset=" in response.headers.get("Content-Type", "").lower()
+        encoding = (response.encoding if declared else None) or "utf-8"
+        text = response.content.decode(encoding, errors="replace").strip() or response.reason or "(empty body)"
+    return text[:500]
 
 
 def _is_timeout(exc: BaseException) -> bool:
