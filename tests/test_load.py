@@ -1,4 +1,4 @@
-"""Load-based scaling (scaler.core.load): Dynamo's reference vectors and scenarios.
+"""Load-based scaling (scaler.core.load_scaling): Dynamo's reference vectors and scenarios.
 
 The reference vectors use Dynamo's settings: TTFT SLA 500 ms, ITL SLA 50 ms, window 50,
 minimum 5 observations, sensitivity 80 unless stated. Scenarios run a small simulated
@@ -18,7 +18,7 @@ import pytest
 
 from scaler.core.decision import Decision, Reason
 from scaler.core.interpolation import perf_model
-from scaler.core.load import (
+from scaler.core.load_scaling import (
     DOWN,
     HOLD,
     ITL,
@@ -763,7 +763,7 @@ def test_scale_down_waits_for_the_delay_and_an_interruption_restarts_it():
 
 
 def test_default_delay_is_a_minute_of_load_ticks():
-    from scaler.core.load import down_confirm_ticks
+    from scaler.core.load_scaling import down_confirm_ticks
 
     doc = plan_dict(load=True, throughput=False, profile=None)
     assert down_confirm_ticks(Plan.model_validate(doc)) == 6  # 60 s / 10 s

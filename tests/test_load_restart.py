@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from helpers import with_changes
-from scaler.core.load import rebuild_load_state
+from scaler.core.load_scaling import rebuild_load_state
 from scaler.core.observations import Observation
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.planfile import load_plan

@@ -15,7 +15,7 @@ from typing import Optional
 from .budget import bound_and_budget
 from .decision import Decision, Reason, ThroughputInputs
 from .interpolation import DecodeOperatingPoint, PerfModel
-from .load import LoadState, ensure_load_state, load_tick
+from .load_scaling import LoadState, ensure_load_state, load_tick
 from .observations import Observation, TrafficWindow
 from .plan import Plan
 from .predictors import Predictor, make_predictor

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from .decision import Decision
 from .interpolation import PerfModel
-from .load import LoadState, rebuild_load_state
+from .load_scaling import LoadState, rebuild_load_state
 from .observations import Observation, TrafficWindow, WorkerLoad
 from .plan import Plan
 from .planner import PlannerState, decide, new_state
