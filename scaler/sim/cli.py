@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
 from ..clikit import handle_errors
 from ..errors import FieldError, PlanError
+
+if TYPE_CHECKING:
+    from ..core.interpolation import PerfModel
+    from ..planfile import LoadedPlan
+    from .policies import PolicySpec
+    from .run import Comparison
+    from .workload import Arrivals
 
 _POLICY_HELP = "plan (default), throughput-only, load-only, static:N (or static:P,D), oracle; repeatable"
 
@@ -74,13 +82,74 @@ def simulate(
     (per interval, the fewest replicas that hold the mean SLA on that interval's requests
     replayed alone, had the load been known: a lower bound on cost).
     """
-    from ..planfile import load_plan
-    from ..traces import read_trace
-    from .policies import PolicyError, parse_policy, parse_replicas
     from .run import compare
-    from .workload import build_workload
 
     # Check everything before simulating: bad input fails fast, and nothing is half-written.
+    run = _resolve(
+        plan_file, trace_file, fmt, rate_scale, replicate, replicate_jitter, truth_profile, startup_delay,
+        policies, initial_replicas, out_dir, plot, seed,
+    )
+    workload = _read_workload(run)
+    plan = run.loaded.plan
+    cmp = compare(
+        plan, run.loaded.model, run.truth, workload, run.specs,
+        startup_delay_seconds=run.startup_delay, initial_replicas=run.initial,
+    )
+    ordered = {s.name: cmp.summaries[s.name] for s in run.specs if s.name in cmp.summaries}
+    ordered.setdefault("oracle", cmp.summaries["oracle"])
+    _print_report(run, cmp, ordered)
+    if run.out is not None:
+        _write_outputs(run, run.out, cmp, ordered)
+
+
+# -- argument resolution ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Run:
+    """The command's options, checked, with what they load (before any simulation)."""
+
+    plan_file: str
+    trace_file: str
+    fmt: str
+    rate_scale: float
+    replicate: int
+    replicate_jitter: float
+    startup_delay: float
+    seed: int
+    plot: bool
+    loaded: LoadedPlan
+    specs: list[PolicySpec]
+    initial: Optional[dict[str, int]]  # replicas the scaling policies start with (None: each pool's minimum)
+    truth: PerfModel                   # the hardware simulated
+    out: Optional[Path]
+
+    @property
+    def transform(self) -> str:
+        """How the trace was made heavier, for the report."""
+        text = f"rate x{self.rate_scale:g} (time compressed)" if self.rate_scale != 1 else "rate x1"
+        if self.replicate > 1:
+            text += f", {self.replicate} copies per request (jitter {self.replicate_jitter:g} s)"
+        return text
+
+
+def _resolve(
+    plan_file: str,
+    trace_file: str,
+    fmt: str,
+    rate_scale: float,
+    replicate: int,
+    replicate_jitter: float,
+    truth_profile: Optional[str],
+    startup_delay: float,
+    policies: tuple[str, ...],
+    initial_replicas: Optional[str],
+    out_dir: Optional[str],
+    plot: bool,
+    seed: int,
+) -> _Run:
+    """Load the plan and the hardware profile and check every option (usage errors name it)."""
+    from ..planfile import load_plan
+    from .policies import PolicyError, parse_policy, parse_replicas
+
     lp = load_plan(plan_file)
     plan = lp.plan
     try:
@@ -118,22 +187,31 @@ def simulate(
         out = Path(out_dir)
         if out.exists() and not out.is_dir():
             raise click.BadParameter(f"{out_dir} exists and is not a directory", param_hint="--out")
-    requests = read_trace(trace_file, fmt, rate_scale)  # type: ignore[arg-type]
-    workload = build_workload(requests, replicate=replicate, seed=seed, jitter_seconds=replicate_jitter)
+    return _Run(
+        plan_file=plan_file, trace_file=trace_file, fmt=fmt, rate_scale=rate_scale, replicate=replicate,
+        replicate_jitter=replicate_jitter, startup_delay=startup_delay, seed=seed, plot=plot,
+        loaded=lp, specs=specs, initial=initial, truth=truth, out=out,
+    )
 
-    cmp = compare(plan, lp.model, truth, workload, specs, startup_delay_seconds=startup_delay, initial_replicas=initial)
 
+def _read_workload(run: _Run) -> Arrivals:
+    from ..traces import read_trace
+    from .workload import build_workload
+
+    requests = read_trace(run.trace_file, run.fmt, run.rate_scale)  # type: ignore[arg-type]
+    return build_workload(requests, replicate=run.replicate, seed=run.seed, jitter_seconds=run.replicate_jitter)
+
+
+# -- output ----------------------------------------------------------------------------------
+def _print_report(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> None:
     from .report import table
 
-    ordered = {s.name: cmp.summaries[s.name] for s in specs if s.name in cmp.summaries}
-    ordered.setdefault("oracle", cmp.summaries["oracle"])
-    transform = f"rate x{rate_scale:g} (time compressed)" if rate_scale != 1 else "rate x1"
-    if replicate > 1:
-        transform += f", {replicate} copies per request (jitter {replicate_jitter:g} s)"
+    plan = run.loaded.plan
+    workload = cmp.workload
     click.echo(
-        f"plan {plan.name}: {len(workload)} requests over {workload.span_seconds / 60:.1f} min ({transform}); "
+        f"plan {plan.name}: {len(workload)} requests over {workload.span_seconds / 60:.1f} min ({run.transform}); "
         f"SLA TTFT {plan.spec.sla.ttft_ms:g} ms, ITL {plan.spec.sla.itl_ms:g} ms; "
-        f"start-up delay {startup_delay:g} s; hardware: {truth.profile.source}"
+        f"start-up delay {run.startup_delay:g} s; hardware: {run.truth.profile.source}"
     )
     click.echo(table(ordered))
     click.echo(
@@ -146,27 +224,35 @@ def simulate(
             f"oracle: {orc['infeasibleIntervals']} of {orc['intervals']} intervals cannot hold the SLA even at the "
             f"pools' maxima; the GPU budget cuts {orc['budgetLimitedIntervals']}"
         )
-    if out is None:
-        return
-    doc: dict[str, Any] = {
+
+
+def _summary(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The summary.json document."""
+    plan = run.loaded.plan
+    return {
         "plan": plan.name,
-        "planFile": str(plan_file),
-        "trace": str(trace_file),
-        "rateScale": rate_scale,
-        "replicate": replicate,
-        "replicateJitterSeconds": replicate_jitter,
-        "seed": seed,
-        "requests": len(workload),
-        "spanSeconds": round(workload.span_seconds, 3),
-        "startupDelaySeconds": startup_delay,
-        "initialReplicas": initial if initial is not None else {n: p.min_replicas for n, p in plan.pools.items()},
-        "truthProfile": truth.profile.source,
+        "planFile": str(run.plan_file),
+        "trace": str(run.trace_file),
+        "rateScale": run.rate_scale,
+        "replicate": run.replicate,
+        "replicateJitterSeconds": run.replicate_jitter,
+        "seed": run.seed,
+        "requests": len(cmp.workload),
+        "spanSeconds": round(cmp.workload.span_seconds, 3),
+        "startupDelaySeconds": run.startup_delay,
+        "initialReplicas": run.initial if run.initial is not None else {n: p.min_replicas for n, p in plan.pools.items()},
+        "truthProfile": run.truth.profile.source,
         "sla": {"ttftMs": plan.spec.sla.ttft_ms, "itlMs": plan.spec.sla.itl_ms},
         "simulationSeconds": {k: round(v, 3) for k, v in cmp.seconds.items()},
         "policies": ordered,
     }
+
+
+def _write_outputs(run: _Run, out: Path, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> None:
+    """summary.json, the decision logs, replicas.csv and (with --plot) simulation.png, each
+    written whole or not at all."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {"summary.json": (json.dumps(doc, indent=2) + "\n").encode()}
+    files = {"summary.json": (json.dumps(_summary(run, cmp, ordered), indent=2) + "\n").encode()}
     for name, log in cmp.decision_logs.items():
         if log:
             files[f"decisions-{_safe(name)}.jsonl"] = "".join(json.dumps(d) + "\n" for d in log).encode()
@@ -174,16 +260,16 @@ def simulate(
     for name, res in cmp.results.items():
         rows += [f"{name},{s.t:.3f},{s.pool},{s.desired},{s.ready},{s.billed}" for s in res.samples]
     files["replicas.csv"] = ("\n".join(rows) + "\n").encode()
-    if plot:
+    if run.plot:
         from .plot import plot_comparison
 
         png = out / "simulation.png"
         tmp = _tmp_name(png)
         try:
-            plot_comparison(cmp, tmp, f"{plan.name} on {Path(trace_file).name}, {transform}")
+            plot_comparison(cmp, tmp, f"{run.loaded.plan.name} on {Path(run.trace_file).name}, {run.transform}")
             os.replace(tmp, png)
         finally:
             tmp.unlink(missing_ok=True)
     for name, data in files.items():
         _write_atomic(out / name, data)
-    click.echo(f"wrote {out / 'summary.json'}" + (f", {out / 'simulation.png'}" if plot else ""))
+    click.echo(f"wrote {out / 'summary.json'}" + (f", {out / 'simulation.png'}" if run.plot else ""))
