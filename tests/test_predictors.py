@@ -16,7 +16,7 @@ import pytest
 
 from scaler.core import predictors
 from scaler.core.plan import ArimaParams, KalmanParams, ProphetParams
-from scaler.core.plan import Predictor as PredictorCfg
+from scaler.core.plan import PredictorSpec
 from scaler.core.predictors import (
     PROPHET_START,
     ArimaPredictor,
@@ -93,12 +93,12 @@ def test_buffers_are_bounded() -> None:
 
 
 def test_make_predictor_builds_each_kind() -> None:
-    assert isinstance(make_predictor(PredictorCfg(type="constant"), 180), ConstantPredictor)
-    k = make_predictor(PredictorCfg(type="kalman", kalman=KalmanParams(r=2.0), min_points=3), 180)
+    assert isinstance(make_predictor(PredictorSpec(type="constant"), 180), ConstantPredictor)
+    k = make_predictor(PredictorSpec(type="kalman", kalman=KalmanParams(r=2.0), min_points=3), 180)
     assert isinstance(k, KalmanPredictor) and k.min_points == 3 and k._R == 2.0
-    a = make_predictor(PredictorCfg(type="arima", arima=ArimaParams(window=20), log1p=True), 180)
+    a = make_predictor(PredictorSpec(type="arima", arima=ArimaParams(window=20), log1p=True), 180)
     assert isinstance(a, ArimaPredictor) and a.log1p and a._values.maxlen == 20
-    pr = make_predictor(PredictorCfg(type="prophet", prophet=ProphetParams(window=7)), 60)
+    pr = make_predictor(PredictorSpec(type="prophet", prophet=ProphetParams(window=7)), 60)
     assert isinstance(pr, ProphetPredictor) and pr.interval_seconds == 60 and pr._values.maxlen == 7
     for p in (k, a, pr):
         assert isinstance(p, Predictor)

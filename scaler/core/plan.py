@@ -124,7 +124,10 @@ class ProphetParams(_Model):
     window: int = Field(default=50, ge=5, le=10000)
 
 
-class Predictor(_Model):
+class PredictorSpec(_Model):
+    """spec.scaling.throughput.predictor: which forecaster and its parameters (the
+    forecasters themselves are scaler.core.predictors)."""
+
     type: Literal["constant", "kalman", "arima", "prophet"] = "kalman"
     log1p: bool = Field(default=False, alias="log1p")  # to_camel would spell it "log1P"
     min_points: int = Field(default=5, ge=1, le=1000)
@@ -150,7 +153,7 @@ class Queueing(_Model):
 class ThroughputScaling(_Model):
     enabled: bool = True
     interval_seconds: int = Field(default=180, ge=10, le=86400)
-    predictor: Predictor = Predictor()
+    predictor: PredictorSpec = PredictorSpec()
     correction: bool = True
     queueing: Queueing = Queueing()
 
@@ -219,7 +222,10 @@ class ScalerEndpoint(_Model):
         return v
 
 
-class Fallback(_Model):
+class FallbackSpec(_Model):
+    """spec.keda.fallback: what KEDA scales to while the scaler fails (rendered by
+    scaler.render.objects.fallback)."""
+
     failure_threshold: int = Field(default=3, ge=0, le=1000)
     behavior: Literal[
         "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
@@ -233,7 +239,7 @@ class Keda(_Model):
     trigger_type: Literal["external", "external-push"] = "external"
     polling_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
     cooldown_period_seconds: int = Field(default=300, ge=0)
-    fallback: Fallback = Fallback()
+    fallback: FallbackSpec = FallbackSpec()
     tolerance: Optional[float] = Field(default=None, ge=0, lt=1)
     scale_down_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
     scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)

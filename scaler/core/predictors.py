@@ -25,8 +25,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from scaler.core import plan as plan_model
-from scaler.errors import OptionalDependencyMissing
+from ..errors import OptionalDependencyMissing
+from .plan import PredictorSpec
 
 # Values kept by predictors that only need the last value and a count.
 HISTORY = 100
@@ -313,7 +313,7 @@ class ProphetPredictor(_BasePredictor):
             return values[-1]
 
 
-def make_predictor(cfg: plan_model.Predictor, interval_seconds: float) -> Predictor:
+def make_predictor(cfg: PredictorSpec, interval_seconds: float) -> Predictor:
     """A fresh predictor for one series, as the plan configures it."""
     if cfg.type == "constant":
         return ConstantPredictor(min_points=cfg.min_points, log1p=cfg.log1p)
