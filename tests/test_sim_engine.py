@@ -10,8 +10,10 @@ import pytest
 from helpers import SYNTHETIC_PROFILE_DIR, flat_profile, linear_profile
 from scaler.core.interpolation import perf_model
 from scaler.core.profile import profile_from_raw
-from scaler.sim.engine import REFRESH_STEPS, EngineConfig, simulate
+from scaler.sim.engine import REFRESH_STEPS, EngineConfig, _least_loaded, simulate
 from scaler.sim.policies import StaticController
+from scaler.sim.window import WindowStats
+from scaler.sim.workers import DecodeWorker, PrefillWorker
 from scaler.sim.workload import Arrivals
 
 CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_seconds=60.0)
@@ -125,3 +127,55 @@ def test_same_input_same_output() -> None:
     b = simulate(workload, model, _static(1, 1), CFG)
     assert np.array_equal(a.finish, b.finish)
     assert np.array_equal(a.ttft_ms, b.ttft_ms)
+
+
+def test_routing_takes_the_first_serving_worker_of_least_backlog() -> None:
+    a, b, c = (PrefillWorker(i, 0.0, 0.0) for i in range(3))
+    for w in (a, b, c):
+        w.make_ready(0.0)
+    a.enqueue(0.0, 100, 0.5)
+    # b and c are both free at t=0.1 (backlog = t): the first of equals wins
+    assert _least_loaded([a, b, c], 0.1) is b
+    b.drain()
+    assert not b.serving and _least_loaded([a, b, c], 0.1) is c
+    c.end(0.1)
+    assert _least_loaded([a, b, c], 0.1) is a
+    a.drain()
+    assert _least_loaded([a, b, c], 0.1) is None
+
+
+def test_a_worker_serves_only_between_ready_and_drain() -> None:
+    w = DecodeWorker(0, 0.0, 60.0)
+    assert not w.serving  # starting
+    w.make_ready(60.0)
+    assert w.serving and w.t_last == 60.0
+    assert w.offer(0, isl=1000, osl=10, max_kv=5000.0)
+    assert not w.offer(1, isl=4000, osl=10, max_kv=5000.0)  # does not fit: waits
+    assert w.backlog(60.0) == 1010 + 4010 and w.drain_end(60.0) is None  # not idle
+    w.drain()
+    assert not w.serving and w.draining
+
+
+def test_decode_worker_finishes_due_requests_then_admits_the_waiting() -> None:
+    isl, osl = [1000, 4000], [11, 11]
+    w = DecodeWorker(0, 0.0, 0.0)
+    w.make_ready(0.0)
+    w.tau = 0.01
+    w.offer(0, isl[0], osl[0], max_kv=5000.0)
+    w.offer(1, isl[1], osl[1], max_kv=5000.0)
+    w.advance(0.1)  # 10 steps: request 0 has made its 10 decode tokens
+    assert w.finish_due(isl, osl, max_kv=5000.0) == [0]
+    assert w.n == 1 and not w.waitq and w.kv_reserved == 4011 and w.wait_kv == 0.0
+
+
+def test_traffic_window_stats_reset_between_ticks() -> None:
+    stats = WindowStats([0.0, 1.0, 2.0, 3.0], np.array([10, 20, 30, 40]))
+    stats.first_token(100.0)
+    stats.completed(osl=5, duration=2.0, decode_seconds=0.4)
+    stats.completed(osl=1, duration=1.0, decode_seconds=0.0)  # single token: no gap
+    w = stats.window(3.0, 2.0)  # arrivals at 1 and 2
+    assert (w.requests, w.isl, w.osl, w.ttft_ms, w.request_duration_s) == (2.0, 25.0, 3.0, 100.0, 1.5)
+    assert w.itl_ms == pytest.approx(100.0)  # 0.4 s over 4 gaps
+    stats.reset()
+    w = stats.window(3.0, 2.0)
+    assert w.requests == 2.0 and (w.osl, w.ttft_ms, w.itl_ms) == (None, None, None)

@@ -1,7 +1,9 @@
 """`dynplan simulate`: replay a request trace against simulated prefill/decode pools, with the
 real planning core in the loop, and compare scaling policies on SLA attainment and GPU cost.
 
-engine (the discrete-event model), policies (controllers), oracle (cost lower bound),
-workload (trace -> requests, replication), run (several policies on one workload),
+engine (the discrete-event loop, routing and scaling), workers (the simulated workers' state),
+window (what the throughput path observes), controller (the protocol a policy implements),
+policies (the controllers), oracle (cost lower bound), workload (trace -> Arrivals,
+replication), results (what a run produced), run (several policies on one workload),
 report (numbers and the table), plot (the PNG), cli (the command).
 """

@@ -75,6 +75,8 @@ W = TypeVar("W", bound=Worker)
 
 @dataclass(frozen=True)
 class EngineConfig:
+    """The deployment simulated, apart from the hardware (the PerfModel) and the policy."""
+
     gpus_per_replica: Mapping[str, int]
     startup_delay_seconds: float = 60.0
     # initial replicas start ready (a warm deployment); later ones pay the start-up delay

@@ -13,6 +13,8 @@ from .workload import Arrivals
 
 @dataclass(frozen=True)
 class ReplicaLife:
+    """One replica, from the request for it to its end (it costs GPUs all that time)."""
+
     pool: str
     requested_at: float
     ready_at: Optional[float]  # None: removed before it became ready
@@ -32,6 +34,8 @@ class PoolSample:
 
 @dataclass(frozen=True)
 class DecisionRecord:
+    """One controller call that returned targets."""
+
     t: float
     kind: str  # "throughput" | "load"
     targets: Mapping[str, int]
