@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+import json
 import signal
 import subprocess
 import sys
@@ -46,13 +46,15 @@ async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
         assert proc.stderr is not None
         for line in proc.stderr:
             lines.append(line)
-            if "listening on" in line:
+            if '"event": "listening"' in line:
                 ready.set()
 
     threading.Thread(target=drain, daemon=True).start()
     try:
         assert ready.wait(20), "".join(lines)
-        port = int(re.search(r"\(port (\d+)\)", "".join(lines))[1])
+        [listening] = [json.loads(line) for line in lines if '"event": "listening"' in line]
+        port = listening["port"]
+        assert listening["plans"] == 1 and listening["level"] == "INFO" and listening["logger"] == "dynplan.server"
         address = f"127.0.0.1:{port}"
         async with grpc.aio.insecure_channel(address) as ch:
             health = health_pb2_grpc.HealthStub(ch)
@@ -65,8 +67,12 @@ async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert time.monotonic() - t0 < 8
-        # Decision failures are logged as JSON lines (Prometheus is down here).
-        assert any('"event": "decision_failed"' in line for line in lines), "".join(lines)
+        # One format on the whole stream (the default, json): every line is a JSON object,
+        # decision failures (Prometheus is down here) as events with their fields.
+        docs = [json.loads(line) for line in lines]
+        failed = [d for d in docs if d.get("event") == "decision_failed"]
+        assert failed and failed[0]["plan"] == "llama-8b" and "cannot connect" in failed[0]["error"]
+        assert {"time", "level", "logger"} <= set(docs[0])
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from keda_client import average_value_replicas, hpa_metric_name
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.proto import externalscaler_pb2 as pb
+from scaler.service.logs import event_of
 from service_harness import (
     IDLE, NAMESPACE, T, add_history, busy, history_end, loop_of, rpc_error, running_scaler,
     test_plan, trigger, write_plans,
@@ -196,8 +197,8 @@ async def test_health_metrics_and_decision_log(plans: Path, caplog: pytest.LogCa
         assert "dynplan_decision_duration_seconds_count" in text
         assert 'dynplan_last_good_decision_timestamp_seconds{namespace="inference",plan="llama-8b"}' in text
         assert "dynplan_plans_loaded 3.0" in text
-        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "dynplan.decision"]
-        [line] = [l for l in lines if l["plan"] == "llama-8b"]
+        lines = [event_of(r) for r in caplog.records if r.name == "dynplan.decision"]
+        [line] = [l for l in lines if l is not None and l["plan"] == "llama-8b"]
         assert line["event"] == "decision" and line["reason"] == "scale"
         assert line["replicas"] == {"prefill": 4, "decode": 3}
         # The history's counters start one window before the traffic: one idle window more.

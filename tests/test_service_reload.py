@@ -4,7 +4,6 @@ version serving and is reported by a log line and a metric."""
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import urllib.request
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from scaler.devtools.backfill import OpenMetricsWriter
+from scaler.service.logs import event_of
 from service_harness import add_history, busy, history_end, loop_of, rewrite_plan, running_scaler, test_plan, trigger, write_plans
 
 E = history_end()
@@ -62,7 +62,8 @@ async def test_hot_reload_good_then_bad_then_fixed(tmp_path: Path, prom_factory,
         text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=2).read().decode()
         assert f'dynplan_plan_load_failing{{file="{path}"}} 1.0' in text
         assert f'dynplan_plan_load_errors_total{{file="{path}"}} 1.0' in text
-        failed = [json.loads(r.getMessage()) for r in caplog.records if "plan_load_failed" in r.getMessage()]
+        events = [event_of(r) for r in caplog.records]
+        failed = [e for e in events if e is not None and e["event"] == "plan_load_failed"]
         assert failed and failed[-1]["file"] == str(path)
         assert failed[-1]["serving"] == "inference/llama-8b"
         assert any("spec.pools.prefill.maxReplicas" in e for e in failed[-1]["errors"])

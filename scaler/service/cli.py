@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -12,28 +10,7 @@ import click
 
 from ..clikit import handle_errors
 from ..errors import FieldError, InputError
-
-
-class _JsonPassthrough(logging.Formatter):
-    """Decision lines are already JSON: print them bare; prefix other records."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        msg = record.getMessage()
-        if msg.startswith("{"):
-            return msg
-        text = f"{self.formatTime(record)} {record.levelname} {record.name}: {msg}"
-        if record.exc_info:
-            text += "\n" + self.formatException(record.exc_info)
-        return text
-
-
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonPassthrough())
-    root = logging.getLogger("dynplan")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+from .logs import LOG_FORMATS, configure_logging
 
 
 def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -60,6 +37,7 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str])
 @click.option("--reload-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.1), help="How often the plans directory is checked.")
 @click.option("--settle-seconds", type=click.FloatRange(min=0), help="Delay after a window closes before it is read (default min(15 s, interval/4)).")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", default="json", show_default=True, type=click.Choice(LOG_FORMATS), help="Every line on stderr is a JSON object (json) or 'TIME LEVEL LOGGER: message' (text).")
 @handle_errors
 def serve(
     plans_dir: str,
@@ -73,16 +51,18 @@ def serve(
     reload_seconds: float,
     settle_seconds: Optional[float],
     log_level: str,
+    log_format: str,
 ) -> None:
     """Serve KEDA's external scaler protocol for every plan in --plans."""
-    from .server import ServeConfig, TlsConfig, serve as run
-
     if bool(tls_cert) != bool(tls_key):
         raise InputError([FieldError("--tls-cert/--tls-key", "", "give both a certificate and its key")])
     if tls_client_ca and not tls_cert:
         raise InputError([FieldError("--tls-client-ca", "", "mTLS needs --tls-cert and --tls-key too")])
+    # Before the server's imports: their warnings go to the log stream in its format too.
+    configure_logging(log_level, log_format)
+    from .server import ServeConfig, TlsConfig, serve as run
+
     tls = TlsConfig(Path(tls_cert), Path(tls_key), Path(tls_client_ca) if tls_client_ca else None) if tls_cert and tls_key else None
-    configure_logging(log_level)
     config = ServeConfig(
         plans_dir=Path(plans_dir),
         listen=listen,

@@ -14,7 +14,6 @@ latest good decision keeps serving until it is older than the staleness bound.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from ..core.replay import (
 )
 from ..errors import MetricsUnavailable, NoDecisionYet, StaleDecision
 from ..planfile import LoadedPlan
+from .logs import log_event
 from .metrics import ServiceMetrics
 
 log = logging.getLogger("dynplan.decision")
@@ -277,10 +277,8 @@ class PlanLoop:
         self.last_error = str(exc)
         if self.metrics is not None:
             self.metrics.query_errors.labels(self.plan.namespace, self.plan.name, kind).inc()
-        errlog.warning(
-            json.dumps({"event": "decision_failed", "namespace": self.plan.namespace, "plan": self.plan.name,
-                        "kind": kind, "error": str(exc)})
-        )
+        log_event(errlog, "decision_failed", logging.WARNING,
+                  namespace=self.plan.namespace, plan=self.plan.name, kind=kind, error=str(exc))
 
     def _publish(
         self,
@@ -298,21 +296,20 @@ class PlanLoop:
         if self.metrics is not None:
             self.metrics.record_decision(self.plan.namespace, decision, made_at)
             self.metrics.duration.labels(self.plan.namespace, self.plan.name, kind).observe(duration)
-        line = {
-            "event": "decision",
-            "namespace": self.plan.namespace,
-            "plan": self.plan.name,
-            "kind": kind,
-            "windowEnd": window_end,
-            "madeAt": round(made_at, 3),
-            "durationMs": round(duration * 1000, 3),
-            "replicas": {p: d.replicas for p, d in decision.pools.items()},
-            "reason": decision.reason.value,
-            "decision": decision.to_dict(),
-        }
-        if replayed:
-            line["replayedWindows"] = replayed
-        log.info(json.dumps(line, sort_keys=False))
+        log_event(
+            log,
+            "decision",
+            namespace=self.plan.namespace,
+            plan=self.plan.name,
+            kind=kind,
+            windowEnd=window_end,
+            madeAt=round(made_at, 3),
+            durationMs=round(duration * 1000, 3),
+            replicas={p: d.replicas for p, d in decision.pools.items()},
+            reason=decision.reason.value,
+            decision=decision.to_dict(),
+            **({"replayedWindows": replayed} if replayed else {}),
+        )
         if self.on_change is not None:
             self.on_change()
 

@@ -3,7 +3,7 @@
 Plan files are the top-level `*.yaml`/`*.yml` files of the directory (dotfiles skipped,
 so Kubernetes ConfigMap mounts with their `..data` symlinks work); profiles they reference
 live beside them. The directory is polled; a changed file is reloaded, a file that became
-invalid is reported (JSON log line + `dynplan_plan_load_failing`) and the last good version
+invalid is reported (a `plan_load_failed` log event + `dynplan_plan_load_failing`) and the last good version
 of its plan keeps serving. Plans are keyed by (namespace, name): a ScaledObject only ever
 sees plans of its own namespace.
 """
@@ -11,7 +11,6 @@ sees plans of its own namespace.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from ..core.plan import Plan
 from ..errors import FieldError, MetadataError, PlanError, PlanNotFound
 from ..planfile import LoadedPlan, load_plan
 from .config import PoolRef
+from .logs import log_event
 from .loop import PlanLoop
 from .metrics import ServiceMetrics
 
@@ -190,8 +190,8 @@ class PlanRegistry:
         self._clear_failure(path)
         if self.run_loops:
             plan_loop.start()
-        log.info(json.dumps({"event": "plan_loaded", "file": str(path), "namespace": key[0], "plan": key[1],
-                             "warnings": [str(w) for w in loaded.warnings]}))
+        log_event(log, "plan_loaded", file=str(path), namespace=key[0], plan=key[1],
+                  warnings=[str(w) for w in loaded.warnings])
         return True
 
     async def _remove(self, path: Path) -> bool:
@@ -200,7 +200,7 @@ class PlanRegistry:
         if previous is None:
             return False
         await self._retire(path, previous)
-        log.info(json.dumps({"event": "plan_removed", "file": str(path), "plan": previous.key}))
+        log_event(log, "plan_removed", file=str(path), plan=previous.key)
         return True
 
     async def _retire(self, path: Path, plan_loop: PlanLoop) -> None:
@@ -217,12 +217,10 @@ class PlanRegistry:
             self.metrics.plan_load_errors.labels(str(path)).inc()
             self.metrics.plan_load_failing.labels(str(path)).set(1)
         serving = self.by_file.get(path)
-        log.error(json.dumps({
-            "event": "plan_load_failed",
-            "file": str(path),
-            "errors": [str(e) for e in errors] if errors else [message],
-            "serving": serving.key if serving is not None else None,
-        }))
+        log_event(log, "plan_load_failed", logging.ERROR,
+                  file=str(path),
+                  errors=[str(e) for e in errors] if errors else [message],
+                  serving=serving.key if serving is not None else None)
 
     def _clear_failure(self, path: Path) -> None:
         if self.failures.pop(path, None) is not None and self.metrics is not None:

@@ -23,6 +23,7 @@ from ..planfile import LoadedPlan
 from ..prom.client import PromClient
 from ..prom.reader import PromReader
 from ..proto import externalscaler_pb2_grpc as pb_grpc
+from .logs import log_event
 from .loop import LoopSettings, PlanLoop, Reader
 from .metrics import ServiceMetrics, serve_metrics
 from .registry import PlanRegistry
@@ -66,10 +67,11 @@ class TlsConfig:
                     return None
                 config = self._configuration()
             except (OSError, ValueError) as exc:
-                log.error("TLS files changed but cannot be loaded (keeping the current ones): %s", exc)
+                # keeping the current certificate
+                log_event(log, "tls_reload_failed", logging.ERROR, cert=str(self.cert), error=str(exc))
                 return None
             state["stamp"] = stamp
-            log.info("TLS certificate reloaded from %s", self.cert)
+            log_event(log, "tls_reloaded", cert=str(self.cert))
             return config
 
         return grpc.dynamic_ssl_server_credentials(
@@ -178,10 +180,8 @@ class ScalerServer:
         await self.health.set(READINESS, SERVING)
         await self.health.set("", SERVING)
         self._watch = asyncio.get_running_loop().create_task(self.registry.watch(self.config.reload_seconds))
-        log.info(
-            "dynplan serve listening on %s (port %d), metrics port %s, %d plan(s) loaded",
-            self.config.listen, port, self.metrics_port or "-", len(self.registry.index),
-        )
+        log_event(log, "listening", listen=self.config.listen, port=port, metricsPort=self.metrics_port,
+                  plans=len(self.registry.index))
         return port
 
     async def stop(self, grace: Optional[float] = None) -> None:
@@ -214,6 +214,6 @@ async def serve(config: ServeConfig) -> None:
     await scaler.start()
     try:
         await stop.wait()
-        log.info("shutting down")
+        log_event(log, "shutting_down")
     finally:
         await scaler.stop()
