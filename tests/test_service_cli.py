@@ -30,6 +30,8 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--plans" in result.output
     result = CliRunner().invoke(main, ["serve", "--plans", str(tmp_path), "--listen", "nohostport"])
     assert result.exit_code == 2 and "HOST:PORT" in result.output
+    result = CliRunner().invoke(main, ["serve", "--plans", str(tmp_path), "--log-format", "xml"])
+    assert result.exit_code == 2 and "'json', 'text'" in result.output
 
 
 async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
