@@ -155,6 +155,9 @@ def render_table(doc: Explanation) -> str:
 @handle_errors
 def explain(plan_file: str, output: str, at: Optional[str]) -> None:
     """Print the decision the scaler would make now, with every input and the reason."""
+    from .logsetup import quiet_forecasting_libraries
+
+    quiet_forecasting_libraries()
     when = parse_time(at) if at is not None else None
     doc = asyncio.run(explain_decision(plan_file, when))
     if output == "json":

@@ -5,12 +5,14 @@ skip, without them), restart-by-replay, and the optional-dependency hints."""
 from __future__ import annotations
 
 import importlib.util
+import logging
 import math
 import random
 import subprocess
 import sys
+import warnings
 from datetime import timedelta
-from typing import Callable
+from typing import Callable, get_args
 
 import pytest
 
@@ -25,9 +27,11 @@ from scaler.core.predictors import (
     Predictor,
     ProphetPredictor,
     make_predictor,
+    memory,
     predictor_missing_dependency,
 )
 from scaler.errors import OptionalDependencyMissing
+from scaler.logsetup import quiet_forecasting_libraries
 
 RAMP = [10.0 * i for i in range(1, 21)]  # 10, 20, ..., 200
 
@@ -36,6 +40,12 @@ def feed(p: Predictor, values: list[float]) -> Predictor:
     for v in values:
         p.observe(v)
     return p
+
+
+@pytest.fixture(autouse=True)
+def _quiet_fits() -> None:
+    """What the edges do once (scaler.logsetup): real fits warn on short windows."""
+    quiet_forecasting_libraries()
 
 
 def noisy_series(n: int = 40, seed: int = 7) -> list[float]:
@@ -90,6 +100,26 @@ def test_buffers_are_bounded() -> None:
     assert p.count == predictors.HISTORY
     k = feed(KalmanPredictor(), [1.0] * (predictors.HISTORY + 50))
     assert k.count == predictors.HISTORY
+
+
+def test_every_plan_predictor_type_has_a_kind() -> None:
+    assert set(predictors.KINDS) == set(get_args(PredictorSpec.model_fields["type"].annotation))
+    with pytest.raises(ValueError, match="unknown predictor type 'crystal-ball'"):
+        make_predictor(PredictorSpec.model_construct(type="crystal-ball"), 60)
+
+
+@pytest.mark.parametrize(
+    "spec, intervals",
+    [
+        (PredictorSpec(type="constant", min_points=1), 4),
+        (PredictorSpec(type="kalman", min_points=10), 40),                       # 4 x min_points
+        (PredictorSpec(type="arima", arima=ArimaParams(window=100)), 100),       # the fit window
+        (PredictorSpec(type="arima", arima=ArimaParams(window=10), min_points=5), 20),
+        (PredictorSpec(type="prophet", prophet=ProphetParams(window=50)), 50),
+    ],
+)
+def test_memory_is_the_fit_window_and_at_least_four_times_min_points(spec: PredictorSpec, intervals: int) -> None:
+    assert memory(spec) == intervals
 
 
 def test_make_predictor_builds_each_kind() -> None:
@@ -270,7 +300,8 @@ def test_unknown_kind_is_an_error() -> None:
 
 
 def test_hint_for_fake_kind_with_missing_module(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(predictors.OPTIONAL_MODULES, "fake", (("no_such_module_dynplan_xyz", "fake"),))
+    fake = predictors.Kind(build=predictors.KINDS["constant"].build, needs=(("no_such_module_dynplan_xyz", "fake"),), window=lambda cfg: 0)
+    monkeypatch.setitem(predictors.KINDS, "fake", fake)
     hint = predictor_missing_dependency("fake")
     assert hint is not None
     assert "pip install 'dynplan[fake]'" in hint and "no_such_module_dynplan_xyz" in hint
@@ -310,3 +341,50 @@ def test_checking_does_not_import_the_library() -> None:
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- global state: the edges quiet the libraries; the core sets none ---------------------
+
+
+def _forbid(*_: object, **__: object) -> None:
+    raise AssertionError("a fit changed process-wide warning or logging state")
+
+
+def test_prophet_fits_change_no_warning_filters_or_logger_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    import prophet  # noqa: F401 - imported first: prophet sets its own logger's level on import
+
+    p = feed(ProphetPredictor(window=20), noisy_series(25))
+    with monkeypatch.context() as m:  # undone before pytest's own logging runs again
+        for name in ("catch_warnings", "simplefilter", "filterwarnings", "resetwarnings"):
+            m.setattr(warnings, name, _forbid)
+        for name in ("setLevel", "addHandler", "removeHandler", "addFilter"):
+            m.setattr(logging.Logger, name, _forbid)
+        forecast = p.predict_next()
+    assert math.isfinite(forecast)
+
+
+def test_arima_fits_silence_statsmodels_one_at_a_time() -> None:
+    # statsmodels forces "always" on its warnings when imported: only a fit-time filter works
+    falling = [200.0, 160, 120, 80, 40, 8, 1]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        feed(ArimaPredictor(), falling).predict_next()
+    assert caught == []
+    assert not predictors._ARIMA_FITS.locked()
+
+
+def test_the_edges_quiet_prophets_logs_and_warnings() -> None:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        quiet_forecasting_libraries()
+        quiet_forecasting_libraries()  # idempotent
+        for module in ("prophet.forecaster", "cmdstanpy.model", "scaler.core.predictors"):
+            warnings.warn_explicit("fit chatter", FutureWarning, "x.py", 1, module=module)
+        warnings.warn_explicit("news", FutureWarning, "x.py", 1, module="scaler.core.planner")
+    assert [str(w.message) for w in caught] == ["news"]
+    quiet = logging.getLogger("prophet")
+    assert not quiet.filter(logging.LogRecord("prophet", logging.INFO, "f", 1, "Disabling yearly seasonality", None, None))
+    assert quiet.filter(logging.LogRecord("prophet", logging.WARNING, "f", 1, "real news", None, None))
+    assert len(quiet.filters) == 1
+    stan = logging.getLogger("cmdstanpy")
+    assert stan.level == logging.WARNING and stan.handlers

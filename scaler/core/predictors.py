@@ -10,18 +10,25 @@ Semantics follow Dynamo's load predictors:
 Every predictor is a deterministic function of its observation sequence, so replaying the
 same observations into a fresh instance rebuilds it exactly (restart safety). Buffers are
 bounded. ARIMA (statsmodels) and Prophet are optional extras, imported only when they fit.
-No I/O and no clock here, except what Prophet's Stan backend does internally.
+No I/O and no clock here, except what Prophet's Stan backend does internally. Logger
+levels and Prophet's warnings are the edges' business, set once at start-up
+(`scaler.logsetup.quiet_forecasting_libraries`). ARIMA fits are the one exception: they
+silence warnings themselves, one fit at a time (see `_ARIMA_FITS`).
+
+`KINDS` maps each plan `type` to how to build it, the optional packages it needs and the
+window it fits on; `make_predictor`, `memory` and `predictor_missing_dependency` read it.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import logging
 import math
+import threading
 import warnings
 from collections import deque
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -39,14 +46,11 @@ ARIMA_CANDIDATES: tuple[tuple[tuple[int, int, int], str], ...] = (
     ((0, 1, 1), "t"),
     ((1, 0, 0), "c"),
 )
-# kind -> (module, extra) pairs it needs; top-level module names only (find_spec on a
-# dotted name would import the parent package, which is what we must avoid).
-OPTIONAL_MODULES: dict[str, tuple[tuple[str, str], ...]] = {
-    "constant": (),
-    "kalman": (),
-    "arima": (("statsmodels", "arima"),),
-    "prophet": (("prophet", "prophet"), ("pandas", "prophet")),
-}
+# statsmodels puts "always" filters for its warning classes at the front of the process's
+# filter list when it is imported (at the first fit), ahead of any filter an edge installed
+# at start-up; so ARIMA fits silence their convergence chatter themselves. catch_warnings
+# swaps process-wide state and decision loops fit in threads: one ARIMA fit at a time.
+_ARIMA_FITS = threading.Lock()
 
 
 @runtime_checkable
@@ -68,16 +72,14 @@ def _importable(module: str) -> bool:
 
 def predictor_missing_dependency(kind: str) -> str | None:
     """Install hint when predictor `kind` needs a package that is not importable, else None."""
-    if kind not in OPTIONAL_MODULES:
-        raise ValueError(f"unknown predictor type {kind!r}")
-    for module, extra in OPTIONAL_MODULES[kind]:
+    for module, extra in _kind(kind).needs:
         if not _importable(module):
             return f"needs the optional package '{module}': pip install 'dynplan[{extra}]'"
     return None
 
 
 def _require(kind: str) -> None:
-    for module, extra in OPTIONAL_MODULES[kind]:
+    for module, extra in _kind(kind).needs:
         if not _importable(module):
             raise OptionalDependencyMissing(f"the {kind} predictor", extra, module)
 
@@ -231,7 +233,7 @@ class ArimaPredictor(_BasePredictor):
         y = np.array([self._to_model(v) for v in values])
         try:
             best_aic, best_fc = math.inf, None
-            with warnings.catch_warnings():
+            with _ARIMA_FITS, warnings.catch_warnings():
                 # Convergence chatter on short or noisy windows is expected; AIC arbitrates.
                 warnings.simplefilter("ignore")
                 for order, trend in ARIMA_CANDIDATES:
@@ -247,16 +249,6 @@ class ArimaPredictor(_BasePredictor):
             return self._from_model(best_fc)
         except Exception:  # noqa: BLE001 - Dynamo's rule: a failed forecast reuses the last value
             return values[-1]
-
-
-def _quiet_prophet_logs() -> None:
-    """Keep a fit per tick from logging: prophet logs an ERROR about plotly on import, and
-    cmdstanpy installs its own INFO handler (only if its logger has none) and logs every fit."""
-    logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
-    stan = logging.getLogger("cmdstanpy")
-    if not stan.handlers:
-        stan.addHandler(logging.NullHandler())
-    stan.setLevel(logging.WARNING)
 
 
 class ProphetPredictor(_BasePredictor):
@@ -292,43 +284,82 @@ class ProphetPredictor(_BasePredictor):
         values = list(self._values)
         if all(v == values[0] for v in values):
             return values[0]
-        _quiet_prophet_logs()
         try:
             import pandas as pd
             from prophet import Prophet
         except ImportError as exc:
             raise OptionalDependencyMissing("the prophet predictor", "prophet", "prophet") from exc
-        logging.getLogger("prophet").setLevel(logging.WARNING)  # prophet sets INFO on import
         try:
             frame = pd.DataFrame(
                 {"ds": [self.timestamp(s) for s in self._steps], "y": [self._to_model(v) for v in values]}
             )
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = Prophet()
-                model.fit(frame)
-                forecast = model.predict(pd.DataFrame({"ds": [self.next_timestamp()]}))
+            model = Prophet()
+            model.fit(frame)
+            forecast = model.predict(pd.DataFrame({"ds": [self.next_timestamp()]}))
             return self._from_model(float(forecast["yhat"].iloc[0]))
         except Exception:  # noqa: BLE001 - a failed fit reuses the last value
             return values[-1]
 
 
+# -- the registry ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Kind:
+    """One predictor type: how the plan's spec builds it, the optional packages it needs
+    as (top-level module, extra) pairs, and how many past values its fit looks at."""
+
+    build: Callable[[PredictorSpec, float], Predictor]  # (spec, interval seconds) -> predictor
+    # top-level names only: find_spec on a dotted name would import the parent package
+    needs: tuple[tuple[str, str], ...]
+    window: Callable[[PredictorSpec], int]  # values the fit uses; 0: a recursive filter
+
+
+KINDS: dict[str, Kind] = {
+    "constant": Kind(
+        build=lambda cfg, _: ConstantPredictor(min_points=cfg.min_points, log1p=cfg.log1p),
+        needs=(),
+        window=lambda cfg: 0,
+    ),
+    "kalman": Kind(
+        build=lambda cfg, _: KalmanPredictor(
+            q_level=cfg.kalman.q_level, q_trend=cfg.kalman.q_trend, r=cfg.kalman.r,
+            min_points=cfg.min_points, log1p=cfg.log1p,
+        ),
+        needs=(),
+        window=lambda cfg: 0,
+    ),
+    "arima": Kind(
+        build=lambda cfg, _: ArimaPredictor(window=cfg.arima.window, min_points=cfg.min_points, log1p=cfg.log1p),
+        needs=(("statsmodels", "arima"),),
+        window=lambda cfg: cfg.arima.window,
+    ),
+    "prophet": Kind(
+        build=lambda cfg, interval_seconds: ProphetPredictor(
+            window=cfg.prophet.window, interval_seconds=interval_seconds,
+            min_points=cfg.min_points, log1p=cfg.log1p,
+        ),
+        needs=(("prophet", "prophet"), ("pandas", "prophet")),
+        window=lambda cfg: cfg.prophet.window,
+    ),
+}
+
+
+def _kind(kind: str) -> Kind:
+    try:
+        return KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown predictor type {kind!r}") from None
+
+
 def make_predictor(cfg: PredictorSpec, interval_seconds: float) -> Predictor:
     """A fresh predictor for one series, as the plan configures it."""
-    if cfg.type == "constant":
-        return ConstantPredictor(min_points=cfg.min_points, log1p=cfg.log1p)
-    if cfg.type == "kalman":
-        k = cfg.kalman
-        return KalmanPredictor(
-            q_level=k.q_level, q_trend=k.q_trend, r=k.r, min_points=cfg.min_points, log1p=cfg.log1p
-        )
-    if cfg.type == "arima":
-        return ArimaPredictor(window=cfg.arima.window, min_points=cfg.min_points, log1p=cfg.log1p)
-    if cfg.type == "prophet":
-        return ProphetPredictor(
-            window=cfg.prophet.window,
-            interval_seconds=interval_seconds,
-            min_points=cfg.min_points,
-            log1p=cfg.log1p,
-        )
-    raise ValueError(f"unknown predictor type {cfg.type!r}")
+    return _kind(cfg.type).build(cfg, interval_seconds)
+
+
+def memory(cfg: PredictorSpec) -> int:
+    """Past intervals a predictor's forecast depends on: what a warm-up replays.
+
+    The fit window (ARIMA, Prophet), and at least 4 x min_points: no predictor forecasts
+    before min_points values, and the Kalman filter forgets its initial state within a
+    few times that.
+    """
+    return max(_kind(cfg.type).window(cfg), 4 * cfg.min_points)

@@ -22,6 +22,7 @@ from .load_scaling import LoadState, rebuild_load_state
 from .observations import Observation, TrafficWindow, WorkerLoad
 from .plan import Plan
 from .planner import PlannerState, decide, new_state
+from .predictors import memory
 
 # One load tick of per-worker history: (tick time, the workers read at it).
 WorkerTick = tuple[float, tuple[WorkerLoad, ...]]
@@ -40,9 +41,7 @@ def latest_closed(now: float, interval: float, settle: float) -> float:
 
 def warmup_intervals(plan: Plan) -> int:
     """Windows to replay at start: covers the predictor's memory (bounded)."""
-    pred = plan.spec.scaling.throughput.predictor
-    window = {"arima": pred.arima.window, "prophet": pred.prophet.window}.get(pred.type, 0)
-    return int(min(200, max(32, window, 4 * pred.min_points)))
+    return min(200, max(32, memory(plan.spec.scaling.throughput.predictor)))
 
 
 def catch_up(next_end: float, latest: float, interval: float, intervals: int) -> float:

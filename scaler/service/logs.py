@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import IO, Any, Optional
 
+from ..logsetup import quiet_forecasting_libraries
+
 LOG_FORMATS = ("json", "text")
 _EVENT = "dynplan_event"    # LogRecord attribute carrying the event name
 _FIELDS = "dynplan_fields"  # ... and its fields
@@ -113,6 +115,7 @@ def configure_logging(level: str, log_format: str = "json", stream: Optional[IO[
     ours.setLevel(level.upper())
     ours.propagate = True
     logging.captureWarnings(True)
+    quiet_forecasting_libraries()  # prophet/cmdstanpy/statsmodels: a fit per tick is no news
     crash = logging.getLogger("dynplan.crash")
 
     def thread_hook(args: threading.ExceptHookArgs) -> None:

@@ -82,8 +82,10 @@ def simulate(
     (per interval, the fewest replicas that hold the mean SLA on that interval's requests
     replayed alone, had the load been known: a lower bound on cost).
     """
+    from ..logsetup import quiet_forecasting_libraries
     from .run import compare
 
+    quiet_forecasting_libraries()
     # Check everything before simulating: bad input fails fast, and nothing is half-written.
     run = _resolve(
         plan_file, trace_file, fmt, rate_scale, replicate, replicate_jitter, truth_profile, startup_delay,
