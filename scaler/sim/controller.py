@@ -15,11 +15,22 @@ at t (up, not draining). At equal times completions come before ticks, and the t
 tick before the load tick. Ticks stop once no request is left to arrive or in flight (or
 EngineConfig.max_drain_seconds after the last arrival, when requests are stuck).
 
+Optionally (the engine reads them with getattr, so older controllers need not have them):
+
+4. `poll_interval_seconds` (a float, None or absent: never) and `on_poll(t, latency,
+   provisioned, ready)`: called at that interval with the run's LatencyLog (every request's
+   TTFT and mean ITL so far, by time: scaler.sim.latency), the replicas provisioned per pool
+   (starting + ready, not draining) and the ready ones. A policy that reads latency
+   histograms (llm-d's, `llmd-slo`) decides here, at KEDA's polling interval.
+
 Each call returns the replicas wanted per pool (starting + ready, draining not counted), or
-None to leave every pool as it is; a pool left out of the mapping keeps its count. The engine
-applies targets at once: a new replica is billed from then and serves after the start-up
-delay; scale-down removes starting replicas first (newest first), then the ready ones with
-the least backlog, which finish what they hold and are billed until then.
+None to leave every pool as it is; a pool left out of the mapping keeps its count. Without an
+actuation path the engine applies targets at once; with one (scaler.sim.actuation, per pool:
+`simulate(..., actuation=...)`) a target is the scaler's answer that KEDA polls and the HPA
+syncs read, and the replicas change when the HPA's sync says. Either way a new replica is
+billed from then and serves after its pool's start-up delay; scale-down removes starting
+replicas first (newest first), then the ready ones with the least backlog, which finish what
+they hold and are billed until then.
 """
 
 from __future__ import annotations
@@ -27,6 +38,8 @@ from __future__ import annotations
 from typing import Mapping, Optional, Protocol
 
 from scaler.core.observations import TrafficWindow, WorkerLoad
+
+from .latency import LatencyLog
 
 
 class Controller(Protocol):
@@ -48,4 +61,15 @@ class Controller(Protocol):
 
     def on_load(
         self, t: float, workers: tuple[WorkerLoad, ...], ready: Mapping[str, int]
+    ) -> Optional[Mapping[str, int]]: ...
+
+
+class Poller(Protocol):
+    """The optional poll hook of a controller (step 4 of the module docstring)."""
+
+    @property
+    def poll_interval_seconds(self) -> Optional[float]: ...
+
+    def on_poll(
+        self, t: float, latency: LatencyLog, provisioned: Mapping[str, int], ready: Mapping[str, int]
     ) -> Optional[Mapping[str, int]]: ...

@@ -16,9 +16,9 @@ The model (docs/simulation.md explains it with its limits):
 - The first output token comes from prefill; decode makes the other OSL-1 tokens. A
   request's ITL is (finish - first token) / (OSL - 1), so time spent waiting for decode
   admission counts toward ITL, as a client would see it.
-- A replica costs GPUs from the moment it is requested; it serves only after the start-up
-  delay. A removed replica takes no new requests, finishes what it holds, and costs GPUs
-  until then. Scale-down removes starting replicas first (newest first), then the ready
+- A replica costs GPUs from the moment it is requested; it serves only after its pool's
+  start-up delay. A removed replica takes no new requests, finishes what it holds, and costs
+  GPUs until then. Scale-down removes starting replicas first (newest first), then the ready
   replicas with the least outstanding work.
 
 Aggregated plans (mode agg, one pool `worker`): each worker is a decode worker as above that
@@ -29,8 +29,15 @@ the same worker's decode batch (its KV is there). Arrivals go to the ready worke
 least queued prefill tokens plus reserved decode KV tokens.
 
 The controller (scaler.sim.controller has the protocol, scaler.sim.policies the policies) is
-called at its throughput and load intervals with the observations the scaler would get from
-Prometheus and returns replica targets.
+called at its throughput and load intervals (and poll interval, if it has one) with the
+observations the scaler would get from Prometheus and returns replica targets. Without an
+actuation path they apply at once; with one (`actuation`: scaler.sim.actuation's KEDA polling
+loop and HPA sync loop per pool) a target is only the scaler's answer, and the replicas change
+when an HPA sync turns it into a new spec (tolerance, stabilisation, rate policies).
+
+Probe runs (the oracle's and static-sweep's searches) may pass a `StopRule`: the run stops as
+soon as more requests have missed the SLA than the target attainment allows, since the answer
+(fails) is then known.
 
 Layout: this module holds the event loop, routing and scaling; the workers' state and its
 transitions are in scaler.sim.workers, the run's output types in scaler.sim.results, the
@@ -50,7 +57,9 @@ import numpy as np
 from scaler.core.interpolation import PerfModel
 from scaler.core.observations import TrafficWindow, WorkerLoad
 
+from .actuation import ActuationConfig, ActuationPath, ScalerReading
 from .controller import Controller
+from .latency import ITL, TTFT, LatencyLog
 from .results import DecisionRecord, PoolSample, ReplicaLife, SimResult
 from .workers import WORKER_CLASSES, AggWorker, DecodeWorker, PrefillWorker, Worker
 from .window import WindowStats
@@ -68,7 +77,9 @@ _EV_DECODE = 1
 _EV_READY = 2
 _EV_THROUGHPUT_TICK = 3
 _EV_LOAD_TICK = 4
-_EV_SAMPLE = 5  # record replica counts (a drained prefill replica's known end)
+_EV_POLL_TICK = 5
+_EV_ACTUATE = 6  # a pool's KEDA poll or HPA sync (after the ticks: it reads their answers)
+_EV_SAMPLE = 7  # record replica counts (a drained prefill replica's known end)
 
 W = TypeVar("W", bound=Worker)
 
@@ -86,6 +97,12 @@ class EngineConfig:
     max_drain_seconds: float = 86400.0
     # "disagg": pools prefill and decode; "agg": one pool `worker` serving both phases
     mode: str = "disagg"
+    # start-up delay per pool (pools it does not name take startup_delay_seconds)
+    startup_delay_by_pool: Optional[Mapping[str, float]] = None
+    # with an actuation path: when the HPA's first sync runs (then every sync period). Default
+    # half a period: the HPA's phase is unrelated to the scaler's ticks, and half a period is
+    # the mean delay from a decision to the sync that reads it.
+    hpa_phase_seconds: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("disagg", "agg"):
@@ -94,6 +111,24 @@ class EngineConfig:
     @property
     def pools(self) -> tuple[str, ...]:
         return AGG_POOLS if self.mode == "agg" else POOLS
+
+    def startup_delay(self, pool: str) -> float:
+        by_pool = self.startup_delay_by_pool or {}
+        return float(by_pool.get(pool, self.startup_delay_seconds))
+
+
+@dataclass(frozen=True)
+class StopRule:
+    """Stop a probe run once more than `max_misses` requests missed the SLA: a TTFT above
+    `ttft_ms`, or (when `itl_ms` is set) a mean ITL above `itl_ms`; each request counts once."""
+
+    ttft_ms: float
+    itl_ms: Optional[float]
+    max_misses: float
+
+
+class _Stopped(Exception):
+    """Raised inside the event loop when a StopRule's miss count is exceeded."""
 
 
 def _least_loaded(workers: Iterable[W], t: float) -> Optional[W]:
@@ -111,7 +146,15 @@ def _least_loaded(workers: Iterable[W], t: float) -> Optional[W]:
 class Engine:
     """One simulation run. Build, then call `run()` once."""
 
-    def __init__(self, workload: Arrivals, model: PerfModel, controller: Controller, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        workload: Arrivals,
+        model: PerfModel,
+        controller: Controller,
+        config: EngineConfig,
+        actuation: Optional[Mapping[str, ActuationConfig]] = None,
+        stop: Optional[StopRule] = None,
+    ) -> None:
         self.w = workload
         self.model = model
         self.ctl = controller
@@ -142,6 +185,16 @@ class Engine:
         self._next_arrival = 0
         self._last_event_t = 0.0
         self._service_cache: dict[int, float] = {}
+        self._poll_interval: Optional[float] = getattr(controller, "poll_interval_seconds", None)
+        # every request's latency by time, for a controller that reads histograms
+        self.latency: Optional[LatencyLog] = LatencyLog() if self._poll_interval else None
+        self._actuation = {p: c for p, c in (actuation or {}).items() if p in self.pools}
+        self._paths: dict[str, ActuationPath] = {}
+        self._reading: dict[str, int] = {}  # the scaler's latest answer per actuated pool
+        self._stop = stop
+        self._misses = 0
+        self._missed: Optional[list[bool]] = [False] * n if stop is not None else None
+        self.stopped = False
 
     # -- event queue ----------------------------------------------------------------------
     def _push(self, t: float, kind: int, a: object = None, b: object = None) -> None:
@@ -151,7 +204,7 @@ class Engine:
     # -- replicas ---------------------------------------------------------------------------
     def _add_replica(self, pool: str, t: float, ready_now: bool) -> None:
         workers = self._workers[pool]
-        ready_at = t if ready_now else t + self.cfg.startup_delay_seconds
+        ready_at = t if ready_now else t + self.cfg.startup_delay(pool)
         w = WORKER_CLASSES[pool](len(workers), t, ready_at)
         workers.append(w)
         if ready_now:
@@ -198,22 +251,45 @@ class Engine:
     def ready_counts(self) -> dict[str, int]:
         return {p: sum(1 for w in self._workers[p] if w.serving) for p in self.pools}
 
+    def provisioned_counts(self) -> dict[str, int]:
+        """Replicas per pool that are starting or ready, not draining (the replicas spec)."""
+        return {p: len(self._live(p)) for p in self.pools}
+
+    def _scale(self, pool: str, want: int, t: float) -> bool:
+        """Set the pool's live replicas to `want`; True if that changed anything."""
+        live = self._live(pool)
+        if want > len(live):
+            for _ in range(want - len(live)):
+                self._add_replica(pool, t, ready_now=False)
+            return True
+        if want < len(live):
+            self._remove(live, len(live) - want, t)
+            return True
+        return False
+
     def _apply(self, t: float, targets: Mapping[str, int], kind: str) -> None:
+        """A controller's targets: applied at once, or (an actuated pool) the scaler's new answer."""
         changed = False
+        scaled = False
         for pool in self.pools:
             if pool not in targets:
                 continue
             want = max(0, int(targets[pool]))
-            live = self._live(pool)
-            if want > len(live):
-                for _ in range(want - len(live)):
-                    self._add_replica(pool, t, ready_now=False)
-                changed = True
-            elif want < len(live):
-                self._remove(live, len(live) - want, t)
-                changed = True
+            if pool in self._paths:
+                changed |= want != self._reading[pool]
+                self._reading[pool] = want
+            elif self._scale(pool, want, t):
+                changed = scaled = True
         self._decisions.append(DecisionRecord(t=t, kind=kind, targets=dict(targets), changed=changed))
-        if changed:
+        if scaled:
+            self._sample(t)
+
+    def _actuate(self, pool: str, t: float) -> None:
+        """Run the pool's KEDA polls and HPA syncs due at t; apply the spec they leave."""
+        path = self._paths[pool]
+        reading = ScalerReading(float(self._reading[pool]), active=self._reading[pool] > 0)
+        spec = path.advance(t, lambda _t: reading)
+        if self._scale(pool, spec, t):
             self._sample(t)
 
     def _remove(self, live: list[Worker], count: int, t: float) -> None:
@@ -255,6 +331,18 @@ class Engine:
         self._window.first_token(ttft_ms)
         w.last_ttft_ms = ttft_ms
         w.last_isl = float(self._isl[req])
+        if self.latency is not None:
+            self.latency.add(TTFT, t, ttft_ms)
+        if self._stop is not None and ttft_ms > self._stop.ttft_ms:
+            self._miss(req)
+
+    def _miss(self, req: int) -> None:
+        assert self._missed is not None and self._stop is not None
+        if not self._missed[req]:
+            self._missed[req] = True
+            self._misses += 1
+            if self._misses > self._stop.max_misses:
+                raise _Stopped
 
     def _disagg_prefill_done(self, req: int, w: PrefillWorker, t: float) -> None:
         self._first_token(req, w, t)
@@ -329,11 +417,29 @@ class Engine:
         self.finish[req] = t
         self._in_flight -= 1
         self._last_event_t = t
-        self._window.completed(self._osl[req], t - self._arr[req], t - self.prefill_end[req])
+        osl = self._osl[req]
+        decode_seconds = t - self.prefill_end[req]
+        self._window.completed(osl, t - self._arr[req], decode_seconds)
+        if osl > 1 and (self.latency is not None or self._stop is not None):
+            itl_ms = decode_seconds * 1000.0 / (osl - 1)
+            if self.latency is not None:
+                self.latency.add(ITL, t, itl_ms)
+            if self._stop is not None and self._stop.itl_ms is not None and itl_ms > self._stop.itl_ms:
+                self._miss(req)
+
+    def prefill_backlog(self, t: float) -> int:
+        """Requests waiting for prefill at t, not yet started (queued at a worker, or held for
+        want of a serving one)."""
+        pool = "worker" if self.cfg.mode == "agg" else "prefill"
+        waiting = len(self._pending[pool])
+        for w in self._workers[pool]:
+            if w.ended_at is None or w.ended_at > t:
+                waiting += len(w.pq) if isinstance(w, AggWorker) else w.waiting(t)
+        return waiting
 
     def traffic_window(self, t: float, seconds: float) -> TrafficWindow:
         """What the recording rules would report at time t over the last `seconds`."""
-        return self._window.window(t, seconds)
+        return self._window.window(t, seconds, backlog=float(self.prefill_backlog(t)))
 
     def worker_loads(self, t: float) -> tuple[WorkerLoad, ...]:
         """What the load path would scrape at t: one report per serving worker."""
@@ -347,17 +453,37 @@ class Engine:
 
     # -- main loop --------------------------------------------------------------------------
     def run(self) -> SimResult:
-        for pool, count in self.ctl.initial_replicas().items():
-            for _ in range(int(count)):
+        initial = {p: int(c) for p, c in self.ctl.initial_replicas().items()}
+        for pool, count in initial.items():
+            for _ in range(count):
                 self._add_replica(pool, 0.0, ready_now=self.cfg.initial_ready)
         self._sample(0.0)
+        phase = self.cfg.hpa_phase_seconds
+        for pool, acfg in self._actuation.items():
+            hpa_start = acfg.hpa.controller.sync_period_seconds / 2 if phase is None else phase
+            path = ActuationPath(acfg, initial.get(pool, 0), keda_start=0.0, hpa_start=hpa_start)
+            self._paths[pool] = path
+            # before any decision the scaler answers what the deployment runs (a warm start)
+            self._reading[pool] = initial.get(pool, 0)
+            self._push(path.next_event_time(), _EV_ACTUATE, pool)
+        try:
+            self._loop()
+        except _Stopped:
+            self.stopped = True
+            self._last_event_t = max(self._last_event_t, self._heap[0][0] if self._heap else 0.0)
+        return self._result()
+
+    def _loop(self) -> None:
         # 0.0 stands for "no throughput path": no tick is ever scheduled then.
         ti = self.ctl.throughput_interval_seconds or 0.0
         li = self.ctl.load_interval_seconds
+        pi = self._poll_interval
         if ti:
             self._push(ti, _EV_THROUGHPUT_TICK)
         if li:
             self._push(li, _EV_LOAD_TICK)
+        if pi:
+            self._push(pi, _EV_POLL_TICK)
         arr = self._arr
         n = len(arr)
         heap = self._heap
@@ -375,9 +501,13 @@ class Engine:
                     if b.ended_at is None and not b.draining:
                         self._make_ready(b, t)
                         self._sample(t)
+                elif kind == _EV_ACTUATE:
+                    if self._busy(t):
+                        self._actuate(a, t)
+                        self._push(self._paths[a].next_event_time(), _EV_ACTUATE, a)
                 elif kind == _EV_THROUGHPUT_TICK:
                     if self._busy(t):
-                        window = self._window.window(t, ti)
+                        window = self.traffic_window(t, ti)
                         self._window.reset()
                         targets = self.ctl.on_traffic(t, window, self.ready_counts())
                         if targets is not None:
@@ -391,13 +521,21 @@ class Engine:
                         if targets is not None:
                             self._apply(t, targets, "load")
                         self._push(t + li, _EV_LOAD_TICK)
+                elif kind == _EV_POLL_TICK:
+                    if self._busy(t):
+                        assert self.latency is not None and pi
+                        targets = self.ctl.on_poll(  # type: ignore[attr-defined]
+                            t, self.latency, self.provisioned_counts(), self.ready_counts()
+                        )
+                        if targets is not None:
+                            self._apply(t, targets, "poll")
+                        self._push(t + pi, _EV_POLL_TICK)
             elif i < n:
                 self._next_arrival = i + 1
                 self._in_flight += 1
                 self._route_arrival(i, next_arrival)
             else:
                 break
-        return self._result()
 
     def _result(self) -> SimResult:
         end = self._last_event_t
@@ -423,9 +561,21 @@ class Engine:
             samples=self._samples,
             decisions=self._decisions,
             gpus_per_replica=dict(self.cfg.gpus_per_replica),
+            stopped=self.stopped,
         )
 
 
-def simulate(workload: Arrivals, model: PerfModel, controller: Controller, config: EngineConfig) -> SimResult:
-    """Run one policy over a workload on the hardware described by `model`."""
-    return Engine(workload, model, controller, config).run()
+def simulate(
+    workload: Arrivals,
+    model: PerfModel,
+    controller: Controller,
+    config: EngineConfig,
+    actuation: Optional[Mapping[str, ActuationConfig]] = None,
+    stop: Optional[StopRule] = None,
+) -> SimResult:
+    """Run one policy over a workload on the hardware described by `model`.
+
+    `actuation`: per pool, the KEDA/HPA path the controller's targets go through (None or a
+    pool left out: applied at once). `stop`: end a probe run early once it cannot pass.
+    """
+    return Engine(workload, model, controller, config, actuation, stop).run()

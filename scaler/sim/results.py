@@ -37,7 +37,7 @@ class DecisionRecord:
     """One controller call that returned targets."""
 
     t: float
-    kind: str  # "throughput" | "load"
+    kind: str  # "throughput" | "load" | "poll"
     targets: Mapping[str, int]
     changed: bool
 
@@ -57,6 +57,8 @@ class SimResult:
     samples: list[PoolSample]
     decisions: list[DecisionRecord] = field(default_factory=list)
     gpus_per_replica: Mapping[str, int] = field(default_factory=dict)
+    # a probe run stopped by its StopRule (the per-request arrays are then incomplete)
+    stopped: bool = False
 
     @property
     def scale_events(self) -> int:

@@ -1,18 +1,19 @@
 """The throughput path's view of a run: what the recording rules would report over a window.
 
 The engine reports each first token and each completion as it happens; at a throughput tick
-it reads `window(t, seconds)` and calls `reset()`. Arrivals are looked up by time, so they
-need no counting.
+it reads `window(t, seconds, backlog)` and calls `reset()`. Arrivals are looked up by time, so
+they need no counting; neither does the window's peak rate (`peak_rate`), which is computed
+from them the way `max_over_time(rate(requests[1m])[window:30s])` reads Prometheus' history.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from scaler.core.observations import TrafficWindow
+from scaler.core.observations import PEAK_STEP_SECONDS, PEAK_WINDOW_SECONDS, TrafficWindow
 
 
 class WindowStats:
@@ -49,11 +50,12 @@ class WindowStats:
             self.decode_seconds += decode_seconds
             self.decode_tokens += osl - 1
 
-    def window(self, t: float, seconds: float) -> TrafficWindow:
+    def window(self, t: float, seconds: float, backlog: Optional[float] = None) -> TrafficWindow:
         """The window ending at t. Arrivals and their mean ISL count at arrival (over the last
-        `seconds`); OSL, duration and ITL at completion; TTFT at the first token (since the
-        last reset). ITL is token-weighted (a histogram of every token gap), as the
-        frontend's inter-token-latency histogram is."""
+        `seconds`), and so does the peak rate (`peak_rate`); OSL, duration and ITL at
+        completion; TTFT at the first token (since the last reset). ITL is token-weighted (a
+        histogram of every token gap), as the frontend's inter-token-latency histogram is.
+        `backlog`: requests waiting for prefill at t (the engine counts them)."""
         lo = bisect_left(self._arrivals, t - seconds)
         hi = bisect_left(self._arrivals, t)
         count = hi - lo
@@ -66,4 +68,37 @@ class WindowStats:
             ttft_ms=self.ttft_ms_sum / self.first_tokens if self.first_tokens else None,
             itl_ms=1000.0 * self.decode_seconds / self.decode_tokens if self.decode_tokens else None,
             request_duration_s=self.duration_sum / done if done else None,
+            peak_rate=peak_rate(self._arrivals, t, seconds),
+            backlog=backlog,
         )
+
+
+def peak_rate(arrivals: Sequence[float], t: float, seconds: float) -> float:
+    """The highest arrival rate (requests/s) over PEAK_WINDOW_SECONDS sub-windows of the window
+    [t - seconds, t), ending at t, t - PEAK_STEP_SECONDS, ... while they fit inside it; a window
+    no longer than one sub-window is its own (its mean rate). Sub-windows are half-open
+    [e - 60, e), as the window's arrivals are."""
+    if seconds <= PEAK_WINDOW_SECONDS + 1e-9:
+        return (bisect_left(arrivals, t) - bisect_left(arrivals, t - seconds)) / seconds
+    start = t - seconds
+    best = 0
+    end = t
+    while end - PEAK_WINDOW_SECONDS >= start - 1e-9:
+        best = max(best, bisect_left(arrivals, end) - bisect_left(arrivals, end - PEAK_WINDOW_SECONDS))
+        end -= PEAK_STEP_SECONDS
+    return best / PEAK_WINDOW_SECONDS
+
+
+def first_window(arrivals: Sequence[float], isl: np.ndarray, osl: np.ndarray, seconds: float) -> TrafficWindow:
+    """The window [0, seconds) as a deployment already serving that traffic would have reported
+    it, from its arrivals alone: their count, mean ISL and mean OSL (the OSL their completions
+    would show), the peak rate, no backlog, and no latency means (none measured yet)."""
+    hi = bisect_left(arrivals, seconds)
+    return TrafficWindow(
+        window_seconds=seconds,
+        requests=float(hi),
+        isl=float(np.mean(isl[:hi])) if hi else None,
+        osl=float(np.mean(osl[:hi])) if hi else None,
+        peak_rate=peak_rate(arrivals, seconds, seconds),
+        backlog=0.0,
+    )

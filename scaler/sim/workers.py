@@ -101,11 +101,19 @@ class PrefillWorker(Worker):
         self.queue.append((end, isl))
         return end
 
-    def active_tokens(self, t: float) -> float:
+    def _pop_done(self, t: float) -> deque[tuple[float, int]]:
         q = self.queue
         while q and q[0][0] <= t:
             q.popleft()
-        return float(sum(isl for _, isl in q))
+        return q
+
+    def active_tokens(self, t: float) -> float:
+        return float(sum(isl for _, isl in self._pop_done(t)))
+
+    def waiting(self, t: float) -> int:
+        """Requests queued at t that have not started prefill: all but the head, which is in
+        service (it arrived and the one before it ended, both by t)."""
+        return max(0, len(self._pop_done(t)) - 1)
 
     def load_report(self, t: float) -> WorkerLoad:
         return WorkerLoad(
