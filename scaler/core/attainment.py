@@ -30,7 +30,7 @@ exponential waiting time), Little's law, M/G/infinity occupancy.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional
 
 from scipy.stats import norm
@@ -149,45 +149,20 @@ def decode_replicas(
     rate: float,
     osl: float,
     itl_ms: float,
-    tokens_per_second_per_replica: float,
+    sequences_per_replica: float,
     miss_fraction: float,
     dispersion: float = 1.0,
 ) -> DecodeSizing:
     """Decode replicas for the (1 - miss) quantile of concurrent sequences.
 
-    Each replica holds n_max = tokens/s x ITL sequences at its operating point (Little's law
-    on one engine); the fleet holds rate x OSL x ITL on average. With miss 0.5 (z = 0) this is
-    exactly Dynamo's rate x OSL / throughput.
+    The fleet holds rate x OSL x ITL sequences on average (Little's law); each replica holds
+    `sequences_per_replica` at its ITL operating point (KV usage x max_kv_tokens / context:
+    what the engine's KV cache holds at that load, the quantity the profile's ITL is
+    measured against).
     """
-    per_replica = tokens_per_second_per_replica * itl_ms / 1000.0
     mean = max(rate, 0.0) * max(osl, 0.0) * itl_ms / 1000.0
     q = concurrency_quantile(mean, dispersion, miss_fraction)
-    replicas = q / per_replica if per_replica > 0 else 0.0
-    return DecodeSizing(replicas=replicas, mean_sequences=mean, quantile_sequences=q, sequences_per_replica=per_replica)
-
-
-# -- learning from observed windows ------------------------------------------------------------
-#
-# Three quantities are learned, each with a fast attack and a slow release (in log space: they
-# span orders of magnitude): a window that shows worse traffic raises them at once; calmer
-# windows lower them by `decay` per interval. Bursts recur, and one calm window right after a
-# scale-up (when the queue has just been fixed) must not undo it.
-
-
-@dataclass
-class AttainmentState:
-    """What the attainment sizing has learned; part of PlannerState, rebuilt by replay."""
-
-    dispersion: float = POISSON_DISPERSION  # prefill arrivals+service dispersion V
-    burst: float = 1.0                      # peak sub-window rate / window mean rate
-    decode_slowdown: float = 1.0            # observed / profiled ITL
-    # recent sized replicas (timestamp, pool -> replicas) for the scale-down hold
-    recent: list[tuple[float, dict[str, int]]] = field(default_factory=list)
-
-
-def smooth(previous: float, observed: float, decay: float, lo: float, hi: float) -> float:
-    """Fast attack, slow release in log space, clamped to [lo, hi]."""
-    observed = min(max(observed, lo), hi)
-    if observed >= previous:
-        return observed
-    return math.exp((1.0 - decay) * math.log(previous) + decay * math.log(observed))
+    replicas = q / sequences_per_replica if sequences_per_replica > 0 else 0.0
+    return DecodeSizing(
+        replicas=replicas, mean_sequences=mean, quantile_sequences=q, sequences_per_replica=sequences_per_replica
+    )

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Optional
 
+from .attainment_sizing import AttainmentInputs
+
 
 class Reason(str, Enum):
     """Machine-readable reasons. Values are stable: they appear in metrics and JSON."""
@@ -25,6 +27,9 @@ class Reason(str, Enum):
     AT_MAX = "at_max"                       # capped at the pool maximum
     BUDGET = "budget"                       # shrunk to fit the GPU budget
     SLA_INFEASIBLE = "sla_infeasible"       # no profiled operating point meets the SLA
+    # attainment sizing
+    HELD = "scale_down_held"                # kept above its sizing until start-up + interval passed
+    BACKLOG = "backlog"                     # raised to drain requests already waiting
     # load path
     LOAD_UP = "load_scale_up"
     LOAD_DOWN = "load_scale_down"
@@ -78,6 +83,10 @@ class ThroughputInputs:
     # queueing-aware prefill sizing (None when disabled or not applicable)
     queueing_factor: Optional[float] = None
     prefill_queueing_replicas: Optional[float] = None
+    # which formulas sized the pools (spec.scaling.throughput.sizing) and, for the
+    # attainment sizing, everything it used
+    sizing: str = "dynamo"
+    attainment: Optional[AttainmentInputs] = None
 
 
 @dataclass(frozen=True)

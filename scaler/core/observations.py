@@ -15,8 +15,9 @@ def finite_or_none(value: Optional[float]) -> Optional[float]:
     return value if math.isfinite(value) else None
 
 
-# Sub-window of TrafficWindow.peak_rate: one minute, sliding by half a minute (what
-# max_over_time(rate(requests[1m])[window:30s]) gives over Prometheus' history).
+# Sub-windows of TrafficWindow.peak_rate: one minute, sliding by half a minute (what
+# max_over_time(rate(requests[1m])[window:30s]) gives over Prometheus' history); and the
+# bins of TrafficWindow.arrival_dispersion: half a minute (increase(requests[30s]) every 30 s).
 PEAK_WINDOW_SECONDS = 60.0
 PEAK_STEP_SECONDS = 30.0
 
@@ -40,6 +41,11 @@ class TrafficWindow:
     # the highest arrival rate (requests/s) over PEAK_WINDOW_SECONDS sub-windows inside the
     # window: how bursty the window was below the interval's resolution
     peak_rate: Optional[float] = None
+    # index of dispersion of the arrival counts in PEAK_STEP_SECONDS bins inside the window, by
+    # Allan's estimator (half the mean squared difference of neighbouring bins over the mean
+    # count, so a trend over minutes does not count): 1 for Poisson arrivals, more for
+    # clumped ones; it estimates the arrivals' squared coefficient of variation ca^2
+    arrival_dispersion: Optional[float] = None
     # requests waiting for prefill when the window closed (queued, not yet started)
     backlog: Optional[float] = None
 
@@ -48,7 +54,7 @@ class TrafficWindow:
             raise ValueError("window_seconds must be positive")
         if not math.isfinite(self.requests) or self.requests < 0:
             raise ValueError(f"requests must be a finite number >= 0, got {self.requests}")
-        for name in ("isl", "osl", "ttft_ms", "itl_ms", "request_duration_s", "peak_rate", "backlog"):
+        for name in ("isl", "osl", "ttft_ms", "itl_ms", "request_duration_s", "peak_rate", "arrival_dispersion", "backlog"):
             object.__setattr__(self, name, finite_or_none(getattr(self, name)))
 
     @property

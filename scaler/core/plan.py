@@ -55,8 +55,12 @@ class Metadata(_Model):
 
 
 class Sla(_Model):
+    """Per-request targets: each request's TTFT and its mean ITL; `attainment` is the
+    fraction of requests that must meet both."""
+
     ttft_ms: PositiveFloat
     itl_ms: PositiveFloat
+    attainment: float = Field(default=0.99, ge=0.5, le=0.9999)
 
 
 class Workload(_Model):
@@ -98,6 +102,9 @@ class Pool(_Model):
     gpus_per_replica: int = Field(default=1, ge=1, le=1024)
     min_replicas: int = Field(default=1, ge=0, le=10000)
     max_replicas: int = Field(default=16, ge=1, le=10000)
+    # seconds from a replica being requested to it serving (image pull, weights, warm-up);
+    # the attainment sizing holds capacity this long before giving it up
+    startup_seconds: int = Field(default=120, ge=0, le=3600)
 
 
 class Pools(_Model):
@@ -152,6 +159,9 @@ class Queueing(_Model):
 
 class ThroughputScaling(_Model):
     enabled: bool = True
+    # attainment: size for spec.sla.attainment of requests (queueing tails, bursts, backlog);
+    # dynamo: Dynamo's formulas exactly (mean rate / capacity)
+    sizing: Literal["attainment", "dynamo"] = "attainment"
     interval_seconds: int = Field(default=180, ge=10, le=86400)
     predictor: PredictorSpec = PredictorSpec()
     correction: bool = True

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from . import attainment_sizing
+from .attainment_sizing import AttainmentState
 from .budget import bound_and_budget
 from .decision import Decision, Reason, ThroughputInputs
 from .interpolation import DecodeOperatingPoint, PerfModel
@@ -50,6 +52,8 @@ class PlannerState:
     last: Optional[Decision] = None
     # the load path's state (regressions, last load decision), created on first use
     load: Optional[LoadState] = None
+    # what the attainment sizing has learned (burst, dispersion, decode slowdown, hold)
+    attainment: AttainmentState = field(default_factory=AttainmentState)
 
     @property
     def throughput_floor(self) -> Optional[dict[str, int]]:
@@ -123,6 +127,8 @@ def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: Plan
     window = obs.traffic
     assert window is not None
     _observe(state, window)
+    if plan.spec.scaling.throughput.sizing == "attainment":
+        return _attainment_tick(plan, model, obs, window, state)
     use_cf = correction_active(plan)
     if use_cf:
         decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"
@@ -158,6 +164,105 @@ def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: Plan
     )
 
 
+def _predicted(plan: Plan, state: PlannerState) -> tuple[float, float, float, bool]:
+    """Predicted rate, ISL and OSL (priors until a shape was seen), and whether priors were used."""
+    rate = max(0.0, state.rate.predict_next())
+    isl = state.isl.predict_next() if state.isl.count else 0.0
+    osl = state.osl.predict_next() if state.osl.count else 0.0
+    from_priors = isl <= 0 or osl <= 0
+    isl = isl if isl > 0 else plan.spec.workload.isl
+    osl = osl if osl > 0 else plan.spec.workload.osl
+    return rate, isl, osl, from_priors
+
+
+def _attainment_tick(
+    plan: Plan, model: PerfModel, obs: Observation, window: TrafficWindow, state: PlannerState
+) -> Decision:
+    ready = {n: replicas_during_window(obs, state, n) for n in plan.pools}
+    attainment_sizing.learn(state.attainment, plan, model, window, ready)
+    predicted, isl, osl, from_priors = _predicted(plan, state)
+    # never plan below what was just observed: the forecast is for the next interval, and
+    # capacity added now only serves after start-up
+    rate = max(predicted, window.rate)
+    if window.idle and rate == 0:
+        reason = Reason.IDLE
+    elif from_priors:
+        reason = Reason.PRIOR
+    else:
+        reason = Reason.SCALE
+    backlog = window.backlog or 0.0
+    sizing = attainment_sizing.size(
+        plan, model, state.attainment, rate=rate, isl=isl, osl=osl, backlog=backlog, timestamp=obs.timestamp
+    )
+    return _attainment_decision(plan, model, sizing, reason, rate, isl, osl, obs.timestamp, window)
+
+
+def _attainment_decision(
+    plan: Plan,
+    model: PerfModel,
+    sizing: attainment_sizing.AttainmentSizing,
+    reason: Reason,
+    rate: float,
+    isl: float,
+    osl: float,
+    timestamp: float,
+    window: Optional[TrafficWindow],
+) -> Decision:
+    spec = plan.spec
+    inputs = sizing.inputs
+    point = sizing.point
+    warnings: list[str] = []
+    if inputs.prefill_service_ms > spec.sla.ttft_ms:
+        warnings.append(
+            f"profiled TTFT at ISL {isl:.0f} is {inputs.prefill_service_ms:.1f} ms, above the SLA of {spec.sla.ttft_ms:g} ms"
+        )
+    if not point.feasible:
+        warnings.append(
+            f"no profiled decode point meets ITL {spec.sla.itl_ms / inputs.decode_slowdown:.2f} ms at context "
+            f"{decode_context(isl, osl):.0f}; using the lowest-ITL point ({point.itl_ms:.2f} ms)"
+        )
+    extra: dict[str, tuple[Reason, ...]] = {}
+    for n in sizing.replicas:
+        reasons: list[Reason] = []
+        if sizing.infeasible.get(n):
+            reasons.append(Reason.SLA_INFEASIBLE)
+        if inputs.held[n] > inputs.sized[n]:
+            reasons.append(Reason.HELD)
+        if inputs.backlog > 0 and n in ("prefill", "worker"):
+            reasons.append(Reason.BACKLOG)
+        extra[n] = tuple(reasons)
+    return bound_and_budget(
+        plan,
+        dict(sizing.replicas),
+        reason,
+        timestamp,
+        extra_reasons=extra,
+        capacity=sizing.capacity,
+        throughput=ThroughputInputs(
+            observed_rate=None if window is None else window.rate,
+            observed_isl=None if window is None else window.isl,
+            observed_osl=None if window is None else window.osl,
+            observed_ttft_ms=None if window is None else window.ttft_ms,
+            observed_itl_ms=None if window is None else window.itl_ms,
+            predicted_rate=rate,
+            predicted_isl=isl,
+            predicted_osl=osl,
+            prefill_thpt_per_gpu=model.prefill.thpt_per_gpu(isl),
+            decode_thpt_per_gpu=point.thpt_per_gpu,
+            decode_itl_target_ms=spec.sla.itl_ms / inputs.decode_slowdown,
+            decode_itl_at_point_ms=point.itl_ms,
+            decode_kv_usage_at_point=point.kv_usage,
+            profiled_ttft_ms=inputs.prefill_service_ms,
+            correction_prefill=1.0,
+            correction_decode=inputs.decode_slowdown,
+            correction_enabled=False,
+            sizing="attainment",
+            attainment=inputs,
+        ),
+        warnings=tuple(warnings),
+    )
+
+
 def replicas_during_window(obs: Observation, state: PlannerState, pool: str) -> int:
     """Replicas serving during the window: reported workers when the source has per-worker
     series, else what the previous decision asked for (the same on a replay, which keeps a
@@ -184,12 +289,29 @@ def _learn_queueing(plan: Plan, model: PerfModel, obs: Observation, state: Plann
 
 
 def capacity(
-    plan: Plan, model: PerfModel, rate: float, isl: float, osl: float, queueing_factor: float = 1.0
+    plan: Plan,
+    model: PerfModel,
+    rate: float,
+    isl: float,
+    osl: float,
+    queueing_factor: float = 1.0,
+    learned: Optional[AttainmentState] = None,
 ) -> Decision:
     """Replicas and GPUs each pool needs for a steady `rate` (requests/s), no correction.
 
-    With queueing-aware sizing on, `queueing_factor` is the traffic's variability
-    (1 = Poisson arrivals; `explain` shows what the scaler has learned)."""
+    With the attainment sizing, `learned` is what the scaler has learned of the traffic
+    (burst, dispersion, slowdown; default: Poisson arrivals on the profiled hardware). With
+    Dynamo's sizing and queueing on, `queueing_factor` is the traffic's variability."""
+    if plan.spec.scaling.throughput.sizing == "attainment":
+        base = learned or AttainmentState()
+        fresh = AttainmentState(
+            dispersion=base.dispersion,
+            burst=base.burst,
+            decode_slowdown=base.decode_slowdown,
+            prefill_slowdown=base.prefill_slowdown,
+        )
+        sizing = attainment_sizing.size(plan, model, fresh, rate=rate, isl=isl, osl=osl, apply_hold=False)
+        return _attainment_decision(plan, model, sizing, Reason.CAPACITY, rate, isl, osl, 0.0, None)
     return replicas_for(
         plan, model, rate=rate, isl=isl, osl=osl, reason=Reason.CAPACITY, queueing_factor=queueing_factor
     )

@@ -69,6 +69,7 @@ class WindowStats:
             itl_ms=1000.0 * self.decode_seconds / self.decode_tokens if self.decode_tokens else None,
             request_duration_s=self.duration_sum / done if done else None,
             peak_rate=peak_rate(self._arrivals, t, seconds),
+            arrival_dispersion=arrival_dispersion(self._arrivals, t, seconds),
             backlog=backlog,
         )
 
@@ -89,6 +90,22 @@ def peak_rate(arrivals: Sequence[float], t: float, seconds: float) -> float:
     return best / PEAK_WINDOW_SECONDS
 
 
+def arrival_dispersion(arrivals: Sequence[float], t: float, seconds: float) -> Optional[float]:
+    """Index of dispersion of the arrival counts in PEAK_STEP_SECONDS bins of [t - seconds, t),
+    by Allan's estimator: half the mean squared difference of neighbouring bins over the mean
+    count, so that a trend over minutes (peak_rate's business) does not count as clumping.
+    1 for Poisson arrivals. None with fewer than two bins or no arrivals."""
+    steps = int(seconds // PEAK_STEP_SECONDS + 1e-9)
+    if steps < 2:
+        return None
+    edges = [t - (steps - k) * PEAK_STEP_SECONDS for k in range(steps + 1)]
+    counts = np.diff(np.asarray([bisect_left(arrivals, e) for e in edges], dtype=np.float64))
+    mean = float(counts.mean())
+    if mean <= 0:
+        return None
+    return float(np.mean(np.diff(counts) ** 2)) / (2.0 * mean)
+
+
 def first_window(arrivals: Sequence[float], isl: np.ndarray, osl: np.ndarray, seconds: float) -> TrafficWindow:
     """The window [0, seconds) as a deployment already serving that traffic would have reported
     it, from its arrivals alone: their count, mean ISL and mean OSL (the OSL their completions
@@ -100,5 +117,6 @@ def first_window(arrivals: Sequence[float], isl: np.ndarray, osl: np.ndarray, se
         isl=float(np.mean(isl[:hi])) if hi else None,
         osl=float(np.mean(osl[:hi])) if hi else None,
         peak_rate=peak_rate(arrivals, seconds, seconds),
+        arrival_dispersion=arrival_dispersion(arrivals, seconds, seconds),
         backlog=0.0,
     )

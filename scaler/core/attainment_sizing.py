@@ -1,0 +1,256 @@
+"""The default throughput sizing (`sizing: attainment`): replicas for a per-request SLA. Pure.
+
+One throughput tick, given the predicted rate/ISL/OSL and the window just observed:
+
+1. **Learn** from the window (fast attack, slow release, so a burst is remembered and one
+   calm window does not undo it):
+   - `burst`: the window's peak one-minute rate over its mean. Intervals are minutes long;
+     the bursts that queue requests are shorter, and sizing for the mean hides them.
+   - `dispersion` V of the prefill queue (Allen-Cunneen's ca^2 + cs^2): the index of
+     dispersion of the window's arrival counts (counted by the edge; ~ ca^2) plus 1 for the
+     spread of prompt lengths.
+   - `prefill_slowdown`: observed / profiled TTFT in windows whose queue was negligible
+     (Erlang C < 5%), where the mean TTFT is the service time itself.
+   - `decode_slowdown`: observed / profiled ITL at the concurrency each decode worker
+     carried (Little's law), the hardware's distance from its profile.
+2. **Forecast** the rate the fleet must carry until the next decision takes effect: the
+   larger of the prediction and the last window (a forecast never sizes below what was just
+   seen), times `burst`.
+3. **Size** (scaler.core.attainment): prefill on the Erlang-C waiting-time tail with the
+   learned V against the TTFT slack, plus what drains the observed backlog within one
+   interval; decode on the quantile of concurrent sequences at the ITL target / slowdown.
+   Each pool gets half the miss budget 1 - spec.sla.attainment.
+4. **Hold**: a pool shrinks only to what every sizing of the last startupSeconds + interval
+   agreed on; a replica given up takes that long to come back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Optional
+
+from .attainment import (
+    POISSON_DISPERSION,
+    DecodeSizing,
+    decode_replicas,
+    erlang_c,
+    prefill_replicas,
+    wait_exceeds,
+)
+from .interpolation import DecodeOperatingPoint, PerfModel
+from .observations import TrafficWindow
+from .plan import Plan
+from .throughput import decode_context
+
+# A learned value comes down by this weight per calmer window (in log space).
+DECAY = 0.2
+# Fewer requests than this in a window say nothing about tails or dispersion.
+MIN_REQUESTS = 20
+MAX_DISPERSION = 1000.0
+MAX_BURST = 50.0
+# Below this probability of waiting (Erlang C) a window's queue is too thin to calibrate the
+# dispersion on: its mean TTFT measures the service time instead.
+QUIET_QUEUE = 0.05
+# Squared coefficient of variation of prefill service times, added to the counted arrival
+# dispersion: prompt lengths vary about as widely as an exponential's (cs^2 = 1).
+SERVICE_SCV = 1.0
+# A queue-free window's TTFT above this many times the profile is a backlog, not hardware.
+MAX_PREFILL_SLOWDOWN = 3.0
+
+
+@dataclass
+class AttainmentState:
+    """What the attainment sizing has learned; part of PlannerState, rebuilt by replay."""
+
+    dispersion: float = POISSON_DISPERSION
+    burst: float = 1.0
+    decode_slowdown: float = 1.0
+    prefill_slowdown: float = 1.0           # observed TTFT / profiled TTFT with no queue
+    # recent sizings (timestamp, pool -> replicas) for the scale-down hold
+    recent: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AttainmentInputs:
+    """What the attainment sizing used, recorded in the Decision (explain, logs)."""
+
+    target: float
+    planned_rate: float
+    burst_factor: float
+    dispersion: float
+    backlog: float
+    prefill_service_ms: float            # profiled TTFT at the ISL x the learned slowdown
+    prefill_slowdown: float
+    prefill_wait_tail: Optional[float]   # predicted P(wait > TTFT slack) at the sized count
+    decode_slowdown: float
+    decode_sequences_mean: float
+    decode_sequences_quantile: float
+    decode_sequences_per_replica: float
+    sized: Mapping[str, int]             # before the hold
+    held: Mapping[str, int]              # after the hold (what goes to bounds and budget)
+
+
+@dataclass(frozen=True)
+class AttainmentSizing:
+    replicas: dict[str, int]             # after the hold, before bounds and budget
+    infeasible: dict[str, bool]
+    capacity: dict[str, float]           # tokens/s one replica serves at the SLA
+    point: DecodeOperatingPoint
+    inputs: AttainmentInputs
+
+
+def smooth(previous: float, observed: float, lo: float, hi: float, decay: float = DECAY) -> float:
+    """Fast attack, slow release in log space, clamped to [lo, hi]."""
+    observed = min(max(observed, lo), hi)
+    if observed >= previous:
+        return observed
+    return math.exp((1.0 - decay) * math.log(previous) + decay * math.log(observed))
+
+
+def learn(
+    state: AttainmentState,
+    plan: Plan,
+    model: PerfModel,
+    window: TrafficWindow,
+    ready: Mapping[str, int],
+) -> None:
+    """Update burst, dispersion and decode slowdown from one observed window."""
+    if window.requests < MIN_REQUESTS:
+        return
+    rate = window.rate
+    if window.peak_rate is not None and rate > 0:
+        state.burst = smooth(state.burst, window.peak_rate / rate, 1.0, MAX_BURST)
+    prefill_pool = "prefill" if plan.spec.mode == "disagg" else "worker"
+    servers = int(ready.get(prefill_pool, 0))
+    if window.ttft_ms is not None and window.isl is not None and servers > 0:
+        profiled = model.prefill.ttft_ms(window.isl) / 1000.0
+        service = profiled * state.prefill_slowdown
+        # the queue saw the window's peak rate, not its mean
+        peak = window.peak_rate if window.peak_rate is not None else rate
+        offered = peak * service
+        if erlang_c(servers, offered) < QUIET_QUEUE:
+            # hardly anyone waited: the mean TTFT is the service time itself (within reason:
+            # a window far above it carried a backlog from before, not a slower engine)
+            ratio = window.ttft_ms / 1000.0 / profiled if profiled > 0 else 0.0
+            if 0 < ratio <= MAX_PREFILL_SLOWDOWN:
+                state.prefill_slowdown = smooth(state.prefill_slowdown, ratio, 0.5, MAX_PREFILL_SLOWDOWN)
+    if window.arrival_dispersion is not None:
+        # Allen-Cunneen: V = ca^2 + cs^2, the arrivals' clumping as the edge counted it plus
+        # prompt lengths' spread (exponential-like service, cs^2 = 1)
+        state.dispersion = smooth(state.dispersion, window.arrival_dispersion + SERVICE_SCV, 1.0, MAX_DISPERSION)
+    decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"
+    workers = int(ready.get(decode_pool, 0))
+    if (
+        window.itl_ms is not None
+        and window.isl is not None
+        and window.osl is not None
+        and window.request_duration_s is not None
+        and workers > 0
+    ):
+        concurrency = rate * window.request_duration_s / workers
+        profiled = model.decode.itl_at_concurrency(concurrency, decode_context(window.isl, window.osl))
+        if profiled > 0:
+            state.decode_slowdown = smooth(state.decode_slowdown, window.itl_ms / profiled, 0.25, 10.0)
+
+
+def hold(
+    state: AttainmentState, timestamp: float, sized: Mapping[str, int], hold_seconds: Mapping[str, float]
+) -> dict[str, int]:
+    """Shrink a pool only to what every sizing of its last hold_seconds agreed on.
+
+    Entries older than the longest hold are dropped, so the state stays bounded.
+    """
+    longest = max(hold_seconds.values(), default=0.0)
+    state.recent = [(t, r) for t, r in state.recent if timestamp - longest < t <= timestamp]
+    state.recent.append((timestamp, dict(sized)))
+    out: dict[str, int] = {}
+    for pool, want in sized.items():
+        start = timestamp - hold_seconds.get(pool, 0.0)
+        out[pool] = max([want] + [r.get(pool, 0) for t, r in state.recent if t > start])
+    return out
+
+
+def hold_seconds(plan: Plan) -> dict[str, float]:
+    interval = float(plan.spec.scaling.throughput.interval_seconds)
+    return {name: float(pool.startup_seconds) + interval for name, pool in plan.pools.items()}
+
+
+def size(
+    plan: Plan,
+    model: PerfModel,
+    state: AttainmentState,
+    *,
+    rate: float,
+    isl: float,
+    osl: float,
+    backlog: float = 0.0,
+    timestamp: float = 0.0,
+    apply_hold: bool = True,
+) -> AttainmentSizing:
+    """Replicas per pool for the plan's attainment target (before bounds and budget)."""
+    spec = plan.spec
+    miss = (1.0 - spec.sla.attainment) / 2.0
+    planned = max(rate, 0.0) * state.burst
+    service_ms = model.prefill.ttft_ms(isl) * state.prefill_slowdown
+    service = service_ms / 1000.0
+    slack = spec.sla.ttft_ms / 1000.0 - service
+    drain = float(spec.scaling.throughput.interval_seconds)
+    dispersion = state.dispersion
+
+    itl_target = spec.sla.itl_ms / state.decode_slowdown
+    context = decode_context(isl, osl)
+    point = model.decode.best_throughput(itl_target, context)
+    pools = plan.pools
+    sized: dict[str, int] = {}
+    capacity: dict[str, float] = {}
+    prefill_count = prefill_replicas(planned, service, slack, miss, dispersion, backlog=backlog, drain_seconds=drain)
+    if spec.mode == "disagg":
+        gd = pools["decode"].gpus_per_replica
+        dec = _decode(model, planned, osl, context, point, state.decode_slowdown, miss)
+        sized["prefill"] = prefill_count
+        sized["decode"] = math.ceil(dec.replicas - 1e-9) if dec.replicas > 0 else 0
+        capacity["prefill"] = model.prefill.thpt_per_gpu(isl) * pools["prefill"].gpus_per_replica
+        capacity["decode"] = point.thpt_per_gpu * gd
+        infeasible = {"prefill": service_ms > spec.sla.ttft_ms, "decode": not point.feasible}
+    else:
+        # one engine does both: the prefill queue's servers plus the decode sequences' share
+        gw = pools["worker"].gpus_per_replica
+        dec = _decode(model, planned, osl, context, point, state.decode_slowdown, miss)
+        sized["worker"] = math.ceil(prefill_count + dec.replicas - 1e-9) if planned > 0 or backlog > 0 else 0
+        infeasible = {"worker": service_ms > spec.sla.ttft_ms or not point.feasible}
+    final = hold(state, timestamp, sized, hold_seconds(plan)) if apply_hold else dict(sized)
+    tail: Optional[float] = None
+    if planned > 0 and prefill_count > 0:
+        tail = wait_exceeds(prefill_count, planned, service, dispersion, max(slack, service / 2.0))
+    return AttainmentSizing(
+        replicas=final,
+        infeasible=infeasible,
+        capacity=capacity,
+        point=point,
+        inputs=AttainmentInputs(
+            target=spec.sla.attainment,
+            planned_rate=planned,
+            burst_factor=state.burst,
+            dispersion=dispersion,
+            backlog=backlog,
+            prefill_service_ms=service_ms,
+            prefill_slowdown=state.prefill_slowdown,
+            prefill_wait_tail=tail,
+            decode_slowdown=state.decode_slowdown,
+            decode_sequences_mean=dec.mean_sequences,
+            decode_sequences_quantile=dec.quantile_sequences,
+            decode_sequences_per_replica=dec.sequences_per_replica,
+            sized=dict(sized),
+            held=dict(final),
+        ),
+    )
+
+
+def _decode(
+    model: PerfModel, rate: float, osl: float, context: float, point: DecodeOperatingPoint, slowdown: float, miss: float
+) -> DecodeSizing:
+    # A replica at the point's KV usage holds kv x max_kv_tokens / context sequences, on the
+    # real hardware each at ITL x slowdown; one engine's KV cache, whatever its GPUs.
+    per_replica = point.kv_usage * model.decode.max_kv_tokens / context if context > 0 else 0.0
+    return decode_replicas(rate, osl, point.itl_ms * slowdown, per_replica, miss)
