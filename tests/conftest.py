@@ -1,4 +1,4 @@
-"""Shared fixtures: real Prometheus servers (see tests/promserver.py)."""
+"""Shared fixtures: real Prometheus servers (see tests/support/prometheus.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from promserver import PromFactory
+from prometheus import PromFactory
 
 
 @pytest.fixture

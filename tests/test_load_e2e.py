@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence
 import pytest
 
 from helpers import flat_profile, plan_dict, with_changes, write_plan
-from promserver import PromFactory, PromServer, wait_for_value
+from prometheus import PromFactory, PromServer, wait_for_value
 from scaler.core.decision import Reason
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan

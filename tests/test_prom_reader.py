@@ -13,18 +13,10 @@ from typing import Any
 import pytest
 from urllib3.exceptions import InsecureRequestWarning
 
-from promserver import (
-    FakeHTTPServer,
-    PromFactory,
-    PromServer,
-    binaries,
-    check_rules,
-    closed_port,
-    pids_alive,
-    recording_rules,
-    rule_eval_offset,
-    wait_for_value,
-)
+from fake_http import FakeHTTPServer
+from procs import closed_port, pids_alive
+from prometheus import PromFactory, PromServer, binaries, wait_for_value
+from rules import check_rules, recording_rules, rule_eval_offset
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan, PrometheusAccess
 from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, frontend_history

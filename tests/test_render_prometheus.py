@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from helpers import SYNTHETIC_PROFILE_DIR, plan_dict, with_changes, write_plan
-from promserver import wait_for_value
+from prometheus import wait_for_value
 from scaler import sources
 from scaler.render.pipeline import render_manifests
 

@@ -82,7 +82,7 @@ async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
 
 
 def test_explain_time_and_failure_exit_codes(tmp_path: Path) -> None:
-    from promserver import closed_port
+    from procs import closed_port
     from scaler.explain import parse_time
 
     assert parse_time("2026-01-01T00:00:00Z") == 1767225600.0

@@ -16,7 +16,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from promserver import FakeHTTPServer, closed_port
+from fake_http import FakeHTTPServer
+from procs import closed_port
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.errors import MetricsUnavailable
 from service_harness import T, add_history, busy, history_end, loop_of, rpc_error, running_scaler, test_plan, trigger, write_plans

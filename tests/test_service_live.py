@@ -10,7 +10,7 @@ import asyncio
 import threading
 from pathlib import Path
 
-from promserver import recording_rules
+from rules import recording_rules
 from scaler.core.plan import Plan
 from scaler.devtools.fake_frontend import SyntheticFrontend
 from service_harness import T, loop_of, running_scaler, test_plan, trigger, write_plans

@@ -22,7 +22,7 @@ import yaml
 from scaler.core.plan import Plan
 from scaler.core.profile import Profile, profile_from_raw
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE_PROFILES = REPO / "tests" / "fixtures" / "profiles"
 SYNTHETIC_PROFILE_DIR = FIXTURE_PROFILES / "h200-llama3.1-8b-fp8-tp1"
 MEASURED_PROFILE_DIR = FIXTURE_PROFILES / "h200-llama3.1-8b-bf16-measured"

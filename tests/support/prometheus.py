@@ -1,5 +1,7 @@
 """A real Prometheus server for tests (Debian's `prometheus` and `promtool` binaries).
 
+Used by the tests in tests/integration/prometheus/ (the folder marks them `prometheus`).
+
 `PromFactory` starts servers in temp dirs on a free loopback port, optionally with scrape
 targets (scrape and rule evaluation every 1 s), rule files, and preloaded history
 (OpenMetrics text -> `promtool tsdb create-blocks-from openmetrics`), waits for /-/ready,
@@ -14,20 +16,16 @@ first rule output after 7-8 s; use `wait_for_value` rather than sleeping.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import ssl
 import subprocess
-import tempfile
-import threading
 import time
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import pytest
 import yaml
@@ -270,155 +268,3 @@ def wait_for_value(
             return result
         time.sleep(0.2)
     pytest.fail(f"query {query!r} did not reach the expected value in {timeout}s; last result: {result}", pytrace=False)
-
-
-class FakeHTTPServer:
-    """A local HTTP server answering every request with `status` and `body` after `delay`
-    seconds, and recording each request's query parameters and headers in `requests`.
-
-    Stands in for Prometheus only where the real one cannot behave that way: hanging
-    (delay > timeout), a proxy's error page in front of it, or to observe what a client or
-    promtool sends.
-    """
-
-    EMPTY_VECTOR = b'{"status":"success","data":{"resultType":"vector","result":[]}}'
-    EMPTY_MATRIX = b'{"status":"success","data":{"resultType":"matrix","result":[]}}'
-
-    def __init__(self, delay: float = 0.0, body: bytes = EMPTY_VECTOR, status: int = 200) -> None:
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server API)
-                query = urllib.parse.urlparse(self.path).query
-                length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    query += "&" + self.rfile.read(length).decode()
-                outer.requests.append(
-                    {"path": urllib.parse.urlparse(self.path).path,
-                     "params": dict(urllib.parse.parse_qsl(query)),
-                     "headers": dict(self.headers)}
-                )
-                with outer._lock:
-                    outer.inflight += 1
-                    outer.max_inflight = max(outer.max_inflight, outer.inflight)
-                try:
-                    if outer._stop.wait(outer.delay):
-                        return
-                finally:
-                    with outer._lock:
-                        outer.inflight -= 1
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/json" if outer.body.startswith(b"{") else "text/plain")
-                self.send_header("Content-Length", str(len(outer.body)))
-                self.end_headers()
-                self.wfile.write(outer.body)
-
-            do_POST = do_GET
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.delay = delay
-        self.body = body
-        self.status = status
-        self.requests: list[dict[str, Any]] = []
-        self.inflight = 0
-        self.max_inflight = 0  # most requests being answered at once
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def close(self) -> None:
-        self._stop.set()
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(5)
-
-    def __enter__(self) -> "FakeHTTPServer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def rule_eval_offset(rule_file: Path, interval_s: int, near: int) -> float:
-    """The phase (seconds in [0, interval)) at which promtool's rule backfill evaluates the
-    single group of `rule_file`: Prometheus offsets each group's evaluations by a hash of
-    its name and file path. Learned by pointing promtool at a FakeHTTPServer and reading the
-    `start` it asks for. Aligning synthetic history with it makes backfilled values exact."""
-    _, promtool = binaries()
-    with FakeHTTPServer(body=FakeHTTPServer.EMPTY_MATRIX) as fake, tempfile.TemporaryDirectory() as out:
-        subprocess.run(
-            [promtool, "tsdb", "create-blocks-from", "rules", f"--url={fake.url}",
-             f"--start={near}", f"--end={near + 3 * interval_s}", f"--eval-interval={interval_s}s",
-             f"--output-dir={out}", str(rule_file)],
-            capture_output=True, text=True, timeout=30,
-        )
-        starts = {round(float(r["params"]["start"]), 3) for r in fake.requests if r["path"].endswith("/query_range")}
-    if len(starts) != 1:
-        pytest.fail(f"could not learn the rule evaluation offset of {rule_file}: starts {starts}", pytrace=False)
-    return round(starts.pop() % interval_s, 3)
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening (bound then released)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput", "worker")) -> Path:
-    """A rule file with every series the scaler reads for `plan`, from scaler.sources.
-
-    Test-only stand-in for the generator's renderer: record_name / raw_expr with the plan's
-    selector and a `dynplan_plan` label, one group per kind.
-    """
-    from scaler.sources import PLAN_LABEL, SERIES, SOURCES, raw_expr, record_name
-
-    src = SOURCES[plan.spec.metrics.source]
-    windows = {
-        "throughput": plan.spec.scaling.throughput.interval_seconds,
-        "worker": plan.spec.scaling.load.interval_seconds,
-    }
-    groups = []
-    for kind, w in windows.items():
-        if kind not in kinds:
-            continue
-        rules = [
-            {
-                "record": record_name(src, s, w),
-                "expr": raw_expr(src, s, plan.spec.metrics.selector, w),
-                "labels": {PLAN_LABEL: plan.name},
-            }
-            for s in SERIES
-            if s.kind == kind
-        ]
-        groups.append({"name": f"dynplan-{plan.name}-{kind}", "rules": rules})
-    path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))
-    return path
-
-
-def check_rules(path: Path) -> None:
-    _, promtool = binaries()
-    proc = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-
-
-def pids_alive(pids: Iterable[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        alive.append(pid)
-    return alive
