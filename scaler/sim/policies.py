@@ -3,7 +3,13 @@
 - `plan`: the plan as configured, through the real planning core (`decide`).
 - `throughput-only` / `load-only`: the same plan with only that scaling mode on.
 - `static:N` (or `static:P,D`): fixed replicas, N per pool (P prefill, D decode).
+- `dynamo`, `llmd-slo`: peer autoscalers (scaler.sim.peers).
+- `static-sweep`: not a controller; scaler.sim.fleet searches the cheapest static fleet that
+  reaches the plan's attainment target.
 - `oracle`: not a controller; scaler.sim.oracle computes its lower bound on cost.
+
+Where each policy starts (`warm_start`) and which actuation path its targets take
+(`actuation_for`) are decided here too: the rest of the simulator treats policies alike.
 """
 
 from __future__ import annotations
@@ -12,13 +18,27 @@ import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
+import numpy as np
+
 from scaler.core.decision import Decision
 from scaler.core.interpolation import PerfModel
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
 
+from .actuation import ActuationConfig, config_from_plan
+from .peers import DynamoController, LlmdSloController, dynamo_plan, llmd_actuation, with_sizing
+from .window import first_window
+from .workload import Arrivals
+
 ORACLE = "oracle"
+STATIC_SWEEP = "static-sweep"
+DYNAMO = "dynamo"
+LLMD_SLO = "llmd-slo"
+# policies computed from the trace rather than simulated as one controller
+COMPUTED = (ORACLE, STATIC_SWEEP)
+_NAMED = ("plan", "throughput-only", "load-only", DYNAMO, LLMD_SLO, STATIC_SWEEP, ORACLE)
+POLICY_NAMES = "plan, throughput-only, load-only, dynamo, llmd-slo, static:N (or static:P,D), static-sweep, oracle"
 _STATIC = re.compile(r"^static:(\d+)(?:,(\d+))?$")
 
 
@@ -29,13 +49,13 @@ class PolicyError(ValueError):
 @dataclass(frozen=True)
 class PolicySpec:
     name: str        # as given on the command line and shown in the report
-    kind: str        # plan | throughput-only | load-only | static | oracle
+    kind: str        # plan | throughput-only | load-only | dynamo | llmd-slo | static | static-sweep | oracle
     static: Optional[Mapping[str, int]] = None
 
 
 def parse_policy(name: str, pools: tuple[str, ...] = ("prefill", "decode")) -> PolicySpec:
     name = name.strip()
-    if name in ("plan", "throughput-only", "load-only", ORACLE):
+    if name in _NAMED:
         return PolicySpec(name=name, kind=name)
     m = _STATIC.match(name)
     if m:
@@ -49,9 +69,7 @@ def parse_policy(name: str, pools: tuple[str, ...] = ("prefill", "decode")) -> P
         if sum(counts.values()) == 0:
             raise PolicyError(f"policy {name!r}: a static policy needs at least one replica")
         return PolicySpec(name=name, kind="static", static=counts)
-    raise PolicyError(
-        f"unknown policy {name!r}: use plan, throughput-only, load-only, static:N (or static:P,D), oracle"
-    )
+    raise PolicyError(f"unknown policy {name!r}: use {POLICY_NAMES}")
 
 
 def _with_modes(plan: Plan, throughput: bool, load: bool) -> Plan:
@@ -157,16 +175,68 @@ def parse_replicas(text: str, pools: tuple[str, ...] = ("prefill", "decode")) ->
     return {p: int(v) for p, v in zip(pools, parts)}
 
 
+AnyController = PlannerController | StaticController | DynamoController | LlmdSloController
+
+
 def make_controller(
     spec: PolicySpec, plan: Plan, model: Optional[PerfModel], initial: Optional[Mapping[str, int]] = None
-) -> PlannerController | StaticController:
-    """The controller of a scaling policy (not `oracle`, which is computed, not simulated).
+) -> AnyController:
+    """The controller of a scaling policy (not `oracle` or `static-sweep`, which are computed).
 
-    `initial`: replicas a scaling policy starts with (default: each pool's minimum).
+    `initial`: replicas a scaling policy starts with (default: each pool's minimum;
+    `warm_start` gives what the run starts them with by default).
     """
     if spec.kind == "static":
         assert spec.static is not None
         return StaticController(spec.name, spec.static)
-    if spec.kind == ORACLE:
-        raise PolicyError("the oracle is a bound computed from the trace, not a simulated policy")
+    if spec.kind in COMPUTED:
+        raise PolicyError(f"{spec.name} is computed from the trace, not a simulated policy")
+    if spec.kind == DYNAMO:
+        return DynamoController(spec.name, plan, model, initial)
+    if spec.kind == LLMD_SLO:
+        return LlmdSloController(spec.name, plan, initial)
     return PlannerController(spec.name, policy_plan(spec, plan), model, initial)
+
+
+def actuation_for(spec: PolicySpec, plan: Plan) -> Optional[dict[str, ActuationConfig]]:
+    """The KEDA/HPA path a policy's own manifests configure, per pool; None: targets apply at
+    the tick (a static fleet never changes; Dynamo's planner sets the replicas itself)."""
+    if spec.kind in ("static", DYNAMO) or spec.kind in COMPUTED:
+        return None
+    if spec.kind == LLMD_SLO:
+        return {p: llmd_actuation(plan, p) for p in plan.pool_names}
+    pplan = policy_plan(spec, plan)
+    return {p: config_from_plan(pplan, p) for p in pplan.pool_names}
+
+
+def sizing_plan(spec: PolicySpec, plan: Plan) -> Plan:
+    """The plan whose throughput path sizes a policy's starting fleet: its own (Dynamo's
+    formulas for `dynamo`), the configured plan's for policies without a throughput path
+    (load-only, llmd-slo); always throughput-only."""
+    if spec.kind == DYNAMO:
+        base = with_sizing(dynamo_plan(plan), "dynamo")
+    elif spec.kind in ("plan", "throughput-only"):
+        base = policy_plan(spec, plan)
+    else:
+        base = plan
+    return _with_modes(base, throughput=True, load=False)
+
+
+def warm_start(
+    spec: PolicySpec, plan: Plan, model: Optional[PerfModel], workload: Arrivals
+) -> dict[str, int]:
+    """Where a policy starts, ready, as a deployment that was already running: the decision
+    its planner makes on the first interval's traffic (its arrivals' count, mean ISL and OSL,
+    and peak rate; nothing measured yet), on a fresh planner state. A static policy starts
+    at its size; without a profile (no throughput sizing), each pool's minimum."""
+    if spec.kind == "static":
+        assert spec.static is not None
+        return dict(spec.static)
+    if model is None:
+        return {n: p.min_replicas for n, p in plan.pools.items()}
+    sized = sizing_plan(spec, plan)
+    interval = float(sized.spec.scaling.throughput.interval_seconds)
+    head = int(np.searchsorted(workload.t, interval))
+    window = first_window(workload.t[:head].tolist(), workload.isl[:head], workload.osl[:head], interval)
+    decision = decide(sized, model, Observation(timestamp=interval, traffic=window), new_state(sized))
+    return {n: p.replicas for n, p in decision.pools.items()}
