@@ -14,7 +14,20 @@ from scaler.cli import main
 PLAN = str(EXAMPLES / "llama-8b-disagg.yaml")
 TRACE = str(REPO / "tests" / "fixtures" / "traces" / "azure-llm-2023-code-head2000.csv")
 POLICY_KEYS = {
-    "attainment", "windowAttainment", "goodputRps", "ttftMs", "itlMs", "gpuHours", "gpuHoursVsOracle", "scaleEvents",
+    "attainment", "meetsTarget", "ttftMs", "itlMs", "gpuHours", "gpuHoursVsStatic", "gpuHoursVsOracle",
+    "windowAttainment", "goodputRps", "scaleEvents", "requests", "unfinished", "meanTtftMs", "meanItlMs",
+    "gpuHoursByPool", "peakReplicas", "peakGpus", "endTimeS",
+}
+SIMULATED_KEYS = POLICY_KEYS | {"initialReplicas", "actuation"}
+SWEEP_KEYS = POLICY_KEYS | {"fleet", "found", "target", "fleetGpus", "infeasiblePools", "engineRuns", "probes"}
+ORACLE_KEYS = {
+    "attainment", "target", "gpuHours", "gpuHoursVsStatic", "gpuHoursVsOracle", "intervalSeconds", "peakReplicas",
+    "intervals", "infeasibleIntervals", "budgetLimitedIntervals", "engineRuns",
+}
+TOP_KEYS = {
+    "plan", "planFile", "trace", "rateScale", "replicate", "replicateJitterSeconds", "seed", "requests",
+    "spanSeconds", "startupSeconds", "initialReplicas", "actuation", "truthProfile", "sla", "simulationSeconds",
+    "policies",
 }
 
 
@@ -26,7 +39,8 @@ def _run(*args: str) -> "object":
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("sim")
     res = _run("--rate-scale", "4", "--policy", "plan", "--policy", "static:3", "--policy", "load-only",
-               "--policy", "oracle", "--out", str(out))
+               "--policy", "dynamo", "--policy", "llmd-slo", "--policy", "static-sweep", "--policy", "oracle",
+               "--out", str(out))
     assert res.exit_code == 0, res.output
     return out, res.output
 
@@ -34,35 +48,53 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_summary_has_the_issue_shape(run_dir: tuple[Path, str]) -> None:
     out, _ = run_dir
     doc = json.loads((out / "summary.json").read_text())
-    assert list(doc["policies"]) == ["plan", "static:3", "load-only", "oracle"]
-    for name in ("plan", "static:3", "load-only"):
+    assert set(doc) == TOP_KEYS
+    names = ["plan", "static:3", "load-only", "dynamo", "llmd-slo", "static-sweep", "oracle"]
+    assert list(doc["policies"]) == names
+    oracle_gh = doc["policies"]["oracle"]["gpuHours"]
+    for name in names[:-1]:
         s = doc["policies"][name]
-        assert POLICY_KEYS <= set(s)
-        assert set(s["attainment"]) == {"ttft", "itl", "both"} == set(s["windowAttainment"])
-        assert set(s["ttftMs"]) == {"p50", "p95", "p99"} == set(s["itlMs"])
+        assert set(s) == (SWEEP_KEYS if name == "static-sweep" else SIMULATED_KEYS), name
+        assert list(s["attainment"]) == ["both", "ttft", "itl"]
+        assert set(s["windowAttainment"]) == {"ttft", "itl", "both"}
+        assert set(s["ttftMs"]) == {"p50", "p90", "p99"} == set(s["itlMs"])
+        assert s["ttftMs"]["p50"] <= s["ttftMs"]["p90"] <= s["ttftMs"]["p99"]
         assert 0.0 <= s["attainment"]["both"] <= min(s["attainment"]["ttft"], s["attainment"]["itl"])
-        assert s["gpuHoursVsOracle"] == pytest.approx(s["gpuHours"] / doc["policies"]["oracle"]["gpuHours"], rel=1e-3)
+        assert s["meetsTarget"] == (s["attainment"]["both"] >= 0.99)
+        assert s["gpuHoursVsOracle"] == pytest.approx(s["gpuHours"] / oracle_gh, rel=1e-3)
         assert s["requests"] == 2000
+    # 5% of the code trace's prompts are too long for 200 ms on any fleet: no static fleet
+    # reaches 99%, so there is no "x static"; the sweep reports the best it saw
+    sweep = doc["policies"]["static-sweep"]
+    assert sweep["found"] is False and sweep["target"] == 0.99 and sweep["infeasiblePools"] == ["prefill"]
+    assert sweep["fleet"]["prefill"] == 16 and sweep["fleetGpus"] == sum(sweep["fleet"].values())
+    assert sweep["engineRuns"] == len(sweep["probes"]) > 0
+    assert all(doc["policies"][n]["gpuHoursVsStatic"] is None for n in names)
+    assert {doc["policies"][n]["actuation"] for n in ("plan", "load-only", "llmd-slo")} == {"keda-hpa"}
+    assert doc["policies"]["dynamo"]["actuation"] == "direct" and doc["policies"]["static:3"]["actuation"] is None
     orc = doc["policies"]["oracle"]
-    assert set(orc) >= {"gpuHours", "intervals", "infeasibleIntervals", "budgetLimitedIntervals", "engineRuns"}
+    assert set(orc) == ORACLE_KEYS and orc["target"] == 0.99
     assert 0 <= orc["infeasibleIntervals"] <= orc["intervals"] and orc["engineRuns"] > 0
-    assert "oracle" in doc["simulationSeconds"]
-    assert "attainment" not in doc["policies"]["oracle"]
+    assert set(doc["simulationSeconds"]) == set(names)
     static = doc["policies"]["static:3"]
-    assert static["scaleEvents"] == 0
+    assert static["scaleEvents"] == 0 and static["initialReplicas"] == {"prefill": 3, "decode": 3}
     # 3 + 3 GPUs for the whole run
     assert static["gpuHours"] == pytest.approx(6 * static["endTimeS"] / 3600, rel=1e-3)
-    assert doc["rateScale"] == 4.0 and doc["sla"] == {"ttftMs": 200.0, "itlMs": 20.0}
+    assert doc["rateScale"] == 4.0 and doc["sla"] == {"ttftMs": 200.0, "itlMs": 20.0, "attainment": 0.99}
+    assert doc["initialReplicas"] == "warm" and doc["actuation"] == "keda-hpa"
 
 
 def test_table_on_stdout(run_dir: tuple[Path, str]) -> None:
     _, output = run_dir
     lines = output.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("policy"))
-    assert "TTFT ok" in lines[header] and "GPU-h" in lines[header] and "x oracle" in lines[header]
-    rows = [line.split()[0] for line in lines[header + 1 : header + 5]]
-    assert rows == ["plan", "static:3", "load-only", "oracle"]
+    for column in ("both", "TTFT ok", "ITL ok", "TTFT p50/90/99 ms", "GPU-h", "x static", "x oracle"):
+        assert column in lines[header]
+    rows = [line.split()[0] for line in lines[header + 1 : header + 8]]
+    assert rows == ["plan", "static:3", "load-only", "dynamo", "llmd-slo", "static-sweep", "oracle"]
+    assert lines[header + 6].startswith("static-sweep 16,")
     assert "2000 requests" in lines[0]
+    assert any(line.startswith("static-sweep: none up to the pools' maxima (16, 16) reaches 99%") for line in lines)
 
 
 def test_plot_is_a_png(run_dir: tuple[Path, str]) -> None:
@@ -193,7 +225,10 @@ def test_replica_timeline_csv(run_dir: tuple[Path, str]) -> None:
     static = [line.split(",") for line in lines[1:] if line.startswith("static:3,")]
     assert static == [["static:3", "0.000", "prefill", "3", "3", "3"], ["static:3", "0.000", "decode", "3", "3", "3"]]
     plan = [line.split(",") for line in lines[1:] if line.startswith("plan,")]
-    assert plan[:2] == [["plan", "0.000", "prefill", "1", "1", "1"], ["plan", "0.000", "decode", "1", "1", "1"]]
+    doc = json.loads((out / "summary.json").read_text())
+    warm = doc["policies"]["plan"]["initialReplicas"]
+    assert plan[:2] == [["plan", "0.000", "prefill", *[str(warm["prefill"])] * 3],
+                        ["plan", "0.000", "decode", *[str(warm["decode"])] * 3]]
 
 
 def test_initial_replicas_start_the_scaling_policies_warm(tmp_path: Path) -> None:
@@ -201,6 +236,7 @@ def test_initial_replicas_start_the_scaling_policies_warm(tmp_path: Path) -> Non
     assert res.exit_code == 0, res.output
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert doc["initialReplicas"] == {"prefill": 4, "decode": 2}
+    assert doc["policies"]["plan"]["initialReplicas"] == {"prefill": 4, "decode": 2}
     lines = (tmp_path / "replicas.csv").read_text().splitlines()
     assert "plan,0.000,prefill,4,4,4" in lines and "plan,0.000,decode,2,2,2" in lines
     assert "static:1,0.000,prefill,1,1,1" in lines  # static sizes are their own

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
     from .run import Comparison
     from .workload import Arrivals
 
-_POLICY_HELP = "plan (default), throughput-only, load-only, static:N (or static:P,D), oracle; repeatable"
+_POLICY_HELP = (
+    "plan (default), throughput-only, load-only, dynamo, llmd-slo, static:N (or static:P,D), static-sweep, "
+    "oracle; repeatable"
+)
 
 
 def _safe(name: str) -> str:
@@ -53,9 +56,15 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @click.option("--replicate-jitter", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Copies after the first arrive up to this many seconds later (uniform, seeded).")
 @click.option("--truth-profile", type=click.Path(file_okay=False), help="Profile of the hardware to simulate (default: the plan's).")
-@click.option("--startup-delay", type=click.FloatRange(min=0), default=60.0, show_default=True, help="Seconds before a new replica serves.")
+@click.option("--startup-delay", type=click.FloatRange(min=0),
+              help="Seconds before a new replica serves, every pool (default: each pool's startupSeconds).")
 @click.option("--policy", "policies", multiple=True, help=_POLICY_HELP)
-@click.option("--initial-replicas", help="N or P,D: replicas the scaling policies start with, ready (default: each pool's minReplicas).")
+@click.option("--initial-replicas",
+              help="N, P,D or min: replicas the scaling policies start with, ready (default: what each policy's "
+                   "planner decides for the first interval's traffic).")
+@click.option("--actuation", type=click.Choice(["keda-hpa", "none"]), default="keda-hpa", show_default=True,
+              help="keda-hpa: targets go through KEDA polling and the HPA (tolerance, windows, policies); "
+                   "none: applied at the tick.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write summary.json, simulation.png, replicas.csv and decision logs here.")
 @click.option("--plot/--no-plot", default=True, show_default=True, help="With --out, draw simulation.png (needs dynplan[plot]).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every random choice (replication jitter).")
@@ -68,19 +77,21 @@ def simulate(
     replicate: int,
     replicate_jitter: float,
     truth_profile: Optional[str],
-    startup_delay: float,
+    startup_delay: Optional[float],
     policies: tuple[str, ...],
     initial_replicas: Optional[str],
+    actuation: str,
     out_dir: Optional[str],
     plot: bool,
     seed: int,
 ) -> None:
     """Replay a trace against simulated pools (prefill/decode, or aggregated workers) and compare scaling policies.
 
-    Every policy runs on the same requests; the table reports SLA attainment, latency
-    percentiles, goodput, GPU-hours and scale events, with GPU-hours relative to the oracle
-    (per interval, the fewest replicas that hold the mean SLA on that interval's requests
-    replayed alone, had the load been known: a lower bound on cost).
+    Every policy runs on the same requests; the table reports SLA attainment (requests within
+    both SLAs, TTFT, ITL), latency percentiles, GPU-hours and scale events, with GPU-hours
+    relative to the cheapest static fleet reaching the plan's attainment target (static-sweep)
+    and to the oracle (per interval, the fewest replicas reaching the target on that
+    interval's requests replayed alone, had the load been known: a lower bound on cost).
     """
     from ..logsetup import quiet_forecasting_libraries
     from .run import compare
@@ -89,13 +100,13 @@ def simulate(
     # Check everything before simulating: bad input fails fast, and nothing is half-written.
     run = _resolve(
         plan_file, trace_file, fmt, rate_scale, replicate, replicate_jitter, truth_profile, startup_delay,
-        policies, initial_replicas, out_dir, plot, seed,
+        policies, initial_replicas, out_dir, plot, seed, actuation,
     )
     workload = _read_workload(run)
     plan = run.loaded.plan
     cmp = compare(
         plan, run.loaded.model, run.truth, workload, run.specs,
-        startup_delay_seconds=run.startup_delay, initial_replicas=run.initial,
+        startup_delay_seconds=run.startup_delay, initial_replicas=run.initial, actuation=run.actuation,
     )
     ordered = {s.name: cmp.summaries[s.name] for s in run.specs if s.name in cmp.summaries}
     ordered.setdefault("oracle", cmp.summaries["oracle"])
@@ -115,12 +126,13 @@ class _Run:
     rate_scale: float
     replicate: int
     replicate_jitter: float
-    startup_delay: float
+    startup_delay: Optional[float]     # every pool's (None: each pool's startupSeconds)
+    actuation: str
     seed: int
     plot: bool
     loaded: LoadedPlan
     specs: list[PolicySpec]
-    initial: Optional[dict[str, int]]  # replicas the scaling policies start with (None: each pool's minimum)
+    initial: Optional[dict[str, int]]  # replicas the scaling policies start with (None: warm start)
     truth: PerfModel                   # the hardware simulated
     out: Optional[Path]
 
@@ -141,12 +153,13 @@ def _resolve(
     replicate: int,
     replicate_jitter: float,
     truth_profile: Optional[str],
-    startup_delay: float,
+    startup_delay: Optional[float],
     policies: tuple[str, ...],
     initial_replicas: Optional[str],
     out_dir: Optional[str],
     plot: bool,
     seed: int,
+    actuation: str = "keda-hpa",
 ) -> _Run:
     """Load the plan and the hardware profile and check every option (usage errors name it)."""
     from ..planfile import load_plan
@@ -159,7 +172,9 @@ def _resolve(
     except PolicyError as exc:
         raise click.BadParameter(str(exc), param_hint="--policy") from None
     initial: Optional[dict[str, int]] = None
-    if initial_replicas is not None:
+    if initial_replicas is not None and initial_replicas.strip() == "min":
+        initial = {n: p.min_replicas for n, p in plan.pools.items()}
+    elif initial_replicas is not None:
         try:
             initial = parse_replicas(initial_replicas, plan.pool_names)
         except PolicyError as exc:
@@ -191,7 +206,7 @@ def _resolve(
             raise click.BadParameter(f"{out_dir} exists and is not a directory", param_hint="--out")
     return _Run(
         plan_file=plan_file, trace_file=trace_file, fmt=fmt, rate_scale=rate_scale, replicate=replicate,
-        replicate_jitter=replicate_jitter, startup_delay=startup_delay, seed=seed, plot=plot,
+        replicate_jitter=replicate_jitter, startup_delay=startup_delay, actuation=actuation, seed=seed, plot=plot,
         loaded=lp, specs=specs, initial=initial, truth=truth, out=out,
     )
 
@@ -205,31 +220,53 @@ def _read_workload(run: _Run) -> Arrivals:
 
 
 # -- output ----------------------------------------------------------------------------------
+def _startup_text(cmp: Comparison) -> str:
+    values = set(cmp.startup_seconds.values())
+    if len(values) == 1:
+        return f"{values.pop():g} s"
+    return ", ".join(f"{p} {s:g} s" for p, s in cmp.startup_seconds.items())
+
+
 def _print_report(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> None:
+    from .oracle import target_attainment
     from .report import table
 
     plan = run.loaded.plan
     workload = cmp.workload
+    target = target_attainment(plan)
     click.echo(
         f"plan {plan.name}: {len(workload)} requests over {workload.span_seconds / 60:.1f} min ({run.transform}); "
-        f"SLA TTFT {plan.spec.sla.ttft_ms:g} ms, ITL {plan.spec.sla.itl_ms:g} ms; "
-        f"start-up delay {run.startup_delay:g} s; hardware: {run.truth.profile.source}"
+        f"SLA TTFT {plan.spec.sla.ttft_ms:g} ms, ITL {plan.spec.sla.itl_ms:g} ms for {100 * target:g}% of requests; "
+        f"start-up {_startup_text(cmp)}; actuation {run.actuation}; hardware: {run.truth.profile.source}"
     )
     click.echo(table(ordered))
     click.echo(
-        "attainment: fraction of requests within the SLA; 'min ok': fraction of 1-minute windows whose means "
-        "meet both; oracle: cost lower bound (not simulated)"
+        "both/TTFT ok/ITL ok: fraction of requests within both SLAs, the TTFT SLA, the ITL SLA; x static: GPU-hours "
+        "over the cheapest static fleet reaching the target (static-sweep); oracle: cost lower bound (not simulated)"
     )
+    sweep = cmp.static_sweep
+    if sweep is not None:
+        fleet = ", ".join(f"{p} {n}" for p, n in sweep.replicas.items())
+        att = "-" if sweep.attainment is None else f"{100 * sweep.attainment.both:.2f}%"
+        if sweep.found:
+            click.echo(f"static-sweep: cheapest static fleet reaching {100 * target:g}%: {fleet} "
+                       f"({att}; {sweep.runs} engine runs)")
+        else:
+            maxima = ", ".join(str(p.max_replicas) for p in plan.pools.values())
+            click.echo(f"static-sweep: none up to the pools' maxima ({maxima}) reaches {100 * target:g}%; best seen "
+                       f"{fleet} at {att} ({sweep.runs} engine runs)")
     orc = cmp.summaries["oracle"]
     if orc["infeasibleIntervals"] or orc["budgetLimitedIntervals"]:
         click.echo(
-            f"oracle: {orc['infeasibleIntervals']} of {orc['intervals']} intervals cannot hold the SLA even at the "
-            f"pools' maxima; the GPU budget cuts {orc['budgetLimitedIntervals']}"
+            f"oracle: {orc['infeasibleIntervals']} of {orc['intervals']} intervals cannot reach the target even at "
+            f"the pools' maxima; the GPU budget cuts {orc['budgetLimitedIntervals']}"
         )
 
 
 def _summary(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The summary.json document."""
+    from .oracle import target_attainment
+
     plan = run.loaded.plan
     return {
         "plan": plan.name,
@@ -241,10 +278,11 @@ def _summary(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> 
         "seed": run.seed,
         "requests": len(cmp.workload),
         "spanSeconds": round(cmp.workload.span_seconds, 3),
-        "startupDelaySeconds": run.startup_delay,
-        "initialReplicas": run.initial if run.initial is not None else {n: p.min_replicas for n, p in plan.pools.items()},
+        "startupSeconds": dict(cmp.startup_seconds),
+        "initialReplicas": run.initial if run.initial is not None else "warm",
+        "actuation": run.actuation,
         "truthProfile": run.truth.profile.source,
-        "sla": {"ttftMs": plan.spec.sla.ttft_ms, "itlMs": plan.spec.sla.itl_ms},
+        "sla": {"ttftMs": plan.spec.sla.ttft_ms, "itlMs": plan.spec.sla.itl_ms, "attainment": target_attainment(plan)},
         "simulationSeconds": {k: round(v, 3) for k, v in cmp.seconds.items()},
         "policies": ordered,
     }

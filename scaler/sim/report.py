@@ -8,7 +8,9 @@ Definitions (docs/simulation.md):
   way the plan states its SLA (means) and a dashboard would show it.
 - goodputRps: requests meeting both SLAs per second of trace (first to last arrival).
 - gpuHours: GPU-seconds of every replica from request to removal (start-up and drain
-  included) / 3600; gpuHoursVsOracle divides it by the oracle's.
+  included) / 3600; gpuHoursVsStatic divides it by the cheapest static fleet's that reaches
+  the attainment target (static-sweep), gpuHoursVsOracle by the oracle's.
+- meetsTarget: attainment.both reaches the plan's attainment target (spec.sla.attainment).
 - scaleEvents: pool target changes applied.
 - peakReplicas: per pool, the most replicas billed at once; peakGpus: the most GPUs billed
   at once, all pools together (replicas times gpusPerReplica, summed at each time).
@@ -27,7 +29,7 @@ from scaler.core.plan import Sla
 from .results import SimResult
 
 WINDOW_SECONDS = 60.0
-PERCENTILES = (50, 95, 99)
+PERCENTILES = (50, 90, 99)
 
 
 @dataclass(frozen=True)
@@ -100,8 +102,16 @@ def window_attainment(result: SimResult, sla: Sla, window_seconds: float = WINDO
     }
 
 
-def policy_summary(result: SimResult, sla: Sla, oracle_gpu_hours: Optional[float]) -> dict[str, Any]:
-    """The summary.json entry of one simulated policy."""
+def policy_summary(
+    result: SimResult,
+    sla: Sla,
+    oracle_gpu_hours: Optional[float],
+    static_gpu_hours: Optional[float] = None,
+    target: Optional[float] = None,
+) -> dict[str, Any]:
+    """The summary.json entry of one simulated policy. `static_gpu_hours`: the cheapest static
+    fleet reaching the target (static-sweep), when it ran and found one; `target`: the plan's
+    attainment target."""
     v = verdicts(result, sla)
     n = len(result.workload)
     span = result.workload.span_seconds
@@ -110,18 +120,21 @@ def policy_summary(result: SimResult, sla: Sla, oracle_gpu_hours: Optional[float
     by_pool: dict[str, list[int]] = {}
     for s in result.samples:
         by_pool.setdefault(s.pool, []).append(s.billed)
+    both = round(float(v.both_ok.mean()), 6) if n else None
     return {
         "attainment": {
+            "both": both,
             "ttft": round(float(v.ttft_ok.mean()), 6) if n else None,
             "itl": round(float(v.itl_ok.mean()), 6) if n else None,
-            "both": round(float(v.both_ok.mean()), 6) if n else None,
         },
-        "windowAttainment": window_attainment(result, sla),
-        "goodputRps": round(float(v.both_ok.sum()) / span, 4) if span > 0 else None,
+        "meetsTarget": None if target is None or both is None else both >= target - 1e-12,
         "ttftMs": _percentiles(result.ttft_ms),
         "itlMs": _percentiles(result.itl_ms),
         "gpuHours": round(gpu_hours, 4),
-        "gpuHoursVsOracle": round(gpu_hours / oracle_gpu_hours, 4) if oracle_gpu_hours else None,
+        "gpuHoursVsStatic": _ratio(gpu_hours, static_gpu_hours),
+        "gpuHoursVsOracle": _ratio(gpu_hours, oracle_gpu_hours),
+        "windowAttainment": window_attainment(result, sla),
+        "goodputRps": round(float(v.both_ok.sum()) / span, 4) if span > 0 else None,
         "scaleEvents": result.scale_events,
         "requests": n,
         "unfinished": int((~finished).sum()),
@@ -134,6 +147,10 @@ def policy_summary(result: SimResult, sla: Sla, oracle_gpu_hours: Optional[float
     }
 
 
+def _ratio(x: float, base: Optional[float]) -> Optional[float]:
+    return round(x / base, 4) if base else None
+
+
 def _fmt_pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
@@ -142,39 +159,54 @@ def _fmt(x: Optional[float], spec: str = ".0f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _fmt_ms(x: Optional[float]) -> str:
+    """Latencies from milliseconds to minutes in a few characters: 3 significant digits."""
+    if x is None:
+        return "-"
+    if x >= 100_000:
+        return f"{x / 1000:.0f}s"
+    if x >= 10_000:
+        return f"{x / 1000:.1f}s"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def row_name(name: str, entry: Mapping[str, Any]) -> str:
+    """A row's label: static-sweep shows the fleet it found (P,D or N)."""
+    fleet = entry.get("fleet")
+    if name == "static-sweep" and fleet:
+        return f"{name} {','.join(str(v) for v in fleet.values())}"
+    return name
+
+
 def table(policies: Mapping[str, Mapping[str, Any]]) -> str:
     """A fixed-width table, one row per policy, for the terminal."""
     cols = [
-        ("policy", 18, "<"),
+        ("policy", 20, "<"),
+        ("both", 7, ">"),
         ("TTFT ok", 8, ">"),
         ("ITL ok", 8, ">"),
-        ("both", 8, ">"),
-        ("min ok", 8, ">"),
-        ("goodput", 9, ">"),
-        ("TTFT p50/p99 ms", 17, ">"),
-        ("ITL p50/p99 ms", 15, ">"),
+        ("TTFT p50/90/99 ms", 20, ">"),
+        ("ITL p50/90/99 ms", 19, ">"),
         ("GPU-h", 8, ">"),
+        ("x static", 9, ">"),
         ("x oracle", 9, ">"),
         ("scale", 6, ">"),
     ]
     lines = ["".join(f"{h:{a}{w}}" for h, w, a in cols)]
     for name, s in policies.items():
-        if "attainment" not in s:  # the oracle: cost only
-            row = [name, "", "", "", "", "", "", "", _fmt(s.get("gpuHours"), ".2f"), "1.00", ""]
-        else:
-            att, win = s["attainment"], s["windowAttainment"]
-            row = [
-                name,
-                _fmt_pct(att["ttft"]),
-                _fmt_pct(att["itl"]),
-                _fmt_pct(att["both"]),
-                _fmt_pct(win["both"]),
-                _fmt(s["goodputRps"], ".2f"),
-                f"{_fmt(s['ttftMs']['p50'])}/{_fmt(s['ttftMs']['p99'])}",
-                f"{_fmt(s['itlMs']['p50'], '.1f')}/{_fmt(s['itlMs']['p99'], '.1f')}",
-                _fmt(s["gpuHours"], ".2f"),
-                _fmt(s["gpuHoursVsOracle"], ".2f"),
-                str(s["scaleEvents"]),
-            ]
+        att = s.get("attainment") or {}
+        ttft, itl = s.get("ttftMs"), s.get("itlMs")
+        row = [
+            row_name(name, s),
+            _fmt_pct(att.get("both")),
+            _fmt_pct(att.get("ttft")),
+            _fmt_pct(att.get("itl")),
+            "/".join(_fmt_ms(ttft[k]) for k in ("p50", "p90", "p99")) if ttft else "",
+            "/".join(_fmt_ms(itl[k]) for k in ("p50", "p90", "p99")) if itl else "",
+            _fmt(s.get("gpuHours"), ".2f"),
+            _fmt(s.get("gpuHoursVsStatic"), ".2f"),
+            _fmt(s.get("gpuHoursVsOracle"), ".2f"),
+            str(s["scaleEvents"]) if "scaleEvents" in s else "",
+        ]
         lines.append("".join(f"{str(v):{a}{w}}" for v, (_, w, a) in zip(row, cols)).rstrip())
     return "\n".join(lines)
