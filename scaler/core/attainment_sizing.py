@@ -2,15 +2,16 @@
 
 One throughput tick, given the predicted rate/ISL/OSL and the window just observed:
 
-1. **Learn** from the window (fast attack, slow release, so a burst is remembered and one
-   calm window does not undo it):
+1. **Learn** from the window (fast attack, slow release: a window that shows worse traffic
+   or a slower engine counts at once, calmer ones by 20% per interval, so a burst is
+   remembered and one calm window right after a scale-up does not undo it):
    - `burst`: the window's peak one-minute rate over its mean. Intervals are minutes long;
      the bursts that queue requests are shorter, and sizing for the mean hides them.
    - `dispersion` V of the prefill queue (Allen-Cunneen's ca^2 + cs^2): the index of
      dispersion of the window's arrival counts (counted by the edge; ~ ca^2) plus 1 for the
      spread of prompt lengths.
    - `prefill_slowdown`: observed / profiled TTFT in windows whose queue was negligible
-     (Erlang C < 5%), where the mean TTFT is the service time itself.
+     (Erlang C < 5%), where the mean TTFT is the engine's pace.
    - `decode_slowdown`: observed / profiled ITL at the concurrency each decode worker
      carried (Little's law), the hardware's distance from its profile.
 2. **Forecast** the rate the fleet must carry until the next decision takes effect: the
@@ -49,8 +50,8 @@ DECAY = 0.2
 MIN_REQUESTS = 20
 MAX_DISPERSION = 1000.0
 MAX_BURST = 50.0
-# Below this probability of waiting (Erlang C) a window's queue is too thin to calibrate the
-# dispersion on: its mean TTFT measures the service time instead.
+# Below this probability of waiting (Erlang C) a window's queue is negligible: its mean TTFT
+# measures the engine's pace (the prefill slowdown).
 QUIET_QUEUE = 0.05
 # Squared coefficient of variation of prefill service times, added to the counted arrival
 # dispersion: prompt lengths vary about as widely as an exponential's (cs^2 = 1).
@@ -66,7 +67,7 @@ class AttainmentState:
     dispersion: float = POISSON_DISPERSION
     burst: float = 1.0
     decode_slowdown: float = 1.0
-    prefill_slowdown: float = 1.0           # observed TTFT / profiled TTFT with no queue
+    prefill_slowdown: float = 1.0           # observed TTFT less the modelled wait / profiled TTFT
     # recent sizings (timestamp, pool -> replicas) for the scale-down hold
     recent: list[tuple[float, dict[str, int]]] = field(default_factory=list)
 
@@ -121,24 +122,22 @@ def learn(
     rate = window.rate
     if window.peak_rate is not None and rate > 0:
         state.burst = smooth(state.burst, window.peak_rate / rate, 1.0, MAX_BURST)
+    if window.arrival_dispersion is not None:
+        # Allen-Cunneen: V = ca^2 + cs^2, the arrivals' clumping as the edge counted it plus
+        # the spread of prompt lengths (exponential-like service, cs^2 = 1)
+        state.dispersion = smooth(state.dispersion, window.arrival_dispersion + SERVICE_SCV, 1.0, MAX_DISPERSION)
     prefill_pool = "prefill" if plan.spec.mode == "disagg" else "worker"
     servers = int(ready.get(prefill_pool, 0))
     if window.ttft_ms is not None and window.isl is not None and servers > 0:
         profiled = model.prefill.ttft_ms(window.isl) / 1000.0
-        service = profiled * state.prefill_slowdown
         # the queue saw the window's peak rate, not its mean
         peak = window.peak_rate if window.peak_rate is not None else rate
-        offered = peak * service
-        if erlang_c(servers, offered) < QUIET_QUEUE:
+        if profiled > 0 and erlang_c(servers, peak * profiled * state.prefill_slowdown) < QUIET_QUEUE:
             # hardly anyone waited: the mean TTFT is the service time itself (within reason:
             # a window far above it carried a backlog from before, not a slower engine)
-            ratio = window.ttft_ms / 1000.0 / profiled if profiled > 0 else 0.0
+            ratio = window.ttft_ms / 1000.0 / profiled
             if 0 < ratio <= MAX_PREFILL_SLOWDOWN:
                 state.prefill_slowdown = smooth(state.prefill_slowdown, ratio, 0.5, MAX_PREFILL_SLOWDOWN)
-    if window.arrival_dispersion is not None:
-        # Allen-Cunneen: V = ca^2 + cs^2, the arrivals' clumping as the edge counted it plus
-        # prompt lengths' spread (exponential-like service, cs^2 = 1)
-        state.dispersion = smooth(state.dispersion, window.arrival_dispersion + SERVICE_SCV, 1.0, MAX_DISPERSION)
     decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"
     workers = int(ready.get(decode_pool, 0))
     if (
@@ -200,7 +199,7 @@ def size(
 
     itl_target = spec.sla.itl_ms / state.decode_slowdown
     context = decode_context(isl, osl)
-    point = model.decode.best_throughput(itl_target, context)
+    point = model.decode.most_loaded_within(itl_target, context)
     pools = plan.pools
     sized: dict[str, int] = {}
     capacity: dict[str, float] = {}

@@ -253,6 +253,28 @@ class DecodeSurface:
         self._bests = (target, out)  # one-entry cache: callers repeat the same target
         return out
 
+    def most_loaded_within(self, itl_target_ms: float, context: float) -> DecodeOperatingPoint:
+        """The highest KV usage at this context up to which every load meets the ITL target.
+
+        What one engine can hold while its ITL stays within the target: the attainment
+        sizing's capacity per replica (KV usage x max_kv_tokens / context sequences). Unlike
+        `best_throughput` it reads the ITL axis only (a profile's throughput column need not
+        agree with concurrency / ITL), and it stops at the first load that misses the target,
+        so a noisy dip further out never counts. When even the lightest profiled load misses,
+        the lightest non-zero load is returned, flagged infeasible.
+        """
+        target = _check_finite("itl_target_ms", itl_target_ms)
+        i0, i1, w = self._row(_check_finite("context", context))
+        itl_row = self.itl_grid[i0] * (1 - w) + self.itl_grid[i1] * w
+        thpt_row = self.thpt_grid[i0] * (1 - w) + self.thpt_grid[i1] * w
+        misses = np.flatnonzero(itl_row > target)
+        last = (int(misses[0]) - 1) if misses.size else self._n - 1
+        feasible = last >= 1
+        j = last if feasible else 1
+        return DecodeOperatingPoint(
+            thpt_per_gpu=float(thpt_row[j]), itl_ms=float(itl_row[j]), kv_usage=float(self.kv_axis[j]), feasible=feasible
+        )
+
     def best_throughput(self, itl_target_ms: float, context: float) -> DecodeOperatingPoint:
         """Highest-throughput operating point whose ITL meets the target at this context.
 

@@ -194,7 +194,17 @@ def _attainment_tick(
     sizing = attainment_sizing.size(
         plan, model, state.attainment, rate=rate, isl=isl, osl=osl, backlog=backlog, timestamp=obs.timestamp
     )
-    return _attainment_decision(plan, model, sizing, reason, rate, isl, osl, obs.timestamp, window)
+    # an unknown signal is not a zero: say which the decision went without
+    missing = tuple(
+        f"no {what} in this window: {effect}"
+        for what, value, effect in (
+            ("peak rate", window.peak_rate, "the burst factor keeps what it learned"),
+            ("arrival dispersion", window.arrival_dispersion, "the dispersion keeps what it learned"),
+            ("backlog", window.backlog, "no backlog drain"),
+        )
+        if value is None and not window.idle
+    )
+    return _attainment_decision(plan, model, sizing, reason, rate, isl, osl, obs.timestamp, window, missing)
 
 
 def _attainment_decision(
@@ -207,11 +217,12 @@ def _attainment_decision(
     osl: float,
     timestamp: float,
     window: Optional[TrafficWindow],
+    missing: tuple[str, ...] = (),
 ) -> Decision:
     spec = plan.spec
     inputs = sizing.inputs
     point = sizing.point
-    warnings: list[str] = []
+    warnings: list[str] = list(missing)
     if inputs.prefill_service_ms > spec.sla.ttft_ms:
         warnings.append(
             f"profiled TTFT at ISL {isl:.0f} is {inputs.prefill_service_ms:.1f} ms, above the SLA of {spec.sla.ttft_ms:g} ms"

@@ -1,0 +1,158 @@
+"""The default planner (`sizing: attainment`) through `decide` and `capacity`: its rules on
+hand-computed cases and its properties (more load never fewer replicas, bounds hold)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from helpers import flat_profile, plan_dict
+
+from scaler.core.attainment import erlang_c, prefill_replicas
+from scaler.core.attainment_sizing import AttainmentState, hold, learn, smooth
+from scaler.core.decision import Reason
+from scaler.core.interpolation import PerfModel, perf_model
+from scaler.core.observations import Observation, TrafficWindow
+from scaler.core.plan import Plan
+from scaler.core.planner import capacity, decide, new_state
+
+
+def _plan(attainment: float = 0.99, **overrides: object) -> Plan:
+    doc = plan_dict(sizing="attainment", **overrides)  # type: ignore[arg-type]
+    doc["spec"]["sla"]["attainment"] = attainment
+    return Plan.model_validate(doc)
+
+
+def flat_model(prefill_thpt: float, ttft_ms: float, decode_thpt: float) -> PerfModel:
+    """Flat prefill; decode ITL rising linearly from 5 ms (idle) to 25 ms (full KV cache)."""
+    from helpers import _decode_grid  # noqa: PLC2701 - the same grid the flat profile uses
+    from scaler.core.profile import profile_from_raw
+
+    base = flat_profile(prefill_thpt, decode_thpt, ttft_ms=ttft_ms)
+    decode = _decode_grid(lambda u: 5.0 + 20.0 * u, lambda u: decode_thpt)
+    decode["max_kv_tokens"] = 1_000_000.0
+    prefill = {
+        "prefill_isl": list(base.prefill_isl),
+        "prefill_ttft": list(base.prefill_ttft_ms),
+        "prefill_thpt_per_gpu": list(base.prefill_thpt_per_gpu),
+    }
+    return perf_model(profile_from_raw(prefill, decode, source="<flat, linear ITL>"))
+
+
+def _window(requests: float, seconds: float = 60.0, **kw: object) -> TrafficWindow:
+    base: dict[str, object] = dict(isl=3000.0, osl=150.0, ttft_ms=76.0, itl_ms=10.0, request_duration_s=2.0)
+    base.update(kw)
+    return TrafficWindow(window_seconds=seconds, requests=requests, **base)  # type: ignore[arg-type]
+
+
+def test_capacity_prefill_is_the_erlang_c_tail_count() -> None:
+    plan = _plan(ttft_ms=200.0)
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    d = capacity(plan, model, 20.0, 3000.0, 150.0)
+    # 20 req/s x 75 ms = 1.5 Erlangs; slack 125 ms; half of 1% missed; V = 2 (Poisson prior)
+    expected = prefill_replicas(20.0, 0.075, 0.125, 0.005, 2.0)
+    assert d.replicas("prefill") == expected
+    # by hand: c = 3 gives C(3,1.5) = 0.2368, decay 2 (40 - 20) / 2 = 20/s -> 0.2368 e^-2.5 = 0.0194
+    assert erlang_c(3, 1.5) == pytest.approx(0.2368, abs=1e-4)
+    # c = 4: C(4,1.5) = 0.0737, decay 2 (53.33 - 20)/2 = 33.3/s -> 0.0737 e^-4.17 = 0.00114 <= 0.005
+    assert expected == 4
+    assert d.throughput is not None and d.throughput.sizing == "attainment"
+
+
+def test_capacity_grows_with_the_attainment_target() -> None:
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    lo = capacity(_plan(attainment=0.9), model, 20.0, 3000.0, 150.0)
+    hi = capacity(_plan(attainment=0.9999), model, 20.0, 3000.0, 150.0)
+    assert hi.replicas("prefill") > lo.replicas("prefill")
+    assert hi.replicas("decode") >= lo.replicas("decode")
+
+
+def test_a_backlog_adds_the_replicas_that_drain_it() -> None:
+    plan = _plan(ttft_ms=200.0, interval_seconds=60)
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    quiet = decide(plan, model, Observation(timestamp=60, traffic=_window(1200, backlog=0.0)), new_state(plan))
+    # 1600 waiting x 75 ms = 120 replica-seconds, drained within one 60 s interval: 2 more
+    busy = decide(plan, model, Observation(timestamp=60, traffic=_window(1200, backlog=1600.0)), new_state(plan))
+    assert busy.replicas("prefill") == quiet.replicas("prefill") + 2
+    assert Reason.BACKLOG in busy.pools["prefill"].reasons
+
+
+def test_scale_down_is_held_for_startup_plus_interval() -> None:
+    state = AttainmentState()
+    holds = {"prefill": 180.0}
+    assert hold(state, 0.0, {"prefill": 8}, holds) == {"prefill": 8}
+    assert hold(state, 60.0, {"prefill": 3}, holds) == {"prefill": 8}
+    assert hold(state, 179.0, {"prefill": 3}, holds) == {"prefill": 8}
+    # the sizing of t=0 is 180 s old at t=180: it no longer holds
+    assert hold(state, 180.0, {"prefill": 3}, holds) == {"prefill": 3}
+    # up is immediate
+    assert hold(state, 181.0, {"prefill": 9}, holds) == {"prefill": 9}
+    assert len(state.recent) <= 4
+
+
+def test_held_pools_say_so() -> None:
+    plan = _plan(interval_seconds=60)
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    state = new_state(plan)
+    first = decide(plan, model, Observation(timestamp=60, traffic=_window(3000)), state)
+    second = decide(plan, model, Observation(timestamp=120, traffic=_window(60)), state)
+    assert second.replicas("prefill") == first.replicas("prefill")
+    assert Reason.HELD in second.pools["prefill"].reasons
+
+
+def test_learned_values_attack_fast_and_release_slowly() -> None:
+    assert smooth(2.0, 10.0, 1.0, 100.0) == 10.0
+    # a calmer window moves 20% of the way in log space
+    assert smooth(10.0, 1.0, 1.0, 100.0) == pytest.approx(math.exp(0.8 * math.log(10.0)))
+    assert smooth(1.0, 1e9, 1.0, 100.0) == 100.0
+
+
+def test_learning_reads_burst_dispersion_and_slowdowns() -> None:
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    state = AttainmentState()
+    window = _window(600, seconds=60.0, peak_rate=15.0, arrival_dispersion=11.0, ttft_ms=90.0)
+    learn(state, plan, model, window, {"prefill": 8, "decode": 2})
+    assert state.burst == pytest.approx(15.0 / 10.0)  # fast attack: at once
+    assert state.dispersion == pytest.approx(12.0)  # counted 11 + service spread 1
+    # 15 req/s (the peak) x 75 ms on 8 replicas: C(8, 1.125) < 5%, so 90 / 75 is the pace
+    assert erlang_c(8, 1.125) < 0.05
+    assert state.prefill_slowdown == pytest.approx(1.2)
+    # a calmer window releases by 20% in log space
+    learn(state, plan, model, _window(600, seconds=60.0, peak_rate=15.0, arrival_dispersion=1.0), {"prefill": 8})
+    assert state.dispersion == pytest.approx(math.exp(0.8 * math.log(12.0) + 0.2 * math.log(2.0)))
+
+
+def test_missing_signals_are_warnings_not_zeros() -> None:
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    d = decide(plan, model, Observation(timestamp=60, traffic=_window(600)), new_state(plan))
+    assert any("no backlog" in w for w in d.warnings)
+    assert any("no peak rate" in w for w in d.warnings)
+
+
+rates = st.floats(min_value=0.0, max_value=200.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rates, rates, st.floats(min_value=0, max_value=5000))
+def test_more_load_or_backlog_never_fewer_replicas(r1: float, r2: float, backlog: float) -> None:
+    plan = _plan(max_replicas={"prefill": 64, "decode": 64})
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    lo, hi = sorted((r1, r2))
+    a = decide(plan, model, Observation(timestamp=60, traffic=_window(lo * 60, backlog=0.0)), new_state(plan))
+    b = decide(plan, model, Observation(timestamp=60, traffic=_window(hi * 60, backlog=backlog)), new_state(plan))
+    for pool in ("prefill", "decode"):
+        assert b.replicas(pool) >= a.replicas(pool)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rates, st.integers(min_value=1, max_value=8), st.integers(min_value=2, max_value=30))
+def test_bounds_and_budget_always_hold(rate: float, lo: int, budget: int) -> None:
+    plan = _plan(min_replicas={"prefill": lo, "decode": 1}, max_replicas={"prefill": 12, "decode": 12}, max_gpus=max(budget, lo + 1))
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    d = decide(plan, model, Observation(timestamp=60, traffic=_window(rate * 60)), new_state(plan))
+    assert lo <= d.replicas("prefill") <= 12 and 1 <= d.replicas("decode") <= 12
+    assert d.total_gpus <= max(budget, lo + 1)
