@@ -20,7 +20,7 @@ from scaler.sources import SOURCES
 from scaler.traces import Request
 
 SRC = SOURCES["dynamo"]
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BASE = {"model": "llama", "dynamo_namespace": "inference-llama"}
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from helpers import EXAMPLES, REPO
 
+pytestmark = pytest.mark.slow  # builds and installs the wheel
+
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -18,7 +18,7 @@ from keda_client import KedaClient
 from scaler.cli import main
 from service_harness import test_plan, trigger, write_plans
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_bad_flags_exit_2(tmp_path: Path) -> None:

@@ -18,8 +18,6 @@ from prometheus import wait_for_value
 from scaler import sources
 from scaler.render.pipeline import render_manifests
 
-pytestmark = pytest.mark.prometheus
-
 SELECTOR = {"dynamo_namespace": "inference-e2e", "model": "llama"}
 DECOY = {"dynamo_namespace": "inference-other", "model": "llama"}
 # Every request observed with these values: the recorded means must equal them.

@@ -6,7 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow  # about 15 s: mypy on the whole package, cold cache
 
 
 def test_mypy_reports_no_errors(tmp_path: Path) -> None:

@@ -344,7 +344,7 @@ async def test_concurrency_is_limited() -> None:
         assert fake.max_inflight == 2
 
 
-TLS = Path(__file__).parent / "fixtures" / "prom-tls"
+TLS = Path(__file__).resolve().parents[2] / "fixtures" / "prom-tls"
 
 
 async def test_tls_with_ca_file_against_real_prometheus(prom_factory: PromFactory) -> None:

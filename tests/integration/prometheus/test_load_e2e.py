@@ -35,8 +35,6 @@ from scaler.prom.reader import read_traffic, read_workers
 from scaler.render.pipeline import render_manifests
 from service_harness import loop_of, running_scaler, trigger
 
-pytestmark = pytest.mark.prometheus
-
 DISAGG, AGG = "llm-disagg", "llm-agg"
 NS = {DISAGG: "e2e-disagg", AGG: "e2e-agg"}
 LOAD_INTERVAL = 2
