@@ -1,0 +1,144 @@
+"""SLA attainment against GPU cost: the default plan beside Dynamo's and llm-d's policies and
+the cheapest static fleet, on the shared traces (not a test: it prints a table for the README).
+
+Run: .venv/bin/python -m bench.bench_attainment [--scenario NAME ...] [--keep DIR]
+(SLOWED/<profile> in the printed commands is bench/slowed_profile's copy of that profile.)
+
+Each scenario is one `dynplan simulate` command (printed before its rows) on a plan that sets
+only the SLA, workload priors, pools, profile and budget (bench/scenarios/*.yaml), with the
+engines 15% slower than profiled (TTFT and ITL x1.15, throughputs /1.15: bench/slowed_profile)
+and 90 s of replica start-up, through the KEDA/HPA actuation path the rendered manifests set
+up. Targets: conv scenarios >= 99% of requests within both SLAs at <= 0.8x the GPU-hours of
+the cheapest static fleet reaching 99%; the code trace (attainment 0.95 in its plan) >= 95%
+at <= 1.0x the cheapest static fleet reaching 95%; every scenario better than `dynamo` and
+`llmd-slo` on attainment at no more GPU-hours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.slowed_profile import slowed_profile
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOWER = 1.15
+STARTUP_SECONDS = 90
+POLICIES = ("plan", "dynamo", "llmd-slo", "static-sweep", "oracle")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    plan: str
+    trace: str
+    profile: str
+    args: tuple[str, ...]
+    max_vs_static: float  # the GPU-hours target, as a multiple of the cheapest static fleet
+
+
+SCENARIOS = (
+    Scenario("conv-x12", "bench/scenarios/conv.yaml", "examples/traces/azure-llm-2023-conv.csv",
+             "h200-llama3.1-8b-bf16-measured", ("--replicate", "12"), 0.8),
+    Scenario("conv-rs4-x3", "bench/scenarios/conv.yaml", "examples/traces/azure-llm-2023-conv.csv",
+             "h200-llama3.1-8b-bf16-measured", ("--rate-scale", "4", "--replicate", "3"), 0.8),
+    Scenario("code-x3", "bench/scenarios/code.yaml", "examples/traces/azure-llm-2023-code.csv",
+             "h200-llama3.1-8b-fp8-tp1", ("--replicate", "3"), 1.0),
+)
+
+
+def command(s: Scenario, truth: Path, out: Path) -> list[str]:
+    cmd = [str(ROOT / ".venv" / "bin" / "dynplan"), "simulate", "-f", s.plan, "--trace", s.trace, *s.args,
+           "--truth-profile", str(truth), "--startup-delay", str(STARTUP_SECONDS)]
+    for p in POLICIES:
+        cmd += ["--policy", p]
+    return cmd + ["--out", str(out), "--no-plot"]
+
+
+def _pct(x: object) -> str:
+    return "-" if x is None else f"{100 * float(x):6.1f}%"  # type: ignore[arg-type]
+
+
+def _num(x: object, fmt: str = "{:.2f}") -> str:
+    return "-" if x is None else fmt.format(float(x))  # type: ignore[arg-type]
+
+
+def run(s: Scenario, work: Path) -> dict:
+    truth = slowed_profile(ROOT / "examples" / "profiles" / s.profile, work / f"truth-{s.profile}", SLOWER)
+    out = work / s.name
+    cmd = command(s, truth, out)
+    shown = " ".join(cmd[1:]).replace(str(out), "OUT").replace(str(truth), f"SLOWED/{s.profile}")
+    print(f"\n## {s.name}: dynplan {shown}", flush=True)
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - t0
+    summary = json.loads((out / "summary.json").read_text())
+    summary["_seconds"] = seconds
+    return summary
+
+
+def report(s: Scenario, summary: dict) -> list[str]:
+    target = summary["sla"].get("attainment")
+    pols = summary["policies"]
+    print(f"target {target}; simulated in {summary['_seconds']:.0f} s")
+    print(f"{'policy':22s} {'both':>7s} {'TTFT':>7s} {'ITL':>7s} {'GPU-h':>7s} {'x static':>8s} {'x oracle':>8s}")
+    for name, p in pols.items():
+        a = p.get("attainment") or {}
+        label = name
+        fleet = p.get("fleet")
+        if name == "static-sweep" and isinstance(fleet, dict):
+            label = "static " + ",".join(str(v) for v in fleet.values())
+        print(f"{label:22s} {_pct(a.get('both'))} {_pct(a.get('ttft'))} {_pct(a.get('itl'))} "
+              f"{_num(p.get('gpuHours')):>7s} {_num(p.get('gpuHoursVsStatic')):>8s} {_num(p.get('gpuHoursVsOracle')):>8s}")
+    misses: list[str] = []
+    plan = pols.get("plan", {})
+    both = (plan.get("attainment") or {}).get("both")
+    if both is None or target is None or both < target:
+        misses.append(f"{s.name}: plan holds {_pct(both)} < target {target}")
+    vs = plan.get("gpuHoursVsStatic")
+    if vs is not None and vs > s.max_vs_static:
+        misses.append(f"{s.name}: plan costs {vs:.2f}x the cheapest static fleet (target <= {s.max_vs_static})")
+    for peer in ("dynamo", "llmd-slo"):
+        q = pols.get(peer)
+        if q is None:
+            continue
+        qa = (q.get("attainment") or {}).get("both")
+        if both is not None and qa is not None and both <= qa:
+            misses.append(f"{s.name}: plan does not beat {peer} on attainment ({_pct(both)} vs {_pct(qa)})")
+        if plan.get("gpuHours") is not None and q.get("gpuHours") is not None and plan["gpuHours"] > q["gpuHours"]:
+            misses.append(f"{s.name}: plan uses more GPU-hours than {peer} ({plan['gpuHours']:.2f} vs {q['gpuHours']:.2f})")
+    return misses
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS])
+    ap.add_argument("--keep", type=Path, help="keep every summary.json and decision log here")
+    args = ap.parse_args()
+    chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
+    work = Path(tempfile.mkdtemp(prefix="dynplan-attainment-"))
+    t0 = time.perf_counter()
+    misses: list[str] = []
+    try:
+        for s in chosen:
+            misses += report(s, run(s, work))
+        if args.keep:
+            shutil.copytree(work, args.keep, dirs_exist_ok=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\nwhole benchmark: {time.perf_counter() - t0:.0f} s")
+    print("targets missed:" if misses else "every target met")
+    for m in misses:
+        print(f"- {m}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
