@@ -123,8 +123,12 @@ def plan_dict(
     throughput: bool = True,
     load: bool = False,
     interval_seconds: int = 60,
+    sizing: str = "dynamo",
 ) -> dict[str, Any]:
-    """A valid plan document (camelCase, as in YAML). Pools default to 1 GPU, min 1, max 16."""
+    """A valid plan document (camelCase, as in YAML). Pools default to 1 GPU, min 1, max 16.
+
+    Sizing defaults to Dynamo's formulas, which the hand-computed expectations of most tests
+    are written in; attainment-sizing tests ask for `sizing="attainment"`."""
     gpus, lo, hi = gpus or {}, min_replicas or {}, max_replicas or {}
     names = ("prefill", "decode") if mode == "disagg" else ("worker",)
     doc: dict[str, Any] = {
@@ -139,6 +143,7 @@ def plan_dict(
             "scaling": {
                 "throughput": {
                     "enabled": throughput,
+                    "sizing": sizing,
                     "intervalSeconds": interval_seconds,
                     "predictor": {"type": predictor},
                     "correction": correction,
