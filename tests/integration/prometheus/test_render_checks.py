@@ -9,9 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from click.testing import CliRunner
 
-from helpers import EXAMPLES, REPO
+from helpers import EXAMPLES, REPO, plan_dict, write_plan
 from scaler.cli import main
 from scaler.render import checks
 from scaler.render.pipeline import ROLE_RULES, ROLE_RULES_TEST, build_all, load, promtool_checks, render, render_manifests, static_checks
@@ -226,3 +227,15 @@ def test_every_example_renders_and_passes_all_checks(example: Path, tmp_path: Pa
     assert kinds == sorted(["ConfigMap", "PrometheusRule"] + ["ScaledObject"] * len(plan.pool_names))
     assert all(checks.schema_errors(i) == [] for i in items)
     assert checks.admission_errors(items) == []
+
+
+def test_load_only_plan_renders_without_profile(tmp_path: Path) -> None:
+    doc = plan_dict(name="load-only", mode="agg", profile=None, throughput=False, load=True)
+    path = write_plan(tmp_path, doc)
+    out = tmp_path / "out"
+    render_manifests([str(path)], str(out), check=True)
+    cm = yaml.safe_load((out / "dynplan-plan-load-only.configmap.yaml").read_text())
+    inner = yaml.safe_load(cm["data"]["load-only.yaml"])
+    assert "profileData" not in inner["spec"] and "profile" not in inner["spec"]
+    so = yaml.safe_load((out / "load-only-worker.scaledobject.yaml").read_text())
+    assert so["spec"]["pollingInterval"] == 10

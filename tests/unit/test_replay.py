@@ -233,7 +233,7 @@ def test_warmup_covers_the_predictors_memory_within_bounds(predictor: str, chang
 
 # -- purity --------------------------------------------------------------------------------
 def test_replay_module_has_no_io_and_no_clock() -> None:
-    path = Path(__file__).resolve().parent.parent / "scaler" / "core" / "replay.py"
+    path = Path(__file__).resolve().parents[2] / "scaler" / "core" / "replay.py"
     banned = {"os", "time", "asyncio", "logging", "grpc", "requests", "socket", "subprocess", "threading"}
     imported: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):

@@ -1,7 +1,7 @@
 """`dynplan render manifests`: golden files, determinism, atomic writes, errors, stdout stream.
 
 Update the golden files after an intended change with
-`DYNPLAN_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/test_render.py` and review the diff.
+`DYNPLAN_UPDATE_GOLDEN=1 .venv/bin/python -m pytest -q tests/unit/test_render.py` and review the diff.
 """
 
 from __future__ import annotations
@@ -207,18 +207,6 @@ def test_configmap_carries_the_plan_with_profile_inlined(tmp_path: Path) -> None
     (flat / "llama-disagg.yaml").write_text(cm["data"]["llama-disagg.yaml"])
     loaded = load_plan(flat / "llama-disagg.yaml")
     assert loaded.plan.name == "llama-disagg" and loaded.profile is not None
-
-
-def test_load_only_plan_renders_without_profile(tmp_path: Path) -> None:
-    doc = plan_dict(name="load-only", mode="agg", profile=None, throughput=False, load=True)
-    path = write_plan(tmp_path, doc)
-    out = tmp_path / "out"
-    render_manifests([str(path)], str(out), check=True)
-    cm = yaml.safe_load((out / "dynplan-plan-load-only.configmap.yaml").read_text())
-    inner = yaml.safe_load(cm["data"]["load-only.yaml"])
-    assert "profileData" not in inner["spec"] and "profile" not in inner["spec"]
-    so = yaml.safe_load((out / "load-only-worker.scaledobject.yaml").read_text())
-    assert so["spec"]["pollingInterval"] == 10
 
 
 def test_render_is_deterministic(tmp_path: Path) -> None:

@@ -223,7 +223,7 @@ def test_decide_agg_sequence(model) -> None:
 
 
 # -- the core's import graph -------------------------------------------------------------
-CORE = Path(__file__).resolve().parent.parent / "scaler" / "core"
+CORE = Path(__file__).resolve().parents[2] / "scaler" / "core"
 
 
 def _core_imports(tree: ast.Module) -> list[tuple[str, bool]]:

@@ -10,7 +10,7 @@ import pytest
 from scaler.errors import TraceError
 from scaler.traces import Request, read_trace
 
-FIXTURES = Path(__file__).parent / "fixtures" / "traces"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "traces"
 CODE_HEAD = FIXTURES / "azure-llm-2023-code-head2000.csv"
 
 

@@ -13,7 +13,7 @@ from scaler.core.profile import Profile
 from scaler.errors import ProfileError
 from scaler.profile_io import load_profile, write_profile_json
 
-FIXTURES = Path(__file__).parent / "fixtures" / "profiles"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles"
 SYNTHETIC = FIXTURES / "h200-llama3.1-8b-fp8-tp1"
 MEASURED = FIXTURES / "h200-llama3.1-8b-bf16-measured"
 ARRAYS = (

@@ -18,7 +18,7 @@ from scaler.core.interpolation import (
 )
 from scaler.core.profile import Profile, profile_from_raw, profile_problems
 
-FIXTURES = Path(__file__).parent / "fixtures" / "profiles"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles"
 SYNTHETIC = FIXTURES / "h200-llama3.1-8b-fp8-tp1"
 MEASURED = FIXTURES / "h200-llama3.1-8b-bf16-measured"
 
