@@ -261,3 +261,23 @@ def test_mooncake_trace_with_rate_scale(tmp_path: Path) -> None:
     # one request every 0.5 s on one worker: no queueing, every SLA met
     assert s["attainment"] == {"ttft": 1.0, "itl": 1.0, "both": 1.0}
     assert s["goodputRps"] == pytest.approx(60 / 29.5, rel=1e-3)
+
+
+def test_actuation_none_applies_decisions_at_the_tick(tmp_path: Path) -> None:
+    res = _run("--rate-scale", "4", "--policy", "plan", "--actuation", "none", "--initial-replicas", "min",
+               "--no-plot", "--out", str(tmp_path))
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["actuation"] == "none" and doc["policies"]["plan"]["actuation"] == "none"
+    assert doc["initialReplicas"] == {"prefill": 1, "decode": 1}
+    rows = [line.split(",") for line in (tmp_path / "replicas.csv").read_text().splitlines()[1:]]
+    # every change of the desired count is at a planner tick (every 180 s), none at an HPA sync
+    last: dict[str, str] = {}
+    changes = set()
+    for r in rows:
+        if r[0] == "plan":
+            if r[2] in last and last[r[2]] != r[3]:
+                changes.add(float(r[1]))
+            last[r[2]] = r[3]
+    assert changes and all(t % 180.0 == 0 for t in changes)
+    assert "actuation none" in res.output

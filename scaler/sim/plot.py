@@ -82,7 +82,7 @@ def plot_comparison(cmp: Comparison, path: Path, title: str) -> None:
         for ax, pool in zip(pool_axes, pools):
             tx, ty = _steps(res.samples, pool, res.end_time)
             # fixed counts dotted: a planner line at the same count stays visible under them
-            style = ":" if names[0].startswith("static:") else "-"
+            style = ":" if names[0].startswith("static") else "-"
             ax.step(tx, ty, where="post", color=color, lw=1.6, ls=style, label=label)
         wm = window_means(res)
         mid = (wm["start"] + WINDOW_SECONDS / 2) / 60.0
