@@ -1,6 +1,7 @@
 # Two entry points for a fresh Debian machine with only Python and apt:
 #   make demo   - run the main job live on the example plan (examples/llama-8b-disagg.yaml)
 #   make test   - run the whole test suite (what .ci/run calls)
+# and, for the edit loop, make test-unit (tests/unit only: no Prometheus, no servers).
 # Both create .venv and install what they need, Debian's prometheus package included.
 
 PYTHON ?= python3
@@ -10,7 +11,7 @@ EXTRAS ?= test,arima,prophet,plot
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: demo test venv prometheus bench clean proto
+.PHONY: demo test test-unit venv prometheus bench clean proto
 
 # Debian ships venv's ensurepip separately (python3-venv); install it when venv fails.
 $(BIN)/python:
@@ -39,6 +40,9 @@ demo: venv prometheus
 
 test: venv prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+test-unit: venv
+	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python -m bench.run_all
