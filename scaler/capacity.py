@@ -49,7 +49,11 @@ def capacity(plan_file: str, rate: float, isl: float | None, osl: float | None, 
         return
     tp = decision.throughput
     assert tp is not None
-    click.echo(f"plan {plan.name}: {rate:g} req/s, ISL {isl:g}, OSL {osl:g}, SLA TTFT {plan.spec.sla.ttft_ms:g} ms / ITL {plan.spec.sla.itl_ms:g} ms")
+    click.echo(
+        f"plan {plan.name}: {rate:g} req/s, ISL {isl:g}, OSL {osl:g}, SLA TTFT {plan.spec.sla.ttft_ms:g} ms / "
+        f"ITL {plan.spec.sla.itl_ms:g} ms for {plan.spec.sla.attainment:.2%} of requests "
+        f"(sizing: {plan.spec.scaling.throughput.sizing})"
+    )
     click.echo(f"{'pool':<10}{'replicas':>10}{'GPUs':>8}{'requested':>11}  reasons")
     for n, p in decision.pools.items():
         click.echo(f"{n:<10}{p.replicas:>10}{p.gpus:>8}{p.requested:>11}  {','.join(r.value for r in p.reasons) or '-'}")
@@ -60,5 +64,7 @@ def capacity(plan_file: str, rate: float, isl: float | None, osl: float | None, 
         f"decode {tp.decode_thpt_per_gpu:.0f} tok/s/GPU at ITL {tp.decode_itl_at_point_ms:.2f} ms "
         f"(KV usage {tp.decode_kv_usage_at_point:.0%})"
     )
+    if tp.attainment is not None:
+        click.echo(tp.attainment.summary())
     for w in decision.warnings:
         click.echo(f"warning: {w}", err=True)

@@ -131,6 +131,8 @@ def render_table(doc: Explanation) -> str:
         )
         cf = "on" if tp.correction_enabled else "off"
         lines.append(f"correction factors ({cf}): prefill {tp.correction_prefill:.3f}, decode {tp.correction_decode:.3f}")
+        if tp.attainment is not None:
+            lines.append(tp.attainment.summary())
         if tp.queueing_factor is not None:
             lines.append(
                 f"queueing: variability factor {tp.queueing_factor:.2f} (1 = Poisson); "

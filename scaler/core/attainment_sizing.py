@@ -91,6 +91,17 @@ class AttainmentInputs:
     sized: Mapping[str, int]             # before the hold
     held: Mapping[str, int]              # after the hold (what goes to bounds and budget)
 
+    def summary(self) -> str:
+        """One line for `explain` and `capacity`."""
+        tail = "-" if self.prefill_wait_tail is None else f"{self.prefill_wait_tail:.2%}"
+        return (
+            f"attainment {self.target:.2%}: planned rate {self.planned_rate:.2f} req/s (burst x{self.burst_factor:.2f}), "
+            f"dispersion {self.dispersion:.1f}, backlog {self.backlog:.0f}; prefill service {self.prefill_service_ms:.1f} ms "
+            f"(slowdown x{self.prefill_slowdown:.2f}), predicted waits past the TTFT slack {tail}; decode sequences "
+            f"{self.decode_sequences_mean:.0f} mean, {self.decode_sequences_quantile:.0f} sized for, "
+            f"{self.decode_sequences_per_replica:.0f} per replica (slowdown x{self.decode_slowdown:.2f})"
+        )
+
 
 @dataclass(frozen=True)
 class AttainmentSizing:

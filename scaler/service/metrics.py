@@ -71,6 +71,14 @@ class ServiceMetrics:
             _PLAN,
             registry=r,
         ))
+        self.attainment = _PerPlan(Gauge(
+            "dynplan_attainment_sizing",
+            "What the attainment sizing used (quantity: target, planned_rate req/s, burst, dispersion, backlog "
+            "requests, prefill_service_ms, prefill_slowdown, prefill_wait_tail, decode_slowdown, "
+            "decode_sequences_mean, decode_sequences_sized, decode_sequences_per_replica).",
+            _PLAN + ("quantity",),
+            registry=r,
+        ))
         self.load_fit = _PerPlan(Gauge(
             "dynplan_load_regression",
             "Load-based scaling per pool and signal (ttft|itl): the fit's slope and intercept, "
@@ -156,6 +164,18 @@ class ServiceMetrics:
         self.correction.labels(namespace, plan, "decode").set(tp.correction_decode)
         if tp.queueing_factor is not None:
             self.queueing.labels(namespace, plan).set(tp.queueing_factor)
+        a = tp.attainment
+        if a is not None:
+            values = {
+                "target": a.target, "planned_rate": a.planned_rate, "burst": a.burst_factor,
+                "dispersion": a.dispersion, "backlog": a.backlog, "prefill_service_ms": a.prefill_service_ms,
+                "prefill_slowdown": a.prefill_slowdown, "prefill_wait_tail": a.prefill_wait_tail,
+                "decode_slowdown": a.decode_slowdown, "decode_sequences_mean": a.decode_sequences_mean,
+                "decode_sequences_sized": a.decode_sequences_quantile,
+                "decode_sequences_per_replica": a.decode_sequences_per_replica,
+            }
+            for quantity, value in values.items():
+                self.attainment.labels(namespace, plan, quantity).set(float("nan") if value is None else value)
 
     def forget_plan(self, namespace: str, plan: str) -> None:
         """Drop a removed plan's series so dashboards do not show ghosts: every label set
