@@ -8,7 +8,7 @@ import importlib
 
 import click
 
-from .clikit import handle_errors
+from scaler.clikit import handle_errors
 
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, str] = {
@@ -47,7 +47,7 @@ def main() -> None:
 @handle_errors
 def validate(plans: tuple[str, ...]) -> None:
     """Validate plan files (and the profiles they reference). Exit 2 on any error."""
-    from .planfile import load_plans
+    from scaler.planfile import load_plans
 
     loaded = load_plans(plans)
     for lp in loaded:

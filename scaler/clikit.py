@@ -13,7 +13,7 @@ from typing import Any, Callable, TypeVar
 
 import click
 
-from .errors import DynplanError, InputError, exit_code_for
+from scaler.errors import DynplanError, InputError, exit_code_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 import yaml
 from pydantic import ValidationError
 
-from .core.plan import Plan, semantic_errors
-from .core.profile import Profile, profile_from_raw, profile_problems
-from .errors import FieldError, PlanError, ProfileError
+from scaler.core.plan import Plan, semantic_errors
+from scaler.core.profile import Profile, profile_from_raw, profile_problems
+from scaler.errors import FieldError, PlanError, ProfileError
 
 if TYPE_CHECKING:  # numpy/scipy load only when a model is first asked for
-    from .core.interpolation import PerfModel
+    from scaler.core.interpolation import PerfModel
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class LoadedPlan:
     def model(self) -> Optional[PerfModel]:  # built once per profile and cached
         if self.profile is None:
             return None
-        from .core.interpolation import perf_model
+        from scaler.core.interpolation import perf_model
 
         return perf_model(self.profile)
 
@@ -89,7 +89,7 @@ def parse_plan_document(
         directory = Path(spec.profile)
         if not directory.is_absolute():
             directory = (base_dir or Path(file).resolve().parent) / directory
-        from .profile_io import load_profile
+        from scaler.profile_io import load_profile
 
         try:
             profile = load_profile(directory, plan_file=file)
@@ -109,7 +109,7 @@ def parse_plan_document(
 def _predictor_errors(file: str, plan: Plan) -> list[FieldError]:
     if not plan.spec.scaling.throughput.enabled:
         return []
-    from .core.predictors import predictor_missing_dependency
+    from scaler.core.predictors import predictor_missing_dependency
 
     kind = plan.spec.scaling.throughput.predictor.type
     hint = predictor_missing_dependency(kind)

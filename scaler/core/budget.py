@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Mapping, Optional
 
-from .decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
-from .plan import Plan
+from scaler.core.decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
+from scaler.core.plan import Plan
 
 
 def clamp(value: int, lo: int, hi: int) -> int:

@@ -35,11 +35,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
-from .budget import bound_and_budget
-from .decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
-from .observations import Observation, WorkerLoad
-from .plan import Plan
-from .regression import Capacity, SlidingRegression
+from scaler.core.budget import bound_and_budget
+from scaler.core.decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
+from scaler.core.observations import Observation, WorkerLoad
+from scaler.core.plan import Plan
+from scaler.core.regression import Capacity, SlidingRegression
 
 TTFT = "ttft"  # prefill signal
 ITL = "itl"    # decode signal

@@ -32,8 +32,8 @@ from typing import Callable, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import OptionalDependencyMissing
-from .plan import PredictorSpec
+from scaler.core.plan import PredictorSpec
+from scaler.errors import OptionalDependencyMissing
 
 # Values kept by predictors that only need the last value and a count.
 HISTORY = 100

@@ -16,13 +16,13 @@ from __future__ import annotations
 import math
 from typing import Optional, Sequence
 
-from .decision import Decision
-from .interpolation import PerfModel
-from .load_scaling import LoadState, rebuild_load_state
-from .observations import Observation, TrafficWindow, WorkerLoad
-from .plan import Plan
-from .planner import PlannerState, decide, new_state
-from .predictors import memory
+from scaler.core.decision import Decision
+from scaler.core.interpolation import PerfModel
+from scaler.core.load_scaling import LoadState, rebuild_load_state
+from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
+from scaler.core.plan import Plan
+from scaler.core.planner import PlannerState, decide, new_state
+from scaler.core.predictors import memory
 
 # One load tick of per-worker history: (tick time, the workers read at it).
 WorkerTick = tuple[float, tuple[WorkerLoad, ...]]

@@ -9,8 +9,8 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from .interpolation import DecodeOperatingPoint, PerfModel
-from .observations import TrafficWindow
+from scaler.core.interpolation import DecodeOperatingPoint, PerfModel
+from scaler.core.observations import TrafficWindow
 
 # ceil() on a value that is an integer up to float noise must not add a replica.
 _EPS = 1e-9

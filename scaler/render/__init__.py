@@ -5,6 +5,6 @@ Public entry points: `render_manifests` (the whole command), and the steps `load
 `build_all`, `render`, `static_checks`, `promtool_checks` in `scaler.render.pipeline`.
 """
 
-from .pipeline import Rendering, RenderedFile, render_manifests
+from scaler.render.pipeline import RenderedFile, Rendering, render_manifests
 
 __all__ = ["Rendering", "RenderedFile", "render_manifests"]

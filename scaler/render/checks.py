@@ -19,9 +19,9 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-from .. import naming
-from ..core.plan import Plan
-from ..errors import FieldError, InputError
+from scaler import naming
+from scaler.core.plan import Plan
+from scaler.errors import FieldError, InputError
 
 SCALEDOBJECT_CRD = "keda.sh_scaledobjects.yaml"
 PROMETHEUSRULE_CRD = "monitoring.coreos.com_prometheusrules.yaml"
@@ -215,7 +215,7 @@ def admission_errors(items: Sequence[RenderedObject]) -> list[FieldError]:
 
 def configmap_plan_errors(item: RenderedObject, key: str, expected_plan: Plan, expected_fingerprint: Optional[str]) -> list[FieldError]:
     """The ConfigMap's plan must load in the scaler exactly as the source plan did."""
-    from ..planfile import parse_plan_document
+    from scaler.planfile import parse_plan_document
 
     content = (item.obj.get("data") or {}).get(key)
     if not isinstance(content, str):

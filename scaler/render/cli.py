@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..clikit import handle_errors
+from scaler.clikit import handle_errors
 
 
 @click.group()
@@ -24,7 +24,7 @@ def manifests(plans: tuple[str, ...], output: str, scaler_namespace: str, check:
     Everything is checked (CRD schemas, KEDA admission rules, ConfigMap round trip) before
     anything is written; on any error the output directory is left as it was (exit 2).
     """
-    from .pipeline import ROLE_OBJECT, render_manifests
+    from scaler.render.pipeline import ROLE_OBJECT, render_manifests
 
     rendering = render_manifests(list(plans), output, scaler_namespace=scaler_namespace, check=check)
     for po in rendering.plans:

@@ -11,10 +11,10 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
-from .. import naming
-from ..core.plan import Plan, Pool
-from ..planfile import LoadedPlan
-from .rules import RuleGroup, rule_groups
+from scaler import naming
+from scaler.core.plan import Plan, Pool
+from scaler.planfile import LoadedPlan
+from scaler.render.rules import RuleGroup, rule_groups
 
 # KEDA's own default; the planner decides on its own interval, so KEDA only needs to ask
 # often enough to notice a new decision.

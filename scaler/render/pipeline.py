@@ -12,14 +12,14 @@ from typing import Optional, Sequence, TextIO
 
 import yaml
 
-from .. import naming
-from ..errors import FieldError, RenderError
-from ..planfile import LoadedPlan, load_plans
-from . import checks
-from .objects import PlanObjects, build
-from .promtest import rule_test
-from .templating import render_template
-from .writer import KUSTOMIZATION, write_directory, write_stream
+from scaler import naming
+from scaler.errors import FieldError, RenderError
+from scaler.planfile import LoadedPlan, load_plans
+from scaler.render import checks
+from scaler.render.objects import PlanObjects, build
+from scaler.render.promtest import rule_test
+from scaler.render.templating import render_template
+from scaler.render.writer import KUSTOMIZATION, write_directory, write_stream
 
 DEFAULT_SCALER_NAMESPACE = "keda"
 

@@ -8,15 +8,15 @@ from typing import Optional
 
 import click
 
-from ..clikit import handle_errors
-from ..errors import FieldError, InputError
-from .logs import LOG_FORMATS, configure_logging
+from scaler.clikit import handle_errors
+from scaler.errors import FieldError, InputError
+from scaler.service.logs import LOG_FORMATS, configure_logging
 
 
 def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
     if not value:  # '' disables (--metrics-listen '')
         return None
-    from .server import split_host_port
+    from scaler.service.server import split_host_port
 
     try:
         split_host_port(value)
@@ -60,7 +60,8 @@ def serve(
         raise InputError([FieldError("--tls-client-ca", "", "mTLS needs --tls-cert and --tls-key too")])
     # Before the server's imports: their warnings go to the log stream in its format too.
     configure_logging(log_level, log_format)
-    from .server import ServeConfig, TlsConfig, serve as run
+    from scaler.service.server import ServeConfig, TlsConfig
+    from scaler.service.server import serve as run
 
     tls = TlsConfig(Path(tls_cert), Path(tls_key), Path(tls_client_ca) if tls_client_ca else None) if tls_cert and tls_key else None
     config = ServeConfig(

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-from ..core.plan import POOL_NAMES_BY_MODE
-from ..errors import MetadataError
+from scaler.core.plan import POOL_NAMES_BY_MODE
+from scaler.errors import MetadataError
 
 PLAN_KEY = "plan"
 POOL_KEY = "pool"

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from types import TracebackType
 from typing import IO, Any, Optional
 
-from ..logsetup import quiet_forecasting_libraries
+from scaler.logsetup import quiet_forecasting_libraries
 
 LOG_FORMATS = ("json", "text")
 _EVENT = "dynplan_event"    # LogRecord attribute carrying the event name

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..core.plan import Plan
-from ..errors import FieldError, MetadataError, PlanError, PlanNotFound
-from ..planfile import LoadedPlan, load_plan
-from .config import PoolRef
-from .logs import log_event
-from .loop import PlanLoop
-from .metrics import ServiceMetrics
+from scaler.core.plan import Plan
+from scaler.errors import FieldError, MetadataError, PlanError, PlanNotFound
+from scaler.planfile import LoadedPlan, load_plan
+from scaler.service.config import PoolRef
+from scaler.service.logs import log_event
+from scaler.service.loop import PlanLoop
+from scaler.service.metrics import ServiceMetrics
 
 log = logging.getLogger("dynplan.registry")
 PLAN_SUFFIXES = (".yaml", ".yml")

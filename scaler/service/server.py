@@ -19,15 +19,15 @@ from typing import Any, Callable, Optional
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ..planfile import LoadedPlan
-from ..prom.client import PromClient
-from ..prom.reader import PromReader
-from ..proto import externalscaler_pb2_grpc as pb_grpc
-from .logs import log_event
-from .loop import LoopSettings, PlanLoop, Reader
-from .metrics import ServiceMetrics, serve_metrics
-from .registry import PlanRegistry
-from .servicer import ExternalScalerServicer
+from scaler.planfile import LoadedPlan
+from scaler.prom.client import PromClient
+from scaler.prom.reader import PromReader
+from scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.service.logs import log_event
+from scaler.service.loop import LoopSettings, PlanLoop, Reader
+from scaler.service.metrics import ServiceMetrics, serve_metrics
+from scaler.service.registry import PlanRegistry
+from scaler.service.servicer import ExternalScalerServicer
 
 log = logging.getLogger("dynplan.server")
 LIVENESS = "liveness"

@@ -13,14 +13,14 @@ from typing import AsyncIterator, Callable, Optional, TypeVar
 
 import grpc
 
-from ..errors import DynplanError, MetadataError, grpc_status_for
-from ..naming import metric_name
-from ..proto import externalscaler_pb2 as pb
-from ..proto import externalscaler_pb2_grpc as pb_grpc
-from .config import PoolRef, parse_metadata
-from .loop import PlanLoop
-from .metrics import ServiceMetrics
-from .registry import PlanRegistry
+from scaler.errors import DynplanError, MetadataError, grpc_status_for
+from scaler.naming import metric_name
+from scaler.proto import externalscaler_pb2 as pb
+from scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.service.config import PoolRef, parse_metadata
+from scaler.service.loop import PlanLoop
+from scaler.service.metrics import ServiceMetrics
+from scaler.service.registry import PlanRegistry
 
 log = logging.getLogger("dynplan.rpc")
 T = TypeVar("T")

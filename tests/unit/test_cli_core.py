@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from scaler.cli import main
-
 from helpers import EXAMPLES, REPO, flat_profile, plan_dict, with_changes, write_plan
-
+from scaler.cli import main
 from test_planner import TABLE, table_ids
 
 

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import pytest
 
+from helpers import flat_profile, plan_dict, with_changes
 from scaler.core.decision import Decision, Reason
 from scaler.core.interpolation import perf_model
 from scaler.core.load_scaling import (
@@ -36,8 +37,6 @@ from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
 from scaler.core.regression import SlidingRegression
-
-from helpers import flat_profile, plan_dict, with_changes
 
 PREFILL_POINTS = [(x, 0.1 * x + 100) for x in range(2000, 4000, 200)]  # x_sla(500) = 4000
 DECODE_POINTS = [(x, 0.5 * x + 10) for x in range(20, 120, 10)]       # x_sla(50) = 80

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from scaler.core.plan import API_VERSION, Plan, semantic_errors
-
 from helpers import plan_dict, with_changes
+from scaler.core.plan import API_VERSION, Plan, semantic_errors
 
 
 def validate(doc: dict) -> Plan:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers import EXAMPLES, SYNTHETIC_PROFILE_DIR, flat_profile, plan_dict, with_changes, write_plan
 from scaler.errors import FieldError, PlanError
 from scaler.planfile import load_plan, load_plans
-
-from helpers import EXAMPLES, SYNTHETIC_PROFILE_DIR, flat_profile, plan_dict, with_changes, write_plan
 
 
 def errors_of(path: Path) -> list[FieldError]:

@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from helpers import flat_profile, linear_profile, make_plan
 from scaler.core.decision import Reason
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import Observation, TrafficWindow
 from scaler.core.planner import capacity, correction_active, decide, new_state
-
-from helpers import flat_profile, linear_profile, make_plan
 
 # The table. rate in requests/s; flat profiles: prefill 40000 tokens/s/GPU everywhere,
 # decode `decode_thpt` everywhere (flat ITL 5 ms, TTFT 50 ms: inside the SLA of 20 / 200 ms).

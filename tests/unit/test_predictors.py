@@ -15,8 +15,7 @@ from typing import Callable, get_args
 import pytest
 
 from scaler.core import predictors
-from scaler.core.plan import ArimaParams, KalmanParams, ProphetParams
-from scaler.core.plan import PredictorSpec
+from scaler.core.plan import ArimaParams, KalmanParams, PredictorSpec, ProphetParams
 from scaler.core.predictors import (
     PROPHET_START,
     ArimaPredictor,

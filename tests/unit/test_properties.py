@@ -16,14 +16,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import MEASURED_PROFILE_DIR, SYNTHETIC_PROFILE_DIR, flat_profile, linear_profile, make_plan
 from scaler.core.budget import apply_budget
 from scaler.core.decision import Reason
 from scaler.core.interpolation import PerfModel, perf_model
 from scaler.core.planner import capacity, replicas_for
 from scaler.core.throughput import CorrectionFactors
 from scaler.profile_io import load_profile
-
-from helpers import MEASURED_PROFILE_DIR, SYNTHETIC_PROFILE_DIR, flat_profile, linear_profile, make_plan
 
 # derandomize: CI runs the same examples every time (a failure reproduces; no flaky runs).
 SETTINGS = settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import linear_profile
 from scaler.core.interpolation import DecodeOperatingPoint, perf_model
 from scaler.core.observations import TrafficWindow
 from scaler.core.throughput import (
@@ -16,8 +17,6 @@ from scaler.core.throughput import (
     prefill_replicas,
     update_corrections,
 )
-
-from helpers import linear_profile
 
 
 def point(thpt: float, itl: float = 5.0) -> DecodeOperatingPoint:

@@ -19,8 +19,18 @@ from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.proto import externalscaler_pb2 as pb
 from scaler.service.logs import event_of
 from service_harness import (
-    IDLE, NAMESPACE, T, add_history, busy, history_end, loop_of, rpc_error, running_scaler,
-    test_plan, trigger, write_plans,
+    IDLE,
+    NAMESPACE,
+    T,
+    add_history,
+    busy,
+    history_end,
+    loop_of,
+    rpc_error,
+    running_scaler,
+    test_plan,
+    trigger,
+    write_plans,
 )
 
 E = history_end()
