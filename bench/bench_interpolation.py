@@ -1,22 +1,20 @@
 """Microseconds per lookup of the interpolators, on the example profile.
 
-Run: .venv/bin/python bench/bench_interpolation.py   (or python -m bench.bench_interpolation)
+Run: .venv/bin/python -m bench.bench_interpolation
 Not a test: timings depend on the machine; this prints them for a human to read.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from scaler.core.interpolation import perf_model  # noqa: E402
-from scaler.core.profile import profile_from_raw  # noqa: E402
+from scaler.core.interpolation import perf_model
+from scaler.core.profile import profile_from_raw
 
 PROFILE_DIR = ROOT / "examples" / "profiles" / "h200-llama3.1-8b-fp8-tp1"
 

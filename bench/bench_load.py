@@ -1,24 +1,22 @@
 """Cost of the load path: one robust fit per window size, and one whole load tick.
 
-Run: .venv/bin/python bench/bench_load.py
+Run: .venv/bin/python -m bench.bench_load
 Not a test: timings depend on the machine; this prints them for a human to read.
 """
 
 from __future__ import annotations
 
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from scaler.core.observations import Observation, WorkerLoad  # noqa: E402
-from scaler.core.plan import Plan  # noqa: E402
-from scaler.core.planner import decide, new_state  # noqa: E402
-from scaler.core.regression import SlidingRegression  # noqa: E402
+from scaler.core.observations import Observation, WorkerLoad
+from scaler.core.plan import Plan
+from scaler.core.planner import decide, new_state
+from scaler.core.regression import SlidingRegression
 
 
 def _time_us(fn: Callable[[], object], n: int) -> float:

@@ -1,21 +1,19 @@
 """Cost of `dynplan render manifests`: load + build + render + static checks, and promtool.
 
-Run: .venv/bin/python bench/bench_render.py
+Run: .venv/bin/python -m bench.bench_render
 Not a test: timings depend on the machine; this prints them for a human to read.
 """
 
 from __future__ import annotations
 
 import io
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from scaler.render.pipeline import build_all, load, promtool_checks, render, render_manifests, static_checks  # noqa: E402
+from scaler.render.pipeline import build_all, load, promtool_checks, render, render_manifests, static_checks
 
 PLANS = [str(ROOT / "tests/fixtures/render/disagg.yaml"), str(ROOT / "tests/fixtures/render/agg.yaml")]
 

@@ -2,7 +2,7 @@
 benchmark's heaviest scenario (the conv trace, 12 copies per request, ~232k requests, on
 engines 15% slower than profiled) with the peers, static-sweep and the oracle.
 
-Run: .venv/bin/python bench/bench_simulate.py   (or python -m bench.bench_simulate)
+Run: .venv/bin/python -m bench.bench_simulate
 Not a test: timings depend on the machine; this prints them for a human to read.
 Reading the trace and building the performance model are timed separately from simulating.
 `oracle` rows time the oracle's search (scaler.sim.oracle: per interval, the cheapest fleet
@@ -15,25 +15,23 @@ path their manifests configure.
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from bench.slowed_profile import slowed_profile  # noqa: E402
-from scaler.core.interpolation import perf_model  # noqa: E402
-from scaler.planfile import load_plan  # noqa: E402
-from scaler.profile_io import load_profile  # noqa: E402
-from scaler.sim.engine import EngineConfig, simulate  # noqa: E402
-from scaler.sim.fleet import cheapest_fleet  # noqa: E402
-from scaler.sim.oracle import oracle, target_attainment  # noqa: E402
-from scaler.sim.policies import actuation_for, make_controller, parse_policy, warm_start  # noqa: E402
-from scaler.sim.run import oracle_interval_seconds, pool_startup_seconds  # noqa: E402
-from scaler.sim.workload import build_workload  # noqa: E402
-from scaler.traces import read_trace  # noqa: E402
+from bench.slowed_profile import slowed_profile
+from scaler.core.interpolation import perf_model
+from scaler.planfile import load_plan
+from scaler.profile_io import load_profile
+from scaler.sim.engine import EngineConfig, simulate
+from scaler.sim.fleet import cheapest_fleet
+from scaler.sim.oracle import oracle, target_attainment
+from scaler.sim.policies import actuation_for, make_controller, parse_policy, warm_start
+from scaler.sim.run import oracle_interval_seconds, pool_startup_seconds
+from scaler.sim.workload import build_workload
+from scaler.traces import read_trace
 
 PLAN = ROOT / "examples" / "llama-8b-disagg.yaml"
 AGG_PLAN = ROOT / "examples" / "llama-8b-agg.yaml"  # no profile: the engines play AGG_TRUTH

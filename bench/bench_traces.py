@@ -1,20 +1,18 @@
 """Cost of reading traces and writing synthetic history (the demo and simulator start with these).
 
-Run: .venv/bin/python bench/bench_traces.py
+Run: .venv/bin/python -m bench.bench_traces
 Not a test: timings depend on the machine; this prints them for a human to read.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
-from scaler.devtools.backfill import frontend_history, requests_from_trace  # noqa: E402
-from scaler.traces import read_trace  # noqa: E402
+from scaler.devtools.backfill import frontend_history, requests_from_trace
+from scaler.traces import read_trace
 
 TRACE = ROOT / "examples" / "traces" / "azure-llm-2023-code.csv"
 

@@ -18,7 +18,8 @@ def main() -> int:
     for script in sorted(HERE.glob("bench_*.py")):
         print(f"== {script.name}", flush=True)
         t0 = time.perf_counter()
-        rc = subprocess.call([sys.executable, str(script)], cwd=HERE.parent)
+        # as a module from the repository root: `import scaler` and `import bench` resolve there
+        rc = subprocess.call([sys.executable, "-m", f"bench.{script.stem}"], cwd=HERE.parent)
         print(f"== {script.name}: exit {rc}, {time.perf_counter() - t0:.1f} s\n", flush=True)
         if rc != 0:
             failed.append(script.name)
