@@ -31,7 +31,7 @@ def test_no_budget_or_within_budget_is_unchanged() -> None:
     assert fit(3, 1, 1, 1, 4) == (3, 1)
 
 
-def test_issue_example_8_15_into_12_gpus() -> None:
+def test_example_8_15_into_12_gpus() -> None:
     # available above minimums: 12 - 2 = 10; excess (7, 14) = 21; share 10/21.
     # prefill 1 + floor(7 x 10/21 = 3.33) = 4, decode 1 + floor(14 x 10/21 = 6.67) = 7,
     # 11 GPUs; the last GPU goes to the larger remainder (decode 0.67): (4, 8).

@@ -1,5 +1,5 @@
-"""`dynplan validate` and `dynplan capacity`: exit codes, messages, and the issue's table
-reproduced through the command line from plan files with profiles written as Dynamo JSON."""
+"""`dynplan validate` and `dynplan capacity`: exit codes, messages, and the capacity table
+of docs/decision-logic.md reproduced through the command line from plan files with profiles written as Dynamo JSON."""
 
 from __future__ import annotations
 

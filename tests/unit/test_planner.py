@@ -1,4 +1,4 @@
-"""The planner core: `capacity` (the issue's table) and `decide` over a sequence of windows."""
+"""The planner core: `capacity` (the table of docs/decision-logic.md) and `decide` over a sequence of windows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from scaler.core.interpolation import perf_model
 from scaler.core.observations import Observation, TrafficWindow
 from scaler.core.planner import capacity, correction_active, decide, new_state
 
-# The issue's table. rate in requests/s; flat profiles: prefill 40000 tokens/s/GPU everywhere,
+# The table of docs/decision-logic.md ("The table"). rate in requests/s; flat profiles: prefill 40000 tokens/s/GPU everywhere,
 # decode `decode_thpt` everywhere (flat ITL 5 ms, TTFT 50 ms: inside the SLA of 20 / 200 ms).
 # Each row: (rate, isl, osl, decode_thpt, plan overrides, expected (prefill, decode), why).
 TABLE = [

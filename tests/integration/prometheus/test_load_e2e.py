@@ -5,7 +5,7 @@ decides, and a KEDA-like client reads the replicas over a real gRPC channel.
 
 Two plans share one Prometheus: a disaggregated plan with both modes (the throughput
 decision is the floor) and an aggregated plan scaled on load alone. Worker latencies follow
-the lines of tests/test_load.py: TTFT = 0.1 x (queued tokens + ISL) + 100 ms (SLA 500 ms:
+the lines of tests/unit/test_load.py: TTFT = 0.1 x (queued tokens + ISL) + 100 ms (SLA 500 ms:
 4000 tokens, i.e. 900 queued tokens per worker at a mean ISL of 3100) and ITL =
 0.5 x blocks + 10 ms (SLA 50 ms: 80 blocks).
 

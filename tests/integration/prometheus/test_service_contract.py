@@ -1,5 +1,5 @@
 """`dynplan serve` driven like KEDA over a real gRPC channel, against a real Prometheus
-preloaded with known traffic (promtool backfill): the wire contract of issue 3."""
+preloaded with known traffic (promtool backfill): the wire contract of docs/operations.md."""
 
 from __future__ import annotations
 
