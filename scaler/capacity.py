@@ -9,7 +9,7 @@ import json
 
 import click
 
-from .clikit import handle_errors
+from scaler.clikit import handle_errors
 
 
 @click.command("capacity")
@@ -21,9 +21,9 @@ from .clikit import handle_errors
 @handle_errors
 def capacity(plan_file: str, rate: float, isl: float | None, osl: float | None, output: str) -> None:
     """Replicas and GPUs each pool needs for a steady request rate."""
-    from .core import planner
-    from .errors import FieldError, PlanError
-    from .planfile import load_plan
+    from scaler.core import planner
+    from scaler.errors import FieldError, PlanError
+    from scaler.planfile import load_plan
 
     lp = load_plan(plan_file)
     if lp.model is None:

@@ -16,9 +16,9 @@ from typing import Any, Optional
 
 import click
 
-from .clikit import handle_errors
-from .core.decision import Decision
-from .errors import FieldError, InputError
+from scaler.clikit import handle_errors
+from scaler.core.decision import Decision
+from scaler.errors import FieldError, InputError
 
 
 def parse_time(value: str) -> float:
@@ -65,11 +65,11 @@ async def explain_decision(plan_file: str, at: Optional[float]) -> Explanation:
     """Load the plan, read Prometheus, decide the way `dynplan serve` starts up."""
     # Imported here, not at the top: `dynplan --help` imports this module (numpy, scipy
     # and the HTTP stack load only when the command runs).
-    from .core.replay import latest_closed
-    from .planfile import load_plan
-    from .prom.client import PromClient
-    from .prom.reader import PromReader
-    from .service.loop import LoopSettings, PlanLoop
+    from scaler.core.replay import latest_closed
+    from scaler.planfile import load_plan
+    from scaler.prom.client import PromClient
+    from scaler.prom.reader import PromReader
+    from scaler.service.loop import LoopSettings, PlanLoop
 
     loaded = load_plan(plan_file)
     clock = (lambda: at) if at is not None else time.time
@@ -157,7 +157,7 @@ def render_table(doc: Explanation) -> str:
 @handle_errors
 def explain(plan_file: str, output: str, at: Optional[str]) -> None:
     """Print the decision the scaler would make now, with every input and the reason."""
-    from .logsetup import quiet_forecasting_libraries
+    from scaler.logsetup import quiet_forecasting_libraries
 
     quiet_forecasting_libraries()
     when = parse_time(at) if at is not None else None

@@ -31,18 +31,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from .attainment import (
-    POISSON_DISPERSION,
-    DecodeSizing,
-    decode_replicas,
-    erlang_c,
-    prefill_replicas,
-    wait_exceeds,
-)
-from .interpolation import DecodeOperatingPoint, PerfModel
-from .observations import TrafficWindow
-from .plan import Plan
-from .throughput import decode_context
+from scaler.core.attainment import POISSON_DISPERSION, DecodeSizing, decode_replicas, erlang_c, prefill_replicas, wait_exceeds
+from scaler.core.interpolation import DecodeOperatingPoint, PerfModel
+from scaler.core.observations import TrafficWindow
+from scaler.core.plan import Plan
+from scaler.core.throughput import decode_context
 
 # A learned value comes down by this weight per calmer window (in log space).
 DECAY = 0.2

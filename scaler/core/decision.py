@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any, Mapping, Optional
 
-from .attainment_sizing import AttainmentInputs
+from scaler.core.attainment_sizing import AttainmentInputs
 
 
 class Reason(str, Enum):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from .. import naming
+from scaler import naming
 
 API_VERSION = "dynplan/v1alpha1"
 KIND = "Plan"

@@ -12,16 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from . import attainment_sizing
-from .attainment_sizing import AttainmentState
-from .budget import bound_and_budget
-from .decision import Decision, Reason, ThroughputInputs
-from .interpolation import DecodeOperatingPoint, PerfModel
-from .load_scaling import LoadState, ensure_load_state, load_tick
-from .observations import Observation, TrafficWindow
-from .plan import Plan
-from .predictors import Predictor, make_predictor
-from .throughput import (
+from scaler.core import attainment_sizing
+from scaler.core.attainment_sizing import AttainmentState
+from scaler.core.budget import bound_and_budget
+from scaler.core.decision import Decision, Reason, ThroughputInputs
+from scaler.core.interpolation import DecodeOperatingPoint, PerfModel
+from scaler.core.load_scaling import LoadState, ensure_load_state, load_tick
+from scaler.core.observations import Observation, TrafficWindow
+from scaler.core.plan import Plan
+from scaler.core.predictors import Predictor, make_predictor
+from scaler.core.throughput import (
     CorrectionFactors,
     agg_replicas,
     ceil_replicas,

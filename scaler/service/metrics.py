@@ -7,7 +7,7 @@ from typing import Generic, Optional, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
 
-from ..core.decision import Decision, Reason
+from scaler.core.decision import Decision, Reason
 
 _PLAN = ("namespace", "plan")
 _POOL = ("namespace", "plan", "pool")

@@ -97,8 +97,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable, Literal, Mapping, Optional, Sequence
 
-from ..core.plan import Plan
-from ..render import objects
+from scaler.core.plan import Plan
+from scaler.render import objects
 
 SelectPolicy = Literal["Max", "Min", "Disabled"]
 PolicyType = Literal["Pods", "Percent"]

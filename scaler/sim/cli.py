@@ -11,15 +11,15 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
-from ..clikit import handle_errors
-from ..errors import FieldError, PlanError
+from scaler.clikit import handle_errors
+from scaler.errors import FieldError, PlanError
 
 if TYPE_CHECKING:
-    from ..core.interpolation import PerfModel
-    from ..planfile import LoadedPlan
-    from .policies import PolicySpec
-    from .run import Comparison
-    from .workload import Arrivals
+    from scaler.core.interpolation import PerfModel
+    from scaler.planfile import LoadedPlan
+    from scaler.sim.policies import PolicySpec
+    from scaler.sim.run import Comparison
+    from scaler.sim.workload import Arrivals
 
 _POLICY_HELP = (
     "plan (default), throughput-only, load-only, dynamo, llmd-slo, static:N (or static:P,D), static-sweep, "
@@ -93,8 +93,8 @@ def simulate(
     and to the oracle (per interval, the fewest replicas reaching the target on that
     interval's requests replayed alone, had the load been known: a lower bound on cost).
     """
-    from ..logsetup import quiet_forecasting_libraries
-    from .run import compare
+    from scaler.logsetup import quiet_forecasting_libraries
+    from scaler.sim.run import compare
 
     quiet_forecasting_libraries()
     # Check everything before simulating: bad input fails fast, and nothing is half-written.
@@ -162,8 +162,8 @@ def _resolve(
     actuation: str = "keda-hpa",
 ) -> _Run:
     """Load the plan and the hardware profile and check every option (usage errors name it)."""
-    from ..planfile import load_plan
-    from .policies import PolicyError, parse_policy, parse_replicas
+    from scaler.planfile import load_plan
+    from scaler.sim.policies import PolicyError, parse_policy, parse_replicas
 
     lp = load_plan(plan_file)
     plan = lp.plan
@@ -181,8 +181,8 @@ def _resolve(
             raise click.BadParameter(str(exc), param_hint="--initial-replicas") from None
     truth = lp.model
     if truth_profile is not None:
-        from ..core.interpolation import perf_model
-        from ..profile_io import load_profile
+        from scaler.core.interpolation import perf_model
+        from scaler.profile_io import load_profile
 
         truth = perf_model(load_profile(truth_profile, field_path="--truth-profile"))
     if truth is None:
@@ -196,7 +196,7 @@ def _resolve(
             ]
         )
     if plot and out_dir is not None:
-        from .plot import require_matplotlib
+        from scaler.sim.plot import require_matplotlib
 
         require_matplotlib()
     out: Optional[Path] = None
@@ -212,8 +212,8 @@ def _resolve(
 
 
 def _read_workload(run: _Run) -> Arrivals:
-    from ..traces import read_trace
-    from .workload import build_workload
+    from scaler.sim.workload import build_workload
+    from scaler.traces import read_trace
 
     requests = read_trace(run.trace_file, run.fmt, run.rate_scale)  # type: ignore[arg-type]
     return build_workload(requests, replicate=run.replicate, seed=run.seed, jitter_seconds=run.replicate_jitter)
@@ -228,8 +228,8 @@ def _startup_text(cmp: Comparison) -> str:
 
 
 def _print_report(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> None:
-    from .oracle import target_attainment
-    from .report import table
+    from scaler.sim.oracle import target_attainment
+    from scaler.sim.report import table
 
     plan = run.loaded.plan
     workload = cmp.workload
@@ -265,7 +265,7 @@ def _print_report(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]
 
 def _summary(run: _Run, cmp: Comparison, ordered: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The summary.json document."""
-    from .oracle import target_attainment
+    from scaler.sim.oracle import target_attainment
 
     plan = run.loaded.plan
     return {
@@ -301,7 +301,7 @@ def _write_outputs(run: _Run, out: Path, cmp: Comparison, ordered: dict[str, dic
         rows += [f"{name},{s.t:.3f},{s.pool},{s.desired},{s.ready},{s.billed}" for s in res.samples]
     files["replicas.csv"] = ("\n".join(rows) + "\n").encode()
     if run.plot:
-        from .plot import plot_comparison
+        from scaler.sim.plot import plot_comparison
 
         png = out / "simulation.png"
         tmp = _tmp_name(png)

@@ -38,8 +38,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Protocol
 
 from scaler.core.observations import TrafficWindow, WorkerLoad
-
-from .latency import LatencyLog
+from scaler.sim.latency import LatencyLog
 
 
 class Controller(Protocol):

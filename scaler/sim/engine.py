@@ -56,14 +56,13 @@ import numpy as np
 
 from scaler.core.interpolation import PerfModel
 from scaler.core.observations import TrafficWindow, WorkerLoad
-
-from .actuation import ActuationConfig, ActuationPath, ScalerReading
-from .controller import Controller
-from .latency import ITL, TTFT, LatencyLog
-from .results import DecisionRecord, PoolSample, ReplicaLife, SimResult
-from .workers import WORKER_CLASSES, AggWorker, DecodeWorker, PrefillWorker, Worker
-from .window import WindowStats
-from .workload import Arrivals
+from scaler.sim.actuation import ActuationConfig, ActuationPath, ScalerReading
+from scaler.sim.controller import Controller
+from scaler.sim.latency import ITL, TTFT, LatencyLog
+from scaler.sim.results import DecisionRecord, PoolSample, ReplicaLife, SimResult
+from scaler.sim.window import WindowStats
+from scaler.sim.workers import WORKER_CLASSES, AggWorker, DecodeWorker, PrefillWorker, Worker
+from scaler.sim.workload import Arrivals
 
 # Re-read a decode worker's step time at least this often (in steps): contexts grow by one
 # token per step, which moves the ITL slowly; 64 steps keeps the error well under 1%.

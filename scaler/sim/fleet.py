@@ -43,11 +43,10 @@ import numpy as np
 from scaler.core.interpolation import PerfModel
 from scaler.core.plan import Plan
 from scaler.core.planner import capacity
-
-from .engine import EngineConfig, StopRule, simulate
-from .results import SimResult
-from .window import peak_rate
-from .workload import Arrivals
+from scaler.sim.engine import EngineConfig, StopRule, simulate
+from scaler.sim.results import SimResult
+from scaler.sim.window import peak_rate
+from scaler.sim.workload import Arrivals
 
 
 @dataclass(frozen=True)

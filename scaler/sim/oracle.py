@@ -26,10 +26,9 @@ import numpy as np
 from scaler.core.budget import apply_budget
 from scaler.core.interpolation import PerfModel
 from scaler.core.plan import Plan
-
-from .engine import EngineConfig, simulate
-from .fleet import Attainment, FixedFleet, attainment_of, cheapest_fleet, fleet_hint, smallest_passing
-from .workload import Arrivals
+from scaler.sim.engine import EngineConfig, simulate
+from scaler.sim.fleet import Attainment, FixedFleet, attainment_of, cheapest_fleet, fleet_hint, smallest_passing
+from scaler.sim.workload import Arrivals
 
 __all__ = ["OracleInterval", "OracleResult", "oracle", "smallest_passing", "target_attainment"]
 

@@ -47,8 +47,7 @@ from scaler.core.interpolation import PerfModel
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
-
-from .actuation import (
+from scaler.sim.actuation import (
     KEDA_COOLDOWN_PERIOD_SECONDS,
     KEDA_POLLING_INTERVAL_SECONDS,
     ActuationConfig,
@@ -58,7 +57,7 @@ from .actuation import (
     ScalingPolicy,
     ScalingRules,
 )
-from .latency import ITL, TTFT, LatencyLog
+from scaler.sim.latency import ITL, TTFT, LatencyLog
 
 UP, HOLD, DOWN = 1, 0, -1
 

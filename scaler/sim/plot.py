@@ -11,10 +11,9 @@ from typing import Any, Iterable
 import numpy as np
 
 from scaler.errors import OptionalDependencyMissing
-
-from .report import WINDOW_SECONDS, window_means
-from .results import PoolSample
-from .run import Comparison
+from scaler.sim.report import WINDOW_SECONDS, window_means
+from scaler.sim.results import PoolSample
+from scaler.sim.run import Comparison
 
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
 

@@ -25,11 +25,10 @@ from scaler.core.interpolation import PerfModel
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
-
-from .actuation import ActuationConfig, config_from_plan
-from .peers import DynamoController, LlmdSloController, dynamo_plan, llmd_actuation, with_sizing
-from .window import first_window
-from .workload import Arrivals
+from scaler.sim.actuation import ActuationConfig, config_from_plan
+from scaler.sim.peers import DynamoController, LlmdSloController, dynamo_plan, llmd_actuation, with_sizing
+from scaler.sim.window import first_window
+from scaler.sim.workload import Arrivals
 
 ORACLE = "oracle"
 STATIC_SWEEP = "static-sweep"

@@ -25,8 +25,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from scaler.core.plan import Sla
-
-from .results import SimResult
+from scaler.sim.results import SimResult
 
 WINDOW_SECONDS = 60.0
 PERCENTILES = (50, 90, 99)

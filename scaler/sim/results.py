@@ -8,7 +8,7 @@ from typing import Iterator, Mapping, Optional
 
 import numpy as np
 
-from .workload import Arrivals
+from scaler.sim.workload import Arrivals
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 from scaler.core.interpolation import PerfModel
 from scaler.core.plan import Plan
-
-from .engine import EngineConfig, simulate
-from .fleet import FleetResult, cheapest_fleet, gpus_of
-from .oracle import OracleResult, oracle, target_attainment
-from .policies import COMPUTED, DYNAMO, ORACLE, STATIC_SWEEP, PolicySpec, actuation_for, make_controller, warm_start
-from .report import policy_summary
-from .results import SimResult
-from .workload import Arrivals
+from scaler.sim.engine import EngineConfig, simulate
+from scaler.sim.fleet import FleetResult, cheapest_fleet, gpus_of
+from scaler.sim.oracle import OracleResult, oracle, target_attainment
+from scaler.sim.policies import COMPUTED, DYNAMO, ORACLE, STATIC_SWEEP, PolicySpec, actuation_for, make_controller, warm_start
+from scaler.sim.report import policy_summary
+from scaler.sim.results import SimResult
+from scaler.sim.workload import Arrivals
 
 # A pool's start-up delay when the plan has no spec.pools.<pool>.startupSeconds
 DEFAULT_STARTUP_SECONDS = 60.0

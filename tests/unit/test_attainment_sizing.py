@@ -8,8 +8,8 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from helpers import flat_profile, plan_dict
 
+from helpers import flat_profile, plan_dict
 from scaler.core.attainment import erlang_c, prefill_replicas
 from scaler.core.attainment_sizing import AttainmentState, hold, learn, smooth
 from scaler.core.decision import Reason

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import EXAMPLES, flat_profile
 
+from helpers import EXAMPLES, flat_profile
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import WorkerLoad
 from scaler.planfile import load_plan

@@ -14,7 +14,7 @@ from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.planner import capacity
 from scaler.sim.engine import EngineConfig, simulate
 from scaler.sim.oracle import oracle, smallest_passing
-from scaler.sim.policies import PolicyError, PlannerController, StaticController, parse_policy, policy_plan
+from scaler.sim.policies import PlannerController, PolicyError, StaticController, parse_policy, policy_plan
 from scaler.sim.report import policy_summary, window_attainment
 from scaler.sim.results import PoolSample, SimResult
 from scaler.sim.run import compare
