@@ -2,7 +2,8 @@
 
 A test's folder says what it needs, and the folder, not the module, puts the markers on:
 
-- `tests/unit/`: the venv only; no servers, ports, subprocesses or builds. `make test-unit`.
+- `tests/unit/`: the venv only; no servers, ports, subprocesses (ruff in test_lint.py aside)
+  or builds. `make test-unit`.
 - `tests/integration/`: a gRPC or HTTP server, a subprocess, a wheel build (`integration`).
 - `tests/integration/prometheus/`: also Debian's prometheus package, a real server or
   promtool (`integration` and `prometheus`). A missing binary fails the test, never skips it.
