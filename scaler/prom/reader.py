@@ -9,8 +9,17 @@ Semantics (a failing dependency never becomes a number):
 - requests: an empty result (no counter matches the selector) raises MetricsUnavailable;
   0 is a real, idle window. NaN/negative request counts raise too.
 - means (ISL, OSL, TTFT, ITL, duration): NaN (0/0 on an idle window) or no result -> None.
+- the attainment sizing's signals (`sizing: attainment` plans only): peak rate, arrival
+  dispersion and backlog; NaN (idle), negative or no result -> None, which the core treats
+  as unknown (nothing learned, no drain term), never as 0.
 - more than one series where one is expected (e.g. duplicated recording rules) raises:
   summing or picking one would invent a number.
+- ready replicas per pool (`read_ready`, attainment plans): kube-state-metrics' ready count
+  of the pool's Deployment/StatefulSet; else the workers reporting per-worker series; else
+  no entry (the core then uses the previous decision).
+
+`PromReader` logs a warning (logger `dynplan.prom`), once until the series is back, naming
+the query (series and selector) of every series that came back empty.
 
 Window grid: a window read at time t covers (t - T, t], T = the interval. History windows
 end at `end`, `end - T`, ...: window k of n covers (end - (n-k)*T, end - (n-k-1)*T]. A live
@@ -20,19 +29,36 @@ loop that reads at end + T, end + 2T, ... continues exactly this grid; `window_e
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping, Optional, Sequence
 
 from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
+from scaler.core.replay import ready_replicas
 from scaler.errors import MetricsUnavailable
 from scaler.prom.client import PromClient, Sample, Series
-from scaler.sources import SERIES, SOURCES, SeriesDef, Source, is_recorded, read_query, selector
+from scaler.sources import (
+    SERIES,
+    SERIES_BY_KEY,
+    SOURCES,
+    SeriesDef,
+    Source,
+    is_recorded,
+    plan_series,
+    read_query,
+    ready_query,
+    selector,
+)
 
+log = logging.getLogger("dynplan.prom")
+
+# Every throughput / worker series of the table; a plan reads `throughput_series(plan)`.
 THROUGHPUT_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.kind == "throughput")
 WORKER_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.kind == "worker")
-_MEANS = tuple(s for s in THROUGHPUT_SERIES if s.key != "requests")
+# Counts and rates: a negative value is not one (a gauge decremented twice), so no value.
+_NON_NEGATIVE = frozenset({"peak_rate", "arrival_dispersion", "backlog"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +70,22 @@ class TrafficReading:
     queries: Mapping[str, str]
     paths: Mapping[str, str]
 
+    @property
+    def missing(self) -> tuple[str, ...]:
+        """Keys of the series that came back empty (their values are None)."""
+        return tuple(k for k, p in self.paths.items() if p == "none")
+
+
+@dataclass(frozen=True)
+class ReadyReading:
+    """Ready replicas per pool and where each count came from: "kube-state-metrics",
+    "workers" (per-worker series reporting) or "none" (no entry in `counts`); `queries`:
+    the kube-state-metrics query per pool that has one."""
+
+    counts: Mapping[str, int]
+    sources: Mapping[str, str]
+    queries: Mapping[str, str] = field(default_factory=dict)
+
 
 def _source(plan: Plan) -> Source:
     return SOURCES[plan.spec.metrics.source]
@@ -54,10 +96,35 @@ def _query(plan: Plan, series: SeriesDef, window_seconds: int) -> str:
     return read_query(_source(plan), series, m.selector, plan.name, window_seconds, m.use_recording_rules)
 
 
+def _attainment(plan: Plan) -> bool:
+    tp = plan.spec.scaling.throughput
+    return tp.enabled and tp.sizing == "attainment"
+
+
+def throughput_series(plan: Plan) -> tuple[SeriesDef, ...]:
+    """The throughput series the plan reads (`scaler.sources.plan_series`): the attainment
+    sizing's signals only when it sizes by attainment."""
+    return plan_series(plan, "throughput")
+
+
 def throughput_queries(plan: Plan) -> dict[str, str]:
     """Series key -> the instant query read_traffic sends (for `explain` and logs)."""
     T = plan.spec.scaling.throughput.interval_seconds
-    return {s.key: _query(plan, s, T) for s in THROUGHPUT_SERIES}
+    return {s.key: _query(plan, s, T) for s in throughput_series(plan)}
+
+
+def ready_queries(plan: Plan) -> dict[str, str]:
+    """Pool -> the kube-state-metrics query of its ready replicas, for attainment plans'
+    pools whose scale target is a Deployment or StatefulSet (others have none)."""
+    if not _attainment(plan):
+        return {}
+    out = {}
+    for name, pool in plan.pools.items():
+        ref = pool.scale_target_ref
+        q = ready_query(ref.api_version, ref.kind, plan.namespace, ref.name)
+        if q is not None:
+            out[name] = q
+    return out
 
 
 def worker_queries(plan: Plan) -> dict[str, str]:
@@ -91,17 +158,22 @@ def _single(plan: Plan, key: str, samples: list[Sample]) -> Optional[float]:
     return samples[0].value
 
 
+def _value(key: str, v: Optional[float]) -> Optional[float]:
+    """A series' value in the scaler's unit; None for no value (NaN, no result, a negative
+    count or rate)."""
+    if v is None or not math.isfinite(v) or (key in _NON_NEGATIVE and v < 0):
+        return None
+    return v * SERIES_BY_KEY[key].scale
+
+
 def _window(plan: Plan, T: float, values: Mapping[str, Optional[float]]) -> TrafficWindow:
     requests = values.get("requests")
     if requests is None:
         raise _no_requests(plan)
     if not math.isfinite(requests) or requests < 0:
         raise MetricsUnavailable(f"plan {plan.name!r}: request count is {requests}, not a count")
-    means = {}
-    for s in _MEANS:
-        v = values.get(s.key)
-        means[s.key] = None if v is None or not math.isfinite(v) else v * s.scale
-    return TrafficWindow(window_seconds=float(T), requests=float(requests), **means)
+    rest = {k: _value(k, v) for k, v in values.items() if k != "requests"}
+    return TrafficWindow(window_seconds=float(T), requests=float(requests), **rest)
 
 
 async def read_traffic_detail(client: PromClient, plan: Plan, at: Optional[float] = None) -> TrafficReading:
@@ -224,6 +296,29 @@ async def read_traffic_history(client: PromClient, plan: Plan, end: float, inter
     return [w for _, w in grid[first:] if w is not None]
 
 
+async def read_ready(
+    client: PromClient, plan: Plan, at: Optional[float], workers: Sequence[WorkerLoad]
+) -> ReadyReading:
+    """Ready replicas per pool at `at`: kube-state-metrics' count where the pool's scale
+    target has one (`ready_queries`) and it has a series, else the workers reporting
+    per-worker series (`workers`, as read_workers gives them), else no entry."""
+    queries = ready_queries(plan)
+    results = await asyncio.gather(*(client.instant(q, at) for q in queries.values()))
+    by_pool = dict(zip(queries, results))
+    reporting = ready_replicas(tuple(workers))
+    counts: dict[str, int] = {}
+    sources: dict[str, str] = {}
+    for pool in plan.pool_names:
+        value = _single(plan, f"ready replicas of {pool}", by_pool.get(pool, []))
+        if value is not None and math.isfinite(value) and value >= 0:
+            counts[pool], sources[pool] = int(round(value)), "kube-state-metrics"
+        elif pool in reporting:
+            counts[pool], sources[pool] = reporting[pool], "workers"
+        else:
+            sources[pool] = "none"
+    return ReadyReading(counts, sources, queries)
+
+
 def read_traffic_sync(plan: Plan, at: Optional[float] = None) -> TrafficReading:
     """One `read_traffic_detail` from synchronous code (the CLI's `explain`), with its own client."""
 
@@ -235,13 +330,42 @@ def read_traffic_sync(plan: Plan, at: Optional[float] = None) -> TrafficReading:
 
 
 class PromReader:
-    """The decision loop's Reader (scaler.service.loop.Reader) over one PromClient."""
+    """The decision loop's Reader (scaler.service.loop.Reader) over one PromClient.
+
+    A series that comes back empty is logged once (WARNING, with the query: series and
+    selector), and again only after it has been back (INFO)."""
 
     def __init__(self, client: PromClient) -> None:
         self.client = client
+        self._missing: set[tuple[str, str, str]] = set()  # (namespace, plan, signal)
+
+    def _note(self, plan: Plan, signal: str, query: str, missing: bool, effect: str) -> None:
+        key = (plan.namespace, plan.name, signal)
+        if missing and key not in self._missing:
+            self._missing.add(key)
+            log.warning("plan %s/%s: no series for %s: %s; query: %s", plan.namespace, plan.name, signal, effect, query)
+        elif not missing and key in self._missing:
+            self._missing.discard(key)
+            log.info("plan %s/%s: %s is back; query: %s", plan.namespace, plan.name, signal, query)
 
     async def traffic(self, plan: Plan, at: float) -> TrafficWindow:
-        return await read_traffic(self.client, plan, at=at)
+        reading = await read_traffic_detail(self.client, plan, at=at)
+        for key, query in reading.queries.items():
+            if key != "requests":  # no request counter raises instead
+                self._note(plan, key, query, reading.paths[key] == "none", "no value: the decision goes without it")
+        return reading.window
+
+    async def ready(self, plan: Plan, at: Optional[float], workers: tuple[WorkerLoad, ...]) -> dict[str, int]:
+        reading = await read_ready(self.client, plan, at, workers)
+        for pool, query in reading.queries.items():
+            source = reading.sources[pool]
+            effect = (
+                f"counting the {reading.counts[pool]} worker(s) reporting per-worker series"
+                if source == "workers"
+                else "no ready count: the planner uses its previous decision"
+            )
+            self._note(plan, f"ready_replicas.{pool}", query, source != "kube-state-metrics", effect)
+        return dict(reading.counts)
 
     async def workers(self, plan: Plan, at: Optional[float]) -> tuple[WorkerLoad, ...]:
         return await read_workers(self.client, plan, at=at)

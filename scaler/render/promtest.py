@@ -7,21 +7,28 @@ values. The expected values are computed here from those per-step events (sums o
 inside each window), not from the counters promtool reads, so a wrong window, selector,
 label or operator in a rule makes the test fail.
 
+Plans sized by attainment also get the burst signals and the backlog: the peak one-minute
+rate and the index of dispersion of 30-s counts are computed from the per-step arrivals
+(sums over sub-windows and bins, the simulator's definitions on promtool's 30-s grid), the
+backlog from the per-step levels of the frontends' stage gauges, which go stale in the last
+window so that the older queued-requests gauge is read there.
+
 Exactness: windows are whole multiples of the input interval and start at a sample, so
 `increase()` needs no extrapolation; per-request values are dyadic fractions, so every sum
 is exact in float64 and Python's division gives Prometheus's bit-identical result
-(promtool 2.42 compares values exactly).
+(promtool 2.42 compares values exactly). Ratios of whole counts (peak rate, dispersion) are
+computed with the same float operations in the same order as the rule's PromQL.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
-from .. import naming, sources
-from ..core.plan import Plan
-from .rules import RuleGroup, load_window, source_for, throughput_window
+from scaler import naming, sources
+from scaler.core.plan import Plan
+from scaler.render.rules import RuleGroup, load_window, source_for, throughput_window
 
 FRONTENDS = 2
 # Per-request values by (frontend, phase). Dyadic fractions keep every sum exact.
@@ -43,12 +50,16 @@ _WORKER_GAUGE: dict[str, tuple[float, float, float]] = {
 }
 _SCRAPE_JOB = "dynamo-frontend"
 _DEFAULT_MODEL = "llama"
+# Backlog gauges: the waiting stages of the newest gauge (with their phase label), a stage
+# after the first token that must not count, and the levels (which wobble with the step).
+_WAITING_STAGES = (("preprocess", ""), ("route", "prefill"), ("dispatch", "prefill"))
+_LATER_STAGE = ("postprocess", "decode")
 
 
 @dataclass(frozen=True)
 class InputSeries:
     series: str
-    values: tuple[float, ...]
+    values: tuple[Optional[float], ...]  # None: a staleness marker (the series ends)
 
 
 @dataclass(frozen=True)
@@ -121,7 +132,8 @@ def _expected(labels: Mapping[str, str], record: str, value: float) -> Sample:
 
 
 def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
-    """Three windows: traffic, different traffic, idle (arrivals stop; last completions drain)."""
+    """Three windows: traffic, different (bursty) traffic, idle (arrivals stop; last
+    completions drain)."""
     source = source_for(plan)
     window = throughput_window(plan)
     step = math.gcd(window, 15)
@@ -132,7 +144,11 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
         return (j - 1) // per_window
 
     def arrivals(f: int, j: int) -> int:
-        return 0 if j < 1 or phase(j) >= 2 else 1 + (j + 2 * f) % 3
+        if j < 1 or phase(j) >= 2:
+            return 0
+        # a burst on one frontend early in the second window: its peak is above its mean
+        burst = 6 if (f, j) == (0, per_window + 2) else 0
+        return 1 + (j + 2 * f) % 3 + burst
 
     def completions(f: int, j: int) -> int:
         return arrivals(f, j - 1)  # each request completes one step after it arrived
@@ -162,14 +178,32 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
 
     rule_by_key = {r.series_key: r for r in group.rules}
     plan_label = {sources.PLAN_LABEL: plan.name}
+    count_fn = arrivals if source.requests_started else completions
+    if "backlog" in rule_by_key:
+        backlog_inputs, backlog_at = _backlog_inputs(plan, source, steps, per_window)
+        inputs.extend(backlog_inputs)
+
+    def counted(a: int, b: int) -> int:
+        """Requests counted in (a, b] seconds (the steps whose sample falls in it)."""
+        return sum(count_fn(f, j) for f in range(FRONTENDS) for j in range(max(a // step + 1, 1), b // step + 1))
+
     expectations: list[Expectation] = []
     for p in (1, 2, 3):
         in_window = range((p - 1) * per_window + 1, p * per_window + 1)
         t = p * window
-        count_fn = arrivals if source.requests_started else completions
         requests = float(sum(count_fn(f, j) for f in range(FRONTENDS) for j in in_window))
         rec = rule_by_key["requests"].record
         expectations.append(Expectation(rec, t, (_expected(plan_label, rec, requests),)))
+        extra: dict[str, Callable[[], Optional[float]]] = {
+            "peak_rate": lambda: _peak_rate(counted, t, window),
+            "arrival_dispersion": lambda: _dispersion(counted, t, window),
+            "backlog": lambda: backlog_at(p * per_window),
+        }
+        for key, compute in extra.items():
+            rule = rule_by_key.get(key)
+            got = compute() if rule is not None else None
+            if rule is not None and got is not None:  # None: NaN on an idle window
+                expectations.append(Expectation(rule.record, t, (_expected(plan_label, rule.record, got),)))
         n = sum(completions(f, j) for f in range(FRONTENDS) for j in in_window)
         if n == 0:
             continue  # 0/0: the mean is NaN on an idle window, which the scaler treats as idle
@@ -178,6 +212,88 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             rec = rule_by_key[key].record
             expectations.append(Expectation(rec, t, (_expected(plan_label, rec, total / n),)))
     return RuleTestCase(f"{group.name}: synthetic frontend traffic", step, tuple(inputs), tuple(expectations))
+
+
+def _grid(t: int, back: int) -> list[int]:
+    """Multiples of 30 s in [t - back, t], oldest first: the points of a subquery at 30-s
+    resolution over `back` seconds evaluated at t (promtool's clock starts at 0)."""
+    first = -(-(t - back) // sources.PEAK_STEP) * sources.PEAK_STEP
+    return list(range(max(first, 0), t + 1, sources.PEAK_STEP))
+
+
+def _peak_rate(counted: Callable[[int, int], int], t: int, window: int) -> float:
+    """The simulator's peak rate from per-step counts: the largest count over the one-minute
+    sub-windows ending on the 30-s grid inside (t - window, t], over 60; a window of at most
+    one minute is its own sub-window; below 90 s the minute ending at t."""
+    minute = sources.PEAK_WINDOW
+    if window <= minute:
+        return counted(t - window, t) / window
+    if window < minute + sources.PEAK_STEP:
+        return counted(t - minute, t) / minute
+    return max(counted(e - minute, e) / minute for e in _grid(t, window - minute))
+
+
+def _dispersion(counted: Callable[[int, int], int], t: int, window: int) -> Optional[float]:
+    """Allan's index of dispersion of the 30-s counts in the window; None when it is NaN."""
+    step = sources.PEAK_STEP
+    bins = window // step
+
+    def c(e: int) -> int:
+        return counted(e - step, e)
+
+    if bins == 2:
+        now, before = c(t), c(t - step)
+        return None if now + before == 0 else (now - before) ** 2 / (now + before)
+    diffs = [float((c(e) - c(e - step)) ** 2) for e in _grid(t, (bins - 2) * step)]
+    counts = [float(c(e)) for e in _grid(t, (bins - 1) * step)]
+    if sum(counts) == 0:
+        return None
+    return (sum(diffs) / len(diffs)) / (2 * sum(counts) / len(counts))
+
+
+def _backlog_inputs(
+    plan: Plan, source: sources.Source, steps: int, per_window: int
+) -> tuple[list[InputSeries], Callable[[int], Optional[float]]]:
+    """Backlog gauges of the two frontends and the decoys; and the expected backlog at a
+    sample index. The first gauge (per waiting stage) ends with a staleness marker after two
+    windows, so the last window reads the second; a later stage and the decoys never count."""
+    first, *rest = source.backlog
+    fallback = rest[0] if rest else None
+    inputs: list[InputSeries] = []
+    stale_after = 2 * per_window
+
+    def level(f: int, k: int, i: int) -> float:
+        return float((f + 1) * (k + 1) + i % 5)
+
+    def queued(f: int, i: int) -> float:
+        return float(500 + 10 * f + i % 2)
+
+    def gauge_labels(labels: Mapping[str, str], gauge: sources.GaugeRef) -> dict[str, str]:
+        return {k: v for k, v in labels.items() if k not in gauge.without}
+
+    stage_label = "stage"
+    for f in range(FRONTENDS):
+        labels = gauge_labels(_frontend_labels(plan, f), first)
+        for k, (stage, phase) in enumerate(_WAITING_STAGES):
+            values: list[Optional[float]] = [level(f, k, i) for i in range(stale_after + 1)]
+            inputs.append(InputSeries(_series(first.metric, dict(labels, **{stage_label: stage}, **({"phase": phase} if phase else {}))), tuple(values + [None])))
+        later, phase = _LATER_STAGE
+        inputs.append(InputSeries(_series(first.metric, dict(labels, stage=later, phase=phase)), tuple(1000.0 for _ in range(steps + 1))))
+        if fallback is not None:
+            inputs.append(InputSeries(_series(fallback.metric, gauge_labels(_frontend_labels(plan, f), fallback)), tuple(queued(f, i) for i in range(steps + 1))))
+    for key, decoy in zip(sorted(plan.spec.metrics.selector), _decoy_labels(plan)):
+        if key not in first.without:
+            stage, phase = _WAITING_STAGES[-1]
+            inputs.append(InputSeries(_series(first.metric, dict(gauge_labels(decoy, first), stage=stage, phase=phase)), tuple(7777.0 for _ in range(steps + 1))))
+        if fallback is not None and key not in fallback.without:
+            inputs.append(InputSeries(_series(fallback.metric, gauge_labels(decoy, fallback)), tuple(8888.0 for _ in range(steps + 1))))
+
+    def at(i: int) -> Optional[float]:
+        if i <= stale_after:
+            return sum(level(f, k, i) for f in range(FRONTENDS) for k in range(len(_WAITING_STAGES)))
+        return None if fallback is None else sum(queued(f, i) for f in range(FRONTENDS))
+
+    return inputs, at
 
 
 def worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:

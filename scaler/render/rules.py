@@ -2,17 +2,19 @@
 
 Throughput series (request count, mean ISL/OSL/TTFT/ITL/duration) are always recorded: the
 scaler reads the request count for activation even in load-only plans, and the series are
-cheap (one per plan). Per-worker series are recorded only when load scaling is enabled,
-since they are one series per worker and nothing else reads them.
+cheap (one per plan). Plans sized by attainment also record the peak one-minute rate, the
+arrival dispersion and the backlog (`sources.plan_series`: exactly what the scaler reads).
+Per-worker series are recorded only when load scaling is enabled, since they are one series
+per worker and nothing else reads them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .. import naming, sources
-from ..core.plan import Plan
-from ..errors import FieldError, RenderError
+from scaler import naming, sources
+from scaler.core.plan import Plan
+from scaler.errors import FieldError, RenderError
 
 # Default evaluation interval of the throughput group: frequent enough that the scaler's
 # reads are at most this stale, never more often than the window itself.
@@ -89,8 +91,7 @@ def rule_groups(plan: Plan, file: str = "") -> tuple[RuleGroup, ...]:
                 kind=kind,
                 window_seconds=window,
             )
-            for series in sources.SERIES
-            if series.kind == kind
+            for series in sources.plan_series(plan, kind)
         )
         groups.append(RuleGroup(naming.rule_group_name(plan.name, kind), kind, group_interval(plan, kind), rules))
     return tuple(groups)

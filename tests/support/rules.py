@@ -38,9 +38,10 @@ def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput",
     """A rule file with every series the scaler reads for `plan`, from scaler.sources.
 
     Test-only stand-in for the generator's renderer: record_name / raw_expr with the plan's
-    selector and a `dynplan_plan` label, one group per kind.
+    selector and a `dynplan_plan` label, one group per kind, for the series the plan reads
+    (`plan_series`: the attainment sizing's signals only for plans sized by attainment).
     """
-    from scaler.sources import PLAN_LABEL, SERIES, SOURCES, raw_expr, record_name
+    from scaler.sources import PLAN_LABEL, SOURCES, plan_series, raw_expr, record_name
 
     src = SOURCES[plan.spec.metrics.source]
     windows = {
@@ -57,8 +58,7 @@ def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput",
                 "expr": raw_expr(src, s, plan.spec.metrics.selector, w),
                 "labels": {PLAN_LABEL: plan.name},
             }
-            for s in SERIES
-            if s.kind == kind
+            for s in plan_series(plan, kind)
         ]
         groups.append({"name": f"dynplan-{plan.name}-{kind}", "rules": rules})
     path.write_text(yaml.safe_dump({"groups": groups}, sort_keys=False))

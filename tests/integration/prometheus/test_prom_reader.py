@@ -60,7 +60,7 @@ def make_plan(
                     "decode": {"scaleTargetRef": {"name": "d"}},
                 },
                 "scaling": {
-                    "throughput": {"intervalSeconds": T},
+                    "throughput": {"intervalSeconds": T, "sizing": "dynamo"},  # the attainment signals: test_prom_signals.py
                     "load": {"enabled": True, "intervalSeconds": 5},
                 },
                 "metrics": {

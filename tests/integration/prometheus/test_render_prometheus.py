@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from helpers import SYNTHETIC_PROFILE_DIR, plan_dict, with_changes, write_plan
 from prometheus import wait_for_value
 from scaler import sources
+from scaler.planfile import load_plan
 from scaler.render.pipeline import render_manifests
 
 SELECTOR = {"dynamo_namespace": "inference-e2e", "model": "llama"}
@@ -103,15 +104,18 @@ def test_prometheus_records_every_series_from_the_rendered_rule_file(tmp_path: P
         },
     )
     out = tmp_path / "out"
-    render_manifests([str(write_plan(tmp_path, doc))], str(out))
+    plan_file = write_plan(tmp_path, doc)
+    render_manifests([str(plan_file)], str(out))
     rule_file = out / "e2e.rules.yaml"
     groups = yaml.safe_load(rule_file.read_text())["groups"]
     records = [r["record"] for g in groups for r in g["rules"]]
-    assert len(records) == len(sources.SERIES)
+    plan = load_plan(str(plan_file)).plan
+    read = sources.plan_series(plan, "throughput") + sources.plan_series(plan, "worker")
+    assert len(records) == len(read)  # exactly the series the scaler reads
 
     prom = prom_factory(scrape_targets=[exporter.target], rule_files=[rule_file])
     src = sources.SOURCES["dynamo"]
-    for series in sources.SERIES:
+    for series in read:
         window = 10 if series.kind == "throughput" else 2
         # Read back exactly as the scaler does.
         query = sources.recorded_query(src, series, "e2e", window)
