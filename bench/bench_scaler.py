@@ -76,6 +76,9 @@ class SyntheticReader:
     async def worker_history(self, plan, end, ticks):
         return []
 
+    async def ready(self, plan, at, workers):
+        return {}
+
 
 def rss_mb(pid: str = "self") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

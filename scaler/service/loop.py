@@ -16,14 +16,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from dataclasses import dataclass, replace
+from typing import Callable, Mapping, Optional, Protocol, Sequence
 
-from ..core.decision import Decision
-from ..core.observations import Observation, TrafficWindow, WorkerLoad
-from ..core.plan import Plan
-from ..core.planner import PlannerState, decide, new_state
-from ..core.replay import (
+from scaler.core.decision import Decision
+from scaler.core.interpolation import PerfModel
+from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
+from scaler.core.plan import Plan
+from scaler.core.planner import PlannerState, decide, new_state
+from scaler.core.replay import (
     WorkerTick,
     after_failed_read,
     catch_up,
@@ -36,10 +37,10 @@ from ..core.replay import (
     throughput_observation,
     warmup_intervals,
 )
-from ..errors import MetricsUnavailable, NoDecisionYet, StaleDecision
-from ..planfile import LoadedPlan
-from .logs import log_event
-from .metrics import ServiceMetrics
+from scaler.errors import MetricsUnavailable, NoDecisionYet, StaleDecision
+from scaler.planfile import LoadedPlan
+from scaler.service.logs import log_event
+from scaler.service.metrics import ServiceMetrics
 
 log = logging.getLogger("dynplan.decision")
 errlog = logging.getLogger("dynplan.loop")
@@ -55,6 +56,37 @@ class Reader(Protocol):
     async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]: ...
 
     async def worker_history(self, plan: Plan, end: float, ticks: int) -> list[WorkerTick]: ...
+
+    async def ready(self, plan: Plan, at: Optional[float], workers: tuple[WorkerLoad, ...]) -> Mapping[str, int]:
+        """Ready replicas per pool (Observation.ready_replicas): `replay.ready_replicas(workers)`
+        where nothing better is known; pools without a count are left out."""
+        ...
+
+
+def _with_ready(obs: Observation, ready: Mapping[str, int]) -> Observation:
+    return replace(obs, ready_replicas=dict(ready))
+
+
+def _replay(
+    plan: Plan,
+    model: Optional[PerfModel],
+    windows: Sequence[TrafficWindow],
+    workers: tuple[WorkerLoad, ...],
+    ready: Mapping[str, int],
+    end: float,
+    load_history: Sequence[WorkerTick],
+) -> tuple[PlannerState, Optional[Decision]]:
+    """`replay`, with the last window decided on the reader's ready counts, as a live tick
+    at `end` decides (core.replay takes the ready counts of `workers`). Every window but the
+    last is replayed by core.replay; the last is its last step."""
+    if not windows:
+        return replay(plan, model, windows, workers, end, load_history)
+    interval = float(plan.spec.scaling.throughput.interval_seconds)
+    state, _ = replay(plan, model, windows[:-1], (), end - interval)
+    if load_history:
+        state.load = rebuild_load(plan, load_history)
+    obs = _with_ready(throughput_observation(plan, end, windows[-1], workers), ready)
+    return state, decide(plan, model, obs, state)
 
 
 @dataclass(frozen=True)
@@ -189,6 +221,7 @@ class PlanLoop:
             try:
                 windows = await self.reader.history(self.plan, end, n)
                 workers = await self.reader.workers(self.plan, end)
+                ready = await self.reader.ready(self.plan, end, workers)
                 load_history = await self._load_history(end)
             except MetricsUnavailable as exc:
                 self._failed("warmup", exc)
@@ -196,7 +229,7 @@ class PlanLoop:
             # Planner work (predictor fits can be slow) runs off the event loop so RPCs
             # keep being answered meanwhile.
             state, decision = await asyncio.to_thread(
-                replay, self.plan, self.model, windows, workers, end, load_history
+                _replay, self.plan, self.model, windows, workers, ready, end, load_history
             )
             if decision is None:
                 err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
@@ -234,10 +267,12 @@ class PlanLoop:
             try:
                 window = await self.reader.traffic(self.plan, end)
                 workers = await self.reader.workers(self.plan, end)
+                ready = await self.reader.ready(self.plan, end, workers)
             except MetricsUnavailable as exc:
                 self._failed("throughput", exc)
                 raise
-            decision = await self._decide(throughput_observation(self.plan, end, window, workers))
+            obs = _with_ready(throughput_observation(self.plan, end, window, workers), ready)
+            decision = await self._decide(obs)
             self.next_end = end + (self.throughput_interval_seconds or 0.0)
             self._publish(decision, "throughput", end, window.requests, started)
             return decision
@@ -251,6 +286,7 @@ class PlanLoop:
             window_end = self.latest.window_end if self.latest else None
             try:
                 workers = await self.reader.workers(self.plan, None)
+                ready = await self.reader.ready(self.plan, None, workers)
                 if self.throughput_interval_seconds is None:
                     # Load-only plans still need the request count for activation (IsActive);
                     # it is not part of the load observation.
@@ -259,7 +295,7 @@ class PlanLoop:
             except MetricsUnavailable as exc:
                 self._failed("load", exc)
                 raise
-            decision = await self._decide(load_observation(now, workers))
+            decision = await self._decide(_with_ready(load_observation(now, workers), ready))
             self._publish(decision, "load", window_end, requests, started)
             return decision
 
