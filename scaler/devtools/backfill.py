@@ -4,7 +4,8 @@
 Unix seconds) and renders them family by family, each series in time order, ending in
 `# EOF`. `frontend_history` turns completed requests into the Dynamo frontend's series as a
 scrape every `step` seconds would have seen them (same names, labels and buckets as
-`scaler.devtools.fake_frontend`), so backfilled history and live scraping are interchangeable.
+`scaler.devtools.fake_frontend`), so backfilled history and live scraping are interchangeable;
+`frontend_backlog` does the same for the gauges of requests waiting for a first token.
 
 Sample timing: a request at time t is counted by every scrape at time >= t. With scrapes on
 a grid and a window (a, b] whose ends are scrape times, `increase()` over it is exactly the
@@ -253,6 +254,37 @@ def frontend_history(
                 i += 1
             points.append(HistogramPoint(s, tuple(counts), n, total))
         w.histogram(getattr(source, attr), labels, bounds, points)
+    return w
+
+
+def frontend_backlog(
+    levels: Iterable[tuple[float, float]],
+    *,
+    start: float,
+    end: float,
+    step: float,
+    labels: Mapping[str, str],
+    source: Source = SOURCES["dynamo"],
+    gauges: Optional[Sequence[int]] = None,
+    writer: Optional[OpenMetricsWriter] = None,
+) -> OpenMetricsWriter:
+    """The frontend's waiting-requests gauges (`source.backlog`, by index in `gauges`;
+    default all), scraped every `step` s over [start, end]: `levels` are (time, requests
+    waiting from then on), 0 before the first. The stage gauge is in stage `dispatch`, phase
+    `prefill`, without the labels it does not carry (as `fake_frontend` exports it)."""
+    w = writer or OpenMetricsWriter()
+    changes = sorted(levels)
+    times = [t for t, _ in changes]
+    points = []
+    for s in scrape_times(start, end, step):
+        i = bisect.bisect_right(times, s)
+        points.append((s, float(changes[i - 1][1]) if i else 0.0))
+    for k in range(len(source.backlog)) if gauges is None else gauges:
+        ref = source.backlog[k]
+        own = {n: v for n, v in labels.items() if n not in ref.without}
+        if ref.matchers:
+            own.update(stage="dispatch", phase="prefill")
+        w.gauge(ref.metric, own, points)
     return w
 
 

@@ -15,7 +15,10 @@ Series and labels (all carry `model` and `dynamo_namespace`):
 - per-worker gauges (plus `worker_id`, `dp_rank`, `worker_type`):
   `dynamo_frontend_worker_active_prefill_tokens`, `..._active_decode_blocks`,
   `..._last_time_to_first_token_seconds`, `..._last_input_sequence_tokens`,
-  `..._last_inter_token_latency_seconds`.
+  `..._last_inter_token_latency_seconds`;
+- requests waiting for their first token: `dynamo_frontend_stage_requests` (labels `stage`,
+  `phase` and `dynamo_namespace`, no `model`, as Dynamo's stage gauge has none) in stage
+  `dispatch`, and the older `dynamo_frontend_queued_requests` (`set_waiting`).
 Real Dynamo also labels its request counters with `endpoint`/`request_type`/`status`; the
 scaler's queries sum over them, so they are left out here.
 
@@ -118,11 +121,24 @@ class SyntheticFrontend:
             key: Gauge(getattr(source, attr), f"Synthetic {attr}", worker_names, registry=self.registry)
             for key, attr in _WORKER_FIELDS.items()
         }
+        # Waiting requests, by the source's backlog gauges (newest first): the stage gauge
+        # carries no model label (`without`), the older one the frontend's labels.
+        self._backlog = [
+            Gauge(
+                g.metric,
+                f"Synthetic {g.metric}",
+                [n for n in names if n not in g.without] + (["stage", "phase"] if g.matchers else []),
+                registry=self.registry,
+            )
+            for g in source.backlog
+        ]
         # Export every frontend series from the start (counters at 0): an idle window then
         # reads as 0 requests, and the first request is seen by increase().
         for metric in (self._started, self._total, *self._hist.values()):
             metric.labels(**self._base)
         self._lock = threading.Lock()
+        self._waiting = 0
+        self.set_waiting(0)
         self._workers: dict[str, tuple[str, str]] = {}  # worker_id -> (dp_rank, worker_type)
         self._server: Optional[tuple[object, threading.Thread]] = None
 
@@ -153,6 +169,25 @@ class SyntheticFrontend:
             ("request_duration_seconds", duration_s),
         ):
             self._hist[attr].labels(**self._base).observe(value)
+
+    def set_waiting(self, n: int) -> None:
+        """Set the requests waiting for their first token (every backlog gauge; the stage
+        gauge in stage `dispatch`, phase `prefill`)."""
+        with self._lock:
+            self._set_waiting_locked(int(n))
+
+    def add_waiting(self, delta: int) -> None:
+        """`delta` more requests waiting (arrivals +1, first tokens -1)."""
+        with self._lock:
+            self._set_waiting_locked(self._waiting + delta)
+
+    def _set_waiting_locked(self, n: int) -> None:
+        self._waiting = n
+        for gauge, ref in zip(self._backlog, self.source.backlog):
+            labels = {k: v for k, v in self._base.items() if k not in ref.without}
+            if ref.matchers:
+                labels.update(stage="dispatch", phase="prefill")
+            gauge.labels(**labels).set(n)
 
     def set_worker(
         self,
@@ -266,8 +301,9 @@ class Replay:
     """Replays requests against a `LoadModel`, feeding a `SyntheticFrontend`, on a thread.
 
     Arrivals happen at `request.t / speed` wall seconds after `start()`. Metrics follow
-    Dynamo's timing: the started counter at arrival, the per-worker TTFT/ISL gauges at the
-    first token, the completed counter and the histograms at completion.
+    Dynamo's timing: the started counter and the waiting gauges (+1) at arrival, the
+    per-worker TTFT/ISL gauges and the waiting gauges (-1) at the first token, the completed
+    counter and the histograms at completion.
     """
 
     def __init__(
@@ -373,6 +409,7 @@ class Replay:
             if kind == "arrive":
                 (req,) = data
                 self.frontend.request_started()
+                self.frontend.add_waiting(1)
                 i = min(range(n_prefill), key=prefill_free.__getitem__)
                 begin = max(at, prefill_free[i])
                 first = begin + m.prefill_overhead_s + req.isl / m.prefill_tokens_per_s
@@ -383,6 +420,7 @@ class Replay:
             elif kind == "first":
                 req, arrived, i = data
                 ttft = at - arrived
+                self.frontend.add_waiting(-1)
                 prefill_tokens[i] -= req.isl
                 if i < n_prefill:
                     self.frontend.set_worker(
