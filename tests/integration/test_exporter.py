@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from scaler.devtools.backfill import CompletedRequest, frontend_history
+from scaler.devtools.backfill import CompletedRequest, frontend_backlog, frontend_history
 from scaler.devtools.fake_frontend import BUCKETS, LoadModel, Replay, SyntheticFrontend, log_buckets
 from scaler.sources import SOURCES
 from scaler.traces import Request
@@ -136,7 +136,8 @@ def test_replay_latencies_respond_to_load() -> None:
 
 
 def test_history_writer_matches_the_live_exporter_series() -> None:
-    """Backfilled history and live scraping produce the same series (names, labels, le)."""
+    """Backfilled history (requests and backlog gauges) and live scraping produce the same
+    series (names, labels, le)."""
     fe = SyntheticFrontend(model="llama", dynamo_namespace="inference-llama")
     fe.observe_request(1000, 50, 0.25, 0.02, 1.25)
     from prometheus_client.exposition import generate_latest
@@ -147,9 +148,10 @@ def test_history_writer_matches_the_live_exporter_series() -> None:
         for s in fam.samples
         if not s.name.endswith("_created") and "worker" not in s.name
     }
-    text = frontend_history(
+    writer = frontend_history(
         [CompletedRequest(1000.0, 1000, 50, 0.25, 0.02, 1.25)], start=990.0, end=1005.0, step=15.0, labels=BASE
-    ).text()
+    )
+    text = frontend_backlog([], start=990.0, end=1005.0, step=15.0, labels=BASE, writer=writer).text()
     assert text.endswith("# EOF\n")
     hist = set()
     for line in text.splitlines():
