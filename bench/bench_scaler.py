@@ -1,6 +1,6 @@
 """`dynplan serve` under load: GetMetrics latency, decision time, memory, with 100 plans.
 
-Run: .venv/bin/python bench/bench_scaler.py [--plans 100] [--callers 200] [--seconds 10]
+Run: .venv/bin/python -m bench.bench_scaler [--plans 100] [--callers 200] [--seconds 10]
 
 The scaler runs in a child process (as in production), loaded with N plans on the example
 H200 profile, each warmed up by replaying 32 windows through the real decision loop. Its
@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 PROFILE = ROOT / "examples" / "profiles" / "h200-llama3.1-8b-fp8-tp1"
 
@@ -203,7 +202,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         d = Path(tmp)
         for i in range(args.plans):
             (d / f"plan-{i:03d}.yaml").write_text(yaml.safe_dump(plan_doc(i)))
-        proc = subprocess.Popen([sys.executable, __file__, "--child", str(d)], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "bench.bench_scaler", "--child", str(d)], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, cwd=ROOT)
         try:
             assert proc.stdout is not None and proc.stdin is not None
