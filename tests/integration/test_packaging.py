@@ -82,7 +82,8 @@ def test_installed_copy_is_imported_and_validates(installed: Path, tmp_path: Pat
 
     res = _run(installed, work, "-m", "scaler.cli", "capacity", "-f", "plan.yaml", "--rate", "20", "-o", "json")
     assert res.returncode == 0, res.stderr
-    assert '"totalGpus": 3' in res.stdout
+    # the example plan's default sizing: 4 prefill (Erlang-C tail) + 1 decode, as in the README
+    assert '"totalGpus": 5' in res.stdout
 
 
 def test_installed_copy_finds_its_templates_and_proto(installed: Path, tmp_path: Path) -> None:

@@ -45,7 +45,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return out, res.output
 
 
-def test_summary_has_the_issue_shape(run_dir: tuple[Path, str]) -> None:
+def test_summary_has_the_documented_shape(run_dir: tuple[Path, str]) -> None:
     out, _ = run_dir
     doc = json.loads((out / "summary.json").read_text())
     assert set(doc) == TOP_KEYS
