@@ -56,8 +56,9 @@ import numpy as np
 
 from scaler.core.interpolation import PerfModel
 from scaler.core.observations import TrafficWindow, WorkerLoad
-from scaler.sim.actuation import ActuationConfig, ActuationPath, ScalerReading
+from scaler.sim.actuation import ActuationConfig, ActuationPath
 from scaler.sim.controller import Controller
+from scaler.sim.keda import ScalerReading
 from scaler.sim.latency import ITL, TTFT, LatencyLog
 from scaler.sim.results import DecisionRecord, PoolSample, ReplicaLife, SimResult
 from scaler.sim.window import WindowStats

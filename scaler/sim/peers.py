@@ -47,16 +47,9 @@ from scaler.core.interpolation import PerfModel
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
-from scaler.sim.actuation import (
-    KEDA_COOLDOWN_PERIOD_SECONDS,
-    KEDA_POLLING_INTERVAL_SECONDS,
-    ActuationConfig,
-    Behavior,
-    HpaConfig,
-    KedaConfig,
-    ScalingPolicy,
-    ScalingRules,
-)
+from scaler.sim.actuation import ActuationConfig
+from scaler.sim.hpa_config import Behavior, HpaConfig, ScalingPolicy, ScalingRules
+from scaler.sim.keda import KEDA_COOLDOWN_PERIOD_SECONDS, KEDA_POLLING_INTERVAL_SECONDS, KedaConfig
 from scaler.sim.latency import ITL, TTFT, LatencyLog
 
 UP, HOLD, DOWN = 1, 0, -1

@@ -1,8 +1,9 @@
-"""scaler.sim.actuation: the KEDA + HPA path, against hand-computed cases of the HPA's algorithm.
+"""scaler.sim.hpa, .hpa_config, .keda and .actuation: the KEDA + HPA path, against hand-computed
+cases of the HPA's algorithm.
 
 Every expected number below is worked out by hand from kubernetes'
 pkg/controller/podautoscaler (replica_calculator.go, horizontal.go) and KEDA's
-scale_handler.go / fallback.go / scale_scaledobjects.go, as summarised in the module docstring.
+scale_handler.go / fallback.go / scale_scaledobjects.go, as summarised in those modules' docstrings.
 """
 
 from __future__ import annotations
@@ -16,30 +17,26 @@ import yaml
 from helpers import REPO, make_plan
 from scaler.planfile import LoadedPlan, load_plan
 from scaler.render import pipeline
-from scaler.sim.actuation import (
+from scaler.sim.actuation import ActuationConfig, ActuationPath, config_from_plan, config_from_scaled_object
+from scaler.sim.hpa import HpaController, Tolerances, average_value_replicas, tolerances_for
+from scaler.sim.hpa_config import (
     DEFAULT_SCALE_DOWN_RULES,
     DEFAULT_SCALE_UP_RULES,
-    SCALER_TARGET,
-    ActuationConfig,
-    ActuationPath,
     Behavior,
     ControllerSettings,
-    FallbackConfig,
     HpaConfig,
-    HpaController,
+    ScalingPolicy,
+    ScalingRules,
+)
+from scaler.sim.keda import (
+    SCALER_TARGET,
+    FallbackConfig,
     KedaConfig,
     KedaScaledObject,
     ScalerReading,
-    ScalingPolicy,
-    ScalingRules,
-    Tolerances,
-    average_value_replicas,
-    config_from_plan,
-    config_from_scaled_object,
     keda_metric_milli,
     last_poll_at_or_before,
     observed_at,
-    tolerances_for,
 )
 
 DISAGG = REPO / "tests" / "fixtures" / "render" / "disagg.yaml"

@@ -11,8 +11,9 @@ import pytest
 from helpers import flat_profile, make_plan
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import TrafficWindow, WorkerLoad
-from scaler.sim.actuation import ActuationPath, ScalerReading
+from scaler.sim.actuation import ActuationPath
 from scaler.sim.engine import EngineConfig, simulate
+from scaler.sim.keda import ScalerReading
 from scaler.sim.latency import ITL, TTFT, LatencyLog
 from scaler.sim.peers import (
     DOWN,
