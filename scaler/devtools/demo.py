@@ -57,6 +57,8 @@ DEMO_OVERRIDES: dict[str, Any] = {
                 "queueing": {"enabled": False},
             },
         },
+        # no real workers start behind the fake frontend: nothing to wait for before scaling down
+        "pools": {"prefill": {"startupSeconds": 0}, "decode": {"startupSeconds": 0}},
         "metrics": {"prometheus": {"timeoutSeconds": 1.0, "retries": 1}},
         "rules": {"evaluationIntervalSeconds": 1},
     },
@@ -136,6 +138,10 @@ class Processes:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# The scaler's JSON `listening` event (serve --log-format json): its gRPC and metrics ports.
+LISTENING = re.compile(r'"event": "listening".*"port": (\d+), "metricsPort": (\d+)')
 
 
 def _wait_line(stream: IO[str], pattern: re.Pattern[str], timeout: float, what: str, sink: Optional[IO[str]] = None) -> re.Match[str]:
@@ -301,11 +307,12 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
         scaler = procs.start(
             "dynplan serve",
             [python, "-m", "scaler.cli", "serve", "--plans", str(plans), "--listen", "127.0.0.1:0",
-             "--metrics-listen", "127.0.0.1:0", "--settle-seconds", "2.5", "--log-level", "info"],
+             "--metrics-listen", "127.0.0.1:0", "--settle-seconds", "2.5", "--log-level", "info",
+             "--log-format", "json"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=root, env=env,
         )
         assert scaler.stderr is not None
-        m = _wait_line(scaler.stderr, re.compile(r"listening on \S+ \(port (\d+)\), metrics port (\d+)"), 30, "dynplan serve", scaler_log)
+        m = _wait_line(scaler.stderr, LISTENING, 30, "dynplan serve", scaler_log)
         address = f"127.0.0.1:{m[1]}"
         metrics_url = f"http://127.0.0.1:{m[2]}/metrics"
         print(
