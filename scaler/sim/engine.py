@@ -1,5 +1,9 @@
 """Discrete-event model of a disaggregated deployment: prefill and decode pools under a controller.
 
+Over 450 lines, on purpose: the event loop and the routing and request accounting it
+dispatches to share the per-request arrays and the event heap, and stay together; the pools'
+replicas are in scaler.sim.replicas (see Layout below).
+
 The model (docs/simulation.md explains it with its limits):
 
 - A prefill worker serves its own FIFO queue one request at a time; a request takes the
@@ -39,9 +43,10 @@ Probe runs (the oracle's and static-sweep's searches) may pass a `StopRule`: the
 soon as more requests have missed the SLA than the target attainment allows, since the answer
 (fails) is then known.
 
-Layout: this module holds the event loop, routing and scaling; the workers' state and its
-transitions are in scaler.sim.workers, the run's output types in scaler.sim.results, the
-input (`Arrivals`) in scaler.sim.workload.
+Layout: this module holds the event loop and routing; each pool's replicas (adding,
+scale-down, draining, the actuation paths, what the run reports about them) are in
+scaler.sim.replicas, the workers' state and its transitions in scaler.sim.workers, the run's
+output types in scaler.sim.results, the input (`Arrivals`) in scaler.sim.workload.
 """
 
 from __future__ import annotations
@@ -56,13 +61,13 @@ import numpy as np
 
 from scaler.core.interpolation import PerfModel
 from scaler.core.observations import TrafficWindow, WorkerLoad
-from scaler.sim.actuation import ActuationConfig, ActuationPath
+from scaler.sim.actuation import ActuationConfig
 from scaler.sim.controller import Controller
-from scaler.sim.keda import ScalerReading
 from scaler.sim.latency import ITL, TTFT, LatencyLog
-from scaler.sim.results import DecisionRecord, PoolSample, ReplicaLife, SimResult
+from scaler.sim.replicas import Replicas
+from scaler.sim.results import SimResult
 from scaler.sim.window import WindowStats
-from scaler.sim.workers import WORKER_CLASSES, AggWorker, DecodeWorker, PrefillWorker, Worker
+from scaler.sim.workers import AggWorker, DecodeWorker, PrefillWorker, Worker
 from scaler.sim.workload import Arrivals
 
 # Re-read a decode worker's step time at least this often (in steps): contexts grow by one
@@ -170,7 +175,15 @@ class Engine:
         self._heap: list = []
         self._seq = 0
         self.pools = config.pools
-        self._workers: dict[str, list] = {p: [] for p in self.pools}
+        self.replicas = Replicas(
+            self.pools,
+            config.startup_delay,
+            self._make_ready,
+            lambda t, w: self._push(t, _EV_READY, None, w),
+            lambda t: self._push(t, _EV_SAMPLE),
+            actuation,
+        )
+        self._workers = self.replicas.workers  # routing reads them on every request
         self._pending: dict[str, deque[int]] = {p: deque() for p in self.pools}
         # where a request goes next, per pool, and where an arrival goes
         self._route: dict[str, Callable[[int, float], None]] = {
@@ -178,9 +191,6 @@ class Engine:
         }
         self._route_arrival = self._route["worker" if config.mode == "agg" else "prefill"]
         self._prefill_done = self._agg_prefill_done if config.mode == "agg" else self._disagg_prefill_done
-        self._lives: list[ReplicaLife] = []
-        self._samples: list[PoolSample] = []
-        self._decisions: list[DecisionRecord] = []
         self._in_flight = 0
         self._next_arrival = 0
         self._last_event_t = 0.0
@@ -188,9 +198,6 @@ class Engine:
         self._poll_interval: Optional[float] = getattr(controller, "poll_interval_seconds", None)
         # every request's latency by time, for a controller that reads histograms
         self.latency: Optional[LatencyLog] = LatencyLog() if self._poll_interval else None
-        self._actuation = {p: c for p, c in (actuation or {}).items() if p in self.pools}
-        self._paths: dict[str, ActuationPath] = {}
-        self._reading: dict[str, int] = {}  # the scaler's latest answer per actuated pool
         self._stop = stop
         self._misses = 0
         self._missed: Optional[list[bool]] = [False] * n if stop is not None else None
@@ -201,112 +208,12 @@ class Engine:
         self._seq += 1
         heapq.heappush(self._heap, (t, kind, self._seq, a, b))
 
-    # -- replicas ---------------------------------------------------------------------------
-    def _add_replica(self, pool: str, t: float, ready_now: bool) -> None:
-        workers = self._workers[pool]
-        ready_at = t if ready_now else t + self.cfg.startup_delay(pool)
-        w = WORKER_CLASSES[pool](len(workers), t, ready_at)
-        workers.append(w)
-        if ready_now:
-            self._make_ready(w, t)
-        else:
-            self._push(ready_at, _EV_READY, None, w)
-
     def _make_ready(self, w: Worker, t: float) -> None:
         w.make_ready(t)
         pending = self._pending[w.pool]
         route = self._route[w.pool]
         while pending:
             route(pending.popleft(), t)
-
-    def _end(self, w: Worker, t: float) -> None:
-        w.end(t)
-        self._lives.append(
-            ReplicaLife(pool=w.pool, requested_at=w.requested_at, ready_at=w.ready_at if w.ready else None, ended_at=t)
-        )
-
-    def _maybe_end(self, w: DecodeWorker, t: float) -> None:
-        """End a draining decode (or aggregated) worker once it holds nothing."""
-        if w.draining and w.ended_at is None and w.idle:
-            self._end(w, t)
-            self._sample(t)
-
-    def _live(self, pool: str) -> list:
-        return [w for w in self._workers[pool] if w.ended_at is None and not w.draining]
-
-    def _sample(self, t: float) -> None:
-        for pool in self.pools:
-            # a draining prefill replica's end is known ahead (its queue empties then)
-            ws = [w for w in self._workers[pool] if w.ended_at is None or w.ended_at > t]
-            self._samples.append(
-                PoolSample(
-                    t=t,
-                    pool=pool,
-                    desired=sum(1 for w in ws if not w.draining),
-                    ready=sum(1 for w in ws if w.ready and not w.draining),
-                    billed=len(ws),
-                )
-            )
-
-    def ready_counts(self) -> dict[str, int]:
-        return {p: sum(1 for w in self._workers[p] if w.serving) for p in self.pools}
-
-    def provisioned_counts(self) -> dict[str, int]:
-        """Replicas per pool that are starting or ready, not draining (the replicas spec)."""
-        return {p: len(self._live(p)) for p in self.pools}
-
-    def _scale(self, pool: str, want: int, t: float) -> bool:
-        """Set the pool's live replicas to `want`; True if that changed anything."""
-        live = self._live(pool)
-        if want > len(live):
-            for _ in range(want - len(live)):
-                self._add_replica(pool, t, ready_now=False)
-            return True
-        if want < len(live):
-            self._remove(live, len(live) - want, t)
-            return True
-        return False
-
-    def _apply(self, t: float, targets: Mapping[str, int], kind: str) -> None:
-        """A controller's targets: applied at once, or (an actuated pool) the scaler's new answer."""
-        changed = False
-        scaled = False
-        for pool in self.pools:
-            if pool not in targets:
-                continue
-            want = max(0, int(targets[pool]))
-            if pool in self._paths:
-                changed |= want != self._reading[pool]
-                self._reading[pool] = want
-            elif self._scale(pool, want, t):
-                changed = scaled = True
-        self._decisions.append(DecisionRecord(t=t, kind=kind, targets=dict(targets), changed=changed))
-        if scaled:
-            self._sample(t)
-
-    def _actuate(self, pool: str, t: float) -> None:
-        """Run the pool's KEDA polls and HPA syncs due at t; apply the spec they leave."""
-        path = self._paths[pool]
-        reading = ScalerReading(float(self._reading[pool]), active=self._reading[pool] > 0)
-        spec = path.advance(t, lambda _t: reading)
-        if self._scale(pool, spec, t):
-            self._sample(t)
-
-    def _remove(self, live: list[Worker], count: int, t: float) -> None:
-        """Scale down: starting replicas first (newest first), then the ready ones with the
-        least backlog. A ready one drains: it ends when it is idle, or when its known work ends."""
-        starting = sorted((w for w in live if not w.ready), key=lambda w: -w.idx)
-        ready = sorted((w for w in live if w.ready), key=lambda w: (w.backlog(t), w.idx))
-        for w in (starting + ready)[:count]:
-            w.drain()
-            if not w.ready:
-                self._end(w, t)
-                continue
-            end = w.drain_end(t)
-            if end is not None:
-                self._end(w, end)
-                if end > t:
-                    self._push(end, _EV_SAMPLE)
 
     # -- prefill ----------------------------------------------------------------------------
     def _service_seconds(self, isl: int) -> float:
@@ -377,7 +284,7 @@ class Engine:
             self._start_agg_prefill(w, t)  # prefill first: decode waits (no chunked prefill)
         else:
             self._reschedule(w, t)
-        self._maybe_end(w, t)
+        self.replicas.maybe_end(w, t)
 
     # -- decode -----------------------------------------------------------------------------
     def _route_decode(self, req: int, t: float) -> None:
@@ -410,7 +317,7 @@ class Engine:
         for req in w.finish_due(self._isl, self._osl, self.max_kv):
             self._complete(req, t)
         self._reschedule(w, t)
-        self._maybe_end(w, t)
+        self.replicas.maybe_end(w, t)
 
     # -- completions and observations -------------------------------------------------------
     def _complete(self, req: int, t: float) -> None:
@@ -456,16 +363,10 @@ class Engine:
         initial = {p: int(c) for p, c in self.ctl.initial_replicas().items()}
         for pool, count in initial.items():
             for _ in range(count):
-                self._add_replica(pool, 0.0, ready_now=self.cfg.initial_ready)
-        self._sample(0.0)
-        phase = self.cfg.hpa_phase_seconds
-        for pool, acfg in self._actuation.items():
-            hpa_start = acfg.hpa.controller.sync_period_seconds / 2 if phase is None else phase
-            path = ActuationPath(acfg, initial.get(pool, 0), keda_start=0.0, hpa_start=hpa_start)
-            self._paths[pool] = path
-            # before any decision the scaler answers what the deployment runs (a warm start)
-            self._reading[pool] = initial.get(pool, 0)
-            self._push(path.next_event_time(), _EV_ACTUATE, pool)
+                self.replicas.add(pool, 0.0, ready_now=self.cfg.initial_ready)
+        self.replicas.sample(0.0)
+        for pool in self.replicas.start_actuation(initial, self.cfg.hpa_phase_seconds):
+            self._push(self.replicas.next_actuation(pool), _EV_ACTUATE, pool)
         try:
             self._loop()
         except _Stopped:
@@ -500,35 +401,35 @@ class Engine:
                 elif kind == _EV_READY:
                     if b.ended_at is None and not b.draining:
                         self._make_ready(b, t)
-                        self._sample(t)
+                        self.replicas.sample(t)
                 elif kind == _EV_ACTUATE:
                     if self._busy(t):
-                        self._actuate(a, t)
-                        self._push(self._paths[a].next_event_time(), _EV_ACTUATE, a)
+                        self.replicas.actuate(a, t)
+                        self._push(self.replicas.next_actuation(a), _EV_ACTUATE, a)
                 elif kind == _EV_THROUGHPUT_TICK:
                     if self._busy(t):
                         window = self.traffic_window(t, ti)
                         self._window.reset()
-                        targets = self.ctl.on_traffic(t, window, self.ready_counts())
+                        targets = self.ctl.on_traffic(t, window, self.replicas.ready_counts())
                         if targets is not None:
-                            self._apply(t, targets, "throughput")
+                            self.replicas.apply(t, targets, "throughput")
                         self._push(t + ti, _EV_THROUGHPUT_TICK)
                 elif kind == _EV_SAMPLE:
-                    self._sample(t)
+                    self.replicas.sample(t)
                 elif kind == _EV_LOAD_TICK:
                     if self._busy(t):
-                        targets = self.ctl.on_load(t, self.worker_loads(t), self.ready_counts())
+                        targets = self.ctl.on_load(t, self.worker_loads(t), self.replicas.ready_counts())
                         if targets is not None:
-                            self._apply(t, targets, "load")
+                            self.replicas.apply(t, targets, "load")
                         self._push(t + li, _EV_LOAD_TICK)
                 elif kind == _EV_POLL_TICK:
                     if self._busy(t):
                         assert self.latency is not None and pi
                         targets = self.ctl.on_poll(  # type: ignore[attr-defined]
-                            t, self.latency, self.provisioned_counts(), self.ready_counts()
+                            t, self.latency, self.replicas.provisioned_counts(), self.replicas.ready_counts()
                         )
                         if targets is not None:
-                            self._apply(t, targets, "poll")
+                            self.replicas.apply(t, targets, "poll")
                         self._push(t + pi, _EV_POLL_TICK)
             elif i < n:
                 self._next_arrival = i + 1
@@ -539,10 +440,7 @@ class Engine:
 
     def _result(self) -> SimResult:
         end = self._last_event_t
-        for pool in self.pools:
-            for w in self._workers[pool]:
-                if w.ended_at is None:
-                    self._end(w, max(end, w.requested_at))
+        self.replicas.end_all(end)
         arrivals = self.w.t
         prefill_end = np.asarray(self.prefill_end)
         finish = np.asarray(self.finish)
@@ -557,9 +455,9 @@ class Engine:
             ttft_ms=(prefill_end - arrivals) * 1000.0,
             itl_ms=itl,
             end_time=end,
-            replicas=sorted(self._lives, key=lambda r: (r.pool, r.requested_at)),
-            samples=self._samples,
-            decisions=self._decisions,
+            replicas=sorted(self.replicas.lives, key=lambda r: (r.pool, r.requested_at)),
+            samples=self.replicas.samples,
+            decisions=self.replicas.decisions,
             gpus_per_replica=dict(self.cfg.gpus_per_replica),
             stopped=self.stopped,
         )

@@ -80,7 +80,7 @@ def test_worker_load_carries_both_signals() -> None:
     w = Arrivals(t=np.array([0.0, 0.01, 0.02]), isl=np.array([1600, 800, 800]), osl=np.array([100, 100, 100]))
     # drive the engine by hand up to the third arrival: the first is in prefill, two queue
     eng = Engine(w, model, _workers(1), AGG)
-    eng._add_replica("worker", 0.0, ready_now=True)
+    eng.replicas.add("worker", 0.0, ready_now=True)
     for i in range(3):
         eng._next_arrival = i + 1
         eng._in_flight += 1
