@@ -61,6 +61,10 @@ class AttainmentState:
     burst: float = 1.0
     decode_slowdown: float = 1.0
     prefill_slowdown: float = 1.0           # observed TTFT less the modelled wait / profiled TTFT
+    # start-up as observed from readiness: pool -> (when more replicas were asked for, how
+    # many), and pool -> the shortest start-up consistent with what was seen (seconds)
+    pending: dict[str, tuple[float, int]] = field(default_factory=dict)
+    startup_seen: dict[str, float] = field(default_factory=dict)
     # recent sizings (timestamp, pool -> replicas) for the scale-down hold
     recent: list[tuple[float, dict[str, int]]] = field(default_factory=list)
 
@@ -83,6 +87,7 @@ class AttainmentInputs:
     decode_sequences_per_replica: float
     sized: Mapping[str, int]             # before the hold
     held: Mapping[str, int]              # after the hold (what goes to bounds and budget)
+    hold_seconds: Mapping[str, float]    # start-up (configured or seen, the longer) + interval
 
     def summary(self) -> str:
         """One line for `explain` and `capacity`."""
@@ -92,7 +97,8 @@ class AttainmentInputs:
             f"dispersion {self.dispersion:.1f}, backlog {self.backlog:.0f}; prefill service {self.prefill_service_ms:.1f} ms "
             f"(slowdown x{self.prefill_slowdown:.2f}), predicted waits past the TTFT slack {tail}; decode sequences "
             f"{self.decode_sequences_mean:.0f} mean, {self.decode_sequences_quantile:.0f} sized for, "
-            f"{self.decode_sequences_per_replica:.0f} per replica (slowdown x{self.decode_slowdown:.2f})"
+            f"{self.decode_sequences_per_replica:.0f} per replica (slowdown x{self.decode_slowdown:.2f}); "
+            "scale-down held " + ", ".join(f"{p} {s:.0f} s" for p, s in self.hold_seconds.items())
         )
 
 
@@ -174,9 +180,38 @@ def hold(
     return out
 
 
-def hold_seconds(plan: Plan) -> dict[str, float]:
+def observe_startup(
+    state: AttainmentState,
+    timestamp: float,
+    ready: Mapping[str, int],
+    asked: Mapping[str, int],
+    asked_at: float,
+    interval: float,
+) -> None:
+    """Learn each pool's start-up from readiness: when the replicas asked for at t0 are all
+    ready in the window ending at t1, start-up took at most t1 - t0 and (the ready count is
+    seen once a window) at least t1 - t0 - interval; the lower bound is kept (the longest
+    seen). `ready` holds only counts the edge observed, never guesses."""
+    for pool, count in ready.items():
+        waiting = state.pending.get(pool)
+        if waiting is not None and count >= waiting[1]:
+            seen = max(timestamp - waiting[0] - interval, 0.0)
+            state.startup_seen[pool] = max(seen, state.startup_seen.get(pool, 0.0))
+            del state.pending[pool]
+    for pool, want in asked.items():
+        if pool in ready and want > ready[pool] and pool not in state.pending:
+            state.pending[pool] = (asked_at, want)
+        elif pool in ready and want <= ready[pool]:
+            state.pending.pop(pool, None)
+
+
+def hold_seconds(plan: Plan, state: Optional[AttainmentState] = None) -> dict[str, float]:
+    """Start-up (configured, or longer where readiness showed it) + one interval, per pool."""
     interval = float(plan.spec.scaling.throughput.interval_seconds)
-    return {name: float(pool.startup_seconds) + interval for name, pool in plan.pools.items()}
+    seen = {} if state is None else state.startup_seen
+    return {
+        name: max(float(pool.startup_seconds), seen.get(name, 0.0)) + interval for name, pool in plan.pools.items()
+    }
 
 
 def size(
@@ -222,7 +257,7 @@ def size(
         dec = _decode(model, planned, osl, context, point, state.decode_slowdown, miss)
         sized["worker"] = math.ceil(prefill_count + dec.replicas - 1e-9) if planned > 0 or backlog > 0 else 0
         infeasible = {"worker": service_ms > spec.sla.ttft_ms or not point.feasible}
-    final = hold(state, timestamp, sized, hold_seconds(plan)) if apply_hold else dict(sized)
+    final = hold(state, timestamp, sized, hold_seconds(plan, state)) if apply_hold else dict(sized)
     tail: Optional[float] = None
     if planned > 0 and prefill_count > 0:
         tail = wait_exceeds(prefill_count, planned, service, dispersion, max(slack, service / 2.0))
@@ -246,6 +281,7 @@ def size(
             decode_sequences_per_replica=dec.sequences_per_replica,
             sized=dict(sized),
             held=dict(final),
+            hold_seconds=hold_seconds(plan, state),
         ),
     )
 

@@ -180,6 +180,16 @@ def _attainment_tick(
 ) -> Decision:
     ready = {n: replicas_during_window(obs, state, n) for n in plan.pools}
     attainment_sizing.learn(state.attainment, plan, model, window, ready)
+    observed_ready = {n: int(c) for n, c in obs.ready_replicas.items() if n in plan.pools}
+    if observed_ready and state.last is not None:
+        attainment_sizing.observe_startup(
+            state.attainment,
+            obs.timestamp,
+            observed_ready,
+            {n: p.replicas for n, p in state.last.pools.items()},
+            state.last.timestamp,
+            float(plan.spec.scaling.throughput.interval_seconds),
+        )
     predicted, isl, osl, from_priors = _predicted(plan, state)
     # never plan below what was just observed: the forecast is for the next interval, and
     # capacity added now only serves after start-up

@@ -156,3 +156,24 @@ def test_bounds_and_budget_always_hold(rate: float, lo: int, budget: int) -> Non
     d = decide(plan, model, Observation(timestamp=60, traffic=_window(rate * 60)), new_state(plan))
     assert lo <= d.replicas("prefill") <= 12 and 1 <= d.replicas("decode") <= 12
     assert d.total_gpus <= max(budget, lo + 1)
+
+
+def test_startup_is_learned_from_readiness_and_lengthens_the_hold() -> None:
+    from scaler.core.attainment_sizing import hold_seconds, observe_startup
+
+    plan = _plan(interval_seconds=60)  # startupSeconds 120 by default
+    state = AttainmentState()
+    # asked for 6 at t=0; ready 3 at 60, 4 at 120, 5 at 300, 6 at 420: start-up in (360, 420]
+    observe_startup(state, 60.0, {"prefill": 3}, {"prefill": 6}, 0.0, 60.0)
+    assert state.pending == {"prefill": (0.0, 6)}
+    for t, ready in ((120.0, 4), (300.0, 5)):
+        observe_startup(state, t, {"prefill": ready}, {"prefill": 6}, t - 60.0, 60.0)
+    assert "prefill" not in state.startup_seen
+    observe_startup(state, 420.0, {"prefill": 6}, {"prefill": 6}, 360.0, 60.0)
+    assert state.startup_seen == {"prefill": 360.0}
+    assert state.pending == {}
+    # the hold is start-up + interval, start-up the longer of configured (120) and seen (360)
+    assert hold_seconds(plan, state) == {"prefill": 420.0, "decode": 180.0}
+    # a pool that was ready within one window teaches nothing
+    observe_startup(state, 480.0, {"decode": 2}, {"decode": 2}, 420.0, 60.0)
+    assert "decode" not in state.startup_seen
