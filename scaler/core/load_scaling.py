@@ -3,7 +3,8 @@
 Pure (no I/O, no clock). `load_tick(plan, obs, load, ...)` is called by `planner.decide` on
 every load interval with the workers' current load (`obs.workers`) and the number of
 ready replicas per pool (`obs.ready_replicas`). docs/load-scaling.md explains the rules;
-in short:
+in short (this module keeps the state, the observations and the tick; each signal's verdict
+is scaler.core.load_verdicts, each pool's step scaler.core.load_rules):
 
 - Signals. Prefill: TTFT (ms) against active prefill tokens + ISL. Decode: ITL (ms)
   against active KV blocks. Disaggregated pools use their own signal; the aggregated
@@ -11,14 +12,14 @@ in short:
 - Capacity. A robust sliding-window fit (scaler.core.regression) solved at the SLA gives
   the load one worker carries; for prefill the ISL of the incoming request is part of x,
   so the per-worker target of *queued* tokens is x_sla - average ISL.
-- Verdict. Up when every worker is above the target. Down only when the load of all
+- Verdict (load_verdicts). Up when every worker is above the target. Down only when the load of all
   workers spread over N-1 stays under target x sensitivity and every worker is under the
   boundary target x (N-1)/N x sensitivity (the consolidation check, which keeps a pool
   from flapping between N and N-1 under steady load). Aggregated: up if either signal
   says up, down only if both say down. Before the fit: every worker with a whole request
   queued and its TTFT over the SLA means up, whatever the fit says.
-- Delay. A scale-down needs the down verdict on every tick over scaleDownDelaySeconds.
-- Transitions. While the ready count differs from the last load decision a change is in
+- Delay (load_rules). A scale-down needs the down verdict on every tick over scaleDownDelaySeconds.
+- Transitions (load_rules). While the ready count differs from the last load decision a change is in
   flight: hold at that decision (no stacking), except that a down verdict may withdraw a
   replica that never became ready, and an up verdict with more replicas ready than
   decided grows from the ready count.
@@ -33,26 +34,19 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 from scaler.core.budget import bound_and_budget
 from scaler.core.decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
+from scaler.core.load_rules import pool_step
+from scaler.core.load_verdicts import HOLD, Verdict, combine_aggregated, decode_verdict, prefill_verdict
 from scaler.core.observations import Observation, WorkerLoad
 from scaler.core.plan import Plan
-from scaler.core.regression import Capacity, SlidingRegression
+from scaler.core.regression import SlidingRegression
 
 TTFT = "ttft"  # prefill signal
 ITL = "itl"    # decode signal
 
-UP, HOLD, DOWN = 1, 0, -1
-
-# Which verdict reason best explains a hold, most informative first.
-_HOLD_PRIORITY = (
-    Reason.LOAD_REFUSED_CONSOLIDATION,
-    Reason.SLA_INFEASIBLE,
-    Reason.LOAD_INSUFFICIENT_DATA,
-    Reason.LOAD_HOLD,
-)
 # The Decision-level reason: the first of these any pool has.
 _DECISION_PRIORITY = (
     Reason.LOAD_UP,
@@ -175,186 +169,6 @@ def rebuild_load_state(plan: Plan, history: Iterable[Observation]) -> LoadState:
     return load
 
 
-# -- verdicts --------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Verdict:
-    """One signal's opinion on one pool: direction, why, and what it used."""
-
-    direction: int
-    reason: Reason
-    inputs: LoadPoolInputs
-    bad_fit: bool = False
-    warning: Optional[str] = None
-
-
-def threshold_direction(
-    loads: Sequence[float], target: float, sensitivity: float, replicas: Optional[int] = None
-) -> tuple[int, Reason]:
-    """The +-1 rule on per-worker loads against a per-worker target (pure, no regression).
-
-    Up when every worker is above `target`. Down (N > 1) when the total load spread over
-    N-1 workers stays under target x sensitivity/100 and every worker is under
-    target x (N-1)/N x sensitivity/100. A hold that a naive rule (average load under
-    target x sensitivity) would have turned into a scale-down is reported as
-    LOAD_REFUSED_CONSOLIDATION.
-
-    N is `replicas` (the ready count) when given, else the number of loads. More loads
-    than replicas (a worker still reporting while it leaves) all count: their load has
-    to go somewhere, which only makes both rules more cautious.
-    """
-    n = len(loads) if replicas is None else replicas
-    if n <= 0 or not loads:
-        return HOLD, Reason.LOAD_INSUFFICIENT_DATA
-    if all(v > target for v in loads):
-        return UP, Reason.LOAD_UP
-    if n > 1:
-        ceiling = target * sensitivity / 100.0
-        boundary = target * (n - 1) / n * sensitivity / 100.0
-        total = float(sum(loads))
-        if total / (n - 1) < ceiling and all(v < boundary for v in loads):
-            return DOWN, Reason.LOAD_DOWN
-        if total / n < ceiling:
-            return HOLD, Reason.LOAD_REFUSED_CONSOLIDATION
-    return HOLD, Reason.LOAD_HOLD
-
-
-def _verdict(
-    capacity: Optional[Capacity],
-    reg: SlidingRegression,
-    loads: Sequence[float],
-    target_of: Callable[[float], tuple[float, Optional[str]]],
-    sensitivity: float,
-    what: str,
-    replicas: Optional[int],
-    violated: bool,
-) -> Verdict:
-    n = len(loads) if replicas is None else replicas
-    peak = max(loads) if loads else None
-    if violated:
-        # Observed evidence beats the fit: every worker has a whole request queued and its
-        # latest TTFT misses the SLA. Under sustained overload the fit is the least reliable
-        # (queueing delay lands on low-load points and can make the SLA look unachievable),
-        # which is exactly when holding would hurt most.
-        fit = capacity.fit if capacity is not None else None
-        return Verdict(
-            UP,
-            Reason.LOAD_SLA_VIOLATED,
-            LoadPoolInputs(
-                n,
-                None if fit is None else fit.slope,
-                None if fit is None else fit.intercept,
-                len(reg),
-                None if capacity is None else target_of(capacity.x_sla)[0],
-                peak,
-                Reason.LOAD_SLA_VIOLATED,
-                UP,
-            ),
-            bad_fit=capacity is not None and capacity.fallback,
-            warning=f"{what}: every worker has a request's worth of work queued and misses the SLA",
-        )
-    if capacity is None:
-        return Verdict(
-            HOLD,
-            Reason.LOAD_INSUFFICIENT_DATA,
-            LoadPoolInputs(n, None, None, len(reg), None, peak, Reason.LOAD_INSUFFICIENT_DATA, HOLD),
-        )
-    fit = capacity.fit
-    target, unachievable = target_of(capacity.x_sla)
-    if unachievable is not None:
-        return Verdict(
-            HOLD,
-            Reason.SLA_INFEASIBLE,
-            LoadPoolInputs(n, fit.slope, fit.intercept, fit.observations, target, peak, Reason.SLA_INFEASIBLE, HOLD),
-            bad_fit=capacity.fallback,
-            warning=f"{what}: {unachievable}",
-        )
-    direction, reason = threshold_direction(loads, target, sensitivity, replicas)
-    recorded = Reason.LOAD_BAD_FIT if capacity.fallback else reason
-    warning = None
-    if capacity.fallback:
-        warning = (
-            f"{what}: latency does not rise with load in the window (slope {fit.slope:.4g}); "
-            f"capacity {capacity.x_sla:.4g} taken from observed points"
-        )
-    return Verdict(
-        direction,
-        reason,
-        LoadPoolInputs(n, fit.slope, fit.intercept, fit.observations, target, peak, recorded, direction),
-        bad_fit=capacity.fallback,
-        warning=warning,
-    )
-
-
-def queue_overloaded(
-    queued: Sequence[float], ttfts: Sequence[Optional[float]], avg_isl: Optional[float], ttft_sla_ms: float
-) -> bool:
-    """Every worker has at least one whole request (avg ISL tokens) queued and its latest
-    TTFT misses the SLA: more replicas would shorten those queues, whatever the fit says.
-
-    Requiring a full request's worth of backlog keeps a genuinely unachievable SLA (long
-    prompts too slow even on an idle worker) from growing the pool on light load. A ready
-    worker that reports nothing (padded load 0, TTFT None) means no.
-    """
-    if not queued or avg_isl is None or len(ttfts) < len(queued):
-        return False
-    return all(q >= avg_isl for q in queued) and all(y is not None and y > ttft_sla_ms for y in ttfts)
-
-
-def prefill_verdict(
-    reg: SlidingRegression,
-    loads: Sequence[float],
-    avg_isl: Optional[float],
-    ttft_sla_ms: float,
-    sensitivity: float,
-    replicas: Optional[int] = None,
-    latencies: Sequence[Optional[float]] = (),
-) -> Verdict:
-    """Prefill: target queued tokens per worker = x_sla - average ISL; <= 0 means the SLA
-    cannot be met at the current ISL even on an idle worker: no decision."""
-    capacity = reg.capacity_at(ttft_sla_ms) if avg_isl is not None else None
-    # Without an ISL there is no capacity and no overload evidence: target_of never runs.
-    isl = 0.0 if avg_isl is None else float(avg_isl)
-
-    def target_of(x_sla: float) -> tuple[float, Optional[str]]:
-        target = x_sla - isl
-        if target <= 0:
-            return target, f"SLA unachievable at current ISL ({avg_isl:.0f} tokens, capacity {x_sla:.0f} tokens)"
-        return target, None
-
-    violated = queue_overloaded(loads, latencies, avg_isl, ttft_sla_ms)
-    return _verdict(capacity, reg, loads, target_of, sensitivity, "prefill", replicas, violated)
-
-
-def decode_verdict(
-    reg: SlidingRegression,
-    loads: Sequence[float],
-    itl_sla_ms: float,
-    sensitivity: float,
-    replicas: Optional[int] = None,
-) -> Verdict:
-    """Decode: target active KV blocks per worker = x_sla; 0 means unachievable: no decision.
-
-    No observed-latency override here: ITL is measured while decoding, so queueing does not
-    distort the fit the way it distorts TTFT, and an ITL above the SLA at any load must not
-    grow the pool without end."""
-    capacity = reg.capacity_at(itl_sla_ms)
-
-    def target_of(x_sla: float) -> tuple[float, Optional[str]]:
-        if x_sla <= 0:
-            return x_sla, "SLA unachievable: the fitted ITL exceeds it even with no active blocks"
-        return x_sla, None
-
-    return _verdict(capacity, reg, loads, target_of, sensitivity, "decode", replicas, False)
-
-
-def combine_aggregated(prefill: int, decode: int) -> int:
-    """Aggregated workers: up if either signal says up, down only if both say down."""
-    if UP in (prefill, decode):
-        return UP
-    if prefill == DOWN and decode == DOWN:
-        return DOWN
-    return HOLD
-
 
 # -- the tick --------------------------------------------------------------------------
 def _loads(members: Sequence[WorkerLoad], n: int, attr: str) -> list[float]:
@@ -419,7 +233,7 @@ def load_tick(
         if verdicts:
             inputs[pool] = {signal: v.inputs for signal, v in verdicts.items()}
         warnings.extend(v.warning for v in verdicts.values() if v.warning)
-        step = _pool_step(
+        step = pool_step(
             _direction(verdicts),
             ready=ready,
             # Only the load path's own decisions: a throughput decision is the floor, applied
@@ -501,86 +315,3 @@ def _verdict_notes(reason: Reason, verdicts: Iterable[Verdict]) -> tuple[Reason,
     if any(v.reason is Reason.SLA_INFEASIBLE for v in vs) and reason is not Reason.SLA_INFEASIBLE:
         notes.append(Reason.SLA_INFEASIBLE)
     return tuple(notes)
-
-
-# -- one pool's step: the rules of the module docstring ----------------------------------
-@dataclass(frozen=True)
-class Step:
-    """The rule that decided one pool this tick and the replicas it asks for (None: no
-    basis for a count; the pool's minimum)."""
-
-    reason: Reason
-    replicas: Optional[int]
-
-
-def _pool_step(
-    direction: int,
-    *,
-    ready: int,
-    last: Optional[int],
-    previous: Optional[int],
-    reporting: bool,
-    throughput_only: bool,
-    down_streak: int,
-    confirm_ticks: int,
-    held: Sequence[Reason],
-) -> Step:
-    """Which rule decides the pool this tick, and what it asks for. Pure.
-
-    `direction`: the pool's verdict; `ready`: its ready replicas; `last`: the load path's
-    last decision for it (None before the first); `previous`: the planner's previous
-    decision for it; `reporting`: whether any worker or ready count was observed;
-    `throughput_only`: a throughput tick without worker samples; `down_streak`: the
-    consecutive pending scale-down ticks before this one; `held`: the verdicts' reasons.
-    """
-    if throughput_only:
-        return _no_load_samples(last)
-    if not reporting:
-        return _nothing_reports(last, previous)
-    if last is not None and ready != last:
-        return _transition(direction, ready, last)
-    return _in_sync(direction, ready, down_streak, confirm_ticks, held)
-
-
-def _no_load_samples(last: Optional[int]) -> Step:
-    """A throughput tick says nothing about load: keep the last load decision."""
-    return Step(Reason.LOAD_HOLD if last is not None else Reason.LOAD_INSUFFICIENT_DATA, last)
-
-
-def _nothing_reports(last: Optional[int], previous: Optional[int]) -> Step:
-    """No worker and no ready count for the pool: keep the last decision (the load path's,
-    else the planner's)."""
-    return Step(Reason.LOAD_INSUFFICIENT_DATA, last if last is not None else previous)
-
-
-def _transition(direction: int, ready: int, last: int) -> Step:
-    """Transitions: a change is in flight (ready != last decision): do not stack another.
-
-    A down verdict may withdraw a replica that never became ready (pending pods must not
-    pin the pool up); it never removes a ready one since last - 1 >= ready. More ready
-    than decided (a scale-down still draining, or held by the HPA's stabilization window)
-    with every worker overloaded: grow from what is there.
-    """
-    if direction == DOWN and ready < last:
-        return Step(Reason.LOAD_DOWN, last - 1)
-    if direction == UP and ready > last:
-        return Step(Reason.LOAD_UP, ready + 1)
-    return Step(Reason.LOAD_NOT_READY, last)
-
-
-def _in_sync(direction: int, ready: int, down_streak: int, confirm_ticks: int, held: Sequence[Reason]) -> Step:
-    """Verdict: +-1 from the ready count; a hold reports its most informative reason."""
-    if direction == UP:
-        return Step(Reason.LOAD_UP, ready + 1)
-    if direction == DOWN:
-        return _delayed_down(ready, down_streak, confirm_ticks)
-    return Step(next((r for r in _HOLD_PRIORITY if r in held), Reason.LOAD_HOLD), ready)
-
-
-def _delayed_down(ready: int, down_streak: int, confirm_ticks: int) -> Step:
-    """Delay: bursty traffic empties queues between bursts, so shrink only once the down
-    verdict has held for scaleDownDelaySeconds (`confirm_ticks` ticks, this one included);
-    scale-ups act at once."""
-    if down_streak + 1 < confirm_ticks:
-        return Step(Reason.LOAD_DOWN_PENDING, ready)
-    return Step(Reason.LOAD_DOWN, ready - 1)

@@ -1,4 +1,5 @@
-"""Load-based scaling (scaler.core.load_scaling): Dynamo's reference vectors and scenarios.
+"""Load-based scaling (scaler.core.load_scaling, .load_verdicts, .load_rules): Dynamo's
+reference vectors and scenarios.
 
 The reference vectors use Dynamo's settings: TTFT SLA 500 ms, ITL SLA 50 ms, window 50,
 minimum 5 observations, sensitivity 80 unless stated. Scenarios run a small simulated
@@ -19,20 +20,9 @@ import pytest
 from helpers import flat_profile, plan_dict, with_changes
 from scaler.core.decision import Decision, Reason
 from scaler.core.interpolation import perf_model
-from scaler.core.load_scaling import (
-    DOWN,
-    HOLD,
-    ITL,
-    TTFT,
-    UP,
-    _pool_step,
-    combine_aggregated,
-    decode_verdict,
-    new_load_state,
-    prefill_verdict,
-    rebuild_load_state,
-    threshold_direction,
-)
+from scaler.core.load_rules import pool_step
+from scaler.core.load_scaling import ITL, TTFT, new_load_state, rebuild_load_state
+from scaler.core.load_verdicts import DOWN, HOLD, UP, combine_aggregated, decode_verdict, prefill_verdict, threshold_direction
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
@@ -148,7 +138,7 @@ R = Reason
 
 def _step(direction=HOLD, *, ready=3, last=3, previous=None, reporting=True, throughput_only=False,
           down_streak=0, confirm_ticks=1, held=()):
-    s = _pool_step(
+    s = pool_step(
         direction, ready=ready, last=last, previous=previous, reporting=reporting,
         throughput_only=throughput_only, down_streak=down_streak, confirm_ticks=confirm_ticks, held=held,
     )
