@@ -4,8 +4,8 @@
 Unix seconds) and renders them family by family, each series in time order, ending in
 `# EOF`. `frontend_history` turns completed requests into the Dynamo frontend's series as a
 scrape every `step` seconds would have seen them (same names, labels and buckets as
-`scaler.devtools.fake_frontend`), so backfilled history and live scraping are interchangeable;
-`frontend_backlog` does the same for the gauges of requests waiting for a first token.
+`scaler.devtools.frontend_exporter`), so backfilled history and live scraping are
+interchangeable; `frontend_backlog` does the same for the gauges of requests waiting for a first token.
 
 Sample timing: a request at time t is counted by every scrape at time >= t. With scrapes on
 a grid and a window (a, b] whose ends are scrape times, `increase()` over it is exactly the
@@ -27,7 +27,7 @@ from prometheus_client.utils import floatToGoString
 
 from scaler import naming
 from scaler.core.observations import TrafficWindow
-from scaler.devtools.fake_frontend import BUCKETS
+from scaler.devtools.frontend_exporter import BUCKETS
 from scaler.sources import SOURCES, Source
 from scaler.traces import Request
 
@@ -271,7 +271,7 @@ def frontend_backlog(
     """The frontend's waiting-requests gauges (`source.backlog`, by index in `gauges`;
     default all), scraped every `step` s over [start, end]: `levels` are (time, requests
     waiting from then on), 0 before the first. The stage gauge is in stage `dispatch`, phase
-    `prefill`, without the labels it does not carry (as `fake_frontend` exports it)."""
+    `prefill`, without the labels it does not carry (as `frontend_exporter` exports it)."""
     w = writer or OpenMetricsWriter()
     changes = sorted(levels)
     times = [t for t, _ in changes]

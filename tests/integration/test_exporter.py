@@ -1,5 +1,6 @@
-"""The synthetic Dynamo frontend: names, labels and buckets, exact values, replay under load,
-the command line, and agreement with the OpenMetrics history writer."""
+"""The synthetic Dynamo frontend (scaler.devtools.frontend_exporter, .fake_frontend): names,
+labels and buckets, exact values, replay under load, the command line, and agreement with the
+OpenMetrics history writer."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.devtools.backfill import CompletedRequest, frontend_backlog, frontend_history
-from scaler.devtools.fake_frontend import BUCKETS, LoadModel, Replay, SyntheticFrontend, log_buckets
+from scaler.devtools.fake_frontend import LoadModel, Replay
+from scaler.devtools.frontend_exporter import BUCKETS, SyntheticFrontend, log_buckets
 from scaler.sources import SOURCES
 from scaler.traces import Request
 

@@ -27,7 +27,7 @@ from prometheus import PromFactory, PromServer, wait_for_value
 from scaler.core.decision import Reason
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan
-from scaler.devtools.fake_frontend import SyntheticFrontend
+from scaler.devtools.frontend_exporter import SyntheticFrontend
 from scaler.errors import MetricsUnavailable
 from scaler.naming import rules_file as rules_file_name
 from scaler.prom.client import PromClient

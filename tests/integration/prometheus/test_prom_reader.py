@@ -20,7 +20,7 @@ from rules import check_rules, recording_rules, rule_eval_offset
 from scaler.core.observations import WorkerLoad
 from scaler.core.plan import Plan, PrometheusAccess
 from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, frontend_history
-from scaler.devtools.fake_frontend import SyntheticFrontend
+from scaler.devtools.frontend_exporter import SyntheticFrontend
 from scaler.errors import MetricsUnavailable
 from scaler.prom import (
     PromClient,

@@ -25,7 +25,7 @@ from scaler.core.interpolation import perf_model
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.planner import decide, new_state
 from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, frontend_backlog, frontend_history
-from scaler.devtools.fake_frontend import SyntheticFrontend
+from scaler.devtools.frontend_exporter import SyntheticFrontend
 from scaler.explain import explain_decision
 from scaler.planfile import load_plan
 from scaler.prom import PromClient, PromReader, read_ready, read_traffic_detail, read_traffic_history, read_workers

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rules import recording_rules
 from scaler.core.plan import Plan
-from scaler.devtools.fake_frontend import SyntheticFrontend
+from scaler.devtools.frontend_exporter import SyntheticFrontend
 from service_harness import T, loop_of, running_scaler, test_plan, trigger, write_plans
 
 RATE = 20.0  # req/s, ISL 3000, OSL 600 on the flat profile: prefill 1.5 -> 2, decode 1.2 -> 2
