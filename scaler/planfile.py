@@ -103,6 +103,7 @@ def parse_plan_document(
     if errors:
         raise PlanError(errors)
     warnings = tuple(coverage_warnings(file, plan, profile)) if profile is not None else ()
+    warnings += tuple(sizing_warnings(file, plan))
     return LoadedPlan(path=Path(file), plan=plan, profile=profile, warnings=warnings)
 
 
@@ -115,6 +116,17 @@ def _predictor_errors(file: str, plan: Plan) -> list[FieldError]:
     hint = predictor_missing_dependency(kind)
     if hint:
         return [FieldError(file, "spec.scaling.throughput.predictor.type", f"predictor {kind!r} is not installed: {hint}")]
+    return []
+
+
+def sizing_warnings(file: str, plan: Plan) -> list[FieldError]:
+    """Settings the chosen sizing does not use: said, not silently ignored."""
+    tp = plan.spec.scaling.throughput
+    if tp.sizing == "attainment" and tp.queueing.enabled:
+        return [
+            FieldError(file, "spec.scaling.throughput.queueing.enabled", "applies to sizing: dynamo only; the "
+                       "attainment sizing models queueing itself (set sizing: dynamo, or remove queueing)", "warning")
+        ]
     return []
 
 

@@ -71,6 +71,18 @@ def test_workload_outside_profile_is_a_warning(tmp_path: Path) -> None:
     assert all(w.severity == "warning" for w in lp.warnings)
 
 
+def test_queueing_under_the_attainment_sizing_is_a_warning(tmp_path: Path) -> None:
+    doc = with_changes(plan_dict(sizing="attainment"), {"spec.scaling.throughput.queueing.enabled": True})
+    write_plan(tmp_path, doc, profile=flat_profile())
+    lp = load_plan(tmp_path / "plan.yaml")
+    assert [(w.path, w.severity) for w in lp.warnings] == [("spec.scaling.throughput.queueing.enabled", "warning")]
+    assert "sizing: dynamo only" in lp.warnings[0].message
+    # under Dynamo's sizing the option is used: no warning
+    doc = with_changes(plan_dict(sizing="dynamo"), {"spec.scaling.throughput.queueing.enabled": True})
+    write_plan(tmp_path, doc, profile=flat_profile())
+    assert load_plan(tmp_path / "plan.yaml").warnings == ()
+
+
 # -- one test per kind of bad input -----------------------------------------------------------
 
 
