@@ -70,3 +70,17 @@ def test_forget_plan_removes_every_series_the_plans_decisions_wrote_and_no_other
     plan = _plan("a", "disagg")
     metrics.record_decision("ns", decide(plan, MODEL, Observation(timestamp=0.0, traffic=WINDOW), new_state(plan)), 1.0)
     assert any('plan="a"' in l for l in _lines(metrics))
+
+
+def test_attainment_inputs_are_exported_and_forgotten() -> None:
+    from scaler.core.planner import capacity
+
+    plan = Plan.model_validate(plan_dict(sizing="attainment"))
+    metrics = ServiceMetrics()
+    metrics.record_decision("inference", capacity(plan, perf_model(flat_profile(ttft_ms=75.0)), 20.0, 3000, 150), 1.0)
+    text = generate_latest(metrics.registry).decode()
+    assert 'dynplan_attainment_sizing{namespace="inference",plan="llama-8b",quantity="target"} 0.99' in text
+    assert 'dynplan_attainment_sizing{namespace="inference",plan="llama-8b",quantity="planned_rate"} 20.0' in text
+    assert 'quantity="dispersion"} 2.0' in text  # the Poisson prior before any traffic
+    metrics.forget_plan("inference", "llama-8b")
+    assert "dynplan_attainment_sizing{" not in generate_latest(metrics.registry).decode()
