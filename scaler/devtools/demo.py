@@ -9,7 +9,8 @@ Everything runs on 127.0.0.1, end to end, with real parts:
 3. `dynplan serve` on a free port, with the example plan (examples/llama-8b-disagg.yaml)
    deciding every 10 s instead of every 180 s (see `DEMO_OVERRIDES`);
 4. a KEDA-like client that, every poll, calls GetMetricSpec -> GetMetrics -> IsActive for
-   both pools over gRPC and prints the observed rate and the desired replicas.
+   both pools over gRPC, prints the observed rate and the desired replicas, and applies them
+   to the fake frontend's pools (as KEDA and the HPA resize Deployments), closing the loop.
 
 It ends by itself (100 s of polling after a start-up of about 10 s) and stops every process it started, also on Ctrl-C.
 """
@@ -192,9 +193,14 @@ def _observed_rate(metrics_url: str) -> Optional[float]:
 
 
 async def keda_poll_loop(
-    address: str, metrics_url: str, plan: Plan, duration: float, poll: float, out: IO[str]
+    address: str, metrics_url: str, plan: Plan, duration: float, poll: float, out: IO[str],
+    apply_to: Optional[IO[str]] = None,
 ) -> int:
-    """Poll like KEDA and print one line per poll; return the number of successful polls."""
+    """Poll like KEDA and print one line per poll; return the number of successful polls.
+
+    With `apply_to`, every answer is also applied, as KEDA and the HPA would resize the
+    Deployments: one 'POOL REPLICAS' line per pool to the fake frontend, which closes the loop
+    (its latencies and backlog follow the replicas the scaler asked for)."""
     import grpc
 
     from scaler.proto import externalscaler_pb2 as pb
@@ -250,6 +256,13 @@ async def keda_poll_loop(
             print(f"{t:>5.0f}s  {rate_text:>10}  {cells}  {flags}", file=out, flush=True)
             if answered:
                 ok += 1
+                if apply_to is not None:
+                    try:
+                        for p in POOLS:
+                            apply_to.write(f"{p} {max(1, int(float(replicas[p])))}\n")
+                        apply_to.flush()
+                    except (BrokenPipeError, ValueError):
+                        apply_to = None  # the frontend went away; keep polling
             try:
                 await asyncio.wait_for(stop.wait(), poll)
             except asyncio.TimeoutError:
@@ -277,8 +290,9 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
         frontend = procs.start(
             "fake frontend",
             [python, "-m", "scaler.devtools.fake_frontend", "--trace", str(trace), "--speed", str(speed),
-             "--listen", "127.0.0.1:0", "--dynamo-namespace", plan.spec.metrics.selector["dynamo_namespace"]],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root, env=env,
+             "--listen", "127.0.0.1:0", "--dynamo-namespace", plan.spec.metrics.selector["dynamo_namespace"],
+             "--pool-sizes-from-stdin"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root, env=env,
         )
         assert frontend.stdout is not None
         frontend_port = int(_wait_line(frontend.stdout, re.compile(r"^(\d+)\s*$"), 20, "fake frontend")[1])
@@ -321,7 +335,7 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
             f"scaler log (one JSON line per decision): {work / 'scaler.log'}",
             file=out, flush=True,
         )
-        ok = asyncio.run(keda_poll_loop(address, metrics_url, plan, duration, poll, out))
+        ok = asyncio.run(keda_poll_loop(address, metrics_url, plan, duration, poll, out, apply_to=frontend.stdin))
         print(f"done: {ok} polls answered with replicas for both pools", file=out, flush=True)
         return 0 if ok > 0 else 1
     finally:

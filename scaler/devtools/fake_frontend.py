@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import IO, Optional, Sequence
 
 from scaler.core.plan import POOL_NAMES_BY_MODE
 from scaler.devtools.frontend_exporter import SyntheticFrontend
@@ -211,6 +211,20 @@ def _parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _resize_from(lines: "IO[str]", replay: Replay) -> None:
+    """Apply 'POOL REPLICAS' lines to the replay (what KEDA and the HPA do to a Deployment);
+    a malformed line is reported and skipped."""
+    for line in lines:
+        parts = line.split()
+        if not parts:
+            continue
+        try:
+            pool, count = parts[0], int(parts[1])
+            replay.set_pool_size(pool, count)
+        except (IndexError, ValueError) as exc:
+            print(f"ignored pool-size line {line.strip()!r}: {exc}", file=sys.stderr)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from scaler.errors import TraceError
     from scaler.traces import read_trace
@@ -226,6 +240,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--prefill-tokens-per-s", type=float, default=LoadModel.prefill_tokens_per_s)
     ap.add_argument("--loop", action="store_true", help="start the trace again when it ends")
     ap.add_argument("--exit-when-done", action="store_true", help="exit once the trace has been replayed")
+    ap.add_argument("--pool-sizes-from-stdin", action="store_true",
+                    help="read lines 'POOL REPLICAS' on stdin and resize that pool (the demo's KEDA stand-in)")
     args = ap.parse_args(argv)
     try:
         requests = read_trace(args.trace)
@@ -251,6 +267,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(port, flush=True)
     print(f"serving http://{host}:{port}/metrics, replaying {len(requests)} requests at {args.speed}x", file=sys.stderr)
     replay = Replay(frontend, requests, speed=args.speed, model=model, loop=args.loop).start()
+    if args.pool_sizes_from_stdin:
+        threading.Thread(target=_resize_from, args=(sys.stdin, replay), name="pool-sizes", daemon=True).start()
     try:
         while not stop.wait(0.2):
             if args.exit_when_done and replay.done.is_set():

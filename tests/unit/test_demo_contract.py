@@ -32,3 +32,16 @@ def test_listening_event_gives_both_ports() -> None:
         log.removeHandler(cap)
     m = LISTENING.search(cap.lines[0])
     assert m is not None and (m[1], m[2]) == ("38159", "46067")
+
+
+def test_the_fake_frontend_resizes_its_pools_from_stdin_lines(capsys) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from scaler.devtools.fake_frontend import Replay, _resize_from
+    from scaler.devtools.frontend_exporter import SyntheticFrontend
+
+    replay = Replay(SyntheticFrontend(), [], speed=1.0)
+    _resize_from(io.StringIO("prefill 5\n\ndecode x\nworker 2\ndecode 3\n"), replay)
+    assert replay._size == {"prefill": 5, "decode": 3}
+    err = capsys.readouterr().err
+    assert "ignored pool-size line 'decode x'" in err and "ignored pool-size line 'worker 2'" in err
