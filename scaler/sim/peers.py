@@ -56,41 +56,36 @@ UP, HOLD, DOWN = 1, 0, -1
 
 
 # -- plans ------------------------------------------------------------------------------------
+def with_scaling(
+    plan: Plan, *, throughput: Optional[Mapping[str, Any]] = None, load: Optional[Mapping[str, Any]] = None
+) -> Plan:
+    """The plan with fields of `spec.scaling.throughput` / `spec.scaling.load` replaced."""
+    scaling = plan.spec.scaling
+    new = scaling.model_copy(
+        update={
+            "throughput": scaling.throughput.model_copy(update=dict(throughput or {})),
+            "load": scaling.load.model_copy(update=dict(load or {})),
+        }
+    )
+    return plan.model_copy(update={"spec": plan.spec.model_copy(update={"scaling": new})})
+
+
 def with_sizing(plan: Plan, sizing: str) -> Plan:
-    """The plan with `spec.scaling.throughput.sizing` set (when the plan model has the field)
-    and queueing-aware prefill sizing off: Dynamo's formulas are the mean rate over capacity."""
-    tp = plan.spec.scaling.throughput
-    update: dict[str, Any] = {"queueing": tp.queueing.model_copy(update={"enabled": False})}
-    if "sizing" in type(tp).model_fields:
-        update["sizing"] = sizing
-    scaling = plan.spec.scaling.model_copy(update={"throughput": tp.model_copy(update=update)})
-    return plan.model_copy(update={"spec": plan.spec.model_copy(update={"scaling": scaling})})
+    """The plan with `spec.scaling.throughput.sizing` set and queueing-aware prefill sizing
+    off: Dynamo's formulas are the mean rate over capacity."""
+    queueing = plan.spec.scaling.throughput.queueing.model_copy(update={"enabled": False})
+    return with_scaling(plan, throughput={"sizing": sizing, "queueing": queueing})
 
 
 def dynamo_plan(plan: Plan) -> Plan:
     """The plan as Dynamo would run it: its throughput formulas, correction on (the core turns
     it off, as Dynamo does, because load-based scaling is on), load-based scaling on with the
     plan's load settings."""
-    p = with_sizing(plan, "dynamo")
-    scaling = p.spec.scaling
-    new = scaling.model_copy(
-        update={
-            "throughput": scaling.throughput.model_copy(update={"correction": True}),
-            "load": scaling.load.model_copy(update={"enabled": True}),
-        }
-    )
-    return p.model_copy(update={"spec": p.spec.model_copy(update={"scaling": new})})
+    return with_scaling(with_sizing(plan, "dynamo"), throughput={"correction": True}, load={"enabled": True})
 
 
 def _throughput_only(plan: Plan, correction: bool) -> Plan:
-    scaling = plan.spec.scaling
-    new = scaling.model_copy(
-        update={
-            "throughput": scaling.throughput.model_copy(update={"enabled": True, "correction": correction}),
-            "load": scaling.load.model_copy(update={"enabled": False}),
-        }
-    )
-    return plan.model_copy(update={"spec": plan.spec.model_copy(update={"scaling": new})})
+    return with_scaling(plan, throughput={"enabled": True, "correction": correction}, load={"enabled": False})
 
 
 # -- Dynamo -----------------------------------------------------------------------------------

@@ -26,7 +26,14 @@ from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
 from scaler.sim.actuation import ActuationConfig, config_from_plan
-from scaler.sim.peers import DynamoController, LlmdSloController, dynamo_plan, llmd_actuation, with_sizing
+from scaler.sim.peers import (
+    DynamoController,
+    LlmdSloController,
+    dynamo_plan,
+    llmd_actuation,
+    with_scaling,
+    with_sizing,
+)
 from scaler.sim.window import first_window
 from scaler.sim.workload import Arrivals
 
@@ -72,14 +79,7 @@ def parse_policy(name: str, pools: tuple[str, ...] = ("prefill", "decode")) -> P
 
 
 def _with_modes(plan: Plan, throughput: bool, load: bool) -> Plan:
-    scaling = plan.spec.scaling
-    new_scaling = scaling.model_copy(
-        update={
-            "throughput": scaling.throughput.model_copy(update={"enabled": throughput}),
-            "load": scaling.load.model_copy(update={"enabled": load}),
-        }
-    )
-    return plan.model_copy(update={"spec": plan.spec.model_copy(update={"scaling": new_scaling})})
+    return with_scaling(plan, throughput={"enabled": throughput}, load={"enabled": load})
 
 
 def policy_plan(spec: PolicySpec, plan: Plan) -> Plan:
