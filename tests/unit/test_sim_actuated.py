@@ -20,34 +20,10 @@ from scaler.sim.policies import StaticController
 from scaler.sim.results import SimResult
 from scaler.sim.window import first_window, peak_rate
 from scaler.sim.workload import Arrivals
+from sim_controllers import Scripted
 
 MODEL = perf_model(flat_profile(40000.0, 10000.0, ttft_ms=50.0, itl_ms=5.0))
 CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_seconds=60.0)
-
-
-class Scripted:
-    """Fixed targets at fixed tick numbers; records the windows it was shown."""
-
-    load_interval_seconds: Optional[float] = None
-
-    def __init__(self, initial: Mapping[str, int], interval: float, script: dict[int, dict[str, int]]) -> None:
-        self.name = "scripted"
-        self._initial = dict(initial)
-        self.throughput_interval_seconds = interval
-        self._script = script
-        self._tick = 0
-        self.windows: list[TrafficWindow] = []
-
-    def initial_replicas(self) -> Mapping[str, int]:
-        return self._initial
-
-    def on_traffic(self, t: float, window: TrafficWindow, ready: Mapping[str, int]) -> Optional[Mapping[str, int]]:
-        self._tick += 1
-        self.windows.append(window)
-        return self._script.get(self._tick)
-
-    def on_load(self, t: float, workers: tuple[WorkerLoad, ...], ready: Mapping[str, int]) -> None:
-        return None
 
 
 def _steady(seconds: float, rate: float, isl: int = 200, osl: int = 2) -> Arrivals:

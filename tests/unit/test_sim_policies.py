@@ -19,6 +19,7 @@ from scaler.sim.report import policy_summary, window_attainment
 from scaler.sim.results import PoolSample, SimResult
 from scaler.sim.run import compare
 from scaler.sim.workload import Arrivals
+from sim_controllers import Scripted
 
 CFG = EngineConfig(gpus_per_replica={"prefill": 1, "decode": 1}, startup_delay_seconds=60.0)
 # Flat profile: 40k prefill tokens/s/GPU and TTFT 50 ms everywhere, so ISL 2000 is consistent
@@ -41,32 +42,6 @@ def _even(segments: list[tuple[float, float]], isl: int = 2000, osl: int = 2) ->
         start += duration
     t = np.concatenate(ts)
     return Arrivals(t=t, isl=np.full(len(t), isl), osl=np.full(len(t), osl))
-
-
-class Scripted:
-    """A controller that applies fixed targets at fixed tick numbers (tests the engine's
-    scaling mechanics on their own, without a planner's opinion)."""
-
-    load_interval_seconds: Optional[float] = None
-
-    def __init__(self, initial: Mapping[str, int], interval: float, script: dict[int, dict[str, int]]) -> None:
-        self.name = "scripted"
-        self._initial = dict(initial)
-        self.throughput_interval_seconds = interval
-        self._script = script
-        self._tick = 0
-        self.windows: list[TrafficWindow] = []
-
-    def initial_replicas(self) -> Mapping[str, int]:
-        return self._initial
-
-    def on_traffic(self, t: float, window: TrafficWindow, ready: Mapping[str, int]) -> Optional[Mapping[str, int]]:
-        self._tick += 1
-        self.windows.append(window)
-        return self._script.get(self._tick)
-
-    def on_load(self, t: float, workers: tuple[WorkerLoad, ...], ready: Mapping[str, int]) -> None:
-        return None
 
 
 # -- static policies ---------------------------------------------------------------------------
