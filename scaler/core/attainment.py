@@ -95,13 +95,18 @@ def prefill_replicas(
     (no count can meet it; queueing is kept to half a service time, as the infeasible
     warning says). 0 when idle with no backlog.
     """
-    if service_seconds <= 0:
+    if not service_seconds > 0:
         return 0
-    drain = math.ceil(max(backlog, 0.0) * service_seconds / max(drain_seconds, service_seconds) - 1e-9)
-    if rate <= 0:
+    need = max(backlog, 0.0) * service_seconds / max(drain_seconds, service_seconds)
+    # inf or NaN inputs (the core is total): at most `limit`, never an OverflowError
+    drain = 0 if not need > 0 else (limit if need >= limit else max(0, math.ceil(need - 1e-9)))
+    if not rate > 0:
         return drain
+    offered = rate * service_seconds
+    if not offered < limit:
+        return limit
     slack = max(slack_seconds, service_seconds / 2.0)
-    c = max(1, math.floor(rate * service_seconds) + 1)
+    c = max(1, math.floor(offered) + 1)
     while c < limit and wait_exceeds(c, rate, service_seconds, dispersion, slack) > miss_fraction:
         c += 1
     return min(c + drain, limit)

@@ -35,7 +35,7 @@ from scaler.core.attainment import POISSON_DISPERSION, DecodeSizing, decode_repl
 from scaler.core.interpolation import DecodeOperatingPoint, PerfModel
 from scaler.core.observations import TrafficWindow
 from scaler.core.plan import Plan
-from scaler.core.throughput import decode_context
+from scaler.core.throughput import ceil_replicas, decode_context
 
 # A learned value comes down by this weight per calmer window (in log space).
 DECAY = 0.2
@@ -247,7 +247,7 @@ def size(
         gd = pools["decode"].gpus_per_replica
         dec = _decode(model, planned, osl, context, point, state.decode_slowdown, miss)
         sized["prefill"] = prefill_count
-        sized["decode"] = math.ceil(dec.replicas - 1e-9) if dec.replicas > 0 else 0
+        sized["decode"] = ceil_replicas(dec.replicas)
         capacity["prefill"] = model.prefill.thpt_per_gpu(isl) * pools["prefill"].gpus_per_replica
         capacity["decode"] = point.thpt_per_gpu * gd
         infeasible = {"prefill": service_ms > spec.sla.ttft_ms, "decode": not point.feasible}
@@ -255,7 +255,7 @@ def size(
         # one engine does both: the prefill queue's servers plus the decode sequences' share
         gw = pools["worker"].gpus_per_replica
         dec = _decode(model, planned, osl, context, point, state.decode_slowdown, miss)
-        sized["worker"] = math.ceil(prefill_count + dec.replicas - 1e-9) if planned > 0 or backlog > 0 else 0
+        sized["worker"] = ceil_replicas(prefill_count + dec.replicas) if planned > 0 or backlog > 0 else 0
         infeasible = {"worker": service_ms > spec.sla.ttft_ms or not point.feasible}
     final = hold(state, timestamp, sized, hold_seconds(plan, state)) if apply_hold else dict(sized)
     tail: Optional[float] = None

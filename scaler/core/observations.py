@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Mapping, Optional
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Optional
 
 
 def finite_or_none(value: Optional[float]) -> Optional[float]:
@@ -65,6 +65,62 @@ class TrafficWindow:
     @property
     def idle(self) -> bool:
         return self.requests == 0
+
+
+# Physical limits of one window's values. A value outside them is not traffic but a broken
+# exporter, a counter glitch or a hostile series (a request count of 1e308 once stopped a
+# plan for good); the edges skip such a window (`window_problem`) and the core, called
+# directly, caps it (`within_limits`) so that `decide` never overflows. Each is far above
+# any deployment one plan scales, and far below where float arithmetic on it overflows.
+MAX_RATE = 1e6              # requests/s into one plan (the largest public services: ~1e5)
+MAX_TOKENS = 1e8            # mean ISL or OSL (context windows today: ~1e6 tokens)
+MAX_LATENCY_MS = 3.6e6      # mean TTFT or ITL: one hour
+MAX_DURATION_S = 86400.0    # mean request duration: one day
+MAX_DISPERSION = 1e6        # index of dispersion of arrival counts
+# name, lower and upper bound (inclusive) of each optional mean
+_LIMITS: tuple[tuple[str, float, float], ...] = (
+    ("isl", 0.0, MAX_TOKENS),
+    ("osl", 0.0, MAX_TOKENS),
+    ("ttft_ms", 0.0, MAX_LATENCY_MS),
+    ("itl_ms", 0.0, MAX_LATENCY_MS),
+    ("request_duration_s", 0.0, MAX_DURATION_S),
+    ("peak_rate", 0.0, MAX_RATE),
+    ("arrival_dispersion", 0.0, MAX_DISPERSION),
+)
+
+
+def window_problem(window: TrafficWindow) -> Optional[str]:
+    """Why `window` is not usable traffic (a reason code for metrics and logs), or None.
+
+    Codes: `absurd_requests` (rate above MAX_RATE), `absurd_backlog` (more waiting than
+    MAX_RATE could bring in one window), `negative_<field>` and `absurd_<field>` for a mean
+    below 0 or above its limit. Non-finite means are already None ("no value")."""
+    if window.rate > MAX_RATE:
+        return "absurd_requests"
+    if window.backlog is not None and not 0 <= window.backlog <= MAX_RATE * window.window_seconds:
+        return "negative_backlog" if window.backlog < 0 else "absurd_backlog"
+    for name, lo, hi in _LIMITS:
+        v = getattr(window, name)
+        if v is not None and v < lo:
+            return f"negative_{name}"
+        if v is not None and v > hi:
+            return f"absurd_{name}"
+    return None
+
+
+def within_limits(window: TrafficWindow) -> TrafficWindow:
+    """`window` capped into the physical limits: the rate at MAX_RATE, a mean outside its
+    range dropped (None, no value). What the core decides on, so that no input overflows."""
+    if window_problem(window) is None:
+        return window
+    changes: dict[str, Any] = {
+        name: None for name, lo, hi in _LIMITS if getattr(window, name) is not None and not lo <= getattr(window, name) <= hi
+    }
+    cap = MAX_RATE * window.window_seconds
+    if window.backlog is not None and not 0 <= window.backlog <= cap:
+        changes["backlog"] = None
+    changes["requests"] = min(window.requests, cap)
+    return replace(window, **changes)
 
 
 @dataclass(frozen=True)

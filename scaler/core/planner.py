@@ -9,7 +9,7 @@ which is what makes a restarted scaler decide like one that never stopped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from scaler.core import attainment_sizing
@@ -18,7 +18,7 @@ from scaler.core.budget import bound_and_budget
 from scaler.core.decision import Decision, Reason, ThroughputInputs
 from scaler.core.interpolation import DecodeOperatingPoint, PerfModel
 from scaler.core.load_scaling import LoadState, ensure_load_state, load_tick
-from scaler.core.observations import Observation, TrafficWindow
+from scaler.core.observations import MAX_RATE, MAX_TOKENS, Observation, TrafficWindow, within_limits
 from scaler.core.plan import Plan
 from scaler.core.predictors import Predictor, make_predictor
 from scaler.core.throughput import (
@@ -124,8 +124,12 @@ def _observe(state: PlannerState, window: TrafficWindow) -> None:
 
 
 def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: PlannerState) -> Decision:
-    window = obs.traffic
-    assert window is not None
+    assert obs.traffic is not None
+    # The edges skip windows outside the physical limits (window_problem); capped here too,
+    # so that no caller's input makes the arithmetic overflow.
+    window = within_limits(obs.traffic)
+    if window is not obs.traffic:
+        obs = replace(obs, traffic=window)
     _observe(state, window)
     if plan.spec.scaling.throughput.sizing == "attainment":
         return _attainment_tick(plan, model, obs, window, state)
@@ -135,12 +139,7 @@ def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: Plan
         state.corrections = update_corrections(
             model, window, replicas_during_window(obs, state, decode_pool), state.corrections
         )
-    rate = max(0.0, state.rate.predict_next())
-    isl = state.isl.predict_next() if state.isl.count else 0.0
-    osl = state.osl.predict_next() if state.osl.count else 0.0
-    from_priors = isl <= 0 or osl <= 0
-    isl = isl if isl > 0 else plan.spec.workload.isl
-    osl = osl if osl > 0 else plan.spec.workload.osl
+    rate, isl, osl, from_priors = _predicted(plan, state)
     if window.idle and rate == 0:
         reason = Reason.IDLE
     elif from_priors:
@@ -165,10 +164,12 @@ def _throughput_tick(plan: Plan, model: PerfModel, obs: Observation, state: Plan
 
 
 def _predicted(plan: Plan, state: PlannerState) -> tuple[float, float, float, bool]:
-    """Predicted rate, ISL and OSL (priors until a shape was seen), and whether priors were used."""
-    rate = max(0.0, state.rate.predict_next())
-    isl = state.isl.predict_next() if state.isl.count else 0.0
-    osl = state.osl.predict_next() if state.osl.count else 0.0
+    """Predicted rate, ISL and OSL (priors until a shape was seen), and whether priors were used.
+
+    Within the physical limits (a trend extrapolated from capped windows can leave them)."""
+    rate = min(max(0.0, state.rate.predict_next()), MAX_RATE)
+    isl = min(state.isl.predict_next(), MAX_TOKENS) if state.isl.count else 0.0
+    osl = min(state.osl.predict_next(), MAX_TOKENS) if state.osl.count else 0.0
     from_priors = isl <= 0 or osl <= 0
     isl = isl if isl > 0 else plan.spec.workload.isl
     osl = osl if osl > 0 else plan.spec.workload.osl

@@ -13,13 +13,15 @@ Everything here is a function of its arguments: no clock, no I/O. The decision l
 
 from __future__ import annotations
 
+import copy
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass, replace
+from typing import Mapping, Optional, Sequence
 
 from scaler.core.decision import Decision
 from scaler.core.interpolation import PerfModel
 from scaler.core.load_scaling import LoadState, rebuild_load_state
-from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
+from scaler.core.observations import Observation, TrafficWindow, WorkerLoad, window_problem
 from scaler.core.plan import Plan
 from scaler.core.planner import PlannerState, decide, new_state
 from scaler.core.predictors import memory
@@ -51,10 +53,38 @@ def catch_up(next_end: float, latest: float, interval: float, intervals: int) ->
 
 
 def after_failed_read(next_end: float, latest: float, interval: float) -> float:
-    """The window to read after reading `next_end` failed: the same one (what a restart
-    would replay) while it is the newest closed one; once a newer window has closed, the
-    one after it."""
-    return next_end + interval if next_end < latest else next_end
+    """The window to read after reading `next_end` failed: the same one. The next attempt
+    reads every window from it to the newest closed one at once (`windows_due`), so however
+    long Prometheus was away, one successful read decides the newest window."""
+    return next_end
+
+
+def retry_delay(interval: float) -> float:
+    """Seconds between attempts after a failed read: a quarter interval, at most 5 s.
+
+    The recovery bound: a read that succeeds again is attempted at most this long after
+    Prometheus heals (plus the failing read's own deadline, if one was in flight), and
+    that read decides the newest window; 5 s <= interval / 2 for every plan (interval >= 10 s)."""
+    return min(5.0, interval / 4)
+
+
+def windows_due(now: float, next_end: float, interval: float, settle: float, horizon: int) -> Optional[tuple[float, float]]:
+    """(first, last) window ends to read now, or None when `next_end` has not settled yet.
+
+    `last` is the newest closed window; `first` is `next_end`, or the oldest of the
+    `horizon` windows ending at `last` after a long outage (`catch_up`). A loop more than
+    one interval behind (a slow Prometheus, a shared query pool) reads them all in one
+    history read and decides the newest, instead of queueing one tick per window: its
+    lateness is bounded by one read, whatever the backlog."""
+    if now < next_end + settle:
+        return None
+    last = latest_closed(now, interval, settle)
+    return catch_up(next_end, last, interval, horizon), last
+
+
+def decision_lag(made_at: float, window_end: float, settle: float) -> float:
+    """How late a throughput decision is: made at minus (window end + settle delay)."""
+    return made_at - window_end - settle
 
 
 def load_history_end(end: float, load_interval: float) -> float:
@@ -102,7 +132,90 @@ def rebuild_load(plan: Plan, history: Sequence[WorkerTick]) -> LoadState:
     return rebuild_load_state(plan, [Observation(timestamp=t, workers=w) for t, w in history])
 
 
+# -- one window, or none -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Skipped:
+    """A window no decision was made on, and why: a `window_problem` code (its data is
+    outside the physical limits) or `decide_error` (decide raised on it)."""
+
+    end: float
+    reason: str
+    detail: str
+
+
+def decide_window(
+    plan: Plan, model: Optional[PerfModel], obs: Observation, state: PlannerState
+) -> tuple[PlannerState, Decision | Skipped]:
+    """`decide` as one transaction: (the new state, the decision), or (`state` untouched,
+    why the window was skipped). A window outside the physical limits is skipped before
+    anything sees it; one that makes decide raise is skipped after, with the state it had
+    before, so a poisoned window costs one interval and is never retried. The decision
+    loop and `replay` both decide through here, so a restart skips the same windows."""
+    if obs.traffic is not None:
+        problem = window_problem(obs.traffic)
+        if problem is not None:
+            return state, Skipped(obs.timestamp, problem, f"window ending at {obs.timestamp:.0f} rejected: {problem} ({obs.traffic})")
+    trial = copy.deepcopy(state)
+    try:
+        decision = decide(plan, model, obs, trial)
+    except Exception as exc:  # noqa: BLE001 - one window's data must not stop the plan
+        return state, Skipped(obs.timestamp, "decide_error", f"window ending at {obs.timestamp:.0f}: {type(exc).__name__}: {exc}")
+    return trial, decision
+
+
 # -- replay ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Replayed:
+    state: PlannerState
+    decision: Optional[Decision]   # on the newest window decided; None if none was
+    skipped: tuple[Skipped, ...]   # windows skipped on the way, oldest first
+
+
+def replay_windows(
+    plan: Plan,
+    model: Optional[PerfModel],
+    windows: Sequence[TrafficWindow],
+    workers: tuple[WorkerLoad, ...],
+    end: float,
+    load_history: Sequence[WorkerTick] = (),
+    *,
+    ready: Optional[Mapping[str, int]] = None,
+    state: Optional[PlannerState] = None,
+) -> Replayed:
+    """`state` (default: a fresh one) after the throughput `windows` (oldest first, the
+    last one ending at `end`), and the decision on the newest: what a scaler that never
+    stopped has after that window. Every window goes through `decide_window`, so windows
+    the live loop skipped are skipped here too.
+
+    Worker counts are known for the newest usable window only (history has none); `ready`
+    (default: counted from `workers`) goes with it. They feed the correction factors, which
+    are recomputed each window anyway. `load_history` (per-worker load up to `end`) refills
+    the load path's regressions before that window."""
+    interval = float(plan.spec.scaling.throughput.interval_seconds)
+    current = new_state(plan) if state is None else state
+    decision: Optional[Decision] = None
+    skipped: list[Skipped] = []
+    first_end = end - (len(windows) - 1) * interval
+    usable = [i for i, w in enumerate(windows) if window_problem(w) is None]
+    last = usable[-1] if usable else -1
+    for i, window in enumerate(windows):
+        t = first_end + i * interval
+        if i != last:
+            obs = Observation(timestamp=t, traffic=window)
+        else:
+            if load_history:
+                current.load = rebuild_load(plan, load_history)
+            obs = throughput_observation(plan, t, window, workers)
+            if ready is not None:
+                obs = replace(obs, ready_replicas=dict(ready))
+        current, result = decide_window(plan, model, obs, current)
+        if isinstance(result, Skipped):
+            skipped.append(result)
+        else:
+            decision = result
+    return Replayed(current, decision, tuple(skipped))
+
+
 def replay(
     plan: Plan,
     model: Optional[PerfModel],
@@ -111,24 +224,6 @@ def replay(
     end: float,
     load_history: Sequence[WorkerTick] = (),
 ) -> tuple[PlannerState, Optional[Decision]]:
-    """A fresh planner state after the throughput `windows` (oldest first, the last one
-    ending at `end`), and the decision on the last one: the state and decision a scaler
-    that never stopped has after that window. None when there are no windows.
-
-    Worker counts are known for the last window only (history has none); they feed the
-    correction factors, which are recomputed each window anyway. `load_history` (per-worker
-    load up to `end`) refills the load path's regressions before the last window."""
-    interval = float(plan.spec.scaling.throughput.interval_seconds)
-    state = new_state(plan)
-    decision: Optional[Decision] = None
-    first_end = end - (len(windows) - 1) * interval
-    for i, window in enumerate(windows):
-        t = first_end + i * interval
-        if i < len(windows) - 1:
-            obs = Observation(timestamp=t, traffic=window)
-        else:
-            if load_history:
-                state.load = rebuild_load(plan, load_history)
-            obs = throughput_observation(plan, t, window, workers)
-        decision = decide(plan, model, obs, state)
-    return state, decision
+    """`replay_windows` from a fresh state: (state, decision on the newest window)."""
+    done = replay_windows(plan, model, windows, workers, end, load_history)
+    return done.state, done.decision

@@ -14,10 +14,34 @@ from scaler.core.observations import TrafficWindow
 
 # ceil() on a value that is an integer up to float noise must not add a replica.
 _EPS = 1e-9
+# More replicas than any pool can have (plan maxReplicas is far below): the cap that keeps
+# ceil() of an overflowing product (inf) an int; bounds and budget then apply as usual.
+MAX_REPLICAS = 1_000_000_000
+# Correction factors (observed / profiled latency) are bounded to [1/10, 10]. Below a tenth,
+# the profile is off by an order of magnitude (or the latency series is broken), and the
+# scaler does not size prefill below a tenth of what the profile says; above 10x the engine
+# is not slower hardware but queueing or a fault, which resizing on the profile cannot fix
+# (the attainment sizing bounds its decode slowdown at 10 too). Unbounded, a TTFT of 1e-300 s
+# drove prefill to its minimum and 1e300 s every pool to the budget.
+MIN_CORRECTION = 0.1
+MAX_CORRECTION = 10.0
 
 
 def ceil_replicas(x: float) -> int:
+    """Whole replicas for a fractional need: never raises. NaN or negative -> 0, +inf or
+    more than MAX_REPLICAS -> MAX_REPLICAS (clamped to the pool's maximum afterwards)."""
+    if not x > 0:  # NaN, zero, negative
+        return 0
+    if x >= MAX_REPLICAS:
+        return MAX_REPLICAS
     return max(0, math.ceil(x - _EPS))
+
+
+def bounded_correction(factor: float) -> float:
+    """A correction factor within [MIN_CORRECTION, MAX_CORRECTION]; NaN -> 1 (no correction)."""
+    if math.isnan(factor):
+        return 1.0
+    return min(max(factor, MIN_CORRECTION), MAX_CORRECTION)
 
 
 def prefill_replicas(
@@ -73,26 +97,29 @@ def update_corrections(
     cf_d = observed ITL / profiled ITL(concurrency, context), with the per-worker
     concurrency from Little's law: arrivals/s x mean request duration / decode workers.
     A factor that cannot be computed (idle window, missing mean, no workers) keeps its
-    previous value.
+    previous value; one that can is bounded to [MIN_CORRECTION, MAX_CORRECTION].
     """
     cf_p, cf_d = previous.prefill, previous.decode
-    if window.requests > 0 and window.ttft_ms and window.isl:
-        profiled = model.prefill.ttft_ms(window.isl)
+    # Means <= 0 say nothing (a negative mean once gave cf_p = -8.25); see MIN_CORRECTION.
+    ttft, itl, isl, osl = _positive(window.ttft_ms), _positive(window.itl_ms), _positive(window.isl), _positive(window.osl)
+    duration = _positive(window.request_duration_s)
+    if window.requests > 0 and ttft is not None and isl is not None:
+        profiled = model.prefill.ttft_ms(isl)
         if profiled > 0:
-            cf_p = window.ttft_ms / profiled
-    if (
-        window.requests > 0
-        and decode_workers > 0
-        and window.itl_ms
-        and window.isl
-        and window.osl
-        and window.request_duration_s
-    ):
-        concurrency = window.rate * window.request_duration_s / decode_workers
-        profiled = model.decode.itl_at_concurrency(concurrency, decode_context(window.isl, window.osl))
-        if profiled > 0:
-            cf_d = window.itl_ms / profiled
+            cf_p = bounded_correction(ttft / profiled)
+    if window.requests > 0 and decode_workers > 0 and itl and isl and osl and duration:
+        concurrency = window.rate * duration / decode_workers
+        context = decode_context(isl, osl)
+        if math.isfinite(concurrency) and math.isfinite(context):
+            profiled = model.decode.itl_at_concurrency(concurrency, context)
+            if profiled > 0:
+                cf_d = bounded_correction(itl / profiled)
     return CorrectionFactors(prefill=cf_p, decode=cf_d)
+
+
+def _positive(value: Optional[float]) -> Optional[float]:
+    """The value when it is a finite positive number, else None."""
+    return value if value is not None and math.isfinite(value) and value > 0 else None
 
 
 def agg_replicas(
