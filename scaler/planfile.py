@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from scaler.core.plan import Plan, semantic_errors
 from scaler.core.profile import Profile, profile_from_raw, profile_problems
 from scaler.errors import FieldError, PlanError, ProfileError
+from scaler.sources import source_errors, source_warnings
 
 if TYPE_CHECKING:  # numpy/scipy load only when a model is first asked for
     from scaler.core.interpolation import PerfModel
@@ -80,7 +81,7 @@ def parse_plan_document(
         plan = Plan.model_validate(doc)
     except ValidationError as exc:
         raise PlanError(_pydantic_errors(file, exc)) from None
-    errors = [FieldError(file, path, msg) for path, msg in semantic_errors(plan)]
+    errors = [FieldError(file, path, msg) for path, msg in semantic_errors(plan) + source_errors(plan)]
     if runtime:
         errors += _predictor_errors(file, plan)
     profile: Optional[Profile] = None
@@ -104,6 +105,7 @@ def parse_plan_document(
         raise PlanError(errors)
     warnings = tuple(coverage_warnings(file, plan, profile)) if profile is not None else ()
     warnings += tuple(sizing_warnings(file, plan))
+    warnings += tuple(FieldError(file, path, msg, "warning") for path, msg in source_warnings(plan))
     return LoadedPlan(path=Path(file), plan=plan, profile=profile, warnings=warnings)
 
 

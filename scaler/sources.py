@@ -12,12 +12,19 @@ kube-state-metrics (`ready_query`); `sizing: dynamo` plans read exactly the othe
 docs/decision-logic.md ("Signals from Prometheus") gives each expression and how it
 differs from the simulator's definition.
 
-Adding a source (vLLM, SGLang) means adding a `Source` entry, not code.
+Two layouts (`Source.layout`): "frontend" (Dynamo: every series comes from the frontend,
+which labels per-worker series with the worker's type) and "engine" (vLLM, SGLang: each
+engine pod exports its own series, and a pool's pods are picked by the pool's selector,
+`spec.pools.<pool>.selector`, on top of `spec.metrics.selector`). In an engine layout each
+plan-level series is read from one pool (`series_pool`): in a disaggregated deployment the
+decode pool sees every request to its end (rate, ISL, OSL, ITL, duration), the prefill pool
+gives the prefill latency and the queue before the first token (TTFT, backlog); aggregated,
+the one pool gives everything. docs/metrics-sources.md lists every series per source.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
 
 from scaler.core.observations import PEAK_STEP_SECONDS, PEAK_WINDOW_SECONDS
@@ -26,6 +33,10 @@ if TYPE_CHECKING:
     from scaler.core.plan import Plan
 
 PLAN_LABEL = "dynplan_plan"
+# the pool a recorded per-worker series of an engine source belongs to (a rule label)
+POOL_LABEL = "dynplan_pool"
+# the label that names an engine's worker: the pod (a replica of the pool's Deployment)
+POD_LABEL = "pod"
 # Sub-window and bin lengths of the burst signals, in whole seconds (PromQL durations).
 PEAK_WINDOW = int(PEAK_WINDOW_SECONDS)
 PEAK_STEP = int(PEAK_STEP_SECONDS)
@@ -39,6 +50,11 @@ class GaugeRef:
     metric: str
     matchers: str = ""
     without: tuple[str, ...] = ()
+    # labels whose values repeat one request-level value (tensor/pipeline ranks): collapsed
+    # with max before the sum, so that a TP=4 engine counts its queue once, not four times
+    repeats: tuple[str, ...] = ()
+    # a plan-wide gauge (a gateway in front of the pools): read with the plan's selector only
+    plan_wide: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +83,23 @@ class Source:
     # requests waiting for their first token, summed over the frontends: the gauges in the
     # order they are tried (the first with a series wins)
     backlog: tuple[GaugeRef, ...] = ()
+    # waiting requests in a gateway in front of the engines, added to `backlog` when they
+    # have a series (requests queued there are invisible to the engines)
+    gateway_backlog: tuple[GaugeRef, ...] = ()
+    # "frontend" (Dynamo) or "engine" (vLLM, SGLang: per-pod series, pools by selector)
+    layout: str = "frontend"
+    # means given by two counters rather than a histogram: Source attribute -> (sum, count)
+    ratios: Mapping[str, tuple[str, str]] = field(default_factory=dict)
+    # engine layout, disaggregated plans without pool selectors: the matcher per pool
+    pool_matchers: Mapping[str, str] = field(default_factory=dict)
+    # engine layout: rank labels that repeat a request-level value (see GaugeRef.repeats)
+    rank_labels: tuple[str, ...] = ()
+    # engine layout: per-worker KV gauges after `worker_active_decode_blocks`, tried per pod
+    # in order (renamed across versions), and how one pod's engines combine (avg | sum)
+    kv_fallbacks: tuple[str, ...] = ()
+    kv_combine: str = "avg"
+    # the versions whose names this entry follows (docs/metrics-sources.md)
+    versions: str = ""
 
 
 SOURCES: dict[str, Source] = {
@@ -100,6 +133,71 @@ SOURCES: dict[str, Source] = {
             # the older gauge of the same requests (deprecated, still exported)
             GaugeRef("dynamo_frontend_queued_requests"),
         ),
+        versions="Dynamo 0.4 and later (stage gauge from 0.6)",
+    ),
+    # vLLM V1 engine (vllm/v1/metrics/loggers.py): labels model_name, engine (the engine
+    # index inside the pod), plus the scrape's pod/namespace. No arrivals counter: requests
+    # are counted when they finish (request_success_total, label finished_reason).
+    "vllm": Source(
+        name="vllm",
+        ttft_seconds="vllm:time_to_first_token_seconds",
+        itl_seconds="vllm:inter_token_latency_seconds",
+        request_duration_seconds="vllm:e2e_request_latency_seconds",
+        input_tokens="vllm:request_prompt_tokens",
+        output_tokens="vllm:request_generation_tokens",
+        requests_total="vllm:request_success_total",
+        requests_started=None,
+        worker_active_prefill_tokens="vllm:num_requests_waiting",
+        worker_active_decode_blocks="vllm:kv_cache_usage_perc",
+        worker_last_ttft_seconds="vllm:time_to_first_token_seconds",
+        worker_last_isl="vllm:request_prompt_tokens",
+        worker_last_itl_seconds="vllm:inter_token_latency_seconds",
+        worker_id_label=POD_LABEL,
+        worker_type_label=POOL_LABEL,
+        worker_types={"prefill": "prefill", "decode": "decode", "worker": "worker"},
+        model_label="model_name",
+        backlog=(GaugeRef("vllm:num_requests_waiting"),),
+        # llm-d's endpoint picker (EPP): requests held in its flow-control queue
+        gateway_backlog=(GaugeRef("llm_d_epp_flow_control_queue_size", without=("model_name",), plan_wide=True),),
+        layout="engine",
+        # kv_cache_usage_perc replaced gpu_cache_usage_perc (deprecated 0.9, removed 0.13)
+        kv_fallbacks=("vllm:gpu_cache_usage_perc",),
+        kv_combine="avg",
+        versions="vLLM 0.11 and later, V1 engine (inter_token_latency_seconds is new in 0.11)",
+    ),
+    # SGLang (python/sglang/srt/metrics/collector.py): tokenizer series (TTFT, ITL, e2e,
+    # token and request counters) carry model_name and engine_type; scheduler gauges also
+    # tp_rank, pp_rank (and dp_rank with DP attention). No ISL/OSL histogram by default:
+    # the means are token counters over the request counter, all counted at finish.
+    "sglang": Source(
+        name="sglang",
+        ttft_seconds="sglang:time_to_first_token_seconds",
+        itl_seconds="sglang:inter_token_latency_seconds",
+        request_duration_seconds="sglang:e2e_request_latency_seconds",
+        input_tokens="sglang:prompt_tokens",
+        output_tokens="sglang:generation_tokens",
+        requests_total="sglang:num_requests_total",
+        requests_started=None,
+        worker_active_prefill_tokens="sglang:num_queue_reqs",
+        worker_active_decode_blocks="sglang:num_used_tokens",
+        worker_last_ttft_seconds="sglang:time_to_first_token_seconds",
+        worker_last_isl="sglang:prompt_tokens",
+        worker_last_itl_seconds="sglang:inter_token_latency_seconds",
+        worker_id_label=POD_LABEL,
+        worker_type_label=POOL_LABEL,
+        worker_types={"prefill": "prefill", "decode": "decode", "worker": "worker"},
+        model_label="model_name",
+        backlog=(GaugeRef("sglang:num_queue_reqs", repeats=("tp_rank", "pp_rank")),),
+        layout="engine",
+        ratios={
+            "input_tokens": ("sglang:prompt_tokens_total", "sglang:num_requests_total"),
+            "output_tokens": ("sglang:generation_tokens_total", "sglang:num_requests_total"),
+        },
+        # --disaggregation-mode prefill|decode labels every series engine_type
+        pool_matchers={"prefill": 'engine_type="prefill"', "decode": 'engine_type="decode"'},
+        rank_labels=("tp_rank", "pp_rank"),
+        kv_combine="sum",
+        versions="SGLang releases whose series carry engine_type (checked against sglang main, 2026)",
     ),
 }
 
@@ -193,6 +291,31 @@ def selector(labels: Mapping[str, str], extra: str = "") -> str:
     return "{" + ",".join(parts) + "}"
 
 
+MATCH_OPERATORS = ("=~", "!~", "!=")
+
+
+def matcher(label: str, value: str) -> str:
+    """One matcher of a pool selector: `value` exactly, or with the operator it starts with
+    (`=~regex`, `!~regex`, `!=value`), escaped. Prometheus anchors regular expressions."""
+    op = value[:2] if value[:2] in MATCH_OPERATORS else "="
+    rest = value[2:] if op != "=" else value
+    return f'{label}{op}"{escape_label_value(rest)}"'
+
+
+def matchers(labels: Mapping[str, str]) -> str:
+    """`a="x",b=~"y.*"` from a pool selector (sorted), for `selector(..., extra=)`."""
+    return ",".join(matcher(k, v) for k, v in sorted(labels.items()))
+
+
+def _join(*parts: str) -> str:
+    return ",".join(p for p in parts if p)
+
+
+def _collapse(repeats: tuple[str, ...], inner: str) -> str:
+    """`max without (ranks) (inner)`: one value per engine where ranks repeat it."""
+    return f"max without ({', '.join(repeats)}) ({inner})" if repeats else inner
+
+
 def _strip_total(metric: str) -> str:
     return metric[: -len("_total")] if metric.endswith("_total") else metric
 
@@ -262,19 +385,64 @@ def dispersion_expr(source: Source, sel: str, window_seconds: int) -> str:
     )
 
 
-def gauge_sum_expr(gauges: tuple[GaugeRef, ...], labels: Mapping[str, str]) -> str:
+def _gauge_sum(g: GaugeRef, labels: Mapping[str, str], extra: str) -> str:
+    sel = selector({k: v for k, v in labels.items() if k not in g.without}, _join(g.matchers, "" if g.plan_wide else extra))
+    return f"sum({_collapse(g.repeats, g.metric + sel)})"
+
+
+def gauge_sum_expr(
+    gauges: tuple[GaugeRef, ...],
+    labels: Mapping[str, str],
+    extra: str = "",
+    gateway: tuple[GaugeRef, ...] = (),
+) -> str:
     """`sum(first{sel}) or sum(second{sel}) ...`: the first gauge that has a series; `sum`
-    of nothing is empty, so a missing gauge falls through and all missing stays empty."""
+    of nothing is empty, so a missing gauge falls through and all missing stays empty.
+
+    With `gateway` gauges: `(sum(gateway) + (engines)) or (engines)`, the gateway's queue
+    added while it has a series (an empty side makes the sum empty, and `or` falls back)."""
     if not gauges:
         raise ValueError("no gauge to read")
-    parts = []
-    for g in gauges:
-        sel = selector({k: v for k, v in labels.items() if k not in g.without}, g.matchers)
-        parts.append(f"sum({g.metric}{sel})")
-    return " or ".join(parts)
+    engines = " or ".join(_gauge_sum(g, labels, extra) for g in gauges)
+    if not gateway:
+        return engines
+    front = " or ".join(_gauge_sum(g, labels, extra) for g in gateway)
+    return f"(({front}) + ({engines})) or ({engines})"
 
 
-def raw_expr(source: Source, series: SeriesDef, labels: Mapping[str, str], window_seconds: int) -> str:
+def _mean(source: Source, attr: str, sel: str, w: str, by: str = "") -> str:
+    """sum(increase(sum)) / sum(increase(count)) of a histogram, or of the two counters a
+    source gives the mean by (`Source.ratios`); `by`: e.g. `by (pod) ` for per-pod means."""
+    num, den = source.ratios.get(attr, (f"{getattr(source, attr)}_sum", f"{getattr(source, attr)}_count"))
+    agg = f"sum {by}" if by else "sum"
+    return f"{agg}(increase({num}{sel}[{w}])) / {agg}(increase({den}{sel}[{w}]))"
+
+
+def _engine_worker_expr(source: Source, series: SeriesDef, sel: str, w: str) -> str:
+    """One engine pool's per-pod value over the load window: the latency means from the
+    pod's own histogram rates; queued prefill tokens = waiting requests x the pod's mean
+    ISL; the KV load from the first KV gauge the pod exports (renamed across versions)."""
+    by = f"by ({POD_LABEL}) "
+    if series.key == "last_ttft_ms":
+        return _mean(source, "ttft_seconds", sel, w, by)
+    if series.key == "last_itl_ms":
+        return _mean(source, "itl_seconds", sel, w, by)
+    if series.key == "last_isl":
+        return _mean(source, "input_tokens", sel, w, by)
+    if series.key == "active_prefill_tokens":
+        waiting = _collapse(source.rank_labels, f"avg_over_time({source.worker_active_prefill_tokens}{sel}[{w}])")
+        return f"sum {by}({waiting}) * on ({POD_LABEL}) ({_mean(source, 'input_tokens', sel, w, by)})"
+    if series.key == "active_decode_blocks":
+        gauges = (source.worker_active_decode_blocks,) + source.kv_fallbacks
+        return " or ".join(
+            f"{source.kv_combine} {by}({_collapse(source.rank_labels, f'avg_over_time({g}{sel}[{w}])')})" for g in gauges
+        )
+    raise ValueError(f"no per-worker expression for {series.key!r} in source {source.name!r}")
+
+
+def raw_expr(
+    source: Source, series: SeriesDef, labels: Mapping[str, str], window_seconds: int, extra: str = ""
+) -> str:
     """The PromQL that computes a series from the source metrics (rule `expr` and fallback).
 
     Means are sum(increase(_sum)) / sum(increase(_count)) across all matching series,
@@ -282,8 +450,9 @@ def raw_expr(source: Source, series: SeriesDef, labels: Mapping[str, str], windo
     (`requests_started`) and fall back to completions where a source lacks them; `sum`
     over existing counters gives 0, not an empty result, on an idle window. The burst
     signals are `peak_rate_expr` and `dispersion_expr`, the backlog `gauge_sum_expr`.
+    `extra`: raw matchers added to every selector (an engine pool's, `pool_extra`).
     """
-    sel = selector(labels)
+    sel = selector(labels, extra)
     w = window(window_seconds)
     if series.kind == "throughput":
         if series.op == "increase":
@@ -296,9 +465,10 @@ def raw_expr(source: Source, series: SeriesDef, labels: Mapping[str, str], windo
         if series.op == "dispersion":
             return dispersion_expr(source, sel, window_seconds)
         if series.op == "gauge_sum":
-            return gauge_sum_expr(getattr(source, series.metric), labels)
-        base = getattr(source, series.metric)
-        return f"sum(increase({base}_sum{sel}[{w}])) / sum(increase({base}_count{sel}[{w}]))"
+            return gauge_sum_expr(getattr(source, series.metric), labels, extra, source.gateway_backlog)
+        return _mean(source, series.metric, sel, w)
+    if source.layout == "engine":
+        return _engine_worker_expr(source, series, sel, w)
     metric = getattr(source, series.metric)
     by = f"{source.worker_id_label}, {source.worker_type_label}"
     return f"avg by ({by}) (avg_over_time({metric}{sel}[{w}]))"
@@ -321,13 +491,20 @@ def record_name(source: Source, series: SeriesDef, window_seconds: int) -> str:
             # an instant: no window in the name (named after the first gauge tried)
             return f"{PLAN_LABEL}:{getattr(source, series.metric)[0].metric}:sum"
         return f"{PLAN_LABEL}:{getattr(source, series.metric)}:mean{w}"
+    if source.layout == "engine":
+        # per pod (one rule per pool, told apart by the pool label)
+        op = {"active_prefill_tokens": "queued_tokens", "active_decode_blocks": "avg_over_time"}.get(series.key, "mean")
+        return f"{PLAN_LABEL}_{POD_LABEL}:{getattr(source, series.metric)}:{op}{w}"
     level = f"{PLAN_LABEL}_{source.worker_id_label}_{source.worker_type_label}"
     return f"{level}:{getattr(source, series.metric)}:avg_over_time{w}"
 
 
-def recorded_query(source: Source, series: SeriesDef, plan_name: str, window_seconds: int) -> str:
-    """The instant query that reads a recorded series back for one plan."""
-    return record_name(source, series, window_seconds) + selector({PLAN_LABEL: plan_name})
+def recorded_query(
+    source: Source, series: SeriesDef, plan_name: str, window_seconds: int, pool: Optional[str] = None
+) -> str:
+    """The instant query that reads a recorded series back for one plan (and pool)."""
+    labels = {PLAN_LABEL: plan_name, **({POOL_LABEL: pool} if pool is not None else {})}
+    return record_name(source, series, window_seconds) + selector(labels)
 
 
 def read_query(
@@ -337,6 +514,8 @@ def read_query(
     plan_name: str,
     window_seconds: int,
     use_recording_rules: bool,
+    extra: str = "",
+    pool: Optional[str] = None,
 ) -> str:
     """The query the scaler sends for one series: recorded when it exists, raw otherwise.
 
@@ -345,10 +524,10 @@ def read_query(
     expression otherwise; the choice is made per evaluation (per step in a range query).
     The two are told apart by the `dynplan_plan` label, which only recorded series carry.
     """
-    raw = raw_expr(source, series, labels, window_seconds)
+    raw = raw_expr(source, series, labels, window_seconds, extra)
     if not use_recording_rules:
         return raw
-    return f"{recorded_query(source, series, plan_name, window_seconds)} or on() ({raw})"
+    return f"{recorded_query(source, series, plan_name, window_seconds, pool)} or on() ({raw})"
 
 
 def is_recorded(labels: Mapping[str, str]) -> bool:
@@ -365,3 +544,113 @@ def ready_query(api_version: str, kind: str, namespace: str, name: str) -> Optio
         return None
     metric, label = found
     return f"max({metric}{selector({'namespace': namespace, label: name})})"
+
+
+# -- a plan's view of the table ------------------------------------------------------------
+# Engine layout, disaggregated: the series read from the prefill pool (the rest from decode).
+PREFILL_SERIES = frozenset({"ttft_ms", "backlog"})
+
+
+def plan_source(plan: "Plan") -> Source:
+    return SOURCES[plan.spec.metrics.source]
+
+
+def series_pool(plan: "Plan", series: SeriesDef) -> Optional[str]:
+    """The pool whose pods give a plan-level (throughput) series in an engine layout, None
+    for a frontend source. Disaggregated: every request is finished by a decode engine
+    (rate, ISL, OSL, ITL, duration: the prefill engines see each request with one output
+    token, and llm-d's decode sidecar keeps short prompts to itself); the TTFT the profile
+    predicts and the queue before the first token are the prefill engines'. Aggregated:
+    the one pool."""
+    if plan_source(plan).layout != "engine":
+        return None
+    if plan.spec.mode == "agg":
+        return "worker"
+    return "prefill" if series.key in PREFILL_SERIES else "decode"
+
+
+def pool_extra(plan: "Plan", pool: Optional[str]) -> str:
+    """The raw matchers that pick a pool's series: its `selector`, else the source's own
+    pool label in a disaggregated plan (SGLang's engine_type), else none."""
+    if pool is None:
+        return ""
+    own = plan.pool(pool).selector
+    if own:
+        return matchers(own)
+    if plan.spec.mode == "disagg":
+        return plan_source(plan).pool_matchers.get(pool, "")
+    return ""
+
+
+def worker_pools(plan: "Plan") -> tuple[Optional[str], ...]:
+    """The per-worker reads of a plan: one for a frontend source (workers carry their type),
+    one per pool for an engine source (pods are told apart by the pool's selector)."""
+    return plan.pool_names if plan_source(plan).layout == "engine" else (None,)
+
+
+def plan_raw_expr(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Optional[str] = None) -> str:
+    """`raw_expr` with the plan's selector and the pool's matchers (throughput series: the
+    pool of `series_pool`; worker series: the `pool` given)."""
+    if series.kind == "throughput":
+        pool = series_pool(plan, series)
+    return raw_expr(plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool))
+
+
+def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Optional[str] = None) -> str:
+    """`read_query` for a plan: recorded (per pool for an engine's worker series) or raw."""
+    m = plan.spec.metrics
+    source = plan_source(plan)
+    if series.kind == "throughput":
+        pool, rec_pool = series_pool(plan, series), None
+    else:
+        rec_pool = pool
+    return read_query(
+        source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool
+    )
+
+
+def source_errors(plan: "Plan") -> list[tuple[str, str]]:
+    """(field, message) for what the plan's source cannot read as configured."""
+    source = plan_source(plan)
+    out: list[tuple[str, str]] = []
+    present = {n: getattr(plan.spec.pools, n) for n in plan.pool_names}
+    pools = {n: p for n, p in present.items() if p is not None}
+    if len(pools) < len(present):
+        return out  # semantic_errors names the missing pool
+    if source.layout != "engine":
+        for name, pool in pools.items():
+            if pool.selector:
+                out.append((f"spec.pools.{name}.selector", f"applies to the engine sources (vllm, sglang); {source.name}'s "
+                            "series come from its frontend, which tells workers apart by their worker_type label"))
+        return out
+    if plan.spec.mode == "disagg":
+        for name, pool in pools.items():
+            if not pool.selector and name not in source.pool_matchers:
+                out.append((f"spec.pools.{name}.selector", f"is required with source {source.name} in mode disagg: "
+                            f"{source.name}'s series do not say which pool a pod serves (e.g. {{pod: \"=~llama-{name}-.*\"}})"))
+        extras = [pool_extra(plan, name) for name in pools]
+        if len(extras) == 2 and extras[0] and extras[0] == extras[1]:
+            out.append(("spec.pools.decode.selector", "is the same as spec.pools.prefill.selector: each pod would count in both pools"))
+    return out
+
+
+def source_warnings(plan: "Plan") -> list[tuple[str, str]]:
+    """(field, message) for windows too short for the scrape interval, and matchers on a
+    label the source does not use."""
+    m = plan.spec.metrics
+    scrape = m.scrape_interval_seconds
+    out: list[tuple[str, str]] = []
+    tp, ld = plan.spec.scaling.throughput, plan.spec.scaling.load
+    windows = [("spec.scaling.throughput.intervalSeconds", tp.interval_seconds, tp.enabled),
+               ("spec.scaling.load.intervalSeconds", ld.interval_seconds, ld.enabled)]
+    for path, seconds, enabled in windows:
+        if enabled and seconds < 2 * scrape:
+            out.append((path, f"{seconds}s is shorter than two scrapes ({2 * scrape}s at spec.metrics.scrapeIntervalSeconds "
+                        f"{scrape}): its windows hold fewer than two samples, so rates and averages read nothing and the "
+                        f"workers seen flap; use at least {2 * scrape}s"))
+    source = plan_source(plan)
+    for label in m.selector:
+        if label in ("model", "model_name") and label != source.model_label:
+            out.append((f"spec.metrics.selector.{label}", f"{source.name} puts the model in label {source.model_label!r}, "
+                        f"not {label!r}: this matcher finds nothing"))
+    return out

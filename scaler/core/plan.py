@@ -105,6 +105,22 @@ class Pool(_Model):
     # seconds from a replica being requested to it serving (image pull, weights, warm-up);
     # the attainment sizing holds capacity this long before giving it up
     startup_seconds: int = Field(default=120, ge=0, le=3600)
+    # label matchers that pick this pool's engine pods' series (vLLM, SGLang): a value is
+    # matched exactly, or with the operator it starts with: "=~regex", "!=value", "!~regex"
+    selector: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("selector")
+    @classmethod
+    def _matchers(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not naming.PROM_LABEL_NAME_RE.match(key):
+                raise ValueError(f"{key!r} is not a valid Prometheus label name")
+            if value[:2] in ("=~", "!~"):
+                try:
+                    re.compile(value[2:])
+                except re.error as exc:
+                    raise ValueError(f"{key}: {value[2:]!r} is not a regular expression ({exc})") from None
+        return v
 
 
 class Pools(_Model):
@@ -206,10 +222,14 @@ class PrometheusAccess(_Model):
 
 
 class Metrics(_Model):
-    source: Literal["dynamo"] = "dynamo"
+    # whose series the scaler reads (scaler.sources.SOURCES; docs/metrics-sources.md)
+    source: Literal["dynamo", "vllm", "sglang"] = "dynamo"
     selector: dict[str, str] = Field(default_factory=dict)
     prometheus: PrometheusAccess = PrometheusAccess(url="http://prometheus-operated.monitoring:9090")
     use_recording_rules: bool = True
+    # how often Prometheus scrapes the engines (kube-prometheus-stack's default: 30 s); a
+    # window shorter than two scrapes holds fewer than two samples and reads nothing
+    scrape_interval_seconds: int = Field(default=30, ge=1, le=3600)
 
     @field_validator("selector")
     @classmethod

@@ -46,10 +46,13 @@ from scaler.sources import (
     SeriesDef,
     Source,
     is_recorded,
+    plan_read_query,
     plan_series,
-    read_query,
+    pool_extra,
     ready_query,
     selector,
+    series_pool,
+    worker_pools,
 )
 
 log = logging.getLogger("dynplan.prom")
@@ -91,9 +94,8 @@ def _source(plan: Plan) -> Source:
     return SOURCES[plan.spec.metrics.source]
 
 
-def _query(plan: Plan, series: SeriesDef, window_seconds: int) -> str:
-    m = plan.spec.metrics
-    return read_query(_source(plan), series, m.selector, plan.name, window_seconds, m.use_recording_rules)
+def _query(plan: Plan, series: SeriesDef, window_seconds: int, pool: Optional[str] = None) -> str:
+    return plan_read_query(plan, series, window_seconds, pool)
 
 
 def _attainment(plan: Plan) -> bool:
@@ -127,17 +129,36 @@ def ready_queries(plan: Plan) -> dict[str, str]:
     return out
 
 
-def worker_queries(plan: Plan) -> dict[str, str]:
+@dataclass(frozen=True)
+class _WorkerRead:
+    """One per-worker query: the series, the pool it reads (engine sources; None: the
+    workers' type label says) and the query."""
+
+    series: SeriesDef
+    pool: Optional[str]
+    query: str
+
+
+def _worker_reads(plan: Plan) -> tuple[_WorkerRead, ...]:
+    """Every per-worker query of a plan: one per series (Dynamo), or one per series and
+    pool (engine sources, `scaler.sources.worker_pools`)."""
     T = plan.spec.scaling.load.interval_seconds
-    return {s.key: _query(plan, s, T) for s in WORKER_SERIES}
+    return tuple(_WorkerRead(s, pool, _query(plan, s, T, pool)) for pool in worker_pools(plan) for s in WORKER_SERIES)
+
+
+def worker_queries(plan: Plan) -> dict[str, str]:
+    """Series key (`pool.key` for engine sources) -> the per-worker query."""
+    return {(f"{r.pool}.{r.series.key}" if r.pool else r.series.key): r.query for r in _worker_reads(plan)}
 
 
 def _no_requests(plan: Plan) -> MetricsUnavailable:
     src = _source(plan)
     names = " / ".join(n for n in (src.requests_started, src.requests_total) if n)
+    pool = series_pool(plan, SERIES_BY_KEY["requests"])
+    who = "the frontend" if pool is None else f"the {pool} pool's engines"
     return MetricsUnavailable(
         f"plan {plan.name!r}: no request counter ({names}) for selector "
-        f"{selector(plan.spec.metrics.selector)}: is the frontend scraped?"
+        f"{selector(plan.spec.metrics.selector, pool_extra(plan, pool))}: is {who} scraped?"
     )
 
 
@@ -199,22 +220,33 @@ async def read_workers(client: PromClient, plan: Plan, at: Optional[float] = Non
     types are ignored. No worker reporting gives () (idle workers may publish nothing):
     callers compare the count with the pool's ready replicas.
     """
-    queries = worker_queries(plan)
-    results = await asyncio.gather(*(client.instant(q, at) for q in queries.values()))
-    return _workers_from(plan, [[(s.labels, s.value) for s in samples] for samples in results])
+    reads = _worker_reads(plan)
+    results = await asyncio.gather(*(client.instant(r.query, at) for r in reads))
+    return _workers_from_reads(plan, reads, [[(s.labels, s.value) for s in samples] for samples in results])
 
 
 def _workers_from(
     plan: Plan, per_series: Sequence[Sequence[tuple[Mapping[str, str], float]]]
 ) -> tuple[WorkerLoad, ...]:
-    """WorkerLoads from (labels, value) pairs per WORKER_SERIES entry (same order)."""
+    """WorkerLoads from (labels, value) pairs per WORKER_SERIES entry (same order), for a
+    source whose workers carry their type label (Dynamo)."""
+    reads = tuple(_WorkerRead(s, None, "") for s in WORKER_SERIES)
+    return _workers_from_reads(plan, reads, per_series)
+
+
+def _workers_from_reads(
+    plan: Plan, reads: Sequence[_WorkerRead], per_read: Sequence[Sequence[tuple[Mapping[str, str], float]]]
+) -> tuple[WorkerLoad, ...]:
+    """WorkerLoads from (labels, value) pairs per read (same order): the pool is the read's
+    (engine sources) or the one the worker's type label names (Dynamo)."""
     src = _source(plan)
     pool_of_type = {src.worker_types[p]: p for p in plan.pool_names}
     fields: dict[tuple[str, str], dict[str, float]] = {}
-    for s, samples in zip(WORKER_SERIES, per_series):
+    for r, samples in zip(reads, per_read):
+        s = r.series
         for labels, value in samples:
             wid = labels.get(src.worker_id_label)
-            pool = pool_of_type.get(labels.get(src.worker_type_label, ""))
+            pool = r.pool if r.pool is not None else pool_of_type.get(labels.get(src.worker_type_label, ""))
             if wid is None or pool is None:
                 continue
             fields.setdefault((pool, wid), {})[s.key] = value * s.scale
@@ -229,18 +261,18 @@ async def read_workers_history(
     load path's regressions after a restart. One range query per series."""
     T = float(plan.spec.scaling.load.interval_seconds)
     ends = window_ends(float(end), T, ticks)
-    queries = worker_queries(plan)
+    reads = _worker_reads(plan)
     results: list[list[Series]] = await asyncio.gather(
-        *(client.range(q, ends[0], ends[-1], T) for q in queries.values())
+        *(client.range(r.query, ends[0], ends[-1], T) for r in reads)
     )
-    per_step: list[list[list[tuple[Mapping[str, str], float]]]] = [[[] for _ in WORKER_SERIES] for _ in ends]
+    per_step: list[list[list[tuple[Mapping[str, str], float]]]] = [[[] for _ in reads] for _ in ends]
     for i_series, series_list in enumerate(results):
         for series in series_list:
             for t, v in series.points:
                 step = round((t - ends[0]) / T)
                 if 0 <= step < len(ends):
                     per_step[step][i_series].append((series.labels, v))
-    return [(t_end, _workers_from(plan, per_step[i])) for i, t_end in enumerate(ends)]
+    return [(t_end, _workers_from_reads(plan, reads, per_step[i])) for i, t_end in enumerate(ends)]
 
 
 def window_ends(end: float, interval: float, intervals: int) -> list[float]:

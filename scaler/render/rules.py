@@ -76,21 +76,22 @@ def group_interval(plan: Plan, kind: str) -> int:
 def rule_groups(plan: Plan, file: str = "") -> tuple[RuleGroup, ...]:
     """The plan's rule groups: throughput always, worker when load scaling is on."""
     source = source_for(plan, file)
-    labels = ((sources.PLAN_LABEL, plan.name),)
-    selector = plan.spec.metrics.selector
     kinds = [naming.THROUGHPUT_GROUP] + ([naming.WORKER_GROUP] if plan.spec.scaling.load.enabled else [])
     groups = []
     for kind in kinds:
         window = throughput_window(plan) if kind == naming.THROUGHPUT_GROUP else load_window(plan)
+        # engine sources record per-worker series once per pool, told apart by a pool label
+        pools = sources.worker_pools(plan) if kind == naming.WORKER_GROUP else (None,)
         rules = tuple(
             RecordingRule(
                 record=sources.record_name(source, series, window),
-                expr=sources.raw_expr(source, series, selector, window),
-                labels=labels,
+                expr=sources.plan_raw_expr(plan, series, window, pool),
+                labels=((sources.PLAN_LABEL, plan.name),) + (((sources.POOL_LABEL, pool),) if pool else ()),
                 series_key=series.key,
                 kind=kind,
                 window_seconds=window,
             )
+            for pool in pools
             for series in sources.plan_series(plan, kind)
         )
         groups.append(RuleGroup(naming.rule_group_name(plan.name, kind), kind, group_interval(plan, kind), rules))

@@ -93,7 +93,7 @@ def test_snake_case_names_are_accepted_too() -> None:
         ("spec.scaling.throughput.predictor.kalman.r", 0, "spec.scaling.throughput.predictor.kalman.r"),
         ("spec.metrics.prometheus.url", "prometheus:9090", "spec.metrics.prometheus.url"),
         ("spec.metrics.selector", {"bad-label": "x"}, "spec.metrics.selector"),
-        ("spec.metrics.source", "vllm", "spec.metrics.source"),
+        ("spec.metrics.source", "tgi", "spec.metrics.source"),
         ("spec.scaler.address", "no-port", "spec.scaler.address"),
         ("spec.keda.tolerance", 1.0, "spec.keda.tolerance"),
         ("spec.keda.fallback.behavior", "always", "spec.keda.fallback.behavior"),

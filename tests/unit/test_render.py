@@ -313,7 +313,7 @@ def test_bad_inputs_exit_2_naming_file_and_field(tmp_path: Path) -> None:
     result = run("render", "manifests", "-f", str(missing_profile), "-o", str(tmp_path / "o1"))
     assert result.exit_code == 2
     assert f"{missing_profile}: spec.profile:" in result.stderr
-    unknown_source = write_plan(tmp_path, with_changes(plan_dict(), {"spec.metrics.source": "vllm"}), filename="s.yaml")
+    unknown_source = write_plan(tmp_path, with_changes(plan_dict(), {"spec.metrics.source": "tgi"}), filename="s.yaml")
     result = run("render", "manifests", "-f", str(unknown_source), "-o", str(tmp_path / "o2"))
     assert result.exit_code == 2
     assert f"{unknown_source}: spec.metrics.source:" in result.stderr

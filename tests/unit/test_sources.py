@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import make_plan
+from helpers import make_plan, plan_dict, with_changes
 from scaler import naming, sources
+from scaler.core.plan import Plan
 from scaler.prom.reader import ready_queries, throughput_queries
 
 SRC = sources.SOURCES["dynamo"]
@@ -79,3 +80,98 @@ def test_ready_query_by_kind() -> None:
     assert sources.ready_query("apps/v1", "StatefulSet", "ns", "w") == 'max(kube_statefulset_status_replicas_ready{namespace="ns",statefulset="w"})'
     assert sources.ready_query("nvidia.com/v1alpha1", "DynamoGraphDeploymentScalingAdapter", "ns", "w") is None
     assert sources.ready_query("apps/v1", "Deployment", 'a"b', "w") == 'max(kube_deployment_status_replicas_ready{deployment="w",namespace="a\\"b"})'
+
+
+# -- engine sources (vLLM, SGLang) ---------------------------------------------------------
+def engine_plan(source: str, mode: str = "disagg", pool_selectors: dict | None = None, **kw):
+    doc = with_changes(plan_dict(mode=mode, **kw), {"spec.metrics": {"source": source, "selector": {"namespace": "inference", "model_name": "llama"}}})
+    for pool, sel in (pool_selectors or {}).items():
+        doc["spec"]["pools"][pool]["selector"] = sel
+    return Plan.model_validate(doc)
+
+
+VLLM_POOLS = {"prefill": {"pod": "=~llama-prefill-.*"}, "decode": {"pod": "=~llama-decode-.*"}}
+PLAN_SEL = 'model_name="llama",namespace="inference"'
+
+
+def test_vllm_disagg_reads_rate_isl_osl_itl_from_decode_and_ttft_backlog_from_prefill() -> None:
+    plan = engine_plan("vllm", pool_selectors=VLLM_POOLS, sizing="attainment", interval_seconds=180)
+    q = {s.key: sources.plan_raw_expr(plan, s, 180) for s in sources.plan_series(plan, "throughput")}
+    dec, pre = f'{{{PLAN_SEL},pod=~"llama-decode-.*"}}', f'{{{PLAN_SEL},pod=~"llama-prefill-.*"}}'
+    assert q["requests"] == f"sum(increase(vllm:request_success_total{dec}[180s]))"
+    assert q["isl"] == f"sum(increase(vllm:request_prompt_tokens_sum{dec}[180s])) / sum(increase(vllm:request_prompt_tokens_count{dec}[180s]))"
+    assert q["itl_ms"].startswith(f"sum(increase(vllm:inter_token_latency_seconds_sum{dec}[180s]))")
+    assert q["ttft_ms"].startswith(f"sum(increase(vllm:time_to_first_token_seconds_sum{pre}[180s]))")
+    assert "time_per_output_token" not in " ".join(q.values())
+    # the gateway's queue is added to the prefill engines' waiting requests when it has a series
+    engines = f"sum(vllm:num_requests_waiting{pre})"
+    assert q["backlog"] == f'((sum(llm_d_epp_flow_control_queue_size{{namespace="inference"}})) + ({engines})) or ({engines})'
+    assert sources.record_name(sources.SOURCES["vllm"], sources.SERIES_BY_KEY["isl"], 180) == "dynplan_plan:vllm:request_prompt_tokens:mean180s"
+
+
+def test_vllm_per_worker_load_is_per_pod_and_reads_either_kv_gauge() -> None:
+    plan = engine_plan("vllm", pool_selectors=VLLM_POOLS, load=True)
+    sel = f'{{{PLAN_SEL},pod=~"llama-decode-.*"}}'
+    kv = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["active_decode_blocks"], 10, "decode")
+    assert kv == (f"avg by (pod) (avg_over_time(vllm:kv_cache_usage_perc{sel}[10s]))"
+                  f" or avg by (pod) (avg_over_time(vllm:gpu_cache_usage_perc{sel}[10s]))")
+    queued = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["active_prefill_tokens"], 10, "decode")
+    assert queued.startswith(f"sum by (pod) (avg_over_time(vllm:num_requests_waiting{sel}[10s])) * on (pod) (")
+    ttft = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["last_ttft_ms"], 10, "decode")
+    assert ttft == (f"sum by (pod) (increase(vllm:time_to_first_token_seconds_sum{sel}[10s]))"
+                    f" / sum by (pod) (increase(vllm:time_to_first_token_seconds_count{sel}[10s]))")
+    assert sources.worker_pools(plan) == ("prefill", "decode")
+    q = sources.plan_read_query(plan, sources.SERIES_BY_KEY["last_ttft_ms"], 10, "decode")
+    assert q.startswith('dynplan_plan_pod:vllm:time_to_first_token_seconds:mean10s{dynplan_plan="llama-8b",dynplan_pool="decode"} or on() (')
+
+
+def test_sglang_means_from_counters_ranks_collapsed_and_pools_by_engine_type() -> None:
+    plan = engine_plan("sglang", sizing="attainment", interval_seconds=180, load=True)
+    dec = f'{{{PLAN_SEL},engine_type="decode"}}'
+    pre = f'{{{PLAN_SEL},engine_type="prefill"}}'
+    isl = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["isl"], 180)
+    assert isl == f"sum(increase(sglang:prompt_tokens_total{dec}[180s])) / sum(increase(sglang:num_requests_total{dec}[180s]))"
+    assert sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["backlog"], 180) == f"sum(max without (tp_rank, pp_rank) (sglang:num_queue_reqs{pre}))"
+    used = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["active_decode_blocks"], 10, "decode")
+    assert used == f"sum by (pod) (max without (tp_rank, pp_rank) (avg_over_time(sglang:num_used_tokens{dec}[10s])))"
+    assert sources.source_errors(plan) == []
+    # aggregated: no pool matcher at all (every pod of the plan's selector is the one pool)
+    agg = engine_plan("sglang", mode="agg")
+    assert sources.plan_raw_expr(agg, sources.SERIES_BY_KEY["requests"], 60) == f"sum(increase(sglang:num_requests_total{{{PLAN_SEL}}}[60s]))"
+
+
+def test_pool_selector_operators_are_rendered_and_escaped() -> None:
+    assert sources.matchers({"pod": "=~a.*", "role": "prefill", "x": '!=q"', "y": "!~b|c"}) == (
+        'pod=~"a.*",role="prefill",x!="q\\"",y!~"b|c"'
+    )
+
+
+def test_validation_says_what_a_source_cannot_read() -> None:
+    assert [p for p, _ in sources.source_errors(engine_plan("vllm"))] == ["spec.pools.prefill.selector", "spec.pools.decode.selector"]
+    same = engine_plan("vllm", pool_selectors={"prefill": {"pod": "=~x.*"}, "decode": {"pod": "=~x.*"}})
+    assert [p for p, _ in sources.source_errors(same)] == ["spec.pools.decode.selector"]
+    assert sources.source_errors(engine_plan("vllm", mode="agg")) == []
+    dyn = with_changes(plan_dict(), {"spec.pools.prefill.selector": {"pod": "p"}})
+    (err,) = sources.source_errors(Plan.model_validate(dyn))
+    assert err[0] == "spec.pools.prefill.selector" and "worker_type" in err[1]
+    with pytest.raises(ValueError, match="not a regular expression"):
+        engine_plan("vllm", pool_selectors={"prefill": {"pod": "=~("}})
+
+
+def test_windows_shorter_than_two_scrapes_warn() -> None:
+    plan = engine_plan("vllm", mode="agg", load=True)  # load interval 10 s, default scrape 30 s
+    assert [p for p, _ in sources.source_warnings(plan)] == ["spec.scaling.load.intervalSeconds"]
+    fast = Plan.model_validate(with_changes(plan.model_dump(by_alias=True), {"spec.metrics.scrapeIntervalSeconds": 5}))
+    assert sources.source_warnings(fast) == []
+    wrong_label = Plan.model_validate(with_changes(plan_dict(), {"spec.metrics.source": "vllm", "spec.mode": "agg", "spec.metrics.selector": {"model": "m"}}))
+    assert "model_name" in dict(sources.source_warnings(wrong_label)).get("spec.metrics.selector.model", "")
+
+
+def test_every_source_names_every_series_and_record_names_are_valid() -> None:
+    for name, src in sources.SOURCES.items():
+        for window in (60, 180):
+            names = [sources.record_name(src, s, window) for s in sources.SERIES if sources.defined(s, window)]
+            assert len(set(names)) == len(names), name
+            for rec in names:
+                assert naming.PROM_METRIC_NAME_RE.match(rec), rec
+        assert src.versions, name
