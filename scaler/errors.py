@@ -68,6 +68,11 @@ class MetricsUnavailable(DynplanError):
     """Prometheus could not answer (down, slow, error, empty where data was expected)."""
 
 
+class WindowRejected(MetricsUnavailable):
+    """One window's data is outside the physical limits, or made the planner fail: the
+    window is skipped (counted in dynplan_windows_rejected_total), never retried."""
+
+
 class StaleDecision(DynplanError):
     """The latest good decision is too old to act on; KEDA's fallback should take over."""
 

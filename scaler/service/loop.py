@@ -17,27 +17,31 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Mapping, Optional, Protocol, Sequence
+from typing import Any, Callable, Mapping, Optional, Protocol
 
 from scaler.core.decision import Decision
 from scaler.core.interpolation import PerfModel
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
-from scaler.core.planner import PlannerState, decide, new_state
+from scaler.core.planner import PlannerState, new_state
 from scaler.core.replay import (
+    Skipped,
     WorkerTick,
     after_failed_read,
-    catch_up,
+    decide_window,
+    decision_lag,
     latest_closed,
     load_history_end,
     load_history_ticks,
     load_observation,
     rebuild_load,
-    replay,
+    replay_windows,
+    retry_delay,
     throughput_observation,
     warmup_intervals,
+    windows_due,
 )
-from scaler.errors import MetricsUnavailable, NoDecisionYet, StaleDecision
+from scaler.errors import MetricsUnavailable, NoDecisionYet, StaleDecision, WindowRejected
 from scaler.planfile import LoadedPlan
 from scaler.service.logs import log_event
 from scaler.service.metrics import ServiceMetrics
@@ -67,28 +71,6 @@ def _with_ready(obs: Observation, ready: Mapping[str, int]) -> Observation:
     return replace(obs, ready_replicas=dict(ready))
 
 
-def _replay(
-    plan: Plan,
-    model: Optional[PerfModel],
-    windows: Sequence[TrafficWindow],
-    workers: tuple[WorkerLoad, ...],
-    ready: Mapping[str, int],
-    end: float,
-    load_history: Sequence[WorkerTick],
-) -> tuple[PlannerState, Optional[Decision]]:
-    """`replay`, with the last window decided on the reader's ready counts, as a live tick
-    at `end` decides (core.replay takes the ready counts of `workers`). Every window but the
-    last is replayed by core.replay; the last is its last step."""
-    if not windows:
-        return replay(plan, model, windows, workers, end, load_history)
-    interval = float(plan.spec.scaling.throughput.interval_seconds)
-    state, _ = replay(plan, model, windows[:-1], (), end - interval)
-    if load_history:
-        state.load = rebuild_load(plan, load_history)
-    obs = _with_ready(throughput_observation(plan, end, windows[-1], workers), ready)
-    return state, decide(plan, model, obs, state)
-
-
 @dataclass(frozen=True)
 class LoopSettings:
     staleness_factor: float = 3.0
@@ -97,7 +79,7 @@ class LoopSettings:
     settle_seconds: Optional[float] = None
     # Windows replayed at start-up; None -> enough for the plan's predictor.
     warmup_intervals: Optional[int] = None
-    # Retry delay after a failed tick; None -> min(5 s, interval / 4).
+    # Retry delay after a failed tick; None -> min(5 s, interval / 4) (core.replay.retry_delay).
     retry_seconds: Optional[float] = None
 
 
@@ -169,7 +151,7 @@ class PlanLoop:
     def retry(self) -> float:
         if self.settings.retry_seconds is not None:
             return self.settings.retry_seconds
-        return min(5.0, self.interval / 4)
+        return retry_delay(self.interval)
 
     @property
     def warmup_intervals(self) -> int:
@@ -228,17 +210,22 @@ class PlanLoop:
                 raise
             # Planner work (predictor fits can be slow) runs off the event loop so RPCs
             # keep being answered meanwhile.
-            state, decision = await asyncio.to_thread(
-                _replay, self.plan, self.model, windows, workers, ready, end, load_history
+            done = await asyncio.to_thread(
+                replay_windows, self.plan, self.model, windows, workers, end, load_history, ready=ready
             )
+            for skipped in done.skipped:
+                self._rejected("warmup", skipped)
+            decision = done.decision
             if decision is None:
-                err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
+                err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f} (none within the physical limits)")
                 self._failed("warmup", err)
                 raise err
-            self.state = state
+            self.state = done.state
             self.replayed = len(windows)
             self.next_end = end + interval
-            self._publish(decision, "warmup", end, windows[-1].requests, started, replayed=len(windows))
+            # the newest window decided (a rejected newest one is skipped, as live)
+            requests = windows[len(windows) - 1 - round((end - decision.timestamp) / interval)].requests
+            self._publish(decision, "warmup", decision.timestamp, requests, started, replayed=len(windows))
             return decision
 
     async def _load_history(self, end: float) -> list[WorkerTick]:
@@ -260,22 +247,49 @@ class PlanLoop:
             self.state.load = rebuild_load(self.plan, history)
         return len(history)
 
-    async def tick_throughput(self, end: float) -> Decision:
-        """Decide on the throughput window ending at `end` (a grid time)."""
+    async def tick_throughput(self, end: float, first: Optional[float] = None) -> Decision:
+        """Decide on the throughput window ending at `end` (a grid time).
+
+        With `first` < `end` (the loop fell behind), the windows from `first` to `end` are
+        read in one history read and folded in oldest first; only the newest one is decided
+        and published, the others are counted as caught up. A window outside the physical
+        limits, or one that makes decide raise, is skipped (WindowRejected): the state is
+        left as it was, and the loop moves on to the next window."""
         started = time.perf_counter()
+        interval = self.throughput_interval_seconds or 0.0
+        behind = 0 if first is None or interval <= 0 else max(0, round((end - first) / interval))
         async with self._lock:
             try:
-                window = await self.reader.traffic(self.plan, end)
+                if behind:
+                    windows = await self.reader.history(self.plan, end, behind + 1)
+                    if not windows:
+                        raise MetricsUnavailable(f"plan {self.key}: no traffic data for the window ending at {end:.0f}")
+                else:
+                    windows = [await self.reader.traffic(self.plan, end)]
                 workers = await self.reader.workers(self.plan, end)
                 ready = await self.reader.ready(self.plan, end, workers)
             except MetricsUnavailable as exc:
                 self._failed("throughput", exc)
                 raise
+            window = windows[-1]
+            if len(windows) > 1:
+                done = await asyncio.to_thread(
+                    replay_windows, self.plan, self.model, windows[:-1], (), end - interval, state=self.state
+                )
+                self.state = done.state
+                for skipped in done.skipped:
+                    self._rejected("throughput", skipped)
+                if self.metrics is not None:
+                    self.metrics.windows_caught_up.labels(self.plan.namespace, self.plan.name).inc(len(windows) - 1)
             obs = _with_ready(throughput_observation(self.plan, end, window, workers), ready)
-            decision = await self._decide(obs)
-            self.next_end = end + (self.throughput_interval_seconds or 0.0)
-            self._publish(decision, "throughput", end, window.requests, started)
-            return decision
+            result = await self._decide(obs)
+            # Whatever the outcome, this window is done: a poisoned one is never retried.
+            self.next_end = end + interval
+            if isinstance(result, Skipped):
+                self._rejected("throughput", result)
+                raise WindowRejected(f"plan {self.key}: {result.detail}")
+            self._publish(result, "throughput", end, window.requests, started)
+            return result
 
     async def tick_load(self) -> Decision:
         """Decide on the workers' live load (load-based scaling)."""
@@ -295,19 +309,35 @@ class PlanLoop:
             except MetricsUnavailable as exc:
                 self._failed("load", exc)
                 raise
-            decision = await self._decide(_with_ready(load_observation(now, workers), ready))
-            self._publish(decision, "load", window_end, requests, started)
-            return decision
+            result = await self._decide(_with_ready(load_observation(now, workers), ready))
+            if isinstance(result, Skipped):
+                self._rejected("load", result)
+                raise WindowRejected(f"plan {self.key}: {result.detail}")
+            self._publish(result, "load", window_end, requests, started)
+            return result
 
-    async def _decide(self, obs: Observation) -> Decision:
-        def run() -> tuple[Decision, float]:
+    async def _decide(self, obs: Observation) -> Decision | Skipped:
+        """`core.replay.decide_window` off the event loop; the new state is kept only when
+        a decision was made."""
+        def run() -> tuple[PlannerState, Decision | Skipped, float]:
             t0 = time.perf_counter()
-            return decide(self.plan, self.model, obs, self.state), time.perf_counter() - t0
+            state, result = decide_window(self.plan, self.model, obs, self.state)
+            return state, result, time.perf_counter() - t0
 
-        decision, seconds = await asyncio.to_thread(run)
+        state, result, seconds = await asyncio.to_thread(run)
+        self.state = state
         if self.metrics is not None:
             self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(seconds)
-        return decision
+        return result
+
+    def _rejected(self, kind: str, skipped: Skipped) -> None:
+        """A window skipped without a decision: counted, logged, and the reason kept for
+        the UNAVAILABLE message should the latest good decision go stale."""
+        self.last_error = f"plan {self.key}: {skipped.detail}"
+        if self.metrics is not None:
+            self.metrics.windows_rejected.labels(self.plan.namespace, self.plan.name, skipped.reason).inc()
+        log_event(errlog, "window_rejected", logging.WARNING, namespace=self.plan.namespace, plan=self.plan.name,
+                  kind=kind, windowEnd=skipped.end, reason=skipped.reason, error=skipped.detail)
 
     def _failed(self, kind: str, exc: BaseException) -> None:
         self.last_error = str(exc)
@@ -329,9 +359,15 @@ class PlanLoop:
         self.latest = Snapshot(decision=decision, made_at=made_at, window_end=window_end, traffic_requests=requests)
         self.last_error = None
         duration = time.perf_counter() - started
+        lag = None if kind == "load" or window_end is None else decision_lag(made_at, window_end, self.settle)
         if self.metrics is not None:
             self.metrics.record_decision(self.plan.namespace, decision, made_at)
             self.metrics.duration.labels(self.plan.namespace, self.plan.name, kind).observe(duration)
+            if lag is not None and kind == "throughput":
+                self.metrics.decision_lag.labels(self.plan.namespace, self.plan.name).set(lag)
+        extra: dict[str, Any] = {"replayedWindows": replayed} if replayed else {}
+        if lag is not None and kind == "throughput":
+            extra["lagSeconds"] = round(lag, 3)
         log_event(
             log,
             "decision",
@@ -344,7 +380,7 @@ class PlanLoop:
             replicas={p: d.replicas for p, d in decision.pools.items()},
             reason=decision.reason.value,
             decision=decision.to_dict(),
-            **({"replayedWindows": replayed} if replayed else {}),
+            **extra,
         )
         if self.on_change is not None:
             self.on_change()
@@ -387,17 +423,22 @@ class PlanLoop:
             if wake > now:
                 await asyncio.sleep(wake - now)
                 continue
-            if due_tp is not None and due_tp <= now:
-                assert self.next_end is not None and tp_interval is not None
-                latest = latest_closed(now, tp_interval, self.settle)
-                self.next_end = catch_up(self.next_end, latest, tp_interval, self.warmup_intervals)
+            due = None
+            if self.next_end is not None and tp_interval is not None:
+                due = windows_due(now, self.next_end, tp_interval, self.settle, self.warmup_intervals)
+            if due is not None:
+                first, last = due
                 try:
-                    await self.tick_throughput(self.next_end)
+                    await self.tick_throughput(last, first if first < last else None)
+                except WindowRejected:
+                    pass  # counted and logged; the next window is due on the grid
                 except MetricsUnavailable:
-                    self.next_end = after_failed_read(self.next_end, latest, tp_interval)
+                    self.next_end = after_failed_read(first, last, tp_interval or 0.0)
                     await asyncio.sleep(self.retry)
                 except Exception as exc:  # noqa: BLE001
                     self._crashed(exc)
+                    # never the same window again: a bug on one window must not stop the plan
+                    self.next_end = last + (tp_interval or 0.0)
                     await asyncio.sleep(self.retry)
                 continue
             if load_interval:

@@ -120,6 +120,26 @@ class ServiceMetrics:
             _PLAN + ("kind",),
             registry=r,
         )
+        self.windows_rejected = Counter(
+            "dynplan_windows_rejected",
+            "Throughput windows skipped without a decision (reason: a value outside the physical limits, "
+            "e.g. absurd_requests, negative_isl; or decide_error). The plan moves on to the next window.",
+            _PLAN + ("reason",),
+            registry=r,
+        )
+        self.windows_caught_up = Counter(
+            "dynplan_windows_caught_up",
+            "Throughput windows folded in from one history read, without a decision of their own, because "
+            "the loop was more than one interval behind (it decides the newest window instead of queueing).",
+            _PLAN,
+            registry=r,
+        )
+        self.decision_lag = _PerPlan(Gauge(
+            "dynplan_decision_lag_seconds",
+            "How late the latest throughput decision was: made at - window end - settle delay.",
+            _PLAN,
+            registry=r,
+        ))
         self.last_good = _PerPlan(Gauge(
             "dynplan_last_good_decision_timestamp_seconds", "Unix time of the latest good decision.", _PLAN, registry=r
         ))
