@@ -6,6 +6,8 @@ Unix seconds) and renders them family by family, each series in time order, endi
 scrape every `step` seconds would have seen them (same names, labels and buckets as
 `scaler.devtools.frontend_exporter`), so backfilled history and live scraping are
 interchangeable; `frontend_backlog` does the same for the gauges of requests waiting for a first token.
+`engine_history` gives the engine sources' per-pod series (vLLM, SGLang) the same way, from
+the samples `frontend_exporter.SyntheticEngines` exports live.
 
 Sample timing: a request at time t is counted by every scrape at time >= t. With scrapes on
 a grid and a window (a, b] whose ends are scrape times, `increase()` over it is exactly the
@@ -27,7 +29,13 @@ from prometheus_client.utils import floatToGoString
 
 from scaler import naming
 from scaler.core.observations import TrafficWindow
-from scaler.devtools.frontend_exporter import BUCKETS
+from scaler.devtools.frontend_exporter import (
+    BUCKETS,
+    ENGINE_BUCKETS,
+    engine_gauge_samples,
+    engine_labels,
+    engine_request_samples,
+)
 from scaler.sources import SOURCES, Source
 from scaler.traces import Request
 
@@ -329,3 +337,77 @@ def requests_from_trace(
         arrive = start + r.t
         out.append(CompletedRequest(arrive + duration, r.isl, r.osl, ttft_s, itl_s, duration, started_t=arrive))
     return out
+
+
+def engine_history(
+    requests: Iterable[tuple[str, CompletedRequest]],
+    *,
+    pods: Mapping[str, str],
+    start: float,
+    end: float,
+    step: float,
+    source: Source,
+    model: str = "llama-8b",
+    namespace: str = "inference",
+    load: Iterable[tuple[str, float, float, float, float]] = (),
+    kv_metric: Optional[Mapping[str, str]] = None,
+    writer: Optional[OpenMetricsWriter] = None,
+) -> OpenMetricsWriter:
+    """Engine pods' series scraped every `step` s over [start, end]: `requests` are (pod,
+    finished request) pairs, `pods` pod -> role (unified | prefill | decode), `load`
+    (pod, time, running, waiting, kv) levels from then on (0 before), `kv_metric` the KV
+    gauge per pod (version drift). Names, labels and buckets as `SyntheticEngines`."""
+    w = writer or OpenMetricsWriter()
+    times = scrape_times(start, end, step)
+    labels = {pod: engine_labels(source, pod, role, model, namespace) for pod, role in pods.items()}
+    events: dict[tuple[str, str, tuple[tuple[str, str], ...]], list[tuple[float, float, int]]] = {}
+    for pod in pods:  # every series exists from the start (counters at 0)
+        for smp in engine_request_samples(source, labels[pod], isl=0, osl=0, ttft_s=0, itl_s=0, duration_s=0):
+            events.setdefault((smp.kind, smp.metric, OpenMetricsWriter._key(smp.labels)), [])
+    for pod, r in sorted(requests, key=lambda pr: pr[1].t):
+        for smp in engine_request_samples(
+            source, labels[pod], isl=r.isl, osl=r.osl, ttft_s=r.ttft_s, itl_s=r.itl_s, duration_s=r.duration_s
+        ):
+            events[(smp.kind, smp.metric, OpenMetricsWriter._key(smp.labels))].append((r.t, smp.value, smp.times))
+    attr_of = {getattr(source, a): a for a in ("ttft_seconds", "itl_seconds", "request_duration_seconds", "input_tokens", "output_tokens")}
+    for (kind, metric, key), evs in events.items():
+        if kind == "counter":
+            total, i, cpoints = 0.0, 0, []
+            for s in times:
+                while i < len(evs) and evs[i][0] <= s:
+                    total += evs[i][1]
+                    i += 1
+                cpoints.append((s, total))
+            w.counter(metric, dict(key), cpoints)
+            continue
+        bounds = tuple(float(b) for b in ENGINE_BUCKETS[source.name][attr_of.get(metric, "queue_seconds")])
+        counts = [0] * (len(bounds) + 1)
+        hsum, n, i = 0.0, 0, 0
+        hpoints: list[HistogramPoint] = []
+        for s in times:
+            while i < len(evs) and evs[i][0] <= s:
+                _, v, k = evs[i]
+                for b in range(bisect.bisect_left(bounds, v), len(bounds) + 1):
+                    counts[b] += k
+                hsum += v * k
+                n += k
+                i += 1
+            hpoints.append(HistogramPoint(s, tuple(counts), n, hsum))
+        w.histogram(metric, dict(key), bounds, hpoints)
+    levels: dict[str, list[tuple[float, float, float, float]]] = {pod: [] for pod in pods}
+    for pod, t, running, waiting, kv in load:
+        levels[pod].append((t, running, waiting, kv))
+    for pod in pods:
+        changes = sorted(levels[pod])
+        at = [c[0] for c in changes]
+        series: dict[tuple[str, tuple[tuple[str, str], ...]], list[tuple[float, float]]] = {}
+        for s in times:
+            j = bisect.bisect_right(at, s)
+            running, waiting, kv = changes[j - 1][1:] if j else (0.0, 0.0, 0.0)
+            for name, lbl, value in engine_gauge_samples(
+                source, labels[pod], running=running, waiting=waiting, kv=kv, kv_metric=(kv_metric or {}).get(pod)
+            ):
+                series.setdefault((name, OpenMetricsWriter._key(lbl)), []).append((s, value))
+        for (name, key), gpoints in series.items():
+            w.gauge(name, dict(key), gpoints)
+    return w

@@ -23,12 +23,18 @@ Buckets are Dynamo's defaults (`DYN_METRICS_*_{MIN,MAX,COUNT}`): 0 followed by
 count-1 log-spaced values up to MAX, rounded to 2 significant figures:
 TTFT 0.001..480 s (18), ITL 0.001..2 s (13), request duration 1..512 s (10),
 ISL 50..128000 tokens (12), OSL 50..32000 tokens (10). See `BUCKETS`.
+
+`SyntheticEngines` does the same for the engine sources (vLLM, SGLang): each engine pod's
+own series with the engine's names, labels and default buckets (`ENGINE_BUCKETS`), pods
+told apart by their `pod` label; `engine_request_samples` and `engine_gauge_samples` say
+what a request and a load level add, for the live exporter and the backfill alike.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -250,6 +256,239 @@ class SyntheticFrontend:
         thread.join(timeout=5)
 
     def __enter__(self) -> "SyntheticFrontend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# -- engine sources (vLLM, SGLang): what each engine pod exports ----------------------------
+# Default buckets per source, keyed by the Source attribute naming each histogram. vLLM:
+# vllm/v1/metrics/loggers.py (token histograms: 1-2-5 steps up to max_model_len, here 8192;
+# ITL has the buckets of the TPOT histogram it replaced); SGLang: metrics/collector.py.
+_VLLM_LATENCY = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+_VLLM_TOKENS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+ENGINE_BUCKETS: dict[str, dict[str, tuple[float, ...]]] = {
+    "vllm": {
+        "ttft_seconds": (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                         20.0, 40.0, 80.0, 160.0, 640.0, 2560.0),
+        "itl_seconds": (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0),
+        "request_duration_seconds": _VLLM_LATENCY,
+        "queue_seconds": _VLLM_LATENCY,
+        "input_tokens": _VLLM_TOKENS,
+        "output_tokens": _VLLM_TOKENS,
+    },
+    "sglang": {
+        "ttft_seconds": (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400),
+        "itl_seconds": (0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.035, 0.040, 0.060, 0.080,
+                        0.100, 0.200, 0.400, 0.600, 0.800, 1.000, 2.000, 4.000, 6.000, 8.000),
+        "request_duration_seconds": (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400, 600,
+                                     1200, 1800, 2400),
+        "queue_seconds": (0.0, 0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100, 200, 300),
+    },
+}
+# SGLang's KV pool size behind token_usage (num_used_tokens / max_total_num_tokens)
+SGLANG_MAX_TOTAL_TOKENS = 200000
+# SGLang scheduler gauges are exported once per rank: two TP ranks repeat each value
+SGLANG_TP_RANKS = ("0", "1")
+
+
+@dataclass(frozen=True)
+class EngineSample:
+    """One increment an engine pod's series get: a counter (`metric` ends in _total) by
+    `value`, or a histogram (`metric` is the base name) observing `value` `times` times."""
+
+    kind: str
+    metric: str
+    labels: Mapping[str, str]
+    value: float
+    times: int = 1
+
+
+def engine_labels(source: Source, pod: str, role: str, model: str, namespace: str) -> dict[str, str]:
+    """The labels of an engine pod's request-level series, with the pod/namespace a scrape
+    adds. vLLM: model_name, engine (the engine index in the pod); SGLang: model_name,
+    engine_type (`role`: unified | prefill | decode)."""
+    own = {"model_name": model, "pod": pod, "namespace": namespace}
+    if source.name == "vllm":
+        own["engine"] = "0"
+    else:
+        own["engine_type"] = role
+    return own
+
+
+def engine_request_samples(
+    source: Source, labels: Mapping[str, str], *, isl: float, osl: float, ttft_s: float, itl_s: float, duration_s: float
+) -> list[EngineSample]:
+    """What one finished request adds to an engine pod's series. Both engines count a
+    request when it finishes; ITL is observed once per token after the first (osl - 1)."""
+    gaps = max(int(round(osl)) - 1, 0)
+    if source.name == "vllm":
+        return [
+            EngineSample("counter", "vllm:request_success_total", dict(labels, finished_reason="stop"), 1),
+            EngineSample("counter", "vllm:prompt_tokens_total", labels, isl),
+            EngineSample("counter", "vllm:generation_tokens_total", labels, osl),
+            EngineSample("histogram", source.ttft_seconds, labels, ttft_s),
+            EngineSample("histogram", source.itl_seconds, labels, itl_s, gaps),
+            EngineSample("histogram", source.request_duration_seconds, labels, duration_s),
+            EngineSample("histogram", "vllm:request_queue_time_seconds", labels, 0.0),
+            EngineSample("histogram", source.input_tokens, labels, isl),
+            EngineSample("histogram", source.output_tokens, labels, osl),
+        ]
+    return [
+        EngineSample("counter", "sglang:num_requests_total", labels, 1),
+        EngineSample("counter", "sglang:prompt_tokens_total", labels, isl),
+        EngineSample("counter", "sglang:generation_tokens_total", labels, osl),
+        EngineSample("histogram", source.ttft_seconds, labels, ttft_s),
+        EngineSample("histogram", source.itl_seconds, labels, itl_s, gaps),
+        EngineSample("histogram", source.request_duration_seconds, labels, duration_s),
+        EngineSample("histogram", "sglang:queue_time_seconds", labels, 0.0),
+    ]
+
+
+def engine_gauge_samples(
+    source: Source, labels: Mapping[str, str], *, running: float, waiting: float, kv: float, kv_metric: Optional[str] = None
+) -> list[tuple[str, dict[str, str], float]]:
+    """An engine pod's load gauges: (metric, labels, value). `kv`: vLLM's KV usage (0-1),
+    under `kv_metric` (default kv_cache_usage_perc; gpu_cache_usage_perc for vLLM before
+    0.9); SGLang's used KV tokens, once per TP rank (with token_usage)."""
+    if source.name == "vllm":
+        return [
+            ("vllm:num_requests_running", dict(labels), running),
+            ("vllm:num_requests_waiting", dict(labels), waiting),
+            (kv_metric or source.worker_active_decode_blocks, dict(labels), kv),
+        ]
+    out = []
+    for rank in SGLANG_TP_RANKS:
+        ranked = dict(labels, tp_rank=rank, pp_rank="0")
+        out += [
+            ("sglang:num_running_reqs", ranked, running),
+            ("sglang:num_queue_reqs", ranked, waiting),
+            ("sglang:num_used_tokens", ranked, kv),
+            ("sglang:token_usage", ranked, kv / SGLANG_MAX_TOTAL_TOKENS),
+        ]
+    return out
+
+
+class SyntheticEngines:
+    """Engine pods' series (vLLM or SGLang) in one private registry, optionally served on
+    /metrics: each series carries its pod's `pod` and `namespace` labels, as a scrape of
+    that pod adds them, so one endpoint stands in for many pods. Names, labels and buckets
+    are the engine's (`engine_request_samples`, `engine_gauge_samples`, `ENGINE_BUCKETS`).
+
+    Disaggregated requests (`observe_disagg`): the prefill pod finishes its part with one
+    output token (TTFT = its prefill), the decode pod the whole request, as llm-d's P/D
+    sidecar and SGLang's PD router do."""
+
+    def __init__(self, source: Source, *, model: str = "llama-8b", namespace: str = "inference") -> None:
+        if source.layout != "engine":
+            raise ValueError(f"{source.name} is not an engine source")
+        self.source = source
+        self.model = model
+        self.namespace = namespace
+        self.registry = CollectorRegistry()
+        self._metrics: dict[str, object] = {}
+        self._pods: dict[str, tuple[str, Optional[str]]] = {}  # pod -> (role, kv metric)
+        self._lock = threading.Lock()
+        self._server: Optional[tuple[object, threading.Thread]] = None
+
+    def _metric(self, kind: str, name: str, labelnames: Sequence[str]) -> object:
+        m = self._metrics.get(name)
+        if m is None:
+            names = sorted(labelnames)
+            if kind == "counter":
+                m = Counter(name, f"Synthetic {name}", names, registry=self.registry)
+            elif kind == "gauge":
+                m = Gauge(name, f"Synthetic {name}", names, registry=self.registry)
+            else:
+                attr = next((a for a in HISTOGRAMS + ("queue_seconds",) if getattr(self.source, a, None) == name), "queue_seconds")
+                m = Histogram(name, f"Synthetic {name}", names, buckets=list(ENGINE_BUCKETS[self.source.name][attr]), registry=self.registry)
+            self._metrics[name] = m
+        return m
+
+    def add_pod(self, pod: str, role: str = "unified", *, kv_metric: Optional[str] = None) -> None:
+        """Start exporting a pod (counters at 0, gauges at 0): `role` unified | prefill |
+        decode; `kv_metric`: the KV gauge its vLLM version exports."""
+        with self._lock:
+            self._pods[pod] = (role, kv_metric)
+            labels = self._labels(pod)
+            for s in engine_request_samples(self.source, labels, isl=0, osl=0, ttft_s=0, itl_s=0, duration_s=0):
+                self._metric(s.kind, s.metric, list(s.labels)).labels(**s.labels)  # type: ignore[attr-defined]
+            self._set_gauges_locked(pod, 0.0, 0.0, 0.0)
+            if self.source.name == "vllm":
+                # an info-style gauge at 1 (the scaler does not read it; a real engine has it)
+                info = {"engine": "0", "block_size": "16", "num_gpu_blocks": "8192", "pod": pod, "namespace": self.namespace}
+                self._metric("gauge", "vllm:cache_config_info", list(info)).labels(**info).set(1)  # type: ignore[attr-defined]
+
+    def _labels(self, pod: str) -> dict[str, str]:
+        role, _ = self._pods[pod]
+        return engine_labels(self.source, pod, role, self.model, self.namespace)
+
+    def pods(self) -> dict[str, str]:
+        with self._lock:
+            return {p: r for p, (r, _) in self._pods.items()}
+
+    def observe(self, pod: str, *, isl: float, osl: float, ttft_s: float, itl_s: float, duration_s: float) -> None:
+        """One request finished on `pod`."""
+        with self._lock:
+            for s in engine_request_samples(self.source, self._labels(pod), isl=isl, osl=osl, ttft_s=ttft_s, itl_s=itl_s, duration_s=duration_s):
+                child = self._metric(s.kind, s.metric, list(s.labels)).labels(**s.labels)  # type: ignore[attr-defined]
+                if s.kind == "counter":
+                    child.inc(s.value)
+                else:
+                    for _ in range(s.times):
+                        child.observe(s.value)
+
+    def observe_disagg(
+        self, prefill_pod: str, decode_pod: str, *, isl: float, osl: float, ttft_s: float, itl_s: float, duration_s: float
+    ) -> None:
+        """One disaggregated request: its prefill part on `prefill_pod`, all of it on `decode_pod`."""
+        self.observe(prefill_pod, isl=isl, osl=1, ttft_s=ttft_s, itl_s=0.0, duration_s=ttft_s)
+        self.observe(decode_pod, isl=isl, osl=osl, ttft_s=ttft_s, itl_s=itl_s, duration_s=duration_s)
+
+    def set_load(self, pod: str, *, running: float = 0.0, waiting: float = 0.0, kv: float = 0.0) -> None:
+        """A pod's load gauges now (see `engine_gauge_samples` for `kv`)."""
+        with self._lock:
+            self._set_gauges_locked(pod, running, waiting, kv)
+
+    def _set_gauges_locked(self, pod: str, running: float, waiting: float, kv: float) -> None:
+        _, kv_metric = self._pods[pod]
+        for name, labels, value in engine_gauge_samples(self.source, self._labels(pod), running=running, waiting=waiting, kv=kv, kv_metric=kv_metric):
+            self._metric("gauge", name, list(labels)).labels(**labels).set(value)  # type: ignore[attr-defined]
+
+    def remove_pod(self, pod: str) -> None:
+        """Stop exporting every series of a pod (as when it goes away)."""
+        with self._lock:
+            if pod not in self._pods:
+                return
+            base = self._labels(pod)
+            del self._pods[pod]
+            for m in self._metrics.values():
+                names = m._labelnames  # type: ignore[attr-defined]
+                for values in list(m._metrics):  # type: ignore[attr-defined]
+                    labels = dict(zip(names, values))
+                    if all(labels.get(k) == v for k, v in base.items() if k in names):
+                        m.remove(*values)  # type: ignore[attr-defined]
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve /metrics on a background thread; returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("already serving")
+        httpd, thread = start_wsgi_server(port, addr=host, registry=self.registry)
+        self._server = (httpd, thread)
+        return int(httpd.server_port)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Stop the HTTP server (idempotent)."""
+        if self._server is None:
+            return
+        httpd, thread = self._server
+        self._server = None
+        httpd.shutdown()  # type: ignore[attr-defined]
+        httpd.server_close()  # type: ignore[attr-defined]
+        thread.join(timeout=5)
+
+    def __enter__(self) -> "SyntheticEngines":
         return self
 
     def __exit__(self, *exc: object) -> None:
