@@ -48,6 +48,11 @@ class ProfileError(InputError):
     """A profile directory is missing or malformed."""
 
 
+class InputBoundExceeded(DynplanError):
+    """An input file breaks a reader's bound (too large, not a regular file, too deep); the
+    reader that called for the bytes reports it as its own InputError with file and field."""
+
+
 class TraceError(InputError):
     """A request trace cannot be read."""
 
@@ -94,6 +99,7 @@ class OptionalDependencyMissing(DynplanError):
 # Exit codes of the CLI. 2 = the user's input is wrong; 3 = a dependency failed.
 EXIT_CODES: dict[type[BaseException], int] = {
     InputError: 2,
+    InputBoundExceeded: 2,
     MetadataError: 2,
     PlanNotFound: 2,
     OptionalDependencyMissing: 2,
@@ -112,6 +118,7 @@ GRPC_STATUS: dict[type[BaseException], str] = {
     StaleDecision: "UNAVAILABLE",
     NoDecisionYet: "UNAVAILABLE",
     InputError: "FAILED_PRECONDITION",
+    InputBoundExceeded: "FAILED_PRECONDITION",
     DynplanError: "INTERNAL",
 }
 

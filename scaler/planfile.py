@@ -9,13 +9,22 @@ from typing import TYPE_CHECKING, Any, Iterable, Optional
 import yaml
 from pydantic import ValidationError
 
+from scaler.bounded_input import load_yaml_documents, read_regular_file, short_repr
 from scaler.core.plan import Plan, semantic_errors
-from scaler.core.profile import Profile, profile_from_raw, profile_problems
-from scaler.errors import FieldError, PlanError, ProfileError
+from scaler.core.profile import MAX_PROFILE_POINTS, Profile, profile_from_raw, profile_problems
+from scaler.errors import FieldError, InputBoundExceeded, PlanError, ProfileError
 from scaler.sources import source_errors, source_warnings
 
 if TYPE_CHECKING:  # numpy/scipy load only when a model is first asked for
     from scaler.core.interpolation import PerfModel
+
+
+# Bounds on a plan file, checked before the work they protect (docs/plan-spec.md, "Limits").
+MAX_PLAN_BYTES = 1 << 20  # a ConfigMap holds at most 1 MiB, so no deployed plan is larger
+MAX_PLAN_DEPTH = 32  # the deepest plan field (an inline profile array) is 5 levels down
+MAX_PLAN_NODES = 7 * MAX_PROFILE_POINTS + 10_000  # a full inline profile and the rest of the plan
+MAX_REPORTED_ERRORS = 20  # per file; the rest are counted, so stderr and logs stay short
+MAX_MESSAGE_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -40,19 +49,31 @@ class LoadedPlan:
         return perf_model(self.profile)
 
 
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _loc_to_path(loc: Iterable[Any]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
+        else:  # a key is user input too: an unknown 1 MB key must not make a 1 MB message
+            out += ("." if out else "") + _clip(str(part), 100)
     return out
+
+
+def _capped(file: str, errors: list[FieldError]) -> list[FieldError]:
+    """At most MAX_REPORTED_ERRORS errors, then one line counting the rest."""
+    if len(errors) <= MAX_REPORTED_ERRORS:
+        return errors
+    rest = len(errors) - MAX_REPORTED_ERRORS
+    return errors[:MAX_REPORTED_ERRORS] + [FieldError(file, "", f"... and {rest} more errors")]
 
 
 def _pydantic_errors(file: str, exc: ValidationError) -> list[FieldError]:
     errors = []
-    for err in exc.errors():
+    for err in exc.errors(include_url=False):
         path = _loc_to_path(err["loc"])
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
@@ -60,11 +81,11 @@ def _pydantic_errors(file: str, exc: ValidationError) -> list[FieldError]:
         elif err["type"] == "missing":
             msg = "is required"
         elif err["type"] == "literal_error":
-            msg = f"{msg} (got {err.get('input')!r})"
+            msg = f"{msg} (got {short_repr(err.get('input'))})"
         elif err["type"] == "value_error" and "error" in err.get("ctx", {}):
             msg = str(err["ctx"]["error"])  # our validator's own words, without pydantic's prefix
-        errors.append(FieldError(file, path, msg))
-    return errors
+        errors.append(FieldError(file, path, _clip(msg, MAX_MESSAGE_CHARS)))
+    return _capped(file, errors)
 
 
 def parse_plan_document(
@@ -97,10 +118,11 @@ def parse_plan_document(
         except ProfileError as exc:
             errors += exc.errors
     elif spec.profile_data is not None:
-        problems = profile_problems(spec.profile_data.prefill, spec.profile_data.decode)
+        prefill, decode = spec.profile_data.prefill.arrays(), spec.profile_data.decode.arrays()
+        problems = profile_problems(prefill, decode)
         errors += [FieldError(file, f"spec.profileData.{path}", msg) for path, msg in problems]
         if not problems:
-            profile = profile_from_raw(spec.profile_data.prefill, spec.profile_data.decode, source=f"{file}#spec.profileData")
+            profile = profile_from_raw(prefill, decode, source=f"{file}#spec.profileData")
     if errors:
         raise PlanError(errors)
     warnings = tuple(coverage_warnings(file, plan, profile)) if profile is not None else ()
@@ -152,26 +174,35 @@ def coverage_warnings(file: str, plan: Plan, profile: Profile) -> list[FieldErro
     return out
 
 
-def load_plan(path: str | Path, *, runtime: bool = True) -> LoadedPlan:
-    """Read and validate one plan file (one YAML document)."""
-    p = Path(path)
-    file = str(path)
+def parse_plan_text(text: str, file: str, base_dir: Optional[Path] = None, *, runtime: bool = True) -> LoadedPlan:
+    """Validate one plan's YAML text (one document) within the plan bounds; raises PlanError."""
+    if len(text) > MAX_PLAN_BYTES:  # characters, at least as many bytes: a cheap first check
+        raise PlanError([FieldError(file, "", f"is more than {MAX_PLAN_BYTES} bytes; a plan must fit a ConfigMap")])
     try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError([FieldError(file, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError([FieldError(file, "", f"cannot read: {exc}")]) from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        docs = [d for d in load_yaml_documents(text, max_depth=MAX_PLAN_DEPTH, max_nodes=MAX_PLAN_NODES) if d is not None]
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise PlanError([FieldError(file, "", f"invalid YAML{where}: {problem}")]) from None
+        raise PlanError([FieldError(file, "", _clip(f"invalid YAML{where}: {problem}", MAX_MESSAGE_CHARS))]) from None
     if len(docs) != 1:
         raise PlanError([FieldError(file, "", f"expected exactly one plan document, found {len(docs)}")])
-    return parse_plan_document(docs[0], file, base_dir=p.resolve().parent, runtime=runtime)
+    return parse_plan_document(docs[0], file, base_dir=base_dir, runtime=runtime)
+
+
+def load_plan(path: str | Path, *, runtime: bool = True) -> LoadedPlan:
+    """Read and validate one plan file (one YAML document of at most MAX_PLAN_BYTES)."""
+    p = Path(path)
+    file = str(path)
+    try:
+        text = read_regular_file(p, MAX_PLAN_BYTES).decode("utf-8")
+    except FileNotFoundError:
+        raise PlanError([FieldError(file, "", "no such file")]) from None
+    except InputBoundExceeded as exc:
+        raise PlanError([FieldError(file, "", str(exc))]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError([FieldError(file, "", f"cannot read: {exc}")]) from None
+    return parse_plan_text(text, file, base_dir=p.resolve().parent, runtime=runtime)
 
 
 def load_plans(paths: Iterable[str | Path], *, runtime: bool = True) -> list[LoadedPlan]:

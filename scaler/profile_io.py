@@ -10,14 +10,21 @@ user fixing a broken profile sees the whole list in one run.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from scaler.core.profile import Profile, profile_from_raw, profile_problems
-from scaler.errors import FieldError, ProfileError
+from scaler.bounded_input import read_regular_file
+from scaler.core.profile import DECODE_KEYS, MAX_PROFILE_POINTS, PREFILL_KEYS, Profile, profile_from_raw, profile_problems
+from scaler.errors import FieldError, InputBoundExceeded, ProfileError
+
+# Bytes per profile file, checked before it is read: a MAX_PROFILE_POINTS-point decode table
+# is about 1.5 MB as JSON (write_profile_json's layout) and 0.5 MB as npz.
+MAX_PROFILE_FILE_BYTES = 4 << 20
+_NPY_HEADER_BYTES = 1 << 16  # an npy header is a short dict; numpy itself allows 10000 chars
 
 PREFILL_NPZ = Path("selected_prefill_interpolation") / "raw_data.npz"
 DECODE_NPZ = Path("selected_decode_interpolation") / "raw_data.npz"
@@ -40,24 +47,75 @@ class _Reporter:
             self.errors.append(FieldError(str(file), field, message))
 
 
+def _npz_member(zf: zipfile.ZipFile, name: str) -> np.ndarray:
+    """One `.npy` member, its header checked before anything is allocated.
+
+    The header's shape and dtype are the claim; the data read is exactly what they announce
+    (ZipExtFile decompresses only what is asked for), so a member declaring 10^11 elements
+    or inflating to gigabytes costs nothing beyond its header. Raises ValueError.
+    """
+    info = zf.getinfo(name)
+    with zf.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_NPY_HEADER_BYTES)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_NPY_HEADER_BYTES)
+        else:
+            raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
+        if dtype.kind not in "iuf" or dtype.itemsize > 8:
+            # Also refuses object arrays, so no pickle is ever read.
+            raise ValueError(f"dtype {dtype.name} is not a real number type")
+        count = math.prod(shape)
+        if count > MAX_PROFILE_POINTS:
+            raise ValueError(f"declares {count} values; at most {MAX_PROFILE_POINTS} are accepted")
+        data = f.read(count * dtype.itemsize)
+    if len(data) != count * dtype.itemsize:
+        raise ValueError("is truncated")
+    arr = np.frombuffer(data, dtype=dtype)
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
 def _read_npz(path: Path, group: str, report: _Reporter) -> dict[str, Any] | None:
+    keys = PREFILL_KEYS if group == "prefill" else DECODE_KEYS + ("max_kv_tokens",)
     try:
-        # allow_pickle=False: a profile is data; never execute pickles from a mounted volume.
-        with np.load(path, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        if path.stat().st_size > MAX_PROFILE_FILE_BYTES:
+            raise InputBoundExceeded(f"is {path.stat().st_size} bytes; at most {MAX_PROFILE_FILE_BYTES} bytes are accepted")
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            out: dict[str, Any] = {}
+            for key in keys:  # only the arrays the profile uses; others are never read
+                if f"{key}.npy" in names:
+                    try:
+                        out[key] = _npz_member(zf, f"{key}.npy")
+                    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+                        report.add(path, f"{group}.{key}", f"cannot read npz member: {exc}")
+                        return None
+            return out
+    except InputBoundExceeded as exc:
+        report.add(path, group, str(exc))
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         report.add(path, group, f"cannot read npz file: {exc}")
-        return None
+    return None
 
 
 def _read_json(path: Path, group: str, report: _Reporter) -> dict[str, Any] | None:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_file(path, MAX_PROFILE_FILE_BYTES).decode("utf-8"))
+    except InputBoundExceeded as exc:
+        report.add(path, group, str(exc))
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         report.add(path, group, f"cannot read file: {exc}")
         return None
     except json.JSONDecodeError as exc:
         report.add(path, group, f"invalid JSON: {exc}")
+        return None
+    except RecursionError:
+        report.add(path, group, "invalid JSON: nested too deeply")
+        return None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        report.add(path, group, f"invalid JSON: {str(exc)[:100]}")
         return None
     if not isinstance(data, dict):
         report.add(path, group, f"must be a JSON object with the {group} arrays, got {type(data).__name__}")

@@ -10,10 +10,11 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
 from pydantic.alias_generators import to_camel
 
 from scaler import naming
+from scaler.core.profile import MAX_PROFILE_POINTS
 
 API_VERSION = "dynplan/v1alpha1"
 KIND = "Plan"
@@ -283,6 +284,36 @@ class Rules(_Model):
     evaluation_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
 
 
+# A profile number: an int or a float, never a bool or a numeric string (strict), and an
+# array of them is flat and bounded, so pydantic refuses nested or huge input before numpy.
+ProfileNumber = StrictFloat
+ProfileArray = Annotated[list[ProfileNumber], Field(max_length=MAX_PROFILE_POINTS)]
+
+
+class _ProfileTable(BaseModel):
+    """Dynamo's own snake_case keys (no camelCase aliases); unknown keys rejected. A missing
+    array stays None here and is reported by `profile_problems` with the others."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def arrays(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+class PrefillTable(_ProfileTable):
+    prefill_isl: Optional[ProfileArray] = None
+    prefill_ttft: Optional[ProfileArray] = None
+    prefill_thpt_per_gpu: Optional[ProfileArray] = None
+
+
+class DecodeTable(_ProfileTable):
+    x_kv_usage: Optional[ProfileArray] = None
+    y_context_length: Optional[ProfileArray] = None
+    z_itl: Optional[ProfileArray] = None
+    z_thpt_per_gpu: Optional[ProfileArray] = None
+    max_kv_tokens: Optional[ProfileNumber] = None
+
+
 class ProfileData(_Model):
     """A profile inline, in the shape of Dynamo's `prefill_raw_data.json` / `decode_raw_data.json`.
 
@@ -290,8 +321,8 @@ class ProfileData(_Model):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    prefill: dict[str, Any]
-    decode: dict[str, Any]
+    prefill: PrefillTable
+    decode: DecodeTable
 
 
 class PlanSpec(_Model):

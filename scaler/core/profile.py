@@ -16,6 +16,10 @@ PREFILL_KEYS = ("prefill_isl", "prefill_ttft", "prefill_thpt_per_gpu")
 DECODE_KEYS = ("x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu")
 MIN_PREFILL_POINTS = 4
 MIN_DECODE_POINTS = 4
+# At most this many points per table (prefill, decode). Profiler sweeps have tens to a few
+# hundred (the example decode table: 54); the bound keeps every profile that loads small
+# enough to check, model and render quickly (docs/plan-spec.md, "Limits").
+MAX_PROFILE_POINTS = 16384
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,6 +79,47 @@ class Profile:
         return prefill, decode
 
 
+def _real_array(value: object) -> np.ndarray | str:
+    """`value` as a flat float64 array, or why it is not one (the message for its field).
+
+    Strict on purpose: JSON and inline profiles are flat lists of numbers (booleans, strings
+    and nested lists are mistakes, not numbers), npz arrays have a real numeric dtype (a
+    complex array would silently lose its imaginary part). The size is checked first, so
+    an oversized array costs nothing more.
+    """
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "iuf":
+            return f"must be an array of real numbers, got dtype {value.dtype.name}"
+        if value.size > MAX_PROFILE_POINTS:
+            return f"has {value.size} points; at most {MAX_PROFILE_POINTS} are accepted"
+        arr = value.astype(np.float64).reshape(-1)
+    elif isinstance(value, (list, tuple)):
+        if len(value) > MAX_PROFILE_POINTS:
+            return f"has {len(value)} points; at most {MAX_PROFILE_POINTS} are accepted"
+        for i, x in enumerate(value):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                return f"must be an array of numbers: element [{i}] is {type(x).__name__}"
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except OverflowError:
+            return "must be an array of numbers: a value is too large for a float"
+    else:
+        return f"must be an array of numbers, got {type(value).__name__}"
+    return arr
+
+
+def _real_number(value: object) -> float | str:
+    """`value` as one float, or why it is not one: a number, or a one-element npz array."""
+    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "iuf":
+        return float(value.reshape(-1)[0])
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return f"must be a number, got {type(value).__name__}"
+    try:
+        return float(value)
+    except OverflowError:
+        return "must be a number: too large for a float"
+
+
 def profile_problems(raw_prefill: dict, raw_decode: dict) -> list[tuple[str, str]]:
     """Check raw arrays; return (field, message) pairs, empty when the data is usable."""
     problems: list[tuple[str, str]] = []
@@ -85,10 +130,9 @@ def profile_problems(raw_prefill: dict, raw_decode: dict) -> list[tuple[str, str
             if key not in raw:
                 problems.append((f"{group}.{key}", "is missing"))
                 continue
-            try:
-                arr = np.asarray(raw[key], dtype=np.float64).reshape(-1)
-            except (TypeError, ValueError):
-                problems.append((f"{group}.{key}", "must be an array of numbers"))
+            arr = _real_array(raw[key])
+            if isinstance(arr, str):
+                problems.append((f"{group}.{key}", arr))
                 continue
             if not np.all(np.isfinite(arr)):
                 problems.append((f"{group}.{key}", "has non-finite values (NaN or Inf)"))
@@ -128,13 +172,11 @@ def profile_problems(raw_prefill: dict, raw_decode: dict) -> list[tuple[str, str
     if "max_kv_tokens" not in raw_decode:
         problems.append(("decode.max_kv_tokens", "is missing"))
     else:
-        try:
-            mkv = float(np.asarray(raw_decode["max_kv_tokens"], dtype=np.float64).reshape(-1)[0])
-        except (TypeError, ValueError, IndexError):
-            problems.append(("decode.max_kv_tokens", "must be a number"))
-        else:
-            if not np.isfinite(mkv) or mkv <= 0:
-                problems.append(("decode.max_kv_tokens", f"must be a positive number, got {mkv}"))
+        mkv = _real_number(raw_decode["max_kv_tokens"])
+        if isinstance(mkv, str):
+            problems.append(("decode.max_kv_tokens", mkv))
+        elif not np.isfinite(mkv) or mkv <= 0:
+            problems.append(("decode.max_kv_tokens", f"must be a positive number, got {mkv}"))
     return problems
 
 
@@ -142,11 +184,16 @@ def profile_from_raw(raw_prefill: dict, raw_decode: dict, source: str = "<memory
     """Build a Profile from already-checked raw dicts (call `profile_problems` first)."""
 
     def arr(raw: dict, key: str) -> np.ndarray:
-        a = np.asarray(raw[key], dtype=np.float64).reshape(-1).copy()
+        a = _real_array(raw[key])
+        if isinstance(a, str):
+            raise ValueError(f"{key}: {a} (call profile_problems first)")
+        a = a.copy()
         a.setflags(write=False)
         return a
 
-    mkv = float(np.asarray(raw_decode["max_kv_tokens"], dtype=np.float64).reshape(-1)[0])
+    mkv = _real_number(raw_decode["max_kv_tokens"])
+    if isinstance(mkv, str):
+        raise ValueError(f"max_kv_tokens: {mkv} (call profile_problems first)")
     return Profile(
         prefill_isl=arr(raw_prefill, "prefill_isl"),
         prefill_ttft_ms=arr(raw_prefill, "prefill_ttft"),

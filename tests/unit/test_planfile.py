@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import EXAMPLES, SYNTHETIC_PROFILE_DIR, flat_profile, plan_dict, with_changes, write_plan
 from scaler.errors import FieldError, PlanError
@@ -245,3 +246,152 @@ def test_load_plans_reports_every_file(tmp_path: Path, good: dict) -> None:
 def test_error_string_names_file_and_field(tmp_path: Path, good: dict) -> None:
     path = bad(tmp_path, with_changes(good, {"spec.pools.decode.minReplicas": 8, "spec.pools.decode.maxReplicas": 4}))
     assert str(only_error(path)) == f"{path}: spec.pools.decode.maxReplicas: must be >= minReplicas (4 < 8)"
+
+
+# -- bounds (hostile input: red-team H1, L8, L11) -------------------------------------------
+
+
+def _example_text() -> str:
+    text = (EXAMPLES / "llama-8b-disagg.yaml").read_text()
+    return text.replace("profile: profiles/", f"profile: {EXAMPLES / 'profiles'}/")
+
+
+def _alias_bomb(levels: int) -> str:
+    """10**(levels-1) leaves from a few hundred bytes of aliases, used as `kind`."""
+    lines = ["a0: &a0 [x]"] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n" + _example_text().replace("kind: Plan", f"kind: *a{levels - 1}", 1)
+
+
+def test_aliases_are_refused_before_expansion(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.yaml"
+    path.write_text(_alias_bomb(8))  # 10^7 leaves: 417 MB, 4.8 s and 72 MB of stderr before
+    err = only_error(path)
+    assert err.path == ""
+    assert err.message == "invalid YAML (line 2, column 10): aliases (*a0) are not allowed in plan files; write the value out"
+
+
+def test_an_anchor_without_alias_is_harmless(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(_example_text().replace("sla:", "sla: &sla", 1))
+    assert load_plan(path).name == "llama-8b"
+
+
+def test_deep_nesting_is_an_error_not_a_recursion_error(tmp_path: Path) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(_example_text() + "x: " + "[" * 10000 + "]" * 10000 + "\n")
+    err = only_error(path)
+    assert err.message.startswith("invalid YAML (line ")
+    assert "nest" in err.message and len(err.message) < 200
+
+
+@pytest.mark.parametrize("pure_python", [False, True], ids=["libyaml", "python"])
+def test_nesting_bound_is_the_plan_bound(tmp_path: Path, monkeypatch, pure_python: bool) -> None:
+    import scaler.bounded_input as bi
+
+    if pure_python:  # the same bound where libyaml is missing
+        monkeypatch.setattr(bi, "_BaseLoader", yaml.SafeLoader)
+    from scaler.planfile import MAX_PLAN_DEPTH
+
+    path = tmp_path / "deep.yaml"
+    path.write_text(_example_text() + "x: " + "[" * (MAX_PLAN_DEPTH + 1) + "]" * (MAX_PLAN_DEPTH + 1) + "\n")
+    assert f"nested more than {MAX_PLAN_DEPTH} levels deep" in only_error(path).message
+    path.write_text(_example_text() + "x: " + "[" * (MAX_PLAN_DEPTH - 1) + "]" * (MAX_PLAN_DEPTH - 1) + "\n")
+    assert only_error(path).message == "unknown field"  # parsed, then refused by the model
+
+
+def test_duplicate_key_names_the_key_and_both_lines(tmp_path: Path) -> None:
+    text = _example_text()
+    first = text.index("      maxReplicas: 16")
+    line = text[:first].count("\n") + 1
+    path = tmp_path / "dup.yaml"
+    path.write_text(text.replace("      maxReplicas: 16", "      maxReplicas: 16\n      maxReplicas: 2", 1))
+    err = only_error(path)  # was silently last-wins: validate 0, rendered maxReplicaCount: 2
+    assert err.message == (
+        f"invalid YAML (line {line + 1}, column 7): duplicate key 'maxReplicas' (first given at line {line})"
+    )
+
+
+def test_plan_larger_than_a_configmap(tmp_path: Path) -> None:
+    from scaler.planfile import MAX_PLAN_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_text(_example_text() + "#" * MAX_PLAN_BYTES + "\n")
+    size = path.stat().st_size
+    assert only_error(path).message == f"is {size} bytes; at most {MAX_PLAN_BYTES} bytes are accepted"
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo"])
+def test_not_a_regular_file(tmp_path: Path, kind: str) -> None:
+    import os
+
+    if kind == "device":
+        path = Path("/dev/zero")  # endless: read until MemoryError before
+    else:
+        path = tmp_path / "fifo.yaml"
+        os.mkfifo(path)  # no writer: a plain open() would block forever
+    assert only_error(path).message == "is not a regular file"
+
+
+def test_echoed_input_is_bounded(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text(_example_text().replace("kind: Plan", "kind: [" + ", ".join(["xxxxxxxxxx"] * 50000) + "]", 1))
+    err = only_error(path)
+    assert err.path == "kind" and err.message.startswith("Input should be 'Plan' (got ['xxxxxxxxxx', ")
+    assert len(err.message) <= 140
+
+
+def test_unknown_huge_key_is_clipped(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    # an explicit key: YAML limits implicit ones to 1024 characters
+    path.write_text(_example_text().replace("spec:\n", "spec:\n  ? " + "k" * 100_000 + "\n  : 1\n", 1))
+    err = only_error(path)
+    assert err.message == "unknown field" and err.path == "spec." + "k" * 97 + "..."
+
+
+def test_many_errors_are_counted_not_listed(tmp_path: Path) -> None:
+    from scaler.planfile import MAX_REPORTED_ERRORS
+
+    doc = yaml.safe_load(_example_text())
+    doc["spec"]["junk"] = 1
+    for i in range(100):
+        doc["metadata"][f"x{i}"] = i
+    errs = errors_of(bad(tmp_path, doc))
+    assert len(errs) == MAX_REPORTED_ERRORS + 1
+    assert errs[-1].message == f"... and {101 - MAX_REPORTED_ERRORS} more errors"
+
+
+def _inline(good: dict, **decode_changes: object) -> dict:
+    prefill, decode = flat_profile().to_json_dicts()
+    decode.update(decode_changes)
+    return with_changes(good, {"spec.profile": ..., "spec.profileData": {"prefill": prefill, "decode": decode}})
+
+
+def test_inline_profile_refuses_booleans(tmp_path: Path, good: dict) -> None:
+    _, decode = flat_profile().to_json_dicts()
+    err = only_error(bad(tmp_path, _inline(good, z_itl=[True] + decode["z_itl"][1:])))
+    assert (err.path, err.message) == ("spec.profileData.decode.z_itl[0]", "Input should be a valid number")
+
+
+def test_inline_profile_refuses_unknown_keys(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, _inline(good, junk=[1, 2])))
+    assert (err.path, err.message) == ("spec.profileData.decode.junk", "unknown field")
+
+
+def test_inline_profile_refuses_a_list_for_max_kv_tokens(tmp_path: Path, good: dict) -> None:
+    err = only_error(bad(tmp_path, _inline(good, max_kv_tokens=[5, -1])))
+    assert (err.path, err.message) == ("spec.profileData.decode.max_kv_tokens", "Input should be a valid number")
+
+
+def test_inline_profile_refuses_nested_arrays(tmp_path: Path, good: dict) -> None:
+    _, decode = flat_profile().to_json_dicts()
+    errs = errors_of(bad(tmp_path, _inline(good, z_itl=[[x] for x in decode["z_itl"]])))
+    assert {e.message for e in errs} == {"Input should be a valid number"}
+    assert errs[0].path == "spec.profileData.decode.z_itl[0]"
+
+
+def test_inline_profile_point_bound(tmp_path: Path, good: dict) -> None:
+    from scaler.core.profile import MAX_PROFILE_POINTS
+
+    err = only_error(bad(tmp_path, _inline(good, z_itl=[1.0] * (MAX_PROFILE_POINTS + 1))))
+    assert err.path == "spec.profileData.decode.z_itl"
+    assert f"at most {MAX_PROFILE_POINTS} items" in err.message

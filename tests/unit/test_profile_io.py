@@ -266,3 +266,167 @@ def test_missing_directory_located_in_plan_file(tmp_path: Path) -> None:
     (err,) = info.value.errors
     assert err.file == "p.yaml" and err.path == "spec.profile"
     assert "gone" in err.message and "does not exist" in err.message
+
+
+# -- bounds (hostile files: red-team L11, L12, L13, L14) ------------------------------------
+
+
+def _npz_with_member(directory: Path, name: str, header_shape: tuple, dtype: str = "<f8", data: bytes = b"") -> Path:
+    """The decode npz with member `name` replaced by a raw .npy whose header says what we like."""
+    import zipfile
+
+    path = directory / "selected_decode_interpolation" / "raw_data.npz"
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != name}
+    np.savez(path, **arrays)
+    hdr = "{'descr': '%s', 'fortran_order': False, 'shape': %r, }" % (dtype, header_shape)
+    hdr += " " * (63 - (len(hdr) + 10) % 64) + "\n"
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as z, z.open(f"{name}.npy", "w", force_zip64=True) as f:
+        f.write(b"\x93NUMPY\x01\x00" + len(hdr).to_bytes(2, "little") + hdr.encode())
+        f.write(data)
+    return path
+
+
+def test_npz_header_claiming_1e11_values(tmp_path: Path) -> None:
+    d = _npz_only(tmp_path)
+    path = _npz_with_member(d, "z_itl", (10**11,), data=b"\0" * 40)  # 745 GiB allocation before
+    (msg,) = _errors(d)
+    assert msg == f"{path}: decode.z_itl: cannot read npz member: declares 100000000000 values; at most 16384 are accepted"
+
+
+def test_npz_decompression_bomb_is_not_inflated(tmp_path: Path) -> None:
+    import tracemalloc
+
+    d = _npz_only(tmp_path)
+    n = 4_000_000  # 32 MB of zeros deflate to ~31 KB
+    path = _npz_with_member(d, "z_itl", (n,), data=bytes(8 * n))
+    assert path.stat().st_size < 200_000
+    tracemalloc.start()
+    try:
+        (msg,) = _errors(d)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert msg.endswith(f"decode.z_itl: cannot read npz member: declares {n} values; at most 16384 are accepted")
+    assert peak < 2_000_000  # the 32 MB array is never allocated
+
+
+def test_npz_truncated_member(tmp_path: Path) -> None:
+    d = _npz_only(tmp_path)
+    _npz_with_member(d, "z_itl", (54,), data=b"\0" * 100)
+    (msg,) = _errors(d)
+    assert msg.endswith("decode.z_itl: cannot read npz member: is truncated")
+
+
+@pytest.mark.parametrize("dtype, name", [("<c16", "complex128"), ("|b1", "bool"), ("<U3", "str96")])
+def test_npz_non_real_dtypes_are_refused(tmp_path: Path, dtype: str, name: str) -> None:
+    d = _npz_only(tmp_path)
+    _npz_with_member(d, "z_itl", (54,), dtype=dtype, data=b"\0" * 54 * 16)  # complex: a warning before
+    (msg,) = _errors(d)
+    assert msg.endswith(f"decode.z_itl: cannot read npz member: dtype {name} is not a real number type")
+
+
+def test_bare_npy_named_npz(tmp_path: Path) -> None:
+    d = _npz_only(tmp_path)
+    path = d / "selected_decode_interpolation" / "raw_data.npz"
+    with open(path, "wb") as f:
+        np.save(f, np.arange(5.0))  # TypeError traceback before
+    (msg,) = _errors(d)
+    assert msg == f"{path}: decode: cannot read npz file: File is not a zip file"
+
+
+def test_npz_file_size_bound(tmp_path: Path) -> None:
+    from scaler.profile_io import MAX_PROFILE_FILE_BYTES
+
+    d = _npz_only(tmp_path)
+    path = d / "selected_decode_interpolation" / "raw_data.npz"
+    with open(path, "ab") as f:
+        f.truncate(MAX_PROFILE_FILE_BYTES + 1)
+    (msg,) = _errors(d)
+    assert msg == f"{path}: decode: is {MAX_PROFILE_FILE_BYTES + 1} bytes; at most {MAX_PROFILE_FILE_BYTES} bytes are accepted"
+
+
+def test_npz_extra_members_are_not_read(tmp_path: Path) -> None:
+    d = _npz_only(tmp_path)
+    _npz_with_member(d, "junk", (10**11,))
+    load_profile(d)
+
+
+def test_json_deep_nesting(tmp_path: Path) -> None:
+    d = _json_only(tmp_path)
+    (d / "decode_raw_data.json").write_text('{"z_itl": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    (msg,) = _errors(d)
+    assert msg.endswith("decode_raw_data.json: decode: invalid JSON: nested too deeply")
+
+
+def test_json_file_size_bound(tmp_path: Path) -> None:
+    from scaler.profile_io import MAX_PROFILE_FILE_BYTES
+
+    d = _json_only(tmp_path)
+    path = d / "decode_raw_data.json"
+    path.write_text(path.read_text() + " " * MAX_PROFILE_FILE_BYTES)
+    (msg,) = _errors(d)
+    assert msg.endswith(f"is {path.stat().st_size} bytes; at most {MAX_PROFILE_FILE_BYTES} bytes are accepted")
+
+
+@pytest.mark.parametrize("digits, message", [(400, "must be a number: too large for a float"), (5000, None)])
+def test_json_huge_integer(tmp_path: Path, digits: int, message: str | None) -> None:
+    d = _json_only(tmp_path)
+    path = d / "decode_raw_data.json"
+    path.write_text(path.read_text().replace('"max_kv_tokens": 932000', '"max_kv_tokens": ' + "9" * digits))
+    (msg,) = _errors(d)
+    if message:  # OverflowError traceback before
+        assert msg.endswith(f"decode.max_kv_tokens: {message}")
+    else:  # Python refuses to parse integers of more than 4300 digits
+        assert "decode: invalid JSON: Exceeds the limit (4300 digits)" in msg
+
+
+def test_json_profile_refuses_booleans_strings_and_nesting(tmp_path: Path) -> None:
+    d = _json_only(tmp_path)
+    data = json.loads((d / "decode_raw_data.json").read_text())
+    _edit(d, "decode", z_itl=[True] + data["z_itl"][1:], x_kv_usage=["0.1"] + data["x_kv_usage"][1:],
+          z_thpt_per_gpu=[[x] for x in data["z_thpt_per_gpu"]], max_kv_tokens=[5, -1])
+    msgs = sorted(m.split(": ", 1)[1] for m in _errors(d))
+    assert msgs == [
+        "decode.max_kv_tokens: must be a number, got list",
+        "decode.x_kv_usage: must be an array of numbers: element [0] is str",
+        "decode.z_itl: must be an array of numbers: element [0] is bool",
+        "decode.z_thpt_per_gpu: must be an array of numbers: element [0] is list",
+    ]
+
+
+def test_point_bound_per_table(tmp_path: Path) -> None:
+    from scaler.core.profile import MAX_PROFILE_POINTS
+
+    d = _json_only(tmp_path)
+    n = MAX_PROFILE_POINTS + 1
+    _edit(d, "prefill", prefill_isl=list(range(1, n + 1)), prefill_ttft=[1.0] * n, prefill_thpt_per_gpu=[1.0] * n)
+    msgs = _errors(d)
+    assert len(msgs) == 3
+    assert all(m.endswith(f"has {n} points; at most {MAX_PROFILE_POINTS} are accepted") for m in msgs)
+
+
+def test_a_profile_at_the_point_bound_loads(tmp_path: Path) -> None:
+    from scaler.core.profile import MAX_PROFILE_POINTS
+
+    d = _json_only(tmp_path)
+    n = MAX_PROFILE_POINTS
+    rng = np.random.default_rng(1)
+    kv, ctx = rng.uniform(0, 1, n), rng.uniform(100, 8000, n)
+    _edit(d, "decode", x_kv_usage=kv.tolist(), y_context_length=ctx.tolist(), z_itl=(5 + 20 * kv).tolist(),
+          z_thpt_per_gpu=(1000 + 5000 * kv).tolist())
+    from scaler.profile_io import MAX_PROFILE_FILE_BYTES
+
+    assert (d / "decode_raw_data.json").stat().st_size < MAX_PROFILE_FILE_BYTES / 2
+    assert len(load_profile(d).decode_itl_ms) == n
+
+
+@pytest.mark.parametrize("src", [SYNTHETIC, MEASURED], ids=["synthetic", "measured"])
+def test_shipped_profiles_fit_the_bounds_with_room(src: Path) -> None:
+    from scaler.core.profile import MAX_PROFILE_POINTS
+    from scaler.profile_io import MAX_PROFILE_FILE_BYTES
+
+    for path in src.rglob("*"):
+        if path.is_file():
+            assert path.stat().st_size * 100 < MAX_PROFILE_FILE_BYTES, path
+    assert len(load_profile(src).decode_itl_ms) * 100 < MAX_PROFILE_POINTS
