@@ -13,6 +13,14 @@ rate and the index of dispersion of 30-s counts are computed from the per-step a
 backlog from the per-step levels of the frontends' stage gauges, which go stale in the last
 window so that the older queued-requests gauge is read there.
 
+Engine sources (vLLM, SGLang; `engine_throughput_case`, `engine_worker_case`): two pods per
+pool carry the plan's selector and a value each pool matcher selects (sampled from its
+regular expression for the usual forms), with values of their own per pool, plus decoy
+pods that differ in one matched label; gauges repeat per rank where the source's ranks
+repeat them, one pod per pool exports the older KV gauge, and the gateway's queue goes
+stale after two windows. A pool regex no sample matches gives a case without expectations
+(its name says so).
+
 Exactness: windows are whole multiples of the input interval and start at a sample, so
 `increase()` needs no extrapolation; per-request values are dyadic fractions, so every sum
 is exact in float64 and Python's division gives Prometheus's bit-identical result
@@ -23,6 +31,7 @@ computed with the same float operations in the same order as the rule's PromQL.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Sequence
 
@@ -340,9 +349,307 @@ def worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
 def rule_test(plan: Plan, groups: tuple[RuleGroup, ...], rule_file: str) -> RuleTest:
     """The promtool test for a plan's rule file (`rule_file` is relative to the test file)."""
     cases = []
+    engine = source_for(plan).layout == "engine"
     for group in groups:
-        cases.append(throughput_case(plan, group) if group.kind == naming.THROUGHPUT_GROUP else worker_case(plan, group))
+        if group.kind == naming.THROUGHPUT_GROUP:
+            cases.append(engine_throughput_case(plan, group) if engine else throughput_case(plan, group))
+        else:
+            cases.append(engine_worker_case(plan, group) if engine else worker_case(plan, group))
     evaluation = 0
     for case in cases:
         evaluation = math.gcd(evaluation, case.interval)
     return RuleTest(rule_file=rule_file, evaluation_interval=evaluation, cases=tuple(cases))
+
+
+# -- engine sources (vLLM, SGLang): each pool's pods export their own series ---------------
+def _regex_sample(regex: str, i: int) -> Optional[str]:
+    """A value Prometheus' anchored `regex` matches, unique per `i`, for the common forms
+    (`prefix-.*`, `a|b`, `x-[0-9]+`); None when none of the candidates matches."""
+    core = regex[1:] if regex.startswith("^") else regex
+    core = core[:-1] if core.endswith("$") else core
+    first = core.split("|")[0]
+    candidates = [
+        re.sub(r"\[0-9\][+*]|\\d[+*]", str(i), re.sub(r"\.[*+]", str(i), first)).replace("\\.", ".").replace("\\-", "-"),
+        first + str(i),
+        first,
+    ]
+    for c in candidates:
+        try:
+            if re.fullmatch(regex, c):
+                return c
+        except re.error:
+            return None
+    return None
+
+
+def _matching(label: str, value: str, i: int) -> Optional[str]:
+    """A label value the pool matcher `value` (operator form) selects, unique per `i`."""
+    if value.startswith("=~"):
+        return _regex_sample(value[2:], i)
+    if value.startswith("!="):
+        return f"{value[2:]}-x{i}"
+    if value.startswith("!~"):
+        c = f"dynplan-test-{i}"
+        return None if re.fullmatch(value[2:], c) else c
+    return value
+
+
+def _not_matching(value: str) -> Optional[str]:
+    """A label value the pool matcher `value` excludes (for a decoy pod)."""
+    if value.startswith("=~"):
+        c = "dynplan-decoy"
+        return None if re.fullmatch(value[2:], c) else c
+    if value.startswith(("!=", "!~")):
+        return value[2:] if value.startswith("!=") else _regex_sample(value[2:], 0)
+    return value + "-other"
+
+
+def _pool_matchers(plan: Plan, pool: str) -> dict[str, str]:
+    """The pool's matchers as label -> operator-form value (its selector, or the source's
+    default `label="value"`)."""
+    own = dict(plan.pool(pool).selector)
+    if own:
+        return own
+    raw = sources.pool_extra(plan, pool)
+    out = {}
+    for part in filter(None, raw.split(",")):
+        key, _, val = part.partition("=")
+        out[key] = val.strip('"')
+    return out
+
+
+def _engine_pods(plan: Plan, pods_per_pool: int = 2) -> Optional[list[tuple[str, str, dict[str, str]]]]:
+    """(pool, pod, labels) of the synthetic engine pods: the plan's selector, the pool's
+    matchers satisfied, scrape labels; None when a matcher's value cannot be sampled."""
+    source = source_for(plan)
+    out: list[tuple[str, str, dict[str, str]]] = []
+    for pool in plan.pool_names:
+        matchers = _pool_matchers(plan, pool)
+        for i in range(pods_per_pool):
+            labels = {source.model_label: _DEFAULT_MODEL, "job": "engines", "namespace": plan.namespace,
+                      "instance": f"10.1.{len(out)}.1:8000", sources.POD_LABEL: f"{pool}-{i}"}
+            labels.update(plan.spec.metrics.selector)
+            for key, value in matchers.items():
+                v = _matching(key, value, i)
+                if v is None:
+                    return None
+                labels[key] = v
+            out.append((pool, labels[sources.POD_LABEL], labels))
+    if len({pod for _, pod, _ in out}) != len(out):
+        return None
+    return out
+
+
+def _engine_decoys(plan: Plan) -> list[dict[str, str]]:
+    """Pods each matcher must exclude: one per plan selector label and per pool matcher,
+    differing from a matching pod in that label only."""
+    pods = _engine_pods(plan, 1) or []
+    decoys: list[dict[str, str]] = []
+    for pool, _, labels in pods:
+        pod_matcher = _pool_matchers(plan, pool).get(sources.POD_LABEL)
+
+        def pod_name() -> str:
+            # a pod the pool's own matcher selects, so that only the changed label excludes it
+            sample = _matching(sources.POD_LABEL, pod_matcher, 100 + len(decoys)) if pod_matcher else None
+            return sample or f"decoy-{len(decoys)}"
+
+        for key, value in sorted(plan.spec.metrics.selector.items()):
+            decoys.append(dict(labels, **{key: value + "-other", sources.POD_LABEL: pod_name()}))
+        for key, value in sorted(_pool_matchers(plan, pool).items()):
+            other = _not_matching(value)
+            if other is not None and key != sources.POD_LABEL:
+                decoys.append(dict(labels, **{key: other, sources.POD_LABEL: f"decoy-{len(decoys)}"}))
+            elif other is not None:
+                decoys.append(dict(labels, **{key: other}))
+    return decoys
+
+
+def _ranked(source: sources.Source, labels: Mapping[str, str]) -> list[dict[str, str]]:
+    """A gauge's series: once per rank where the source repeats values per rank."""
+    if not source.rank_labels:
+        return [dict(labels)]
+    return [dict(labels, **{r: "0" for r in source.rank_labels}), dict(labels, **{source.rank_labels[0]: "1"}, **{r: "0" for r in source.rank_labels[1:]})]
+
+
+def _mean_inputs(source: sources.Source, attr: str, labels: Mapping[str, str], counts: Sequence[float], sums: Sequence[float]) -> list[InputSeries]:
+    """The cumulative series a mean of `attr` is computed from: histogram _sum/_count, or
+    the source's two counters (the count counter is the requests counter)."""
+    if attr in source.ratios:
+        num, _ = source.ratios[attr]
+        return [InputSeries(_series(num, labels), _cumulative(sums))]
+    base = getattr(source, attr)
+    return [InputSeries(_series(base + "_count", labels), _cumulative(counts)),
+            InputSeries(_series(base + "_sum", labels), _cumulative(sums))]
+
+
+_ENGINE_MEANS = {"isl": "input_tokens", "osl": "output_tokens", "ttft_ms": "ttft_seconds", "itl_ms": "itl_seconds",
+                 "request_duration_s": "request_duration_seconds"}
+
+
+def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
+    """Three windows of completions on every pod (traffic, bursty traffic, idle); each
+    pool's pods report values of their own, so a series read from the wrong pool, or a
+    pod the selectors must exclude, changes the result. The backlog is the backlog pool's
+    waiting gauges (once per pod, whatever its ranks) plus the gateway's queue, which goes
+    stale after two windows."""
+    source = source_for(plan)
+    window = throughput_window(plan)
+    step = math.gcd(window, 15)
+    per_window = window // step
+    steps = 3 * per_window
+    pods = _engine_pods(plan)
+    if pods is None:
+        return RuleTestCase(f"{group.name}: engine pods (a pool selector's regex could not be sampled: inputs only)", step, (), ())
+
+    def phase(j: int) -> int:
+        return (j - 1) // per_window
+
+    def completions(p: int, j: int) -> int:
+        if j < 2 or phase(j - 1) >= 2:
+            return 0
+        burst = 6 if (p, j) == (0, per_window + 2) else 0
+        return 1 + (j + 2 * p) % 3 + burst
+
+    def value(key: str, pool: str, p: int, j: int) -> float:
+        v = _PER_REQUEST[key][min(phase(j), 1)][p % 2]
+        return v * (2.0 if pool == "prefill" else 1.0)  # each pool's own values
+
+    series_pool = {r.series_key: sources.series_pool(plan, sources.SERIES_BY_KEY[r.series_key]) for r in group.rules}
+    inputs: list[InputSeries] = []
+    for n, (pool, _, labels) in enumerate(pods):
+        p = n % 2
+        counts = [float(completions(p, j)) for j in range(1, steps + 1)]
+        inputs.append(InputSeries(_series(source.requests_total, labels), _cumulative(counts)))
+        for key, attr in _ENGINE_MEANS.items():
+            sums = [completions(p, j) * value(key, pool, p, j) for j in range(1, steps + 1)]
+            inputs.extend(_mean_inputs(source, attr, labels, counts, sums))
+    for decoy in _engine_decoys(plan):
+        inputs.append(InputSeries(_series(source.requests_total, decoy), _cumulative([97.0] * steps)))
+        for attr in _ENGINE_MEANS.values():
+            inputs.extend(_mean_inputs(source, attr, decoy, [97.0] * steps, [99991.0] * steps))
+    rule_by_key = {r.series_key: r for r in group.rules}
+    backlog_at: Callable[[int], Optional[float]] = lambda i: None  # noqa: E731
+    if "backlog" in rule_by_key:
+        backlog_pool = series_pool["backlog"]
+        gauge = source.backlog[0]
+
+        def waiting(n: int, i: int) -> float:
+            return float(n + 1 + i % 3)
+
+        def gateway(i: int) -> float:
+            return float(40 + i % 2)
+
+        for n, (pool, _, labels) in enumerate(pods):
+            for lbl in _ranked(source, labels):
+                inputs.append(InputSeries(_series(gauge.metric, lbl), tuple(waiting(n, i) for i in range(steps + 1))))
+        for decoy in _engine_decoys(plan):
+            inputs.append(InputSeries(_series(gauge.metric, decoy), tuple(7777.0 for _ in range(steps + 1))))
+        stale_after = 2 * per_window
+        for g in source.gateway_backlog:
+            glabels = {k: v for k, v in plan.spec.metrics.selector.items() if k not in g.without}
+            glabels.update(job="gateway", pod="epp-0")
+            values: list[Optional[float]] = [gateway(i) for i in range(stale_after + 1)]
+            inputs.append(InputSeries(_series(g.metric, glabels), tuple(values + [None])))
+
+        def backlog_value(i: int) -> Optional[float]:
+            engines = sum(waiting(n, i) for n, (pool, _, _) in enumerate(pods) if pool == backlog_pool)
+            front = gateway(i) if source.gateway_backlog and i <= stale_after else 0.0
+            return engines + front
+
+        backlog_at = backlog_value
+
+    plan_label = {sources.PLAN_LABEL: plan.name}
+    counting_pool = series_pool["requests"]
+
+    def counted(a: int, b: int) -> int:
+        return sum(completions(n % 2, j) for n, (pool, _, _) in enumerate(pods) if pool == counting_pool
+                   for j in range(max(a // step + 1, 1), b // step + 1))
+
+    expectations: list[Expectation] = []
+    for w_i in (1, 2, 3):
+        in_window = range((w_i - 1) * per_window + 1, w_i * per_window + 1)
+        t = w_i * window
+        rec = rule_by_key["requests"].record
+        expectations.append(Expectation(rec, t, (_expected(plan_label, rec, float(counted(t - window, t))),)))
+        extra: dict[str, Callable[[], Optional[float]]] = {
+            "peak_rate": lambda: _peak_rate(counted, t, window),
+            "arrival_dispersion": lambda: _dispersion(counted, t, window),
+            "backlog": lambda: backlog_at(w_i * per_window),
+        }
+        for key, compute in extra.items():
+            rule = rule_by_key.get(key)
+            got = compute() if rule is not None else None
+            if rule is not None and got is not None:
+                expectations.append(Expectation(rule.record, t, (_expected(plan_label, rule.record, got),)))
+        for key in _ENGINE_MEANS:
+            pool_of = series_pool[key]
+            members = [(n % 2, pool) for n, (pool, _, _) in enumerate(pods) if pool == pool_of]
+            n_done = sum(completions(p, j) for p, _ in members for j in in_window)
+            if n_done == 0:
+                continue
+            total = sum(completions(p, j) * value(key, pool, p, j) for p, pool in members for j in in_window)
+            rec = rule_by_key[key].record
+            expectations.append(Expectation(rec, t, (_expected(plan_label, rec, total / n_done),)))
+    return RuleTestCase(f"{group.name}: synthetic engine pods", step, tuple(inputs), tuple(expectations))
+
+
+def engine_worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
+    """Two pods per pool: waiting and KV gauges (one pod per pool exports the older KV
+    gauge where the source has one), per-pod latency and ISL series; each rule's samples
+    per pod of its pool, with the pool label."""
+    source = source_for(plan)
+    window = load_window(plan)
+    steps = 4
+    pods = _engine_pods(plan)
+    if pods is None:
+        return RuleTestCase(f"{group.name}: engine pods (a pool selector's regex could not be sampled: inputs only)", window, (), ())
+
+    def count(n: int) -> float:
+        return float(n % 3 + 1)
+
+    def level(key: str, n: int, j: int) -> float:
+        base, spread, wobble = _WORKER_GAUGE[key]
+        return base * (n + 1) + j * wobble + spread
+
+    def per_request(key: str, n: int, j: int) -> float:
+        return _PER_REQUEST[key][j % 2][n % 2] * (n + 1)
+
+    inputs: list[InputSeries] = []
+    for n, (pool, _, labels) in enumerate(pods):
+        counts = [count(n)] * steps
+        inputs.append(InputSeries(_series(source.requests_total, labels), _cumulative(counts)))
+        for key, attr in (("ttft_ms", "ttft_seconds"), ("itl_ms", "itl_seconds"), ("isl", "input_tokens")):
+            inputs.extend(_mean_inputs(source, attr, labels, counts, [count(n) * per_request(key, n, j) for j in range(1, steps + 1)]))
+        kv_metric = (source.worker_active_decode_blocks,) + source.kv_fallbacks
+        kv_name = kv_metric[n % len(kv_metric)]
+        for lbl in _ranked(source, labels):
+            inputs.append(InputSeries(_series(source.worker_active_prefill_tokens, lbl), tuple(level("last_isl", n, j) / 256 for j in range(steps + 1))))
+            inputs.append(InputSeries(_series(kv_name, lbl), tuple(level("active_decode_blocks", n, j) for j in range(steps + 1))))
+    for decoy in _engine_decoys(plan):
+        inputs.append(InputSeries(_series(source.requests_total, decoy), _cumulative([97.0] * steps)))
+        for attr in ("ttft_seconds", "itl_seconds", "input_tokens"):
+            inputs.extend(_mean_inputs(source, attr, decoy, [97.0] * steps, [99991.0] * steps))
+        for metric in (source.worker_active_prefill_tokens, source.worker_active_decode_blocks):
+            inputs.append(InputSeries(_series(metric, decoy), tuple(99991.0 for _ in range(steps + 1))))
+    expectations: list[Expectation] = []
+    for rule in group.rules:
+        pool_of = dict(rule.labels).get(sources.POOL_LABEL)
+        for j in (1, 2, 4):
+            samples = []
+            for n, (pool, pod, _) in enumerate(pods):
+                if pool != pool_of:
+                    continue
+                isl = per_request("isl", n, j)
+                want = {
+                    "last_ttft_ms": per_request("ttft_ms", n, j),
+                    "last_itl_ms": per_request("itl_ms", n, j),
+                    "last_isl": isl,
+                    "active_prefill_tokens": (level("last_isl", n, j - 1) + level("last_isl", n, j)) / 2 / 256 * isl,
+                    "active_decode_blocks": (level("active_decode_blocks", n, j - 1) + level("active_decode_blocks", n, j)) / 2,
+                }[rule.series_key]
+                labels = {sources.PLAN_LABEL: plan.name, sources.POOL_LABEL: pool, sources.POD_LABEL: pod}
+                samples.append(_expected(labels, rule.record, want))
+            # one rule per pool shares the record name: each is checked through its pool label
+            expr = rule.record + sources.selector({sources.POOL_LABEL: pool_of or ""})
+            expectations.append(Expectation(expr, j * window, tuple(sorted(samples, key=lambda s: s.labels))))
+    return RuleTestCase(f"{group.name}: synthetic engine pods' load", window, tuple(inputs), tuple(expectations))
