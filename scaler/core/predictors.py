@@ -172,8 +172,22 @@ class ConstantPredictor(_BasePredictor):
         super().__init__(min_points=min_points, log1p=log1p)
 
 
+def kalman_window(min_points: int) -> int:
+    """Values a Kalman forecast filters: 4 x min_points, at least 20 and below the warm-up's
+    cap of 200 (never below min_points). A warm-up replays at least one window more
+    (`memory`), so a restarted scaler filters exactly the values a never-stopped one does,
+    and the decision before the last one is already made on them: equal bit for bit."""
+    return max(min_points, min(199, max(20, 4 * min_points)))
+
+
 class KalmanPredictor(_BasePredictor):
-    """Local linear trend Kalman filter: state [level, trend], observing the level."""
+    """Local linear trend Kalman filter: state [level, trend], observing the level.
+
+    The forecast runs the filter, from the same initial state every time, over the last
+    `window` values with their leading zeros dropped: a function of those values only. A
+    recursive filter carried since start-up would remember its first value (decaying, never
+    gone: a restart once gave 76.997335 where the scaler that never stopped gave 76.99181).
+    """
 
     kind = "kalman"
 
@@ -185,33 +199,50 @@ class KalmanPredictor(_BasePredictor):
         r: float = 10.0,
         min_points: int = 5,
         log1p: bool = False,
+        window: int | None = None,
     ) -> None:
-        super().__init__(min_points=min_points, log1p=log1p)
-        self._F = np.array([[1.0, 1.0], [0.0, 1.0]])
-        self._Q = np.diag([max(1e-12, q_level), max(1e-12, q_trend)])
+        super().__init__(min_points=min_points, log1p=log1p, window=window or kalman_window(min_points))
+        self._q_level = max(1e-12, q_level)
+        self._q_trend = max(1e-12, q_trend)
         self._R = max(1e-9, r)
-        self._x: np.ndarray | None = None  # posterior state after the last observation
-        self._P = 1000.0 * np.eye(2)
 
-    def _step(self) -> tuple[np.ndarray, np.ndarray]:
-        """Prior one step ahead; pure, so calling predict_next never changes the filter."""
-        assert self._x is not None
-        return self._F @ self._x, self._F @ self._P @ self._F.T + self._Q
+    def _recent(self) -> list[float]:
+        values = list(self._values)
+        first = next((i for i, v in enumerate(values) if v != 0.0), len(values))
+        return values[first:]
 
-    def _on_observe(self, value: float) -> None:
-        z = self._to_model(value)
-        if self._x is None:
-            self._x = np.array([z, 0.0])
-            return
-        x, P = self._step()
-        s = P[0, 0] + self._R  # H = [1, 0]
-        k = P[:, 0] / s
-        self._x = x + k * (z - x[0])
-        self._P = P - np.outer(k, P[0, :])
+    def predict_next(self) -> float:
+        if self._cached is not None:
+            return self._cached
+        values = self._recent()
+        if not values:
+            result = 0.0
+        elif len(values) < self.min_points:
+            result = values[-1]
+        else:
+            result = self._filter(values)
+            if not math.isfinite(result):
+                result = values[-1]
+        self._cached = max(0.0, float(result))
+        return self._cached
 
-    def _forecast(self) -> float:
-        x, _ = self._step()
-        return self._from_model(float(x[0]))
+    def _filter(self, values: list[float]) -> float:
+        """One step ahead of the filter over `values`; 2x2 algebra in plain floats
+        (F = [[1, 1], [0, 1]], H = [1, 0], Q = diag(q_level, q_trend), P0 = 1000 I)."""
+        level, trend = self._to_model(values[0]), 0.0
+        p00, p01, p11 = 1000.0, 0.0, 1000.0
+        for v in values[1:]:
+            z = self._to_model(v)
+            # predict: x = F x, P = F P F' + Q
+            level, trend = level + trend, trend
+            p00, p01, p11 = p00 + 2 * p01 + p11 + self._q_level, p01 + p11, p11 + self._q_trend
+            # update with z
+            s = p00 + self._R
+            k0, k1 = p00 / s, p01 / s
+            innovation = z - level
+            level, trend = level + k0 * innovation, trend + k1 * innovation
+            p00, p01, p11 = p00 - k0 * p00, p01 - k0 * p01, p11 - k1 * p01
+        return self._from_model(level + trend)
 
 
 class ArimaPredictor(_BasePredictor):
@@ -325,7 +356,7 @@ KINDS: dict[str, Kind] = {
             min_points=cfg.min_points, log1p=cfg.log1p,
         ),
         needs=(),
-        window=lambda cfg: 0,
+        window=lambda cfg: kalman_window(cfg.min_points) + 1,
     ),
     "arima": Kind(
         build=lambda cfg, _: ArimaPredictor(window=cfg.arima.window, min_points=cfg.min_points, log1p=cfg.log1p),
@@ -358,8 +389,7 @@ def make_predictor(cfg: PredictorSpec, interval_seconds: float) -> Predictor:
 def memory(cfg: PredictorSpec) -> int:
     """Past intervals a predictor's forecast depends on: what a warm-up replays.
 
-    The fit window (ARIMA, Prophet), and at least 4 x min_points: no predictor forecasts
-    before min_points values, and the Kalman filter forgets its initial state within a
-    few times that.
+    The fit window (ARIMA, Prophet; the Kalman filter's plus one), and at least 4 x
+    min_points: no predictor forecasts before min_points values.
     """
     return max(_kind(cfg.type).window(cfg), 4 * cfg.min_points)

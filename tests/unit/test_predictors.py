@@ -96,7 +96,7 @@ def test_buffers_are_bounded() -> None:
     p = feed(ConstantPredictor(), [1.0] * (predictors.HISTORY + 50))
     assert p.count == predictors.HISTORY
     k = feed(KalmanPredictor(), [1.0] * (predictors.HISTORY + 50))
-    assert k.count == predictors.HISTORY
+    assert k.count == predictors.kalman_window(5) == 20
 
 
 def test_every_plan_predictor_type_has_a_kind() -> None:
@@ -109,7 +109,7 @@ def test_every_plan_predictor_type_has_a_kind() -> None:
     "spec, intervals",
     [
         (PredictorSpec(type="constant", min_points=1), 4),
-        (PredictorSpec(type="kalman", min_points=10), 40),                       # 4 x min_points
+        (PredictorSpec(type="kalman", min_points=10), 41),                       # its window + 1
         (PredictorSpec(type="arima", arima=ArimaParams(window=100)), 100),       # the fit window
         (PredictorSpec(type="arima", arima=ArimaParams(window=10), min_points=5), 20),
         (PredictorSpec(type="prophet", prophet=ProphetParams(window=50)), 50),
@@ -165,6 +165,20 @@ def test_kalman_never_negative() -> None:
 def test_kalman_log1p_mode_tracks_level() -> None:
     p = feed(KalmanPredictor(log1p=True), [99.0] * 10)
     assert p.predict_next() == pytest.approx(99.0, rel=1e-3)
+
+
+def test_kalman_forecast_is_a_function_of_its_window_only() -> None:
+    """L7: a filter carried since start-up remembered its first value (a restart gave a
+    predicted rate 7e-5 relative off). Now any two histories that end in the same window of
+    values (leading zeros aside) forecast the same, bit for bit."""
+    tail = noisy_series()[:30]
+    w = predictors.kalman_window(5)
+    long_run = feed(KalmanPredictor(), [500.0, 3.0] * 40 + tail)
+    restarted = feed(KalmanPredictor(), tail[-w:])
+    assert long_run.predict_next() == restarted.predict_next()
+    # idle windows before the traffic: dropped, however many the window holds
+    assert feed(KalmanPredictor(), [9.0] * 30 + [0.0] * 15 + tail[:5]).predict_next() == feed(
+        KalmanPredictor(), tail[:5]).predict_next()
 
 
 def test_kalman_replay_is_identical_with_or_without_interleaved_predictions() -> None:
