@@ -9,14 +9,19 @@ import json
 
 import click
 
-from scaler.clikit import handle_errors
+from scaler.clikit import FiniteFloat, handle_errors
+
+# Far beyond any deployment (a million requests/s, ten-million-token prompts), and small
+# enough that the sizing arithmetic stays in integers: 1e308 req/s has no replica count.
+MAX_RATE = 1e6
+MAX_TOKENS = 1e7
 
 
 @click.command("capacity")
 @click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="Plan file.")
-@click.option("--rate", required=True, type=click.FloatRange(min=0), help="Steady arrival rate, requests/s.")
-@click.option("--isl", type=click.FloatRange(min=0, min_open=True), help="Mean input length (default spec.workload.isl).")
-@click.option("--osl", type=click.FloatRange(min=0, min_open=True), help="Mean output length (default spec.workload.osl).")
+@click.option("--rate", required=True, type=FiniteFloat(0, MAX_RATE), help=f"Steady arrival rate, requests/s (at most {MAX_RATE:g}).")
+@click.option("--isl", type=FiniteFloat(1, MAX_TOKENS), help="Mean input length, tokens (default spec.workload.isl).")
+@click.option("--osl", type=FiniteFloat(1, MAX_TOKENS), help="Mean output length, tokens (default spec.workload.osl).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @handle_errors
 def capacity(plan_file: str, rate: float, isl: float | None, osl: float | None, output: str) -> None:

@@ -8,14 +8,36 @@ from `scaler.errors`, which the pure core imports and which therefore has no cli
 from __future__ import annotations
 
 import functools
+import math
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import click
 
 from scaler.errors import DynplanError, InputError, exit_code_for
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class FiniteFloat(click.ParamType):
+    """A float option in [low, high]: never inf or NaN (click's FloatRange lets NaN through,
+    and the core's arithmetic has no answer for either), with the range in the message."""
+
+    name = "float"
+
+    def __init__(self, low: float, high: float, *, low_open: bool = False) -> None:
+        self.low, self.high, self.low_open = low, high, low_open
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        lo_ok = x > self.low if self.low_open else x >= self.low
+        if not (math.isfinite(x) and lo_ok and x <= self.high):  # NaN fails every comparison
+            bracket = "(" if self.low_open else "["
+            self.fail(f"{value!r} is not a finite number in {bracket}{self.low:g}, {self.high:g}]", param, ctx)
+        return x
 
 
 def report_error(exc: DynplanError) -> int:
