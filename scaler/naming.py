@@ -16,19 +16,106 @@ from __future__ import annotations
 import re
 
 # -- syntax ----------------------------------------------------------------------------------
+# Every pattern is anchored with \A and \Z, never ^ and $: `$` also matches before a final
+# "\n", so `re.match(r"^x$", "x\n")` succeeds. Anchored this way, .match, .search and
+# .fullmatch agree; callers here use .fullmatch anyway.
 # Kubernetes (apimachinery validation): namespaces and most names are DNS-1123 labels
 # (<= 63 characters), object names DNS-1123 subdomains (<= 253). The lengths are checked
-# where the names are.
-DNS1123_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# where the names are, or by the is_* functions below.
+DNS1123_LABEL_RE = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+DNS1123_SUBDOMAIN_RE = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
 # `[group/]version` (apps/v1, v1, nvidia.com/v1alpha1) and a CamelCase kind.
-API_VERSION_RE = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?$")
-KIND_RE = re.compile(r"^[A-Z][A-Za-z0-9]*$")
-LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")  # <= 63 characters
-CONFIGMAP_KEY_RE = re.compile(r"^[-._a-zA-Z0-9]+$")
+API_VERSION_RE = re.compile(r"\A([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?v[0-9]+((alpha|beta)[0-9]+)?\Z")
+KIND_RE = re.compile(r"\A[A-Z][A-Za-z0-9]*\Z")
+LABEL_VALUE_RE = re.compile(r"\A(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")  # <= 63 characters
+# The name part of a qualified name (label and annotation keys): <= 63 characters.
+QUALIFIED_NAME_RE = re.compile(r"\A[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
+CONFIGMAP_KEY_RE = re.compile(r"\A[-._a-zA-Z0-9]+\Z")
 # Prometheus data model.
-PROM_METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-PROM_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+PROM_METRIC_NAME_RE = re.compile(r"\A[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+PROM_LABEL_NAME_RE = re.compile(r"\A[a-zA-Z_][a-zA-Z0-9_]*\Z")
+# Label names starting with "__" are reserved for Prometheus' own use (`__name__`, ...).
+PROM_RESERVED_LABEL_PREFIX = "__"
+
+MAX_LABEL = 63
+MAX_SUBDOMAIN = 253
+# apimachinery TotalAnnotationSizeLimitB: keys plus values of all of an object's annotations.
+MAX_ANNOTATIONS_BYTES = 256 * 1024
+# Kubernetes' int32 fields (replica counts, periods): what the API server stores.
+INT32_MAX = 2**31 - 1
+
+
+def is_dns1123_label(value: str) -> bool:
+    return len(value) <= MAX_LABEL and DNS1123_LABEL_RE.fullmatch(value) is not None
+
+
+def is_dns1123_subdomain(value: str) -> bool:
+    return len(value) <= MAX_SUBDOMAIN and DNS1123_SUBDOMAIN_RE.fullmatch(value) is not None
+
+
+def is_label_value(value: str) -> bool:
+    return len(value) <= MAX_LABEL and LABEL_VALUE_RE.fullmatch(value) is not None
+
+
+def qualified_name_problem(key: str) -> str | None:
+    """Why `key` is not a Kubernetes label or annotation key (apimachinery IsQualifiedName):
+    an optional DNS-1123 subdomain prefix (<= 253) and "/", then a name (<= 63,
+    alphanumeric at both ends, '-', '_', '.' inside). None when it is one."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and not is_dns1123_subdomain(prefix):
+        return f"prefix {prefix!r} must be a lowercase DNS-1123 subdomain of at most {MAX_SUBDOMAIN} characters"
+    if not name:
+        return "the name part must not be empty"
+    if len(name) > MAX_LABEL:
+        return f"the name part is {len(name)} characters; at most {MAX_LABEL}"
+    if QUALIFIED_NAME_RE.fullmatch(name) is None:
+        return "the name part must be alphanumeric at both ends, with only '-', '_' or '.' inside"
+    return None
+
+
+def prom_label_name_problem(key: str) -> str | None:
+    """Why `key` cannot be a label matcher's name in dynplan's queries and rules: not a
+    Prometheus label name, or reserved (`__name__`: the metric name is set by dynplan)."""
+    if PROM_LABEL_NAME_RE.fullmatch(key) is None:
+        return f"{key!r} is not a valid Prometheus label name"
+    if key.startswith(PROM_RESERVED_LABEL_PREFIX):
+        return f"{key!r} is reserved by Prometheus (label names starting with '__')"
+    return None
+
+
+# Characters a rendered file cannot carry through YAML and jinja2 unchanged: surrogates
+# (not encodable as UTF-8), U+FFFE/U+FFFF and C1 controls (outside YAML's printable set),
+# and the line separators that str.splitlines() and YAML break lines at (U+0085, U+2028,
+# U+2029, which would split a block scalar). C0 controls are refused too, except where a
+# field allows tab, LF and CR (annotation values may be multi-line).
+_LINE_SEPARATORS = frozenset("\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+TEXT_WHITESPACE = "\t\n\r"
+
+
+def unrenderable_character(value: str, allow: str = "") -> str | None:
+    """Describe the first character of `value` that no rendered file should hold (see above),
+    as `U+XXXX at position N`; None when every character is fine. `allow` lists C0
+    characters the field accepts (e.g. TEXT_WHITESPACE)."""
+    for i, ch in enumerate(value):
+        code = ord(ch)
+        bad = (
+            0xD800 <= code <= 0xDFFF
+            or code in (0xFFFE, 0xFFFF)
+            or ch in _LINE_SEPARATORS
+            or (code < 0x20 and ch not in allow)
+            or 0x7F <= code <= 0x9F
+        )
+        if bad:
+            return f"U+{code:04X} at position {i}"
+    return None
+
+
+def comment_text(value: str) -> str:
+    """`value` made safe for one line of a YAML comment: every character that is not
+    printable (newlines, line separators, controls, surrogates from undecodable file
+    names) becomes a visible escape such as `\\n` or `\\u2028`."""
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in value)
+
 
 # -- label keys ------------------------------------------------------------------------------
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
