@@ -75,7 +75,11 @@ class MetricsUnavailable(DynplanError):
 
 class WindowRejected(MetricsUnavailable):
     """One window's data is outside the physical limits, or made the planner fail: the
-    window is skipped (counted in dynplan_windows_rejected_total), never retried."""
+    window is skipped (counted in dynplan_windows_rejected_total by `reason`), never retried."""
+
+    def __init__(self, message: str, reason: str = "rejected"):
+        self.reason = reason
+        super().__init__(message)
 
 
 class StaleDecision(DynplanError):

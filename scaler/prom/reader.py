@@ -37,7 +37,7 @@ from typing import Mapping, Optional, Sequence
 from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.replay import ready_replicas
-from scaler.errors import MetricsUnavailable
+from scaler.errors import MetricsUnavailable, WindowRejected
 from scaler.prom.client import PromClient, Sample, Series
 from scaler.sources import (
     SERIES,
@@ -192,7 +192,8 @@ def _window(plan: Plan, T: float, values: Mapping[str, Optional[float]]) -> Traf
     if requests is None:
         raise _no_requests(plan)
     if not math.isfinite(requests) or requests < 0:
-        raise MetricsUnavailable(f"plan {plan.name!r}: request count is {requests}, not a count")
+        # not a failed read but a poisoned window: skipped, not retried (the loop counts it)
+        raise WindowRejected(f"plan {plan.name!r}: request count is {requests}, not a count", reason="invalid_requests")
     rest = {k: _value(k, v) for k, v in values.items() if k != "requests"}
     return TrafficWindow(window_seconds=float(T), requests=float(requests), **rest)
 
@@ -309,7 +310,12 @@ async def read_traffic_history_grid(
         if i not in per_key["requests"]:
             out.append((t_end, None))
             continue
-        out.append((t_end, _window(plan, T, {k: per_key[k].get(i) for k in per_key})))
+        try:
+            out.append((t_end, _window(plan, T, {k: per_key[k].get(i) for k in per_key})))
+        except WindowRejected:
+            # NaN or negative request count: no usable count, like no data (history cannot
+            # hold the window; a restart replays the windows after it)
+            out.append((t_end, None))
     return out
 
 

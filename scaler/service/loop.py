@@ -268,6 +268,10 @@ class PlanLoop:
                     windows = [await self.reader.traffic(self.plan, end)]
                 workers = await self.reader.workers(self.plan, end)
                 ready = await self.reader.ready(self.plan, end, workers)
+            except WindowRejected as exc:  # the reader found no count in it (NaN, negative)
+                self.next_end = end + interval
+                self._rejected("throughput", Skipped(end, exc.reason, str(exc)))
+                raise
             except MetricsUnavailable as exc:
                 self._failed("throughput", exc)
                 raise
@@ -287,7 +291,7 @@ class PlanLoop:
             self.next_end = end + interval
             if isinstance(result, Skipped):
                 self._rejected("throughput", result)
-                raise WindowRejected(f"plan {self.key}: {result.detail}")
+                raise WindowRejected(f"plan {self.key}: {result.detail}", result.reason)
             self._publish(result, "throughput", end, window.requests, started)
             return result
 
@@ -312,7 +316,7 @@ class PlanLoop:
             result = await self._decide(_with_ready(load_observation(now, workers), ready))
             if isinstance(result, Skipped):
                 self._rejected("load", result)
-                raise WindowRejected(f"plan {self.key}: {result.detail}")
+                raise WindowRejected(f"plan {self.key}: {result.detail}", result.reason)
             self._publish(result, "load", window_end, requests, started)
             return result
 

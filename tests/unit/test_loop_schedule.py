@@ -18,6 +18,8 @@ from scaler.core.plan import Plan
 from scaler.core.replay import WorkerTick, decision_lag, latest_closed, retry_delay, windows_due
 from scaler.errors import MetricsUnavailable, WindowRejected
 from scaler.planfile import LoadedPlan
+from scaler.prom.client import Series
+from scaler.prom.reader import read_traffic_history, read_traffic_history_grid
 from scaler.service.loop import LoopSettings, PlanLoop
 from scaler.service.metrics import ServiceMetrics
 
@@ -193,3 +195,60 @@ def test_retry_delay_and_lag() -> None:
     # a long outage: back to the oldest window a restart would replay
     assert windows_due(E + 100 * T + 15.0, E, T, 15.0, 32) == (E + 68 * T, E + 100 * T)
     assert math.isfinite(retry_delay(86400.0))
+
+
+# -- request counts that are not counts (NaN, negative) ----------------------------------------
+def test_a_window_without_a_usable_count_is_skipped_not_retried() -> None:
+    """A NaN request count made every read of that window fail: retried every retry delay
+    while it was the newest. Now the reader rejects it (WindowRejected, invalid_requests),
+    the loop counts it and moves on."""
+    windows = {E - k * T: _window(50.0) for k in range(8)}
+    windows[E + 2 * T] = _window(60.0)
+    reader, now, metrics = Reader(windows), [E + SETTLE], ServiceMetrics()
+
+    async def traffic(plan: Plan, at: float) -> TrafficWindow:
+        if at == E + T:
+            raise WindowRejected("plan 'llama-8b': request count is nan, not a count", reason="invalid_requests")
+        return windows[at]
+
+    reader.traffic = traffic  # type: ignore[method-assign]
+    loop = _loop(reader, now, metrics)
+
+    async def run() -> None:
+        await loop.warm_up(E)
+        with pytest.raises(WindowRejected):
+            await loop.tick_throughput(E + T)
+        assert loop.next_end == E + 2 * T
+        assert loop.last_error is not None and "not a count" in loop.last_error
+        d = await loop.tick_throughput(E + 2 * T)
+        assert d.throughput is not None and d.throughput.observed_rate == 60.0
+
+    asyncio.run(run())
+    assert _sample(metrics, "dynplan_windows_rejected_total", reason="invalid_requests") == 1.0
+
+
+class RangeClient:
+    """PromClient's range() over fixed points per series (by a substring of the query)."""
+
+    def __init__(self, points: dict[str, list[tuple[float, float]]]) -> None:
+        self.points = points
+
+    async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
+        for needle, pts in self.points.items():
+            if needle in query:
+                return [Series(labels={}, points=tuple(p for p in pts if start <= p[0] <= end))]
+        return []
+
+
+def test_history_treats_a_nan_or_negative_count_as_a_gap() -> None:
+    """Before, one NaN count anywhere in the 32 windows failed the whole history read, so
+    every warm-up failed until the window left the range (32 x T). Now it is a gap: the
+    windows after it are replayed."""
+    plan = Plan.model_validate(plan_dict(predictor="kalman", interval_seconds=int(T)))
+    ends = [E - (5 - k) * T for k in range(6)]
+    counts = [3000.0, 3000.0, math.nan, 3000.0, -5.0, 3600.0]
+    client = RangeClient({"requests_": list(zip(ends, counts)), "input_sequence": [(t, 3000.0) for t in ends]})
+    got = asyncio.run(read_traffic_history(client, plan, E, 6))  # type: ignore[arg-type]
+    assert [w.requests for w in got] == [3600.0]
+    grid = asyncio.run(read_traffic_history_grid(client, plan, E, 6))  # type: ignore[arg-type]
+    assert [w is None for _, w in grid] == [False, False, True, False, True, False]
