@@ -85,6 +85,23 @@ def tighten(schema: Any) -> Any:
     return out
 
 
+# The integer formats of the CRDs (`format: int32` on every replica count and period): the
+# API server refuses a value outside them, jsonschema ignores unknown formats unless told.
+INTEGER_FORMATS: dict[str, tuple[int, int]] = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+
+
+def _format_checker() -> Any:
+    from jsonschema import FormatChecker
+
+    checker = FormatChecker(formats=())
+    for name, (lo, hi) in INTEGER_FORMATS.items():
+        def within(value: object, lo: int = lo, hi: int = hi) -> bool:
+            return not isinstance(value, int) or isinstance(value, bool) or lo <= value <= hi
+
+        checker.checks(name)(within)
+    return checker
+
+
 @lru_cache(maxsize=4)
 def _validator(crd_file: str, version: str) -> Any:
     from jsonschema import Draft4Validator
@@ -93,7 +110,7 @@ def _validator(crd_file: str, version: str) -> Any:
     for v in crd["spec"]["versions"]:
         if v["name"] == version:
             schema = tighten(copy.deepcopy(v["schema"]["openAPIV3Schema"]))
-            return Draft4Validator(schema)
+            return Draft4Validator(schema, format_checker=_format_checker())
     raise KeyError(f"{crd_file} has no version {version}")
 
 
@@ -141,7 +158,7 @@ def _scaled_object_errors(item: RenderedObject) -> list[FieldError]:
         errors.append(item.error("spec.triggers", f"trigger name {dup!r} is used more than once"))
     ref = spec.get("scaleTargetRef", {})
     api = ref.get("apiVersion", "apps/v1")
-    if not naming.API_VERSION_RE.match(str(api)):
+    if not naming.API_VERSION_RE.fullmatch(str(api)):
         errors.append(item.error("spec.scaleTargetRef.apiVersion", f"{api!r} is not a Kubernetes apiVersion (group/version)"))
     return errors
 
@@ -155,24 +172,40 @@ def _target_key(item: RenderedObject) -> tuple[str, str, str, str]:
 def _metadata_errors(item: RenderedObject) -> list[FieldError]:
     errors: list[FieldError] = []
     meta = item.obj.get("metadata", {})
-    if not naming.DNS1123_SUBDOMAIN_RE.match(item.name) or len(item.name) > 253:
+    if not naming.is_dns1123_subdomain(item.name):
         errors.append(item.error("metadata.name", f"{item.name!r} is not a valid object name (DNS-1123 subdomain)"))
-    if not naming.DNS1123_LABEL_RE.match(item.namespace) or len(item.namespace) > MAX_NAME:
+    if not naming.is_dns1123_label(item.namespace):
         errors.append(item.error("metadata.namespace", f"{item.namespace!r} is not a valid namespace (DNS-1123 label)"))
     for key, value in sorted((meta.get("labels") or {}).items()):
-        if not isinstance(value, str) or len(value) > MAX_NAME or not naming.LABEL_VALUE_RE.match(value):
+        problem = naming.qualified_name_problem(str(key))
+        if problem is not None:
+            errors.append(item.error(f"metadata.labels.{key}", f"{key!r} is not a valid label key: {problem}"))
+        if not isinstance(value, str) or not naming.is_label_value(value):
             errors.append(item.error(f"metadata.labels.{key}", f"{value!r} is not a valid label value (<= 63 characters, alphanumeric, '-', '_', '.')"))
+    annotations = meta.get("annotations") or {}
+    for key in sorted(annotations):
+        problem = naming.qualified_name_problem(str(key).lower())
+        if problem is not None:
+            errors.append(item.error(f"metadata.annotations.{key}", f"{key!r} is not a valid annotation key: {problem}"))
+    size = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
+    if size > naming.MAX_ANNOTATIONS_BYTES:
+        errors.append(item.error("metadata.annotations", f"are {size} bytes; Kubernetes allows at most {naming.MAX_ANNOTATIONS_BYTES}"))
     return errors
+
+
+def configmap_data_bytes(data: Mapping[str, Any]) -> int:
+    """What the API server counts against a ConfigMap's 1 MiB: its keys and values, in bytes."""
+    return sum(len(str(k).encode()) + len(str(v).encode()) for k, v in data.items())
 
 
 def _configmap_errors(item: RenderedObject) -> list[FieldError]:
     errors: list[FieldError] = []
     data = item.obj.get("data") or {}
-    size = sum(len(k.encode()) + len(str(v).encode()) for k, v in data.items())
+    size = configmap_data_bytes(data)
     if size > MAX_CONFIGMAP_BYTES:
-        errors.append(item.error("data", f"is {size} bytes; a ConfigMap holds at most {MAX_CONFIGMAP_BYTES} (profile too large)"))
+        errors.append(item.error("data", f"is {size} bytes; a ConfigMap holds at most {MAX_CONFIGMAP_BYTES}"))
     for key in data:
-        if not naming.CONFIGMAP_KEY_RE.match(key):
+        if not naming.CONFIGMAP_KEY_RE.fullmatch(key):
             errors.append(item.error(f"data.{key}", "is not a valid ConfigMap key"))
     return errors
 

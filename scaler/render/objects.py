@@ -6,6 +6,7 @@ polling interval, fallback replicas, HPA behaviour. The templates only lay the v
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -225,6 +226,22 @@ def _tidy(value: Any) -> Any:
     if isinstance(value, list):
         return [_tidy(v) for v in value]
     return value
+
+
+def inlined_profile_bytes_floor(loaded: LoadedPlan) -> int:
+    """A lower bound on the bytes the profile adds to `plan_file_text`, without dumping YAML.
+
+    Each array is written as a YAML flow sequence with the same numbers (shortest repr,
+    whole floats as ints) and the same ", " separators as JSON, never shorter, so the JSON
+    of the arrays alone (json is C code: milliseconds where YAML takes a minute) is a floor.
+    """
+    if loaded.profile is None:
+        return 0
+    total = 0
+    for part in loaded.profile.to_json_dicts():
+        for value in part.values():
+            total += len(json.dumps(_tidy(value)))
+    return total
 
 
 def plan_file_text(loaded: LoadedPlan) -> str:

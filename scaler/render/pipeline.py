@@ -15,7 +15,7 @@ import yaml
 from scaler import naming
 from scaler.errors import FieldError, RenderError
 from scaler.planfile import LoadedPlan, load_plans
-from scaler.render import checks
+from scaler.render import checks, objects
 from scaler.render.objects import PlanObjects, build
 from scaler.render.promtest import rule_test
 from scaler.render.templating import render_template
@@ -63,8 +63,34 @@ def load(paths: Sequence[str]) -> list[LoadedPlan]:
     return load_plans(paths, runtime=False)  # rendering needs no predictor libraries
 
 
+def _profile_field(lp: LoadedPlan) -> str:
+    return "spec.profile" if lp.plan.spec.profile is not None else "spec.profileData" if lp.profile is not None else "metadata"
+
+
+def preflight(loaded: Sequence[LoadedPlan]) -> list[FieldError]:
+    """Limits that are known before anything is dumped or rendered: a profile whose arrays
+    alone overflow the plan ConfigMap is refused here, in milliseconds (dumping a 12 MB
+    profile to YAML and parsing it back took three minutes before it was refused)."""
+    errors = []
+    for lp in loaded:
+        floor = objects.inlined_profile_bytes_floor(lp)
+        if floor > checks.MAX_CONFIGMAP_BYTES:
+            errors.append(
+                FieldError(
+                    str(lp.path), _profile_field(lp),
+                    f"the profile inlined into ConfigMap {naming.plan_configmap_name(lp.plan.name)} is at least {floor} bytes; "
+                    f"a ConfigMap holds at most {checks.MAX_CONFIGMAP_BYTES}: use a profile with fewer points",
+                )
+            )
+    return errors
+
+
 def build_all(loaded: Sequence[LoadedPlan], scaler_namespace: str) -> tuple[PlanObjects, ...]:
-    """Step 2: plain values for every plan, in plan-name order (independent of -f order)."""
+    """Step 2: plain values for every plan, in plan-name order (independent of -f order);
+    `preflight` first, so that nothing large is built for a plan that cannot be rendered."""
+    problems = preflight(loaded)
+    if problems:
+        raise RenderError(problems)
     return tuple(build(lp, scaler_namespace) for lp in sorted(loaded, key=lambda lp: (lp.plan.name, lp.plan.namespace, str(lp.path))))
 
 
@@ -117,10 +143,34 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
     return Rendering(tuple(plans), tuple(sorted(files, key=lambda f: f.name)))
 
 
-def parsed_objects(rendering: Rendering) -> tuple[list[checks.RenderedObject], list[FieldError]]:
-    """Parse every rendered Kubernetes object back from its text (what is checked is what is written)."""
+def oversized_configmaps(rendering: Rendering) -> tuple[set[str], list[FieldError]]:
+    """Plan ConfigMaps over the API server's 1 MiB, by file name, each blamed on the plan
+    field that made it large: found from the values, before their text is parsed back."""
+    files, errors = set(), []
+    for po in rendering.plans:
+        cm = po.configmap
+        size = checks.configmap_data_bytes({cm.key: cm.content.rstrip("\n") + "\n"})  # a `|` block keeps one "\n"
+        if size > checks.MAX_CONFIGMAP_BYTES:
+            name = naming.configmap_file(po.plan.name)
+            files.add(name)
+            profile = objects.inlined_profile_bytes_floor(po.loaded)
+            errors.append(
+                FieldError(
+                    str(po.loaded.path), _profile_field(po.loaded) if profile * 2 > size else "metadata",
+                    f"the plan inlined into {name} (ConfigMap {cm.name}) is {size} bytes, its profile at least {profile}; "
+                    f"a ConfigMap holds at most {checks.MAX_CONFIGMAP_BYTES}",
+                )
+            )
+    return files, errors
+
+
+def parsed_objects(rendering: Rendering, skip: frozenset[str] = frozenset()) -> tuple[list[checks.RenderedObject], list[FieldError]]:
+    """Parse every rendered Kubernetes object back from its text (what is checked is what is
+    written), except the files in `skip` (already refused, and too large to parse cheaply)."""
     items, errors = [], []
     for f in rendering.by_role(ROLE_OBJECT):
+        if f.name in skip:
+            continue
         try:
             docs = checks.parse_documents(f.text)
         except yaml.YAMLError as exc:  # a template bug: report it like any other check failure
@@ -132,7 +182,9 @@ def parsed_objects(rendering: Rendering) -> tuple[list[checks.RenderedObject], l
 
 def static_checks(rendering: Rendering) -> list[FieldError]:
     """In-process checks, always run: CRD schemas, admission rules, ConfigMap plan round trip."""
-    items, errors = parsed_objects(rendering)
+    oversized, errors = oversized_configmaps(rendering)
+    items, parse_errors = parsed_objects(rendering, frozenset(oversized))
+    errors += parse_errors
     for item in items:
         errors += checks.schema_errors(item)
     errors += checks.admission_errors(items)

@@ -2,7 +2,8 @@
 
 Templates live in the repository's `templates/` directory and ship inside the wheel as
 `scaler/templates` (pyproject force-include). Every scalar reaches a template already
-formatted by the two filters here, so the output never depends on Python's float repr.
+formatted by the two filters here, so the output never depends on Python's float repr;
+text that lands in a comment goes through a third (`comment`), so it stays one line.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+
+from scaler import naming
 
 _REPO_TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 
@@ -65,6 +68,8 @@ def _environment(directory: str) -> jinja2.Environment:
     )
     env.filters["q"] = quote
     env.filters["num"] = number
+    # user text in a `#` comment (the plan file's name): one line, printable, whatever it is
+    env.filters["comment"] = naming.comment_text
     return env
 
 
