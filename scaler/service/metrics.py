@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Generic, Optional, TypeVar
+from typing import Generic, Optional, TypeVar, Union
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
@@ -198,11 +198,39 @@ class ServiceMetrics:
                 self.attainment.labels(namespace, plan, quantity).set(float("nan") if value is None else value)
 
     def forget_plan(self, namespace: str, plan: str) -> None:
-        """Drop a removed plan's series so dashboards do not show ghosts: every label set
-        its decisions wrote, and only those."""
+        """Drop a removed plan's series so dashboards do not show ghosts: every series
+        labelled with the plan, in every family (gauges, histograms, counters), and no other."""
         for series in vars(self).values():
             if isinstance(series, _PerPlan):
                 series.forget(namespace, plan)
+        match = {"namespace": namespace, "plan": plan}
+        for metric in vars(self).values():
+            # Every other family labelled by plan (histograms, counters, whatever is added
+            # later): found by its label names, so no list has to be kept in step.
+            names = tuple(getattr(metric, "_labelnames", ()))  # prometheus_client has no public accessor
+            if isinstance(metric, (Counter, Gauge, Histogram, Enum)) and set(_PLAN) <= set(names):
+                _remove_matching(metric, names, match)
+
+    def forget_file(self, file: str) -> None:
+        """Drop a removed plan file's load-error series."""
+        for metric in (self.plan_load_errors, self.plan_load_failing):
+            _remove_matching(metric, ("file",), {"file": file})
+
+
+def _remove_matching(metric: Union[Counter, Gauge, Histogram, Enum], names: tuple[str, ...], match: dict[str, str]) -> None:
+    """Remove every child of a metric labelled `names` whose labels include `match`. The
+    label sets come from the metric's own samples, so nothing has to be remembered."""
+    found: set[tuple[str, ...]] = set()
+    for family in metric.collect():
+        for sample in family.samples:
+            if all(sample.labels.get(k) == v for k, v in match.items()):
+                found.add(tuple(sample.labels[n] for n in names))
+    for values in found:
+        try:
+            metric.remove(*values)
+        except KeyError:
+            pass
+
 
 
 def serve_metrics(metrics: ServiceMetrics, host: str, port: int) -> tuple[object, int]:

@@ -6,6 +6,12 @@ live beside them. The directory is polled; a changed file is reloaded, a file th
 invalid is reported (a `plan_load_failed` log event + `dynplan_plan_load_failing`) and the last good version
 of its plan keeps serving. Plans are keyed by (namespace, name): a ScaledObject only ever
 sees plans of its own namespace.
+
+The walk below the directory (profiles) follows symlinks but never enters a directory it
+has already seen (a symlink loop is skipped and logged once), and it is bounded in depth
+and entries, so a hostile or broken tree cannot stall change detection. Parsing a plan and
+building its loop (the profile's model) run in a worker thread: the event loop only swaps
+the finished loop in, so RPCs of every other plan keep being answered meanwhile.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -42,30 +49,92 @@ def plan_files(directory: Path) -> list[Path]:
     )
 
 
-def support_fingerprint(directory: Path) -> Fingerprint:
-    """Stat of everything below the directory that is not a plan file (profiles)."""
+# Bounds of the walk below the plans directory: profiles are a few levels deep and a few
+# files each; anything beyond this is not a profile tree, and stat-ing it every
+# --reload-seconds would cost a core.
+MAX_WALK_DEPTH = 8
+MAX_WALK_ENTRIES = 10_000
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What one walk below the plans directory saw: the stats, and what it skipped."""
+
+    stats: tuple[tuple[str, int, int], ...]
+    skipped: tuple[str, ...] = ()  # one line per skipped subtree (a loop, too deep, too many entries)
+
+
+def walk_support(directory: Path, max_depth: int = MAX_WALK_DEPTH, max_entries: int = MAX_WALK_ENTRIES) -> Walk:
+    """Stat of everything below the directory that is not a plan file (profiles).
+
+    Symlinks are followed (ConfigMap mounts are symlinks) but a directory already visited,
+    by (st_dev, st_ino), is not entered again: `ln -s . loop` is one skipped entry, not
+    2^40 paths."""
     out: list[tuple[str, int, int]] = []
-    for root, dirs, files in os.walk(directory, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for name in sorted(files):
-            path = Path(root) / name
-            if Path(root) == directory and (path.suffix in PLAN_SUFFIXES or name.startswith(".")):
+    skipped: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    entries = 0
+    try:
+        st = directory.stat()
+    except OSError:
+        return Walk(())
+    seen.add((st.st_dev, st.st_ino))
+    stack: list[tuple[Path, int]] = [(directory, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            continue
+        subdirs: list[Path] = []
+        for name in names:
+            if name.startswith("."):
+                continue  # dotfiles, and ConfigMap's ..data machinery
+            path = folder / name
+            if folder == directory and path.suffix in PLAN_SUFFIXES:
                 continue
+            entries += 1
+            if entries > max_entries:
+                skipped.append(f"{folder}: more than {max_entries} entries below {directory}; the rest is not watched")
+                return Walk(tuple(out), tuple(skipped))
             try:
-                out.append(_stat(path))
+                st = path.stat()  # follows symlinks
             except OSError:
-                continue
-    return tuple(out)
+                continue  # dangling symlink, or gone meanwhile
+            if stat.S_ISDIR(st.st_mode):
+                if (st.st_dev, st.st_ino) in seen:
+                    skipped.append(f"{path}: symlink loop (a directory already watched), skipped")
+                elif depth + 1 > max_depth:
+                    skipped.append(f"{path}: deeper than {max_depth} levels below {directory}, not watched")
+                else:
+                    seen.add((st.st_dev, st.st_ino))
+                    subdirs.append(path)
+            else:
+                out.append((os.path.realpath(path), st.st_mtime_ns, st.st_size))
+        stack.extend((d, depth + 1) for d in reversed(subdirs))
+    return Walk(tuple(sorted(out)), tuple(skipped))
 
 
-def _snapshot(directory: Path) -> tuple[Fingerprint, dict[Path, Fingerprint]]:
+def support_fingerprint(directory: Path) -> Fingerprint:
+    """The stats of `walk_support`: what changes when a profile changes."""
+    return walk_support(directory).stats
+
+
+def _snapshot(directory: Path) -> tuple[Walk, dict[Path, Fingerprint]]:
     stats: dict[Path, Fingerprint] = {}
     for path in plan_files(directory):
         try:
             stats[path] = _stat(path)
         except OSError:
             continue
-    return support_fingerprint(directory), stats
+    return walk_support(directory), stats
+
+
+def _prepare(path: Path) -> LoadedPlan:
+    """Parse a plan and build its profile's model (cached by content), in a worker thread."""
+    loaded = load_plan(path)
+    loaded.model  # noqa: B018 - built here, off the event loop; PlanLoop reads the cached one
+    return loaded
 
 
 @dataclass(frozen=True)
@@ -94,6 +163,8 @@ class PlanRegistry:
         self.failures: dict[Path, LoadFailure] = {}
         self._plan_fp: dict[Path, Fingerprint] = {}
         self._support_fp: Optional[Fingerprint] = None
+        self._duplicates: dict[Path, tuple[str, str]] = {}  # file -> the key another file owns
+        self._skipped: set[str] = set()  # subtrees of the last walk that were skipped (logged once)
         self.version = 0
         self._changed = asyncio.Event()
         self.loaded = False
@@ -139,7 +210,9 @@ class PlanRegistry:
             self.loaded = True
             return False
         # File system work off the event loop: RPCs keep being answered meanwhile.
-        support, stats = await asyncio.to_thread(_snapshot, self.directory)
+        walk, stats = await asyncio.to_thread(_snapshot, self.directory)
+        self._report_skipped(walk.skipped)
+        support = walk.stats
         support_changed = support != self._support_fp
         self._support_fp = support
         files = list(stats)
@@ -152,6 +225,11 @@ class PlanRegistry:
         for path in [p for p in self._plan_fp if p not in files]:
             del self._plan_fp[path]
             changed |= await self._remove(path)
+        # A file that lost a duplicate-name race gets the plan once its rival is gone
+        # (renamed by "create new, delete old", or its rival now defines another plan).
+        for path, key in sorted(self._duplicates.items()):
+            if key not in self.index and path in stats:
+                changed |= await self._load(path)
         self.loaded = True
         if self.metrics is not None:
             self.metrics.plans.set(len(self.index))
@@ -159,9 +237,17 @@ class PlanRegistry:
             self.notify()
         return changed
 
+    def _report_skipped(self, skipped: tuple[str, ...]) -> None:
+        """Log each skipped subtree once (not every --reload-seconds); again if it comes back."""
+        for line in skipped:
+            if line not in self._skipped:
+                log_event(log, "plans_dir_skipped", logging.WARNING, directory=str(self.directory), reason=line)
+        self._skipped = set(skipped)
+
     async def _load(self, path: Path, support_changed: bool = False) -> bool:
+        self._duplicates.pop(path, None)
         try:
-            loaded = await asyncio.to_thread(load_plan, path)
+            loaded = await asyncio.to_thread(_prepare, path)
         except PlanError as exc:
             self._record_failure(path, str(exc), exc.errors)
             return False
@@ -171,6 +257,7 @@ class PlanRegistry:
         key = (loaded.plan.namespace, loaded.plan.name)
         owner = self.index.get(key)
         if owner is not None and owner.loaded.path != path:
+            self._duplicates[path] = key
             self._record_failure(path, f"{path}: plan {key[0]}/{key[1]} is already defined by {owner.loaded.path}")
             return False
         previous = self.by_file.get(path)
@@ -178,12 +265,24 @@ class PlanRegistry:
         if previous is not None and not support_changed and previous.loaded.plan == loaded.plan:
             self._clear_failure(path)
             return False
-        plan_loop = self.make_plan_loop(loaded)
+        # The loop (its reader, its model) is built off the event loop too.
+        try:
+            plan_loop = await asyncio.to_thread(self.make_plan_loop, loaded)
+        except PlanError as exc:  # its Prometheus URL or credentials are not allowed here
+            self._record_failure(path, str(exc), exc.errors)
+            return False
+        except Exception as exc:  # noqa: BLE001 - as above: report it, keep the last good version
+            self._record_failure(path, f"{path}: cannot start its decision loop: {exc!r}")
+            return False
         if previous is not None:
             plan_loop.adopt(previous.latest)
-            await self._retire(path, previous)
+        # Swap first, then retire: an RPC in between sees the old or the new version,
+        # never no plan (a hot reload is not a NOT_FOUND).
         self.by_file[path] = plan_loop
         self.index[key] = plan_loop
+        if previous is not None:
+            await self._retire(previous, keep_series=previous.key == plan_loop.key
+                               and set(previous.plan.pool_names) == set(plan_loop.plan.pool_names))
         if plan_loop.latest is not None and self.metrics is not None:
             # The adopted decision is still served: keep exporting it.
             self.metrics.record_decision(key[0], plan_loop.latest.decision, plan_loop.latest.made_at)
@@ -195,21 +294,25 @@ class PlanRegistry:
         return True
 
     async def _remove(self, path: Path) -> bool:
-        self._clear_failure(path)
+        self._duplicates.pop(path, None)
+        self._clear_failure(path, gone=True)
         previous = self.by_file.pop(path, None)
         if previous is None:
             return False
-        await self._retire(path, previous)
+        await self._retire(previous)
         log_event(log, "plan_removed", file=str(path), plan=previous.key)
         return True
 
-    async def _retire(self, path: Path, plan_loop: PlanLoop) -> None:
+    async def _retire(self, plan_loop: PlanLoop, keep_series: bool = False) -> None:
+        """Stop a loop that no longer serves; drop its plan's series unless its successor
+        (same key, same pools) goes on exporting them."""
         key = (plan_loop.plan.namespace, plan_loop.plan.name)
         if self.index.get(key) is plan_loop:
             del self.index[key]
-            if self.metrics is not None:
-                self.metrics.forget_plan(key[0], key[1])
         await plan_loop.stop()
+        # After the stop, so a tick finishing meanwhile cannot write a series back.
+        if not keep_series and self.metrics is not None:
+            self.metrics.forget_plan(key[0], key[1])
 
     def _record_failure(self, path: Path, message: str, errors: Optional[list[FieldError]] = None) -> None:
         self.failures[path] = LoadFailure(str(path), message)
@@ -222,8 +325,14 @@ class PlanRegistry:
                   errors=[str(e) for e in errors] if errors else [message],
                   serving=serving.key if serving is not None else None)
 
-    def _clear_failure(self, path: Path) -> None:
-        if self.failures.pop(path, None) is not None and self.metrics is not None:
+    def _clear_failure(self, path: Path, gone: bool = False) -> None:
+        """A valid file's failing gauge goes to 0; a removed file's series go altogether."""
+        failed = self.failures.pop(path, None) is not None
+        if self.metrics is None:
+            return
+        if gone:
+            self.metrics.forget_file(str(path))
+        elif failed:
             self.metrics.plan_load_failing.labels(str(path)).set(0)
 
     # -- running ------------------------------------------------------------------------

@@ -127,6 +127,18 @@ def trigger(plan: str, pool: str, namespace: str = NAMESPACE, **extra: str) -> T
     return Trigger(scaled_object=f"{plan}-{pool}", namespace=namespace, metadata={"plan": plan, "pool": pool, **extra})
 
 
+async def scrape(server: ScalerServer, path: str = "/metrics") -> str:
+    """GET the scaler's /metrics from a worker thread: the server answers on this event loop."""
+    import asyncio
+    import urllib.request
+
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}{path}", timeout=5) as resp:
+            return resp.read().decode()
+
+    return await asyncio.to_thread(get)
+
+
 async def rpc_error(coro: Any) -> grpc.aio.AioRpcError:
     try:
         await coro

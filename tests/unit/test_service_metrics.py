@@ -84,3 +84,26 @@ def test_attainment_inputs_are_exported_and_forgotten() -> None:
     assert 'quantity="dispersion"} 2.0' in text  # the Poisson prior before any traffic
     metrics.forget_plan("inference", "llama-8b")
     assert "dynplan_attainment_sizing{" not in generate_latest(metrics.registry).decode()
+
+
+def test_forget_plan_removes_the_loops_histograms_and_counters_too() -> None:
+    """L6: the decision histograms, the query error and window counters (families the
+    loop writes directly) went on being exported after their plan was removed."""
+    metrics = ServiceMetrics()
+    for plan in ("a", "b"):
+        metrics.duration.labels("ns", plan, "throughput").observe(0.01)
+        metrics.compute.labels("ns", plan).observe(0.001)
+        metrics.query_errors.labels("ns", plan, "warmup").inc()
+        metrics.windows_rejected.labels("ns", plan, "non_finite").inc()
+        metrics.windows_caught_up.labels("ns", plan).inc()
+    metrics.plan_load_failing.labels("/plans/a.yaml").set(1)
+    metrics.plan_load_errors.labels("/plans/a.yaml").inc()
+    of_b = [l for l in _lines(metrics) if 'plan="b"' in l]
+    assert {l.split("{")[0] for l in of_b} >= {
+        "dynplan_decision_duration_seconds_bucket", "dynplan_decision_compute_seconds_sum",
+        "dynplan_prometheus_query_errors_total", "dynplan_windows_rejected_total", "dynplan_windows_caught_up_total"}
+    metrics.forget_plan("ns", "a")
+    assert not [l for l in _lines(metrics) if 'plan="a"' in l]
+    assert [l for l in _lines(metrics) if 'plan="b"' in l] == of_b
+    metrics.forget_file("/plans/a.yaml")
+    assert not [l for l in _lines(metrics) if "a.yaml" in l]

@@ -1,0 +1,272 @@
+"""The plans directory under a running scaler: hot reloads never answer NOT_FOUND, a lost
+duplicate takes over when its rival goes, symlink loops are skipped, a big plan loads off
+the event loop, and a removed plan leaves no series in /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import yaml
+
+from helpers import flat_profile
+from procs import closed_port
+from scaler.core.observations import TrafficWindow
+from scaler.errors import MetricsUnavailable
+from scaler.service.logs import event_of
+from scaler.service.server import ScalerServer, ServeConfig
+from service_harness import T, loop_of, rewrite_plan, running_scaler, scrape, test_plan, trigger, write_plans
+
+
+def _down() -> str:
+    return f"http://127.0.0.1:{closed_port()}"
+
+
+async def _wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_valid_reloads_never_answer_not_found(tmp_path: Path) -> None:
+    """M3: the new version is in the index before the old one is retired (its loop running,
+    so retiring yields to the RPCs), and open streams survive every reload."""
+    doc = test_plan("alpha", _down(), "x")
+    write_plans(tmp_path, [doc])
+    path = tmp_path / "alpha-inference.yaml"
+    async with running_scaler(tmp_path, run_loops=True, reload_seconds=0.05) as (server, keda):
+        codes: dict[str, int] = {}
+        stop = asyncio.Event()
+
+        async def caller() -> None:
+            while not stop.is_set():
+                try:
+                    await keda.metric_spec(trigger("alpha", "prefill"), timeout=3)
+                    codes["OK"] = codes.get("OK", 0) + 1
+                except grpc.aio.AioRpcError as exc:
+                    codes[exc.code().name] = codes.get(exc.code().name, 0) + 1
+
+        stream = keda.stub.StreamIsActive(keda.ref(trigger("alpha", "prefill")))
+        callers = [asyncio.create_task(caller()) for _ in range(8)]
+        for i in range(12):
+            doc["spec"]["pools"]["decode"]["maxReplicas"] = 15 + i % 2  # 16 is the file's first value
+            version = server.registry.version
+            rewrite_plan(path, doc)
+            await _wait_for(lambda: server.registry.version != version)
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.gather(*callers)
+        assert codes.get("NOT_FOUND", 0) == 0 and codes["OK"] > 100, codes
+        assert loop_of(server, "alpha").plan.pool("decode").max_replicas == 16
+        # The stream is still open (it would have ended NOT_FOUND): only now cancelled.
+        assert not stream.done()
+        stream.cancel()
+
+
+async def test_lost_duplicate_is_served_when_its_rival_goes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """M2: dup-b.yaml loses to dup-a.yaml; removing dup-a hands the plan to dup-b at the next scan."""
+    caplog.set_level(logging.INFO, logger="dynplan.registry")
+    a = test_plan("dup", _down(), "x")
+    write_plans(tmp_path, [a])
+    (tmp_path / "dup-inference.yaml").rename(tmp_path / "dup-a.yaml")
+    async with running_scaler(tmp_path, reload_seconds=0.05) as (server, keda):
+        b = json.loads(json.dumps(a))
+        b["spec"]["pools"]["decode"]["maxReplicas"] = 7
+        rewrite_plan(tmp_path / "dup-b.yaml", b)
+        await _wait_for(lambda: tmp_path / "dup-b.yaml" in server.registry.failures)
+        assert loop_of(server, "dup").loaded.path == tmp_path / "dup-a.yaml"
+        (tmp_path / "dup-a.yaml").unlink()
+        await _wait_for(lambda: loop_of(server, "dup").loaded.path.name == "dup-b.yaml")
+        served = loop_of(server, "dup")
+        assert served.loaded.path == tmp_path / "dup-b.yaml" and served.plan.pool("decode").max_replicas == 7
+        assert (await keda.metric_spec(trigger("dup", "decode"))).metricSpecs[0].metricName == "dynplan-dup-decode"
+        assert not server.registry.failures
+        text = await scrape(server)
+        assert f'dynplan_plan_load_failing{{file="{tmp_path / "dup-b.yaml"}"}} 0.0' in text
+        # The removed file's series are gone with it.
+        assert "dup-a.yaml" not in text
+
+
+async def test_symlink_loops_are_skipped_logged_once_and_changes_still_seen(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """L1: `ln -s . l1; ln -s . l2` used to make the scan walk 2^40 paths forever."""
+    caplog.set_level(logging.INFO, logger="dynplan.registry")
+    doc = test_plan("alpha", _down(), "x")
+    write_plans(tmp_path, [doc])
+    os.symlink(".", tmp_path / "l1")
+    os.symlink(".", tmp_path / "l2")
+    os.symlink("..", tmp_path / "profile" / "up")
+    async with running_scaler(tmp_path, reload_seconds=0.05) as (server, _keda):
+        t0 = time.monotonic()
+        assert await server.registry.scan() is False
+        assert time.monotonic() - t0 < 1.0
+        version = server.registry.version
+        doc["spec"]["pools"]["decode"]["maxReplicas"] = 5
+        rewrite_plan(tmp_path / "alpha-inference.yaml", doc)
+        await _wait_for(lambda: server.registry.version != version)
+        assert loop_of(server, "alpha").plan.pool("decode").max_replicas == 5
+        # A change to the profile below the loops is seen too (it reloads the plan).
+        version = server.registry.version
+        profile_file = next(p for p in (tmp_path / "profile").rglob("*") if p.is_file())
+        st = profile_file.stat()
+        os.utime(profile_file, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        await _wait_for(lambda: server.registry.version != version)
+        for _ in range(5):
+            await server.registry.scan()
+    skipped = [e for e in map(event_of, caplog.records) if e is not None and e["event"] == "plans_dir_skipped"]
+    assert sorted(Path(e["reason"].split(":")[0]).name for e in skipped) == ["l1", "l2", "up"], skipped
+    assert all("symlink loop" in e["reason"] for e in skipped)
+
+
+def test_walk_is_bounded_in_depth_and_entries(tmp_path: Path) -> None:
+    from scaler.service.registry import walk_support
+
+    deep = tmp_path
+    for i in range(12):
+        deep = deep / f"d{i}"
+    deep.mkdir(parents=True)
+    (deep / "f").write_text("x")
+    walk = walk_support(tmp_path, max_depth=8)
+    assert walk.stats == () and len(walk.skipped) == 1 and "deeper than 8 levels" in walk.skipped[0]
+    wide = tmp_path / "wide"
+    wide.mkdir()
+    for i in range(50):
+        (wide / f"f{i}").write_text("x")
+    walk = walk_support(wide, max_entries=20)
+    assert len(walk.stats) == 20 and "more than 20 entries" in walk.skipped[-1]
+
+
+async def test_adding_a_big_plan_does_not_stall_other_plans(tmp_path: Path) -> None:
+    """M1: parsing the plan and building its model run in worker threads; the unrelated
+    plan's RPCs keep answering (before: one 3 s stall per big plan added)."""
+    from scaler.profile_io import write_profile_json
+
+    write_plans(tmp_path, [test_plan("alpha", _down(), "x")])
+    async with running_scaler(tmp_path, reload_seconds=0.05) as (server, keda):
+        doc = test_plan("big", _down(), "x")
+        rng = np.random.default_rng(1)
+        n = 6000
+        kv = rng.uniform(0, 1, n).round(4)
+        ctx = rng.uniform(100, 8000, n).round(1)
+        write_profile_json(flat_profile(), tmp_path / ".json-profile")
+        raw = json.loads((tmp_path / ".json-profile" / "prefill_raw_data.json").read_text())
+        del doc["spec"]["profile"]
+        doc["spec"]["profileData"] = {"prefill": raw, "decode": {
+            "x_kv_usage": kv.tolist(), "y_context_length": ctx.tolist(),
+            "z_itl": (5 + 20 * kv + ctx / 1000).round(3).tolist(),
+            "z_thpt_per_gpu": (1000 + 5000 * kv).round(1).tolist(), "max_kv_tokens": 900000}}
+        text = yaml.safe_dump(doc, sort_keys=False)
+        latencies: list[float] = []
+        stop = asyncio.Event()
+
+        async def poll() -> None:
+            while not stop.is_set():
+                t0 = time.perf_counter()
+                await keda.metric_spec(trigger("alpha", "prefill"), timeout=3)
+                latencies.append(time.perf_counter() - t0)
+                await asyncio.sleep(0.01)
+
+        poller = asyncio.create_task(poll())
+        await asyncio.sleep(0.2)
+        (tmp_path / ".big.tmp").write_text(text)
+        (tmp_path / ".big.tmp").rename(tmp_path / "big.yaml")
+        await _wait_for(lambda: ("inference", "big") in server.registry.index, timeout=30)
+        await asyncio.sleep(0.1)
+        stop.set()
+        await poller
+        assert loop_of(server, "big").model is not None
+        assert max(latencies) < 0.4, f"max {max(latencies) * 1000:.0f} ms over {len(latencies)} calls"
+
+
+class _Reader:
+    """Known traffic from memory; `fail` makes every read fail as Prometheus would."""
+
+    def __init__(self) -> None:
+        self.fail = False
+
+    def _check(self) -> None:
+        if self.fail:
+            raise MetricsUnavailable("Prometheus is down (test)")
+
+    async def traffic(self, plan, at):  # type: ignore[no-untyped-def]
+        self._check()
+        return TrafficWindow(window_seconds=T, requests=500.0, isl=3000.0, osl=600.0, ttft_ms=50.0, itl_ms=5.0,
+                             request_duration_s=3.0)
+
+    async def workers(self, plan, at):  # type: ignore[no-untyped-def]
+        self._check()
+        return ()
+
+    async def history(self, plan, end, intervals):  # type: ignore[no-untyped-def]
+        self._check()
+        return [await self.traffic(plan, end) for _ in range(intervals)]
+
+    async def worker_history(self, plan, end, ticks):  # type: ignore[no-untyped-def]
+        return []
+
+    async def ready(self, plan, at, workers):  # type: ignore[no-untyped-def]
+        return {}
+
+
+async def test_removed_plan_leaves_no_series(tmp_path: Path) -> None:
+    """L6: every series labelled with a removed plan goes (histograms and the query error
+    counter included); the other plan's stay."""
+    write_plans(tmp_path, [test_plan("gone", _down(), "x"), test_plan("kept", _down(), "y")])
+    reader = _Reader()
+    cfg = ServeConfig(plans_dir=tmp_path, listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", reload_seconds=0.05)
+    server = ScalerServer(cfg, reader_factory=lambda loaded: reader, run_loops=False)
+    await server.start()
+    try:
+        for name in ("gone", "kept"):
+            plan_loop = loop_of(server, name)
+            await plan_loop.warm_up()
+            await plan_loop.tick_throughput(plan_loop.next_end or 0.0)
+            reader.fail = True
+            with pytest.raises(MetricsUnavailable):
+                await plan_loop.tick_throughput(plan_loop.next_end or 0.0)
+            reader.fail = False
+        text = await scrape(server)
+        of_gone = [line for line in text.splitlines() if 'plan="gone"' in line]
+        families = {line.split("{")[0] for line in of_gone}
+        assert {"dynplan_decision_duration_seconds_bucket", "dynplan_decision_compute_seconds_count",
+                "dynplan_prometheus_query_errors_total", "dynplan_desired_replicas"} <= families, families
+        kept_before = [line for line in text.splitlines() if 'plan="kept"' in line]
+        (tmp_path / "gone-inference.yaml").unlink()
+        await _wait_for(lambda: ("inference", "gone") not in server.registry.index)
+        text = await scrape(server)
+        assert [line for line in text.splitlines() if 'plan="gone"' in line] == []
+        assert [line for line in text.splitlines() if 'plan="kept"' in line] == kept_before
+    finally:
+        await server.stop(grace=0.5)
+
+
+async def test_reload_keeps_series_of_a_surviving_plan(tmp_path: Path) -> None:
+    """M3 / L6: a reload under the same key keeps the plan's series (no gap in dashboards)."""
+    doc = test_plan("alpha", _down(), "x")
+    write_plans(tmp_path, [doc])
+    reader = _Reader()
+    cfg = ServeConfig(plans_dir=tmp_path, listen="127.0.0.1:0", metrics_listen="127.0.0.1:0", reload_seconds=0.05)
+    server = ScalerServer(cfg, reader_factory=lambda loaded: reader, run_loops=False)
+    await server.start()
+    try:
+        await loop_of(server, "alpha").warm_up()
+        before = [line for line in (await scrape(server)).splitlines() if "dynplan_desired_replicas{" in line]
+        assert len(before) == 2
+        version = server.registry.version
+        doc["spec"]["pools"]["decode"]["maxReplicas"] = 9
+        rewrite_plan(tmp_path / "alpha-inference.yaml", doc)
+        await _wait_for(lambda: server.registry.version != version)
+        after = [line for line in (await scrape(server)).splitlines() if "dynplan_desired_replicas{" in line]
+        assert after == before
+    finally:
+        await server.stop(grace=0.5)
+
