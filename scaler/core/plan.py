@@ -8,9 +8,9 @@ errors with their field paths. Reading files lives in `scaler.planfile`.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from scaler import naming
@@ -26,8 +26,21 @@ POOL_NAMES_BY_MODE: dict[str, tuple[str, ...]] = {
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
+def _takes_number(annotation: Any) -> bool:
+    """An int or float field (Optional[...] included); bool is its own type here."""
+    if annotation in (int, float):
+        return True
+    return get_origin(annotation) is Union and any(a in (int, float) for a in get_args(annotation))
+
+
 class _Model(BaseModel):
-    """Base: frozen values, camelCase aliases, unknown fields rejected."""
+    """Base: frozen values, camelCase aliases, unknown fields rejected.
+
+    Two checks hold for every field of every model: a YAML boolean is not a number (lax
+    pydantic would read `ttftMs: true` as 1.0), and no string, nor key or string value of a
+    mapping, holds a character that the rendered files cannot carry
+    (`naming.unrenderable_character`; fields in `_multiline_fields` may hold tab, LF, CR).
+    """
 
     model_config = ConfigDict(
         extra="forbid",
@@ -36,6 +49,44 @@ class _Model(BaseModel):
         populate_by_name=True,
         strict=False,
     )
+    _multiline_fields: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        if isinstance(v, bool) and info.field_name is not None and _takes_number(cls.model_fields[info.field_name].annotation):
+            raise ValueError(f"must be a number, got the boolean {str(v).lower()}")
+        return v
+
+    @field_validator("*")
+    @classmethod
+    def _renderable_text(cls, v: Any, info: ValidationInfo) -> Any:
+        allow = naming.TEXT_WHITESPACE if info.field_name in cls._multiline_fields else ""
+        if isinstance(v, str):
+            bad = naming.unrenderable_character(v)
+            if bad is not None:
+                raise ValueError(f"has a control character or line separator ({bad})")
+        elif isinstance(v, dict):
+            for key, value in v.items():
+                if isinstance(key, str) and (bad := naming.unrenderable_character(key)) is not None:
+                    raise ValueError(f"key {key!r} has a control character or line separator ({bad})")
+                if isinstance(value, str) and (bad := naming.unrenderable_character(value, allow)) is not None:
+                    raise ValueError(f"{key}: has a control character or line separator ({bad})")
+        return v
+
+
+def _label_problems(labels: dict[str, str]) -> dict[str, str]:
+    """Kubernetes labels (apimachinery ValidateLabels): qualified-name keys, label values."""
+    for key, value in labels.items():
+        problem = naming.qualified_name_problem(key)
+        if problem is not None:
+            raise ValueError(f"key {key!r} is not a Kubernetes label key: {problem}")
+        if not naming.is_label_value(value):
+            raise ValueError(
+                f"{key}: {value!r} is not a Kubernetes label value (at most {naming.MAX_LABEL} characters: "
+                "letters, digits, '-', '_', '.', starting and ending with a letter or digit, or empty)"
+            )
+    return labels
 
 
 class Metadata(_Model):
@@ -43,15 +94,36 @@ class Metadata(_Model):
     namespace: str = Field(default="default", max_length=63)
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
+    # annotation values may be multi-line text, as in Kubernetes
+    _multiline_fields: ClassVar[frozenset[str]] = frozenset({"annotations"})
 
     @field_validator("name", "namespace")
     @classmethod
     def _dns_label(cls, v: str) -> str:
-        if not naming.DNS1123_LABEL_RE.match(v):
+        if not naming.DNS1123_LABEL_RE.fullmatch(v):
             raise ValueError(
                 "must be a DNS-1123 label: lowercase letters, digits and '-', "
                 "starting and ending with a letter or digit"
             )
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _label_problems(v)
+
+    @field_validator("annotations")
+    @classmethod
+    def _annotations(cls, v: dict[str, str]) -> dict[str, str]:
+        # apimachinery ValidateAnnotations: qualified-name keys (checked lowercased), and
+        # keys plus values of all annotations within 256 KiB
+        for key in v:
+            problem = naming.qualified_name_problem(key.lower())
+            if problem is not None:
+                raise ValueError(f"key {key!r} is not a Kubernetes annotation key: {problem}")
+        size = sum(len(k.encode()) + len(val.encode()) for k, val in v.items())
+        if size > naming.MAX_ANNOTATIONS_BYTES:
+            raise ValueError(f"are {size} bytes (keys and values); Kubernetes allows at most {naming.MAX_ANNOTATIONS_BYTES}")
         return v
 
 
@@ -79,21 +151,21 @@ class ScaleTargetRef(_Model):
     @field_validator("api_version")
     @classmethod
     def _api_version(cls, v: str) -> str:
-        if not naming.API_VERSION_RE.match(v):
+        if not naming.API_VERSION_RE.fullmatch(v):
             raise ValueError("must be a Kubernetes apiVersion, e.g. apps/v1 or nvidia.com/v1alpha1")
         return v
 
     @field_validator("kind")
     @classmethod
     def _kind(cls, v: str) -> str:
-        if not naming.KIND_RE.match(v):
+        if not naming.KIND_RE.fullmatch(v):
             raise ValueError("must be a Kubernetes kind, e.g. Deployment (CamelCase)")
         return v
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not naming.DNS1123_SUBDOMAIN_RE.match(v):
+        if not naming.DNS1123_SUBDOMAIN_RE.fullmatch(v):
             raise ValueError("must be a Kubernetes object name (lowercase DNS-1123 subdomain)")
         return v
 
@@ -114,8 +186,9 @@ class Pool(_Model):
     @classmethod
     def _matchers(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            if not naming.PROM_LABEL_NAME_RE.match(key):
-                raise ValueError(f"{key!r} is not a valid Prometheus label name")
+            problem = naming.prom_label_name_problem(key)
+            if problem is not None:
+                raise ValueError(problem)
             if value[:2] in ("=~", "!~"):
                 try:
                     re.compile(value[2:])
@@ -200,25 +273,78 @@ class Scaling(_Model):
     load: LoadScaling = LoadScaling()
 
 
-class BasicAuth(_Model):
-    username: str = Field(min_length=1)
-    password_file: str = Field(min_length=1)
+# Fields a plan may no longer set: credentials and TLS settings belong to whoever runs the
+# scaler (`dynplan serve --credentials FILE`), a plan only names one of its entries.
+_OPERATOR_FIELDS = ("bearerTokenFile", "basicAuth", "caFile", "insecureSkipVerify")
+_URL_HOST_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]+\]")
+_URL_PATH_RE = re.compile(r"(/[-A-Za-z0-9._~!$&'()*+,;=:@]*)*")
+
+
+def http_url_problem(url: str) -> Optional[str]:
+    """Why `url` is not a plain http(s) base URL (scheme, host, optional port and path;
+    no user or password, query, fragment, whitespace or control characters), or None."""
+    if not re.fullmatch(r"[\x21-\x7e]+", url):
+        return "must not contain whitespace, control or non-ASCII characters"
+    m = re.fullmatch(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<netloc>[^/?#]*)(?P<path>[^?#]*)(?P<rest>[?#].*)?", url)
+    if m is None or m["scheme"] not in ("http", "https"):
+        return "must be an http:// or https:// URL"
+    netloc = m["netloc"]
+    if "@" in netloc:
+        return (
+            "must not carry a user or password: credentials live in the scaler's --credentials "
+            "file; name its entry in spec.metrics.prometheus.credentials"
+        )
+    host, port = netloc, None
+    hp = re.fullmatch(r"(?P<host>\[[^\]]*\]|[^:]*)(:(?P<port>[^:]*))?", netloc)
+    if hp is not None:
+        host, port = hp["host"], hp["port"]
+    if not host or not _URL_HOST_RE.fullmatch(host):
+        return "must name a host (a DNS name, an IPv4 address or a bracketed IPv6 address)"
+    if port is not None and not (port.isdigit() and len(port) <= 5 and 1 <= int(port) <= 65535):
+        return "must have a port between 1 and 65535 after the host"
+    if m["rest"]:
+        return "must not have a query (?) or fragment (#): it is the base URL of the HTTP API"
+    path = m["path"]
+    if not _URL_PATH_RE.fullmatch(path) or any(seg in (".", "..") for seg in path.split("/")):
+        return "path must be plain segments (letters, digits, -._~ and the like; no %-escapes, '.' or '..')"
+    return None
 
 
 class PrometheusAccess(_Model):
-    url: str = Field(min_length=1)
+    url: str = Field(min_length=1, max_length=2048)
     timeout_seconds: float = Field(default=2.0, gt=0, le=60)
     retries: int = Field(default=1, ge=0, le=5)
-    bearer_token_file: Optional[str] = None
-    basic_auth: Optional[BasicAuth] = None
-    ca_file: Optional[str] = None
-    insecure_skip_verify: bool = False
+    # the name of an entry in the scaler's --credentials file (auth and TLS settings)
+    credentials: Optional[str] = Field(default=None, min_length=1, max_length=63)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_operator_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            snake = {"bearer_token_file": "bearerTokenFile", "basic_auth": "basicAuth",
+                     "ca_file": "caFile", "insecure_skip_verify": "insecureSkipVerify"}
+            found = [f for f in _OPERATOR_FIELDS if f in data] + [snake[k] for k in snake if k in data]
+            if found:
+                raise ValueError(
+                    f"{', '.join(found)}: no longer plan fields; credentials and TLS settings live in "
+                    "the scaler's own --credentials file (owned by whoever runs the scaler), and a plan "
+                    "names one of its entries: spec.metrics.prometheus.credentials: NAME"
+                )
+        return data
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("must be an http:// or https:// URL")
+        problem = http_url_problem(v)
+        if problem is not None:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("credentials")
+    @classmethod
+    def _credentials_name(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not naming.DNS1123_LABEL_RE.fullmatch(v):
+            raise ValueError("must be the name of a --credentials entry (a DNS-1123 label)")
         return v
 
 
@@ -236,8 +362,9 @@ class Metrics(_Model):
     @classmethod
     def _label_names(cls, v: dict[str, str]) -> dict[str, str]:
         for key in v:
-            if not naming.PROM_LABEL_NAME_RE.match(key):
-                raise ValueError(f"{key!r} is not a valid Prometheus label name")
+            problem = naming.prom_label_name_problem(key)
+            if problem is not None:
+                raise ValueError(problem)
         return v
 
 
@@ -248,8 +375,19 @@ class ScalerEndpoint(_Model):
     @field_validator("address")
     @classmethod
     def _host_port(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$", v):
-            raise ValueError("must be host:port")
+        m = re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:(\d{1,5})", v)
+        if m is None or not 1 <= int(m[1]) <= 65535:
+            raise ValueError("must be host:port, the port 1..65535")
+        return v
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not naming.DNS1123_LABEL_RE.fullmatch(v):
+            raise ValueError(
+                "must be a DNS-1123 label: lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit"
+            )
         return v
 
 
@@ -261,7 +399,7 @@ class FallbackSpec(_Model):
     behavior: Literal[
         "static", "currentReplicas", "currentReplicasIfHigher", "currentReplicasIfLower"
     ] = "currentReplicasIfHigher"
-    replicas: Optional[int] = Field(default=None, ge=0)
+    replicas: Optional[int] = Field(default=None, ge=0, le=naming.INT32_MAX)  # int32 in KEDA's CRD
 
 
 class Keda(_Model):
@@ -269,7 +407,7 @@ class Keda(_Model):
 
     trigger_type: Literal["external", "external-push"] = "external"
     polling_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
-    cooldown_period_seconds: int = Field(default=300, ge=0)
+    cooldown_period_seconds: int = Field(default=300, ge=0, le=naming.INT32_MAX)  # int32 in KEDA's CRD
     fallback: FallbackSpec = FallbackSpec()
     tolerance: Optional[float] = Field(default=None, ge=0, lt=1)
     scale_down_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
@@ -282,6 +420,11 @@ class Rules(_Model):
 
     labels: dict[str, str] = Field(default_factory=dict)
     evaluation_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _label_problems(v)
 
 
 # A profile number: an int or a float, never a bool or a numeric string (strict), and an
