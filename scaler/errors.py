@@ -57,6 +57,10 @@ class TraceError(InputError):
     """A request trace cannot be read."""
 
 
+class CredentialsError(InputError):
+    """The scaler's --credentials file is invalid (messages never quote its values)."""
+
+
 class RenderError(InputError):
     """Rendering cannot proceed (bad output dir, rendered object fails a check)."""
 

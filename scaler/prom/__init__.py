@@ -1,11 +1,21 @@
-"""Prometheus access for the scaler: the HTTP client, the observation readers, and
-`PromReader`, the decision loop's reader over them.
+"""Prometheus access for the scaler: the HTTP client, the operator's credentials and allowed
+endpoints, the observation readers, and `PromReader`, the decision loop's reader over them.
 
-Every public name of `scaler.prom.client` and `scaler.prom.reader` is re-exported here
-(a test keeps `__all__` complete).
+Every public name of `scaler.prom.client`, `scaler.prom.credentials` and `scaler.prom.reader`
+is re-exported here (a test keeps `__all__` complete).
 """
 
 from scaler.prom.client import PromClient, Sample, Series
+from scaler.prom.credentials import (
+    BasicAuth,
+    Credential,
+    CredentialFileError,
+    Credentials,
+    check_access,
+    load_credentials,
+    read_secret,
+    url_under,
+)
 from scaler.prom.reader import (
     THROUGHPUT_SERIES,
     WORKER_SERIES,
@@ -28,6 +38,14 @@ from scaler.prom.reader import (
 )
 
 __all__ = [
+    "BasicAuth",
+    "Credential",
+    "CredentialFileError",
+    "Credentials",
+    "check_access",
+    "load_credentials",
+    "read_secret",
+    "url_under",
     "PromClient",
     "PromReader",
     "ReadyReading",

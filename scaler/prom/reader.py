@@ -39,6 +39,7 @@ from scaler.core.plan import Plan
 from scaler.core.replay import ready_replicas
 from scaler.errors import MetricsUnavailable, WindowRejected
 from scaler.prom.client import PromClient, Sample, Series
+from scaler.prom.credentials import Credential
 from scaler.sources import (
     SERIES,
     SERIES_BY_KEY,
@@ -357,11 +358,12 @@ async def read_ready(
     return ReadyReading(counts, sources, queries)
 
 
-def read_traffic_sync(plan: Plan, at: Optional[float] = None) -> TrafficReading:
-    """One `read_traffic_detail` from synchronous code (the CLI's `explain`), with its own client."""
+def read_traffic_sync(plan: Plan, at: Optional[float] = None, credential: Optional[Credential] = None) -> TrafficReading:
+    """One `read_traffic_detail` from synchronous code, with its own client (and the
+    credentials entry the plan names, see `credentials.check_access`)."""
 
     async def _read() -> TrafficReading:
-        async with PromClient(plan.spec.metrics.prometheus) as client:
+        async with PromClient(plan.spec.metrics.prometheus, credential=credential) as client:
             return await read_traffic_detail(client, plan, at)
 
     return asyncio.run(_read())

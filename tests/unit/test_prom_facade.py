@@ -5,13 +5,13 @@ from __future__ import annotations
 import inspect
 
 import scaler.prom
-from scaler.prom import client, reader
+from scaler.prom import client, credentials, reader
 
 
 def _public(module: object) -> set[str]:
     """Names a module defines itself (not ones it imports), without a leading underscore."""
     names = set()
-    for name, value in vars(module).items():
+    for name, value in list(vars(module).items()):
         if name.startswith("_") or inspect.ismodule(value):
             continue
         if getattr(value, "__module__", module.__name__) != module.__name__:  # type: ignore[attr-defined]
@@ -22,8 +22,8 @@ def _public(module: object) -> set[str]:
     return names
 
 
-def test_all_lists_every_public_name_of_client_and_reader() -> None:
-    want = _public(client) | _public(reader)
+def test_all_lists_every_public_name_of_client_credentials_and_reader() -> None:
+    want = _public(client) | _public(credentials) | _public(reader)
     assert want <= set(scaler.prom.__all__), sorted(want - set(scaler.prom.__all__))
     assert set(scaler.prom.__all__) <= set(dir(scaler.prom))
-    assert {"PromReader", "read_workers_history", "THROUGHPUT_SERIES"} <= set(scaler.prom.__all__)
+    assert {"PromReader", "read_workers_history", "THROUGHPUT_SERIES", "check_access"} <= set(scaler.prom.__all__)

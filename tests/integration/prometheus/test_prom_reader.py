@@ -30,6 +30,7 @@ from scaler.prom import (
     read_traffic_history_grid,
     read_workers,
 )
+from scaler.prom.credentials import Credential
 
 T = 60  # throughput interval (s)
 STEP = 15  # history scrape interval (s)
@@ -246,8 +247,9 @@ async def test_bearer_token_is_reread_and_basic_auth(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("first\n")
     with FakeHTTPServer() as fake:
-        access = PrometheusAccess(url=fake.url, bearer_token_file=str(token))
-        async with PromClient(access) as client:
+        access = PrometheusAccess(url=fake.url, credentials="prom")
+        bearer = Credential(url_prefixes=(fake.url,), bearer_token_file=str(token))
+        async with PromClient(access, credential=bearer) as client:
             assert await client.instant("up") == []
             token.write_text("second")
             await client.instant("up")
@@ -257,10 +259,10 @@ async def test_bearer_token_is_reread_and_basic_auth(tmp_path: Path) -> None:
         assert [r["headers"]["Authorization"] for r in fake.requests] == ["Bearer first", "Bearer second"]
         pw = tmp_path / "pw"
         pw.write_text("s3cret")
-        access = PrometheusAccess.model_validate(
-            {"url": fake.url, "basicAuth": {"username": "u", "passwordFile": str(pw)}}
+        basic = Credential.model_validate(
+            {"urlPrefixes": [fake.url], "basicAuth": {"username": "u", "passwordFile": str(pw)}}
         )
-        with PromClient(access) as client:
+        with PromClient(access, credential=basic) as client:
             client.instant_sync("up")
         assert fake.requests[-1]["headers"]["Authorization"] == "Basic dTpzM2NyZXQ="
 
@@ -350,13 +352,16 @@ TLS = Path(__file__).resolve().parents[2] / "fixtures" / "prom-tls"
 async def test_tls_with_ca_file_against_real_prometheus(prom_factory: PromFactory) -> None:
     server = prom_factory(tls=(TLS / "server.crt", TLS / "server.key"))
     assert server.url.startswith("https://")
-    async with PromClient(PrometheusAccess(url=server.url, caFile=str(TLS / "ca.crt"))) as client:
+    access = PrometheusAccess(url=server.url, credentials="tls")
+    ca = Credential(url_prefixes=(server.url,), ca_file=str(TLS / "ca.crt"))
+    async with PromClient(access, credential=ca) as client:
         assert (await client.instant("vector(7)"))[0].value == 7.0
     # verification is on by default: an unknown CA fails (and is not a number)
     async with PromClient(PrometheusAccess(url=server.url, retries=0)) as client:
         with pytest.raises(MetricsUnavailable, match="certificate verify failed"):
             await client.instant("vector(7)")
-    async with PromClient(PrometheusAccess(url=server.url, insecureSkipVerify=True)) as client:
+    skip = Credential(url_prefixes=(server.url,), insecure_skip_verify=True)
+    async with PromClient(access, credential=skip) as client:
         with pytest.warns(InsecureRequestWarning):
             assert (await client.instant("vector(8)"))[0].value == 8.0
 
