@@ -88,6 +88,15 @@ class _NoDuplicatesLoader(_BaseLoader):  # type: ignore[valid-type,misc]
                 )
         return super().construct_mapping(node, deep=deep)  # type: ignore[no-any-return]
 
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        try:
+            return super().construct_yaml_int(node)  # type: ignore[no-any-return]
+        except ValueError:  # Python refuses int() of more than 4300 digits (found by fuzzing)
+            raise YamlBoundError(None, None, f"integer of {len(node.value)} characters is too long", node.start_mark) from None
+
+
+_NoDuplicatesLoader.add_constructor("tag:yaml.org,2002:int", _NoDuplicatesLoader.construct_yaml_int)
+
 
 def load_yaml_documents(text: str, *, max_depth: int, max_nodes: int) -> list[Any]:
     """Every document of `text`, or YamlBoundError / yaml.YAMLError naming the line.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,12 @@ from scaler.core.profile import DECODE_KEYS, MAX_PROFILE_POINTS, PREFILL_KEYS, P
 from scaler.errors import FieldError, InputBoundExceeded, ProfileError
 
 # Bytes per profile file, checked before it is read: a MAX_PROFILE_POINTS-point decode table
-# is about 1.5 MB as JSON (write_profile_json's layout) and 0.5 MB as npz.
-MAX_PROFILE_FILE_BYTES = 4 << 20
+# is about 0.8 MB as JSON (write_profile_json's layout) and 0.3 MB as npz.
+MAX_PROFILE_FILE_BYTES = 2 << 20
 _NPY_HEADER_BYTES = 1 << 16  # an npy header is a short dict; numpy itself allows 10000 chars
+# What a corrupt archive raises (found by tests/unit/test_plan_fuzz.py): bad CRC or structure,
+# a broken deflate stream, an unknown compression method, an encrypted member.
+_ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError)
 
 PREFILL_NPZ = Path("selected_prefill_interpolation") / "raw_data.npz"
 DECODE_NPZ = Path("selected_decode_interpolation") / "raw_data.npz"
@@ -88,13 +92,13 @@ def _read_npz(path: Path, group: str, report: _Reporter) -> dict[str, Any] | Non
                 if f"{key}.npy" in names:
                     try:
                         out[key] = _npz_member(zf, f"{key}.npy")
-                    except (ValueError, EOFError, zipfile.BadZipFile, OSError) as exc:
+                    except _ZIP_ERRORS as exc:
                         report.add(path, f"{group}.{key}", f"cannot read npz member: {exc}")
                         return None
             return out
     except InputBoundExceeded as exc:
         report.add(path, group, str(exc))
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+    except _ZIP_ERRORS as exc:
         report.add(path, group, f"cannot read npz file: {exc}")
     return None
 

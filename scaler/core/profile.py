@@ -19,7 +19,7 @@ MIN_DECODE_POINTS = 4
 # At most this many points per table (prefill, decode). Profiler sweeps have tens to a few
 # hundred (the example decode table: 54); the bound keeps every profile that loads small
 # enough to check, model and render quickly (docs/plan-spec.md, "Limits").
-MAX_PROFILE_POINTS = 16384
+MAX_PROFILE_POINTS = 8192
 
 
 @dataclass(frozen=True, eq=False)

@@ -395,3 +395,11 @@ def test_inline_profile_point_bound(tmp_path: Path, good: dict) -> None:
     err = only_error(bad(tmp_path, _inline(good, z_itl=[1.0] * (MAX_PROFILE_POINTS + 1))))
     assert err.path == "spec.profileData.decode.z_itl"
     assert f"at most {MAX_PROFILE_POINTS} items" in err.message
+
+
+def test_integer_too_long_for_python(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    text = _example_text()
+    line = text[: text.index("maxGpus: 24")].count("\n") + 1
+    path.write_text(text.replace("maxGpus: 24", "maxGpus: " + "9" * 5000, 1))  # ValueError traceback before
+    assert only_error(path).message == f"invalid YAML (line {line}, column 14): integer of 5000 characters is too long"
