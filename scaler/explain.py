@@ -61,19 +61,24 @@ class Explanation:
         }
 
 
-async def explain_decision(plan_file: str, at: Optional[float]) -> Explanation:
-    """Load the plan, read Prometheus, decide the way `dynplan serve` starts up."""
+async def explain_decision(plan_file: str, at: Optional[float], credentials_file: Optional[str] = None) -> Explanation:
+    """Load the plan, read Prometheus, decide the way `dynplan serve` starts up (with the
+    credentials entry the plan names from `credentials_file`, as serve's --credentials)."""
     # Imported here, not at the top: `dynplan --help` imports this module (numpy, scipy
     # and the HTTP stack load only when the command runs).
     from scaler.core.replay import latest_closed
     from scaler.planfile import load_plan
     from scaler.prom.client import PromClient
+    from scaler.prom.credentials import check_access, load_credentials
     from scaler.prom.reader import PromReader
     from scaler.service.loop import LoopSettings, PlanLoop
 
     loaded = load_plan(plan_file)
+    credentials = load_credentials(credentials_file) if credentials_file else None
+    access = loaded.plan.spec.metrics.prometheus
+    credential = check_access(access, plan_file, credentials)
     clock = (lambda: at) if at is not None else time.time
-    async with PromClient(loaded.plan.spec.metrics.prometheus, max_concurrency=4) as client:
+    async with PromClient(access, credential=credential, max_concurrency=4) as client:
         plan_loop = PlanLoop(loaded, PromReader(client), settings=LoopSettings(), clock=clock)
         interval = plan_loop.throughput_interval_seconds
         window_end: Optional[float] = None
@@ -154,14 +159,15 @@ def render_table(doc: Explanation) -> str:
 @click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="Plan file.")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--at", "at", default=None, help="Decide as of this time (Unix seconds or ISO 8601); default now.")
+@click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="The scaler's credentials file (as dynplan serve --credentials), for a plan that names an entry.")
 @handle_errors
-def explain(plan_file: str, output: str, at: Optional[str]) -> None:
+def explain(plan_file: str, output: str, at: Optional[str], credentials_file: Optional[str]) -> None:
     """Print the decision the scaler would make now, with every input and the reason."""
     from scaler.logsetup import quiet_forecasting_libraries
 
     quiet_forecasting_libraries()
     when = parse_time(at) if at is not None else None
-    doc = asyncio.run(explain_decision(plan_file, when))
+    doc = asyncio.run(explain_decision(plan_file, when, credentials_file))
     if output == "json":
         click.echo(json.dumps(doc.to_dict(), indent=2))
     else:

@@ -20,7 +20,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from scaler.planfile import LoadedPlan
-from scaler.prom.client import PromClient
+from scaler.prom.client import DEFAULT_CONCURRENCY, PromClient
+from scaler.prom.credentials import Credentials, check_access
 from scaler.prom.reader import PromReader
 from scaler.proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.service.logs import log_event
@@ -91,7 +92,12 @@ class ServeConfig:
     settle_seconds: Optional[float] = None
     warmup_intervals: Optional[int] = None
     grace_seconds: float = 5.0
-    prometheus_concurrency: int = 4
+    # queries in flight per Prometheus access (threads); Prometheus runs 20 at once by
+    # default (--query.max-concurrency), so 8 leaves room for its rules and dashboards
+    prometheus_concurrency: int = DEFAULT_CONCURRENCY
+    # where plans may point (URL prefixes; empty: anywhere) and the operator's credentials
+    prometheus_allow: tuple[str, ...] = ()
+    credentials: Optional[Credentials] = None
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -129,13 +135,15 @@ class ScalerServer:
         self._watch: Optional[asyncio.Task[None]] = None
 
     def _reader(self, loaded: LoadedPlan) -> Reader:
+        access = loaded.plan.spec.metrics.prometheus
+        # PlanError naming the plan's field: the registry keeps serving the previous version
+        credential = check_access(access, str(loaded.path), self.config.credentials, self.config.prometheus_allow)
         if self._reader_factory is not None:
             return self._reader_factory(loaded)
-        access = loaded.plan.spec.metrics.prometheus
         key = access.model_dump_json()
         client = self._clients.get(key)
         if client is None:
-            client = PromClient(access, max_concurrency=self.config.prometheus_concurrency)
+            client = PromClient(access, credential=credential, max_concurrency=self.config.prometheus_concurrency)
             self._clients[key] = client
         return PromReader(client)
 
