@@ -1,11 +1,14 @@
-"""The scaler's own /metrics (prometheus-client), on a private registry (no global state)."""
+"""The scaler's own /metrics (prometheus-client), on a private registry (no global state),
+and the small asyncio HTTP server that exposes it."""
 
 from __future__ import annotations
 
-from typing import Generic, Optional, TypeVar, Union
+import asyncio
+import gzip
+from typing import Any, Generic, Optional, TypeVar, Union
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
-from prometheus_client.exposition import start_http_server
+from prometheus_client.exposition import choose_encoder
 
 from scaler.core.decision import Decision, Reason
 
@@ -14,6 +17,7 @@ _POOL = ("namespace", "plan", "pool")
 # Decision durations are milliseconds normally; the buckets reach seconds for slow queries.
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 M = TypeVar("M", Gauge, Enum)
+_MAX_REQUEST_HEAD = 16 * 1024  # request line + headers; a scrape sends a few hundred bytes
 
 
 class _PerPlan(Generic[M]):
@@ -232,8 +236,86 @@ def _remove_matching(metric: Union[Counter, Gauge, Histogram, Enum], names: tupl
             pass
 
 
+class MetricsServer:
+    """/metrics over HTTP/1.1 on the asyncio event loop.
 
-def serve_metrics(metrics: ServiceMetrics, host: str, port: int) -> tuple[object, int]:
-    """Start the /metrics HTTP server (a daemon thread); return (server, bound port)."""
-    server, _thread = start_http_server(port, addr=host, registry=metrics.registry)
-    return server, int(server.server_address[1])
+    No thread per connection (prometheus_client's server spends one per connection, held
+    as long as the client keeps it open: 300 idle connections were 300 threads). Every
+    connection must send its request within `read_timeout` seconds and is closed after one
+    answer; at most `max_connections` are open, and a new one evicts the oldest that has
+    not sent its request yet, so idle connections cannot lock scrapes out. The exposition
+    itself is built in a worker thread (it walks every plan's series).
+    """
+
+    def __init__(self, metrics: ServiceMetrics, *, read_timeout: float = 10.0, max_connections: int = 64) -> None:
+        self.metrics = metrics
+        self.read_timeout = read_timeout
+        self.max_connections = max_connections
+        self.port: Optional[int] = None
+        self._server: Optional[asyncio.AbstractServer] = None
+        self._waiting: dict[asyncio.Task[Any], None] = {}  # connections before their request, oldest first
+        self._open: set[asyncio.Task[Any]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind and serve; return the bound port (OSError when the address is taken)."""
+        server = await asyncio.start_server(self._connection, host, port, limit=_MAX_REQUEST_HEAD)
+        self._server = server
+        self.port = int(server.sockets[0].getsockname()[1])
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._open):
+            task.cancel()
+        if self._open:
+            await asyncio.wait(list(self._open), timeout=1.0)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._open.add(task)
+        self._waiting[task] = None
+        if len(self._open) > self.max_connections:
+            oldest = next((t for t in self._waiting if t is not task), None)
+            if oldest is not None:
+                oldest.cancel()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.read_timeout)
+            self._waiting.pop(task, None)
+            status, headers, body = await self._answer(head)
+            lines = [f"HTTP/1.1 {status}", *(f"{k}: {v}" for k, v in headers.items()),
+                     f"Content-Length: {len(body)}", "Connection: close", "", ""]
+            writer.write("\r\n".join(lines).encode("latin-1") + (b"" if head.startswith(b"HEAD ") else body))
+            await asyncio.wait_for(writer.drain(), self.read_timeout)
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ValueError):
+            pass  # too slow, too long, or gone: just close
+        except asyncio.CancelledError:
+            pass  # evicted by a newer connection, or shutting down
+        finally:
+            self._waiting.pop(task, None)
+            self._open.discard(task)
+            writer.close()
+
+    async def _answer(self, head: bytes) -> tuple[str, dict[str, str], bytes]:
+        request_line, *header_lines = head.decode("latin-1").split("\r\n")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return "400 Bad Request", {"Content-Type": "text/plain"}, b"bad request\n"
+        method, target, _version = parts
+        if method not in ("GET", "HEAD"):
+            return "405 Method Not Allowed", {"Content-Type": "text/plain", "Allow": "GET, HEAD"}, b"GET only\n"
+        if target.split("?", 1)[0] != "/metrics":
+            return "404 Not Found", {"Content-Type": "text/plain"}, b"the metrics are at /metrics\n"
+        headers = {}
+        for line in header_lines:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        body = await asyncio.to_thread(encoder, self.metrics.registry)
+        out = {"Content-Type": content_type}
+        if "gzip" in headers.get("accept-encoding", ""):
+            body = gzip.compress(body, compresslevel=1)
+            out["Content-Encoding"] = "gzip"
+        return "200 OK", out, body

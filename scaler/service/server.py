@@ -3,6 +3,12 @@
 Health (grpc.health.v1): `liveness` is SERVING as soon as the server runs and never
 depends on Prometheus (a Prometheus outage must not restart scalers); `readiness` and the
 overall "" service turn SERVING once the plans directory has been loaded.
+
+Shutdown is bounded: after SIGTERM/SIGINT the process exits within `shutdown_seconds`
+(exit 0) whatever it was doing. A worker thread that cannot be stopped (a query to a
+Prometheus that drips bytes, a stat on a hung filesystem) would keep the interpreter from
+exiting, so once the bound passes the logs are flushed and the process ends with
+`os._exit(0)`.
 """
 
 from __future__ import annotations
@@ -12,6 +18,9 @@ import gc
 import logging
 import os
 import signal
+import ssl
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,14 +28,14 @@ from typing import Any, Callable, Optional
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from scaler.errors import FieldError, InputError
 from scaler.planfile import LoadedPlan
-from scaler.prom.client import DEFAULT_CONCURRENCY, PromClient
-from scaler.prom.credentials import Credentials, check_access
+from scaler.prom.client import PromClient
 from scaler.prom.reader import PromReader
 from scaler.proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.service.logs import log_event
 from scaler.service.loop import LoopSettings, PlanLoop, Reader
-from scaler.service.metrics import ServiceMetrics, serve_metrics
+from scaler.service.metrics import MetricsServer, ServiceMetrics
 from scaler.service.registry import PlanRegistry
 from scaler.service.servicer import ExternalScalerServicer
 
@@ -51,27 +60,56 @@ class TlsConfig:
             out.append((os.path.realpath(p), st.st_mtime_ns, st.st_size))
         return tuple(out)
 
+    def check(self) -> None:
+        """Raise InputError naming the flag when a file is not PEM or the key does not match.
+
+        gRPC accepts any bytes and fails later (a bind error at start, silently at
+        rotation), so the files go through OpenSSL first."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        for flag, path in (("--tls-cert", self.cert), ("--tls-client-ca", self.client_ca)):
+            if path is None:
+                continue
+            try:
+                context.load_verify_locations(cadata=path.read_text(errors="replace"))
+            except (ssl.SSLError, ValueError) as exc:
+                raise InputError([FieldError(flag, "", f"{path}: not a PEM certificate ({exc.__class__.__name__}: {exc})")]) from None
+        try:
+            context.load_cert_chain(self.cert, self.key)
+        except ssl.SSLError as exc:
+            raise InputError([FieldError("--tls-key", "", f"{self.key}: not a PEM private key for {self.cert} ({exc})")]) from None
+
     def _configuration(self) -> Any:
         ca = self.client_ca.read_bytes() if self.client_ca else None
         return grpc.ssl_server_certificate_configuration([(self.key.read_bytes(), self.cert.read_bytes())], root_certificates=ca)
 
     def credentials(self) -> grpc.ServerCredentials:
         """Server credentials that pick up rotated files on the next new connection."""
-        state = {"stamp": self._stamp()}
+        state: dict[str, Any] = {"stamp": self._stamp(), "failed": None}
+
+        def failed(why: object, exc: BaseException) -> None:
+            # Once per change, not once per handshake; the current certificate stays.
+            if state["failed"] != why:
+                state["failed"] = why
+                log_event(log, "tls_reload_failed", logging.ERROR, cert=str(self.cert), key=str(self.key),
+                          error=str(exc), keeping="the current certificate")
 
         def fetch() -> Any:
             # Called by gRPC before each new handshake: reload only when a file changed,
-            # and keep the current certificate if the new files cannot be read.
+            # and keep the current certificate if the new files cannot be read or parsed.
             try:
                 stamp = self._stamp()
-                if stamp == state["stamp"]:
-                    return None
-                config = self._configuration()
-            except (OSError, ValueError) as exc:
-                # keeping the current certificate
-                log_event(log, "tls_reload_failed", logging.ERROR, cert=str(self.cert), error=str(exc))
+            except OSError as exc:
+                failed(str(exc), exc)
                 return None
-            state["stamp"] = stamp
+            if stamp == state["stamp"]:
+                return None
+            try:
+                self.check()
+                config = self._configuration()
+            except (OSError, ValueError, InputError) as exc:
+                failed(stamp, exc)
+                return None
+            state["stamp"], state["failed"] = stamp, None
             log_event(log, "tls_reloaded", cert=str(self.cert))
             return config
 
@@ -92,12 +130,10 @@ class ServeConfig:
     settle_seconds: Optional[float] = None
     warmup_intervals: Optional[int] = None
     grace_seconds: float = 5.0
-    # queries in flight per Prometheus access (threads); Prometheus runs 20 at once by
-    # default (--query.max-concurrency), so 8 leaves room for its rules and dashboards
-    prometheus_concurrency: int = DEFAULT_CONCURRENCY
-    # where plans may point (URL prefixes; empty: anywhere) and the operator's credentials
-    prometheus_allow: tuple[str, ...] = ()
-    credentials: Optional[Credentials] = None
+    shutdown_seconds: float = 10.0  # SIGTERM -> exit within this, whatever is stuck
+    metrics_read_timeout: float = 10.0  # a /metrics connection must send its request within this
+    metrics_max_connections: int = 64
+    prometheus_concurrency: int = 4
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -131,19 +167,17 @@ class ScalerServer:
         self.server: Optional[grpc.aio.Server] = None
         self.port: Optional[int] = None
         self.metrics_port: Optional[int] = None
-        self._metrics_server: Any = None
+        self._metrics_server: Optional[MetricsServer] = None
         self._watch: Optional[asyncio.Task[None]] = None
 
     def _reader(self, loaded: LoadedPlan) -> Reader:
-        access = loaded.plan.spec.metrics.prometheus
-        # PlanError naming the plan's field: the registry keeps serving the previous version
-        credential = check_access(access, str(loaded.path), self.config.credentials, self.config.prometheus_allow)
         if self._reader_factory is not None:
             return self._reader_factory(loaded)
+        access = loaded.plan.spec.metrics.prometheus
         key = access.model_dump_json()
         client = self._clients.get(key)
         if client is None:
-            client = PromClient(access, credential=credential, max_concurrency=self.config.prometheus_concurrency)
+            client = PromClient(access, max_concurrency=self.config.prometheus_concurrency)
             self._clients[key] = client
         return PromReader(client)
 
@@ -164,15 +198,26 @@ class ScalerServer:
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        if self.config.tls is not None:
-            port = server.add_secure_port(self.config.listen, self.config.tls.credentials())
-        else:
-            port = server.add_insecure_port(self.config.listen)
+        try:
+            if self.config.tls is not None:
+                self.config.tls.check()
+                port = server.add_secure_port(self.config.listen, self.config.tls.credentials())
+            else:
+                port = server.add_insecure_port(self.config.listen)
+        except RuntimeError:  # grpcio's "Failed to bind to address"
+            port = 0
         if port == 0:
-            raise OSError(f"cannot listen on {self.config.listen}")
+            raise InputError([FieldError("--listen", "", f"cannot listen on {self.config.listen} (address in use or not available)")])
         if self.config.metrics_listen:
             host, mport = split_host_port(self.config.metrics_listen)
-            self._metrics_server, self.metrics_port = serve_metrics(self.metrics, host, mport)
+            metrics_server = MetricsServer(
+                self.metrics, read_timeout=self.config.metrics_read_timeout, max_connections=self.config.metrics_max_connections
+            )
+            try:
+                self.metrics_port = await metrics_server.start(host, mport)
+            except OSError as exc:
+                raise InputError([FieldError("--metrics-listen", "", f"cannot listen on {self.config.metrics_listen} ({os.strerror(exc.errno) if exc.errno else exc})")]) from None
+            self._metrics_server = metrics_server
         NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
         SERVING = health_pb2.HealthCheckResponse.SERVING
         await self.health.set(READINESS, NOT_SERVING)
@@ -208,20 +253,89 @@ class ScalerServer:
         for client in clients:
             client.close()
         if self._metrics_server is not None:
-            self._metrics_server.shutdown()
-            self._metrics_server.server_close()
+            await self._metrics_server.close()
 
 
-async def serve(config: ServeConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+async def serve(config: ServeConfig, on_signal: Optional[Callable[[], None]] = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully within config.shutdown_seconds.
+
+    A signal during start-up (a plan still loading) stops the start-up too."""
     scaler = ScalerServer(config)
     stop = asyncio.Event()
     event_loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        if on_signal is not None:
+            on_signal()
+        stop.set()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        event_loop.add_signal_handler(sig, stop.set)
-    await scaler.start()
+        event_loop.add_signal_handler(sig, signalled)
+    starting = event_loop.create_task(scaler.start())
+    stopping = event_loop.create_task(stop.wait())
     try:
-        await stop.wait()
-        log_event(log, "shutting_down")
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a bind error: InputError, exit 2
+            await stopping
+        else:
+            starting.cancel()
+        log_event(log, "shutting_down", timeoutSeconds=config.shutdown_seconds)
     finally:
-        await scaler.stop()
+        stopping.cancel()
+        try:
+            await asyncio.wait_for(scaler.stop(min(config.grace_seconds, config.shutdown_seconds / 2)),
+                                   config.shutdown_seconds)
+        except asyncio.TimeoutError:
+            log_event(log, "shutdown_timeout", logging.WARNING, timeoutSeconds=config.shutdown_seconds)
+
+
+def _flush_logs() -> None:
+    for handler in logging.getLogger().handlers:
+        try:
+            handler.flush()
+        except Exception:  # noqa: BLE001 - exiting anyway
+            pass
+    sys.stderr.flush()
+
+
+class ShutdownBound:
+    """Once started (by the signal), end the process after `seconds` even if a worker
+    thread is stuck: a daemon timer flushes the logs and calls os._exit(0)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._timer: Optional[threading.Timer] = None
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(self.seconds, self._exit)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _exit(self) -> None:
+        stuck = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.main_thread()]
+        log_event(log, "shutdown_forced", logging.WARNING, timeoutSeconds=self.seconds, threads=stuck)
+        _flush_logs()
+        os._exit(0)
+
+
+def run(config: ServeConfig) -> None:
+    """`dynplan serve`: asyncio.run(serve(config)) with the shutdown bound armed by the signal.
+
+    The default executor is not joined at the end (a thread stuck in a read would block
+    forever); the interpreter's own exit joins what is left, and the bound cuts that short."""
+    bound = ShutdownBound(config.shutdown_seconds)
+    event_loop = asyncio.new_event_loop()
+    try:
+        event_loop.run_until_complete(serve(config, on_signal=bound.start))
+    finally:
+        try:
+            pending = [t for t in asyncio.all_tasks(event_loop) if not t.done()]
+            for task in pending:
+                task.cancel()
+            if pending:
+                event_loop.run_until_complete(asyncio.wait(pending, timeout=1.0))
+            event_loop.run_until_complete(event_loop.shutdown_asyncgens())
+        finally:
+            event_loop.close()  # shuts the default executor down without waiting

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keda_client import KedaClient
+from procs import closed_port
 from scaler.cli import main
 from service_harness import test_plan, trigger, write_plans
 
@@ -94,3 +95,39 @@ def test_explain_time_and_failure_exit_codes(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "--at" in bad.output
     down = CliRunner().invoke(main, ["explain", "-f", plan])
     assert down.exit_code == 3 and "Connection refused" in down.output
+
+
+def test_unusable_tls_key_and_ports_in_use_exit_2_naming_the_flag(tmp_path: Path) -> None:
+    """L11: a garbage --tls-key, and the gRPC or the metrics port taken, were exit 1 with a
+    traceback (grpcio's "Failed to bind", asyncio's OSError)."""
+    import socket
+
+    write_plans(tmp_path, [test_plan("llama-8b", "http://127.0.0.1:1", "x")])
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("garbage\n")
+    cert = tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(tmp_path / "key.pem"),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=dynplan-test"], check=True, capture_output=True, timeout=30)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        free = f"127.0.0.1:{closed_port()}"
+        cases = {
+            "--tls-key": ["--tls-cert", str(cert), "--tls-key", str(garbage), "--listen", free, "--metrics-listen", ""],
+            "--listen": ["--listen", f"127.0.0.1:{port}", "--metrics-listen", ""],
+            "--metrics-listen": ["--listen", free, "--metrics-listen", f"127.0.0.1:{port}"],
+        }
+        procs = {
+            flag: subprocess.Popen([sys.executable, "-m", "scaler.cli", "serve", "--plans", str(tmp_path), *args],
+                                   cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+            for flag, args in cases.items()
+        }
+        results = {flag: (p.wait(30), p.communicate()[1]) for flag, p in procs.items()}
+    for flag, (rc, stderr) in results.items():
+        errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+        assert rc == 2 and "Traceback" not in stderr, (flag, rc, stderr)
+        assert len(errors) == 1 and errors[0].startswith(f"error: {flag}: "), (flag, stderr)
+    assert f"{garbage}: not a PEM private key for {cert}" in results["--tls-key"][1]
+    assert f"cannot listen on 127.0.0.1:{port} (address in use" in results["--listen"][1]
+    assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in results["--metrics-listen"][1]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,8 @@ import grpc
 import pytest
 
 from keda_client import KedaClient
+from scaler.errors import InputError
+from scaler.service.logs import event_of
 from scaler.service.server import TlsConfig
 from service_harness import rpc_error, running_scaler, test_plan, trigger, write_plans
 
@@ -92,3 +95,41 @@ async def test_rotated_certificate_is_used_without_restart(tmp_path: Path, pki: 
         shutil.copy(other["server.crt"], live / "tls.crt")
         async with grpc.aio.secure_channel(address, trusts_other) as ch:
             assert await _spec(ch, address) == "dynplan-llama-8b-prefill"
+
+
+async def test_rotation_to_unparsable_files_keeps_the_certificate_and_logs_once(
+    tmp_path: Path, pki: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    """L18: garbage in the rotated files used to be kept silently."""
+    caplog.set_level(logging.INFO, logger="dynplan.server")
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(pki["server.crt"], live / "tls.crt")
+    shutil.copy(pki["server.key"], live / "tls.key")
+    plans = tmp_path / "plans"
+    write_plans(plans, [test_plan("llama-8b", "http://127.0.0.1:1", "x")])
+    async with running_scaler(plans, tls=TlsConfig(live / "tls.crt", live / "tls.key")) as (server, _plain):
+        address = f"127.0.0.1:{server.port}"
+        trusts = grpc.ssl_channel_credentials(root_certificates=pki["ca.crt"].read_bytes())
+        (live / "tls.key").write_text("garbage\n")
+        for _ in range(3):  # three new connections, three handshakes
+            async with grpc.aio.secure_channel(address, trusts) as ch:
+                assert await _spec(ch, address) == "dynplan-llama-8b-prefill"
+    failed = [e for e in map(event_of, caplog.records) if e is not None and e["event"] == "tls_reload_failed"]
+    assert len(failed) == 1, failed
+    assert failed[0]["key"] == str(live / "tls.key") and "not a PEM private key" in failed[0]["error"]
+    assert failed[0]["keeping"] == "the current certificate"
+
+
+def test_check_names_the_flag(tmp_path: Path, pki: dict[str, Path]) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("garbage\n")
+    with pytest.raises(InputError, match=r"^--tls-key: .*garbage\.pem: not a PEM private key for"):
+        TlsConfig(pki["server.crt"], garbage).check()
+    with pytest.raises(InputError, match=r"^--tls-cert: .*garbage\.pem: not a PEM certificate"):
+        TlsConfig(garbage, pki["server.key"]).check()
+    with pytest.raises(InputError, match=r"^--tls-client-ca: .*garbage\.pem: not a PEM certificate"):
+        TlsConfig(pki["server.crt"], pki["server.key"], client_ca=garbage).check()
+    with pytest.raises(InputError, match=r"^--tls-key: .*client\.key: not a PEM private key for .*server\.crt"):
+        TlsConfig(pki["server.crt"], pki["client.key"]).check()  # a valid key, not this certificate's
+    TlsConfig(pki["server.crt"], pki["server.key"], client_ca=pki["ca.crt"]).check()

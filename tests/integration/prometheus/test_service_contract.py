@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import math
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -28,6 +27,7 @@ from service_harness import (
     loop_of,
     rpc_error,
     running_scaler,
+    scrape,
     test_plan,
     trigger,
     write_plans,
@@ -197,7 +197,7 @@ async def test_health_metrics_and_decision_log(plans: Path, caplog: pytest.LogCa
                 resp = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
                 assert resp.status == health_pb2.HealthCheckResponse.SERVING, service
         await loop_of(server, "llama-8b").warm_up(E)
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=2).read().decode()
+        text = await scrape(server)
         assert 'dynplan_desired_replicas{namespace="inference",plan="llama-8b",pool="prefill"} 4.0' in text
         assert 'dynplan_desired_replicas{namespace="inference",plan="llama-8b",pool="decode"} 3.0' in text
         assert 'dynplan_observed{namespace="inference",plan="llama-8b",quantity="rate"} 50.0' in text

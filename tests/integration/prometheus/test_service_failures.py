@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
@@ -20,13 +19,13 @@ from fake_http import FakeHTTPServer
 from procs import closed_port
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.errors import MetricsUnavailable
-from service_harness import T, add_history, busy, history_end, loop_of, rpc_error, running_scaler, test_plan, trigger, write_plans
+from service_harness import T, add_history, busy, history_end, loop_of, rpc_error, running_scaler, scrape, test_plan, trigger, write_plans
 
 E = history_end()
 
 
-def _metrics_text(server) -> str:
-    return urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=2).read().decode()
+async def _metrics_text(server) -> str:
+    return await scrape(server)
 
 
 async def _unavailable(keda, plan: str, pool: str, *words: str) -> None:
@@ -51,7 +50,7 @@ async def test_prometheus_down_from_the_start(tmp_path: Path) -> None:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as ch:
             live = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service="liveness"), timeout=2)
             assert live.status == health_pb2.HealthCheckResponse.SERVING
-        text = _metrics_text(server)
+        text = await _metrics_text(server)
         assert 'dynplan_prometheus_query_errors_total{kind="warmup",namespace="inference",plan="llama-8b"} 1.0' in text
         assert "dynplan_desired_replicas{" not in text
 
@@ -70,7 +69,7 @@ async def test_last_good_decision_serves_until_stale(tmp_path: Path, prom_factor
         # Within the bound: the last good decision, not an error and not a zero.
         [r] = await keda.poll(trigger("llama-8b", "prefill"))
         assert (r.raw_int, r.raw_float, r.active) == (4, 4.0, True)
-        assert 'dynplan_prometheus_query_errors_total{kind="throughput",namespace="inference",plan="llama-8b"} 1.0' in _metrics_text(server)
+        assert 'dynplan_prometheus_query_errors_total{kind="throughput",namespace="inference",plan="llama-8b"} 1.0' in await _metrics_text(server)
         await asyncio.sleep(max(0.0, loop.latest.made_at + 1.6 - time.time()))
         await _unavailable(keda, "llama-8b", "prefill", "staleness bound of 1.5s", "Connection refused")
         assert (await keda.metric_spec(trigger("llama-8b", "prefill"))).metricSpecs[0].targetSizeFloat == 1.0

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.service.logs import event_of
-from service_harness import add_history, busy, history_end, loop_of, rewrite_plan, running_scaler, test_plan, trigger, write_plans
+from service_harness import add_history, busy, history_end, loop_of, rewrite_plan, running_scaler, scrape, test_plan, trigger, write_plans
 
 E = history_end()
 
@@ -59,7 +58,7 @@ async def test_hot_reload_good_then_bad_then_fixed(tmp_path: Path, prom_factory,
             await asyncio.sleep(0.1)
         assert loop_of(server, "llama-8b") is second
         assert (await keda.poll(trigger("llama-8b", "prefill")))[0].value == 2
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=2).read().decode()
+        text = await scrape(server)
         assert f'dynplan_plan_load_failing{{file="{path}"}} 1.0' in text
         assert f'dynplan_plan_load_errors_total{{file="{path}"}} 1.0' in text
         events = [event_of(r) for r in caplog.records]
@@ -74,7 +73,7 @@ async def test_hot_reload_good_then_bad_then_fixed(tmp_path: Path, prom_factory,
         rewrite_plan(path, doc)
         await _next_version(server, version)
         assert not server.registry.failures
-        text = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=2).read().decode()
+        text = await scrape(server)
         assert f'dynplan_plan_load_failing{{file="{path}"}} 0.0' in text
         await loop_of(server, "llama-8b").warm_up(E)
         assert (await keda.poll(trigger("llama-8b", "prefill")))[0].value == 3
