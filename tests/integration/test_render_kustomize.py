@@ -76,7 +76,16 @@ def test_scaler_base_builds_and_validates() -> None:
     assert pod["serviceAccountName"] == "dynplan-scaler"
     assert pod["securityContext"]["runAsNonRoot"] is True
     scaler, collector = pod["containers"]
-    assert scaler["args"] == ["serve", "--plans=/plans", "--listen=0.0.0.0:9090", "--metrics-listen=0.0.0.0:8080"]
+    assert scaler["args"] == ["serve", "--plans=/plans", "--listen=0.0.0.0:9090", "--metrics-listen=0.0.0.0:8080",
+                              "--prometheus-allow=http://prometheus-operated.monitoring:9090"]
+    # Only the collector holds the service-account token (a plan must not be able to reach it).
+    assert docs["ServiceAccount/dynplan-scaler"]["automountServiceAccountToken"] is False
+    assert pod["automountServiceAccountToken"] is False
+    token_dir = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert [m["mountPath"] for m in scaler["volumeMounts"] if m["mountPath"].startswith("/var/run/secrets")] == []
+    assert {"name": "kube-api-access", "mountPath": token_dir, "readOnly": True} in collector["volumeMounts"]
+    (projected,) = [v["projected"] for v in pod["volumes"] if v["name"] == "kube-api-access"]
+    assert projected["sources"][0]["serviceAccountToken"]["path"] == "token"
     assert scaler["livenessProbe"]["grpc"] == {"port": 9090, "service": "liveness"}
     assert scaler["readinessProbe"]["grpc"] == {"port": 9090, "service": "readiness"}
     assert scaler["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
@@ -115,6 +124,7 @@ def test_components_servicemonitor_and_tls(tmp_path: Path) -> None:
     assert servicemonitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
     tls = yaml.safe_load((MANIFESTS / "components/tls/kustomization.yaml").read_text())
     assert tls["kind"] == "Component"
+    assert yaml.safe_load((MANIFESTS / "components/credentials/kustomization.yaml").read_text())["kind"] == "Component"
     if shutil.which("kubectl") is None:
         # Offline: the JSON patch must address paths that exist in the base Deployment.
         (deployment,) = [d for d in _offline_build(MANIFESTS) if d["kind"] == "Deployment"]
@@ -140,7 +150,8 @@ def test_components_servicemonitor_and_tls(tmp_path: Path) -> None:
                 "kind": "Kustomization",
                 "namespace": "keda",
                 "resources": [rel(MANIFESTS)],
-                "components": [rel(MANIFESTS / "components/servicemonitor"), rel(MANIFESTS / "components/tls")],
+                "components": [rel(MANIFESTS / "components/servicemonitor"), rel(MANIFESTS / "components/tls"),
+                               rel(MANIFESTS / "components/credentials")],
             }
         )
     )
@@ -150,11 +161,14 @@ def test_components_servicemonitor_and_tls(tmp_path: Path) -> None:
     deployment = docs["Deployment/dynplan-scaler"]
     validate_core(deployment)
     scaler = deployment["spec"]["template"]["spec"]["containers"][0]
-    assert scaler["args"][-3:] == ["--tls-cert=/tls/tls.crt", "--tls-key=/tls/tls.key", "--tls-client-ca=/tls/ca.crt"]
+    assert scaler["args"][-4:] == ["--tls-cert=/tls/tls.crt", "--tls-key=/tls/tls.key", "--tls-client-ca=/tls/ca.crt",
+                                   "--credentials=/etc/dynplan/credentials/credentials.yaml"]
+    assert {"name": "prometheus-credentials", "mountPath": "/etc/dynplan/credentials", "readOnly": True} in scaler["volumeMounts"]
     assert scaler["livenessProbe"]["tcpSocket"] == {"port": 9090}
     assert "grpc" not in scaler["readinessProbe"]
     volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
     assert volumes["tls"]["secret"]["secretName"] == "dynplan-scaler-tls"
+    assert volumes["prometheus-credentials"]["secret"]["secretName"] == "dynplan-prometheus-credentials"
 
 
 def test_rendered_output_is_a_kustomization(tmp_path: Path) -> None:
