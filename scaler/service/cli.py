@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
 from scaler.clikit import handle_errors
 from scaler.errors import FieldError, InputError
-from scaler.service.logs import LOG_FORMATS, configure_logging
+from scaler.service.logs import LOG_FORMATS, configure_logging, log_event
+
+if TYPE_CHECKING:
+    from scaler.prom.credentials import Credentials
+
+log = logging.getLogger("dynplan.server")
 
 
 def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
@@ -24,6 +30,18 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str])
     return value
 
 
+def _prometheus_access(allow: tuple[str, ...], credentials_file: Optional[str]) -> Optional[Credentials]:
+    """Check --prometheus-allow and load --credentials (InputError, exit 2, naming the flag)."""
+    from scaler.core.plan import http_url_problem
+    from scaler.prom.credentials import load_credentials
+
+    errors = [FieldError("--prometheus-allow", "", f"{i + 1}: {p}") for i, p in
+              enumerate(http_url_problem(a) for a in allow) if p is not None]
+    if errors:
+        raise InputError(errors)
+    return load_credentials(credentials_file) if credentials_file else None
+
+
 @click.command("serve")
 @click.option("--plans", "plans_dir", required=True, type=click.Path(file_okay=False, exists=True), help="Directory of plan files (and the profiles they reference); reloaded on change.")
 @click.option("--listen", default="0.0.0.0:9090", show_default=True, callback=_host_port, help="gRPC address (KEDA's scalerAddress).")
@@ -36,6 +54,9 @@ def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str])
 @click.option("--reload-seconds", default=2.0, show_default=True, type=click.FloatRange(min=0.1), help="How often the plans directory is checked.")
 @click.option("--settle-seconds", type=click.FloatRange(min=0), help="Delay after a window closes before it is read (default min(15 s, interval/4)).")
 @click.option("--shutdown-timeout", "shutdown_timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.5), help="After SIGTERM/SIGINT the process exits within this many seconds, whatever is stuck.")
+@click.option("--prometheus-allow", "prometheus_allow", multiple=True, metavar="URL-PREFIX", help="Plans may only read Prometheus under this URL prefix (repeatable); without it any URL is allowed (a warning is logged).")
+@click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="YAML file of named Prometheus credentials (token or basic auth, TLS, the URL prefixes each may be sent to); plans name an entry.")
+@click.option("--prometheus-concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Queries in flight at once per Prometheus access, shared by the plans using it.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", default="json", show_default=True, type=click.Choice(LOG_FORMATS), help="Every line on stderr is a JSON object (json) or 'TIME LEVEL LOGGER: message' (text).")
 @handle_errors
@@ -51,6 +72,9 @@ def serve(
     reload_seconds: float,
     settle_seconds: Optional[float],
     shutdown_timeout: float,
+    prometheus_allow: tuple[str, ...],
+    credentials_file: Optional[str],
+    prometheus_concurrency: int,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -59,8 +83,12 @@ def serve(
         raise InputError([FieldError("--tls-cert/--tls-key", "", "give both a certificate and its key")])
     if tls_client_ca and not tls_cert:
         raise InputError([FieldError("--tls-client-ca", "", "mTLS needs --tls-cert and --tls-key too")])
+    credentials = _prometheus_access(prometheus_allow, credentials_file)
     # Before the server's imports: their warnings go to the log stream in its format too.
     configure_logging(log_level, log_format)
+    if not prometheus_allow:
+        log_event(log, "prometheus_unrestricted", logging.WARNING,
+                  detail="no --prometheus-allow: plans may point the scaler at any Prometheus URL")
     from scaler.service.server import ServeConfig, TlsConfig, run
 
     tls = TlsConfig(Path(tls_cert), Path(tls_key), Path(tls_client_ca) if tls_client_ca else None) if tls_cert and tls_key else None
@@ -74,5 +102,8 @@ def serve(
         reload_seconds=reload_seconds,
         settle_seconds=settle_seconds,
         shutdown_seconds=shutdown_timeout,
+        prometheus_allow=tuple(prometheus_allow),
+        credentials=credentials,
+        prometheus_concurrency=prometheus_concurrency,
     )
     run(config)

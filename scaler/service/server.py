@@ -30,7 +30,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from scaler.errors import FieldError, InputError
 from scaler.planfile import LoadedPlan
-from scaler.prom.client import PromClient
+from scaler.prom.client import DEFAULT_CONCURRENCY, PromClient
+from scaler.prom.credentials import Credentials, check_access
 from scaler.prom.reader import PromReader
 from scaler.proto import externalscaler_pb2_grpc as pb_grpc
 from scaler.service.logs import log_event
@@ -133,7 +134,12 @@ class ServeConfig:
     shutdown_seconds: float = 10.0  # SIGTERM -> exit within this, whatever is stuck
     metrics_read_timeout: float = 10.0  # a /metrics connection must send its request within this
     metrics_max_connections: int = 64
-    prometheus_concurrency: int = 4
+    # queries in flight per Prometheus access (threads); Prometheus runs 20 at once by
+    # default (--query.max-concurrency), so 8 leaves room for its rules and dashboards
+    prometheus_concurrency: int = DEFAULT_CONCURRENCY
+    # where plans may point (URL prefixes; empty: anywhere) and the operator's credentials
+    prometheus_allow: tuple[str, ...] = ()
+    credentials: Optional[Credentials] = None
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -171,13 +177,15 @@ class ScalerServer:
         self._watch: Optional[asyncio.Task[None]] = None
 
     def _reader(self, loaded: LoadedPlan) -> Reader:
+        access = loaded.plan.spec.metrics.prometheus
+        # PlanError naming the plan's field: the registry keeps serving the previous version
+        credential = check_access(access, str(loaded.path), self.config.credentials, self.config.prometheus_allow)
         if self._reader_factory is not None:
             return self._reader_factory(loaded)
-        access = loaded.plan.spec.metrics.prometheus
         key = access.model_dump_json()
         client = self._clients.get(key)
         if client is None:
-            client = PromClient(access, max_concurrency=self.config.prometheus_concurrency)
+            client = PromClient(access, credential=credential, max_concurrency=self.config.prometheus_concurrency)
             self._clients[key] = client
         return PromReader(client)
 
