@@ -194,7 +194,44 @@ class Pool(_Model):
                     re.compile(value[2:])
                 except re.error as exc:
                     raise ValueError(f"{key}: {value[2:]!r} is not a regular expression ({exc})") from None
+                problem = re2_problem(value[2:])
+                if problem is not None:
+                    raise ValueError(f"{key}: {value[2:]!r}: {problem}")
         return v
+
+
+# Python's syntax that Prometheus' Go (RE2) regexps refuse: every query and rule with such a
+# matcher fails to parse ("invalid or unsupported Perl syntax"), so the plan never decides.
+_PERL_ONLY_GROUPS = {"(?=": "lookahead", "(?!": "negative lookahead", "(?<=": "lookbehind", "(?<!": "negative lookbehind",
+                     "(?>": "an atomic group", "(?#": "a comment group", "(?(": "a conditional group", "(?P=": "a backreference"}
+
+
+def re2_problem(pattern: str) -> Optional[str]:
+    """What in `pattern` (already a valid Python regex) Prometheus' RE2 syntax refuses, or
+    None: lookaround, atomic, comment and conditional groups, backreferences, possessive
+    quantifiers. Escapes and character classes are skipped as the parser would."""
+    i, in_class = 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            if not in_class and pattern[i + 1:i + 2] in tuple("123456789"):
+                return f"backreference {pattern[i:i + 2]!r} is not supported by Prometheus (RE2)"
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            i += 2 if pattern[i + 1:i + 2] == "]" else 3 if pattern[i + 1:i + 3] == "^]" else 1  # a leading ] is literal
+            continue
+        elif ch == "(":
+            for opener, what in _PERL_ONLY_GROUPS.items():
+                if pattern.startswith(opener, i):
+                    return f"{what} {opener!r} is not supported by Prometheus (RE2)"
+        elif ch in "*+?}" and pattern[i + 1:i + 2] == "+":
+            return f"possessive quantifier {pattern[i:i + 2]!r} is not supported by Prometheus (RE2)"
+        i += 1
+    return None
 
 
 class Pools(_Model):

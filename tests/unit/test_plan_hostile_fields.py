@@ -270,3 +270,19 @@ def test_ints_for_floats_and_whole_floats_for_ints_still_read() -> None:
     assert plan.spec.sla.ttft_ms == 200.0 and plan.pool("decode").max_replicas == 8
     # real booleans stay booleans
     assert Plan.model_validate(with_changes(minimal_doc(), {"spec.keda.useCachedMetrics": True})).spec.keda.use_cached_metrics is True
+
+
+# -- pool selectors: regular expressions Prometheus can parse --------------------------------
+
+
+def test_pool_selector_regex_must_be_re2() -> None:
+    # Python-only syntax made every query of the plan fail to parse in Prometheus; which
+    # constructs RE2 refuses is checked against promtool in tests/integration/prometheus/test_plan_regex_re2.py
+    path = "spec.pools.decode.selector"
+    (msg,) = errors_at(with_changes(minimal_doc(), {path: {"pod": "=~llama-(?=p).*"}}), path)
+    assert msg == "Value error, pod: 'llama-(?=p).*': lookahead '(?=' is not supported by Prometheus (RE2)"
+    (msg,) = errors_at(with_changes(minimal_doc(), {path: {"pod": "!~llama-.*+"}}), path)
+    assert msg == "Value error, pod: 'llama-.*+': possessive quantifier '*+' is not supported by Prometheus (RE2)"
+    assert errors_at(with_changes(minimal_doc(), {path: {"pod": "=~llama-decode-.*"}}), path) == []
+    (msg,) = errors_at(with_changes(minimal_doc(), {path: {"__name__": "x"}}), path)
+    assert msg == "Value error, '__name__' is reserved by Prometheus (label names starting with '__')"
