@@ -34,10 +34,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from scaler import naming
+from scaler.bounded_input import YamlBoundError, load_yaml_documents, read_regular_file
 from scaler.core.plan import PrometheusAccess, http_url_problem
-from scaler.errors import CredentialsError, FieldError, PlanError
+from scaler.errors import CredentialsError, FieldError, InputBoundExceeded, PlanError
 
 MAX_FILE_BYTES = 1 << 20  # a credentials file is a few lines; this bounds a wrong path
+MAX_SECRET_BYTES = 64 << 10
 _URL_FIELD = "spec.metrics.prometheus.url"
 _NAME_FIELD = "spec.metrics.prometheus.credentials"
 
@@ -120,13 +122,13 @@ def read_secret(path: str, what: str, *, ascii_only: bool = True) -> str:
     break) the Authorization header, so it is refused with the file named, not its value.
     A bearer token goes into the header as it is (`ascii_only`); a password is base64-encoded
     first, so any printable text is fine."""
+    # a regular file only: a FIFO or a device would block or never end, holding a query thread
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(64 * 1024 + 1)
+        raw = read_regular_file(Path(path), MAX_SECRET_BYTES)
     except OSError as exc:
         raise CredentialFileError(f"cannot read {what} {path}: {exc.strerror or type(exc).__name__}") from None
-    if len(raw) > 64 * 1024:
-        raise CredentialFileError(f"{what} {path} is larger than 64 KiB")
+    except InputBoundExceeded as exc:
+        raise CredentialFileError(f"{what} {path} {exc}") from None
     try:
         value = raw.decode("utf-8").strip()
     except UnicodeDecodeError:
@@ -188,21 +190,29 @@ def load_credentials(path: str | Path) -> Credentials:
     """Read and check a --credentials file (the secret files must be readable one-liners)."""
     file = str(path)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)
+        raw = read_regular_file(Path(path), MAX_FILE_BYTES)
     except OSError as exc:
         raise CredentialsError([FieldError(file, "", f"cannot read: {exc.strerror or type(exc).__name__}")]) from None
-    if len(raw) > MAX_FILE_BYTES:
-        raise CredentialsError([FieldError(file, "", f"larger than {MAX_FILE_BYTES} bytes")])
+    except InputBoundExceeded as exc:
+        raise CredentialsError([FieldError(file, "", str(exc))]) from None
     try:
-        doc = yaml.safe_load(raw.decode("utf-8"))
+        docs = load_yaml_documents(raw.decode("utf-8"), max_depth=16, max_nodes=10_000)
     except UnicodeDecodeError:
         raise CredentialsError([FieldError(file, "", "not UTF-8 text")]) from None
     except yaml.YAMLError as exc:
-        # line and column only: the YAML error's snippet would quote the file's text
+        # Where, and our own bound's words; never the parser's problem or snippet, which
+        # quote the file's text (a secret pasted into the wrong place).
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise CredentialsError([FieldError(file, "", f"invalid YAML{where}")]) from None
+        why = ""
+        if isinstance(exc, YamlBoundError):
+            problem = str(exc.problem)
+            why = (": a key is given twice" if problem.startswith("duplicate key")
+                   else ": aliases are not allowed" if problem.startswith("aliases") else f": {problem}")
+        raise CredentialsError([FieldError(file, "", f"invalid YAML{where}{why}")]) from None
+    if len(docs) > 1:
+        raise CredentialsError([FieldError(file, "", f"expected one YAML document, found {len(docs)}")])
+    doc = docs[0] if docs else {}
     if doc is None:
         doc = {}
     if not isinstance(doc, dict):

@@ -182,7 +182,10 @@ def test_a_bad_token_file_is_named_never_quoted(tmp_path: Path, content: str, wh
     ("credentials:\n  t:\n    urlPrefixes: ['http://u:tok-SECRET@p:9']\n", "credentials.t.urlPrefixes", "must not carry a user"),
     ("credentials:\n  t:\n    urlPrefixes: [http://p:9]\n    basicAuth: {username: 'tok-SECRET:x', passwordFile: /x}\n", "credentials.t.basicAuth.username", "without spaces or ':'"),
     ("credentials:\n  t: {bearerTokenFile: /x}\n", "credentials.t.urlPrefixes", "is required"),
-    ("tok-SECRET: [unclosed\n", "", "invalid YAML at line 2"),
+    ("tok-SECRET: [unclosed\n", "", "invalid YAML at line 2, column 1"),
+    ("credentials:\n  t: {urlPrefixes: [http://p:9]}\n  t: {urlPrefixes: [http://tok-SECRET:9]}\n", "",
+     "invalid YAML at line 3, column 3: a key is given twice"),
+    ("x: &tok-SECRET [1]\ncredentials: *tok-SECRET\n", "", "aliases are not allowed"),
     ("tok-SECRET-only-line\n", "", "must be a mapping"),
 ])
 def test_credentials_file_errors_never_echo_values(tmp_path: Path, text: str, path: str, why: str) -> None:
@@ -190,3 +193,16 @@ def test_credentials_file_errors_never_echo_values(tmp_path: Path, text: str, pa
         load_credentials(_credentials(tmp_path, text))
     assert any(e.path == path and why in e.message for e in info.value.errors), info.value.errors
     assert "SECRET" not in str(info.value)
+
+
+def test_a_secret_file_that_is_not_a_regular_file_is_refused_without_blocking(tmp_path: Path) -> None:
+    """A FIFO without a writer would block the query thread for good, /dev/zero never ends."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        creds = _credentials(tmp_path, f"credentials:\n  t:\n    urlPrefixes: [http://p:9]\n    bearerTokenFile: {path}\n")
+        with pytest.raises(CredentialsError) as info:
+            load_credentials(creds)
+        assert [e.message for e in info.value.errors] == [f"bearer token file {path} is not a regular file"]
