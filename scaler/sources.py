@@ -291,6 +291,18 @@ def selector(labels: Mapping[str, str], extra: str = "") -> str:
     return "{" + ",".join(parts) + "}"
 
 
+def series_selector(metric: str, sel: str) -> str:
+    """`metric{sel}`; for a name with a colon (vLLM's `vllm:...`, SGLang's `sglang:...`),
+    `{__name__=~"vllm[:_]...",sel}`: prometheus_client's OpenMetrics exposition escapes the
+    colon to `_` in sample names (client_python issue #1177, open in 2026), so a Prometheus
+    that negotiates OpenMetrics stores `vllm_...`. One pod's series carry one of the two."""
+    if ":" not in metric:
+        return metric + sel
+    inner = sel[1:-1]
+    pattern = metric.replace(":", "[:_]")
+    return "{" + _join(f'__name__=~"{pattern}"', inner) + "}"
+
+
 MATCH_OPERATORS = ("=~", "!~", "!=")
 
 
@@ -336,9 +348,9 @@ def _arrivals(source: Source, sel: str, range_seconds: int, offset_seconds: int 
     """Requests that arrived in the `range_seconds` before t - `offset_seconds`: the summed
     increase of the arrivals counter, or of the completions counter where it has no series."""
     tail = f"[{window(range_seconds)}]" + (f" offset {window(offset_seconds)}" if offset_seconds else "")
-    total = f"sum(increase({source.requests_total}{sel}{tail}))"
+    total = f"sum(increase({series_selector(source.requests_total, sel)}{tail}))"
     if source.requests_started:
-        return f"(sum(increase({source.requests_started}{sel}{tail})) or {total})"
+        return f"(sum(increase({series_selector(source.requests_started, sel)}{tail})) or {total})"
     return f"({total})"
 
 
@@ -387,7 +399,7 @@ def dispersion_expr(source: Source, sel: str, window_seconds: int) -> str:
 
 def _gauge_sum(g: GaugeRef, labels: Mapping[str, str], extra: str) -> str:
     sel = selector({k: v for k, v in labels.items() if k not in g.without}, _join(g.matchers, "" if g.plan_wide else extra))
-    return f"sum({_collapse(g.repeats, g.metric + sel)})"
+    return f"sum({_collapse(g.repeats, series_selector(g.metric, sel))})"
 
 
 def gauge_sum_expr(
@@ -415,7 +427,7 @@ def _mean(source: Source, attr: str, sel: str, w: str, by: str = "") -> str:
     source gives the mean by (`Source.ratios`); `by`: e.g. `by (pod) ` for per-pod means."""
     num, den = source.ratios.get(attr, (f"{getattr(source, attr)}_sum", f"{getattr(source, attr)}_count"))
     agg = f"sum {by}" if by else "sum"
-    return f"{agg}(increase({num}{sel}[{w}])) / {agg}(increase({den}{sel}[{w}]))"
+    return f"{agg}(increase({series_selector(num, sel)}[{w}])) / {agg}(increase({series_selector(den, sel)}[{w}]))"
 
 
 def _engine_worker_expr(source: Source, series: SeriesDef, sel: str, w: str) -> str:
@@ -430,12 +442,12 @@ def _engine_worker_expr(source: Source, series: SeriesDef, sel: str, w: str) -> 
     if series.key == "last_isl":
         return _mean(source, "input_tokens", sel, w, by)
     if series.key == "active_prefill_tokens":
-        waiting = _collapse(source.rank_labels, f"avg_over_time({source.worker_active_prefill_tokens}{sel}[{w}])")
+        waiting = _collapse(source.rank_labels, f"avg_over_time({series_selector(source.worker_active_prefill_tokens, sel)}[{w}])")
         return f"sum {by}({waiting}) * on ({POD_LABEL}) ({_mean(source, 'input_tokens', sel, w, by)})"
     if series.key == "active_decode_blocks":
         gauges = (source.worker_active_decode_blocks,) + source.kv_fallbacks
         return " or ".join(
-            f"{source.kv_combine} {by}({_collapse(source.rank_labels, f'avg_over_time({g}{sel}[{w}])')})" for g in gauges
+            f"{source.kv_combine} {by}({_collapse(source.rank_labels, f'avg_over_time({series_selector(g, sel)}[{w}])')})" for g in gauges
         )
     raise ValueError(f"no per-worker expression for {series.key!r} in source {source.name!r}")
 
@@ -456,9 +468,9 @@ def raw_expr(
     w = window(window_seconds)
     if series.kind == "throughput":
         if series.op == "increase":
-            total = f"sum(increase({source.requests_total}{sel}[{w}]))"
+            total = f"sum(increase({series_selector(source.requests_total, sel)}[{w}]))"
             if source.requests_started:
-                return f"sum(increase({source.requests_started}{sel}[{w}])) or {total}"
+                return f"sum(increase({series_selector(source.requests_started, sel)}[{w}])) or {total}"
             return total
         if series.op == "peak_rate":
             return peak_rate_expr(source, sel, window_seconds)
@@ -654,3 +666,43 @@ def source_warnings(plan: "Plan") -> list[tuple[str, str]]:
             out.append((f"spec.metrics.selector.{label}", f"{source.name} puts the model in label {source.model_label!r}, "
                         f"not {label!r}: this matcher finds nothing"))
     return out
+
+
+# Known renames across engine versions: metric -> (its other name, what to tell the user).
+RENAMES: dict[str, tuple[str, str]] = {
+    "vllm:kv_cache_usage_perc": ("vllm:gpu_cache_usage_perc", "vLLM before 0.9 names it gpu_cache_usage_perc (read per pod as a fallback)"),
+    "vllm:gpu_cache_usage_perc": ("vllm:kv_cache_usage_perc", "vLLM 0.13 removed gpu_cache_usage_perc; kv_cache_usage_perc is read first"),
+    "vllm:inter_token_latency_seconds": ("vllm:time_per_output_token_seconds",
+                                         "vLLM before 0.11 exports only time_per_output_token_seconds: upgrade to 0.11 or later"),
+    "dynamo_frontend_stage_requests": ("dynamo_frontend_queued_requests", "Dynamo before 0.6 has only the queued-requests gauge (read as a fallback)"),
+}
+
+
+def series_inputs(plan: "Plan", series: SeriesDef, pool: Optional[str] = None) -> tuple[tuple[str, str], ...]:
+    """The source metrics a series is computed from, as (metric, selector) alternatives (any
+    one with series is enough): what `dynplan doctor` looks for when a series reads
+    nothing. Throughput series use their `series_pool`."""
+    source = plan_source(plan)
+    if series.kind == "throughput":
+        pool = series_pool(plan, series)
+    labels, extra = plan.spec.metrics.selector, pool_extra(plan, pool)
+    sel = selector(labels, extra)
+    if series.op in ("increase", "peak_rate", "dispersion"):
+        return tuple((m, sel) for m in (source.requests_started, source.requests_total) if m)
+    if series.op == "gauge_sum":
+        refs: tuple[GaugeRef, ...] = getattr(source, series.metric)
+        return tuple(
+            (g.metric, selector({k: v for k, v in labels.items() if k not in g.without}, _join(g.matchers, extra))) for g in refs
+        )
+    if series.op == "mean":
+        num, den = source.ratios.get(series.metric, (f"{getattr(source, series.metric)}_sum", f"{getattr(source, series.metric)}_count"))
+        return ((den, sel),)
+    if source.layout != "engine":
+        return ((getattr(source, series.metric), sel),)
+    attr = {"last_ttft_ms": "ttft_seconds", "last_itl_ms": "itl_seconds", "last_isl": "input_tokens"}.get(series.key)
+    if attr is not None:
+        num, den = source.ratios.get(attr, (f"{getattr(source, attr)}_sum", f"{getattr(source, attr)}_count"))
+        return ((den, sel),)
+    if series.key == "active_decode_blocks":
+        return tuple((m, sel) for m in (source.worker_active_decode_blocks,) + source.kv_fallbacks)
+    return ((source.worker_active_prefill_tokens, sel),)

@@ -94,17 +94,22 @@ VLLM_POOLS = {"prefill": {"pod": "=~llama-prefill-.*"}, "decode": {"pod": "=~lla
 PLAN_SEL = 'model_name="llama",namespace="inference"'
 
 
+def N(metric: str, sel: str) -> str:
+    """How an engine metric is selected: either spelling of its colon (see series_selector)."""
+    return "{" + f'__name__=~"{metric.replace(":", "[:_]")}",' + sel[1:-1] + "}"
+
+
 def test_vllm_disagg_reads_rate_isl_osl_itl_from_decode_and_ttft_backlog_from_prefill() -> None:
     plan = engine_plan("vllm", pool_selectors=VLLM_POOLS, sizing="attainment", interval_seconds=180)
     q = {s.key: sources.plan_raw_expr(plan, s, 180) for s in sources.plan_series(plan, "throughput")}
     dec, pre = f'{{{PLAN_SEL},pod=~"llama-decode-.*"}}', f'{{{PLAN_SEL},pod=~"llama-prefill-.*"}}'
-    assert q["requests"] == f"sum(increase(vllm:request_success_total{dec}[180s]))"
-    assert q["isl"] == f"sum(increase(vllm:request_prompt_tokens_sum{dec}[180s])) / sum(increase(vllm:request_prompt_tokens_count{dec}[180s]))"
-    assert q["itl_ms"].startswith(f"sum(increase(vllm:inter_token_latency_seconds_sum{dec}[180s]))")
-    assert q["ttft_ms"].startswith(f"sum(increase(vllm:time_to_first_token_seconds_sum{pre}[180s]))")
+    assert q["requests"] == f"sum(increase({N('vllm:request_success_total', dec)}[180s]))"
+    assert q["isl"] == f"sum(increase({N('vllm:request_prompt_tokens_sum', dec)}[180s])) / sum(increase({N('vllm:request_prompt_tokens_count', dec)}[180s]))"
+    assert q["itl_ms"].startswith(f"sum(increase({N('vllm:inter_token_latency_seconds_sum', dec)}[180s]))")
+    assert q["ttft_ms"].startswith(f"sum(increase({N('vllm:time_to_first_token_seconds_sum', pre)}[180s]))")
     assert "time_per_output_token" not in " ".join(q.values())
     # the gateway's queue is added to the prefill engines' waiting requests when it has a series
-    engines = f"sum(vllm:num_requests_waiting{pre})"
+    engines = f"sum({N('vllm:num_requests_waiting', pre)})"
     assert q["backlog"] == f'((sum(llm_d_epp_flow_control_queue_size{{namespace="inference"}})) + ({engines})) or ({engines})'
     assert sources.record_name(sources.SOURCES["vllm"], sources.SERIES_BY_KEY["isl"], 180) == "dynplan_plan:vllm:request_prompt_tokens:mean180s"
 
@@ -113,13 +118,13 @@ def test_vllm_per_worker_load_is_per_pod_and_reads_either_kv_gauge() -> None:
     plan = engine_plan("vllm", pool_selectors=VLLM_POOLS, load=True)
     sel = f'{{{PLAN_SEL},pod=~"llama-decode-.*"}}'
     kv = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["active_decode_blocks"], 10, "decode")
-    assert kv == (f"avg by (pod) (avg_over_time(vllm:kv_cache_usage_perc{sel}[10s]))"
-                  f" or avg by (pod) (avg_over_time(vllm:gpu_cache_usage_perc{sel}[10s]))")
+    assert kv == (f"avg by (pod) (avg_over_time({N('vllm:kv_cache_usage_perc', sel)}[10s]))"
+                  f" or avg by (pod) (avg_over_time({N('vllm:gpu_cache_usage_perc', sel)}[10s]))")
     queued = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["active_prefill_tokens"], 10, "decode")
-    assert queued.startswith(f"sum by (pod) (avg_over_time(vllm:num_requests_waiting{sel}[10s])) * on (pod) (")
+    assert queued.startswith(f"sum by (pod) (avg_over_time({N('vllm:num_requests_waiting', sel)}[10s])) * on (pod) (")
     ttft = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["last_ttft_ms"], 10, "decode")
-    assert ttft == (f"sum by (pod) (increase(vllm:time_to_first_token_seconds_sum{sel}[10s]))"
-                    f" / sum by (pod) (increase(vllm:time_to_first_token_seconds_count{sel}[10s]))")
+    assert ttft == (f"sum by (pod) (increase({N('vllm:time_to_first_token_seconds_sum', sel)}[10s]))"
+                    f" / sum by (pod) (increase({N('vllm:time_to_first_token_seconds_count', sel)}[10s]))")
     assert sources.worker_pools(plan) == ("prefill", "decode")
     q = sources.plan_read_query(plan, sources.SERIES_BY_KEY["last_ttft_ms"], 10, "decode")
     assert q.startswith('dynplan_plan_pod:vllm:time_to_first_token_seconds:mean10s{dynplan_plan="llama-8b",dynplan_pool="decode"} or on() (')
@@ -130,14 +135,14 @@ def test_sglang_means_from_counters_ranks_collapsed_and_pools_by_engine_type() -
     dec = f'{{{PLAN_SEL},engine_type="decode"}}'
     pre = f'{{{PLAN_SEL},engine_type="prefill"}}'
     isl = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["isl"], 180)
-    assert isl == f"sum(increase(sglang:prompt_tokens_total{dec}[180s])) / sum(increase(sglang:num_requests_total{dec}[180s]))"
-    assert sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["backlog"], 180) == f"sum(max without (tp_rank, pp_rank) (sglang:num_queue_reqs{pre}))"
+    assert isl == f"sum(increase({N('sglang:prompt_tokens_total', dec)}[180s])) / sum(increase({N('sglang:num_requests_total', dec)}[180s]))"
+    assert sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["backlog"], 180) == f"sum(max without (tp_rank, pp_rank) ({N('sglang:num_queue_reqs', pre)}))"
     used = sources.plan_raw_expr(plan, sources.SERIES_BY_KEY["active_decode_blocks"], 10, "decode")
-    assert used == f"sum by (pod) (max without (tp_rank, pp_rank) (avg_over_time(sglang:num_used_tokens{dec}[10s])))"
+    assert used == f"sum by (pod) (max without (tp_rank, pp_rank) (avg_over_time({N('sglang:num_used_tokens', dec)}[10s])))"
     assert sources.source_errors(plan) == []
     # aggregated: no pool matcher at all (every pod of the plan's selector is the one pool)
     agg = engine_plan("sglang", mode="agg")
-    assert sources.plan_raw_expr(agg, sources.SERIES_BY_KEY["requests"], 60) == f"sum(increase(sglang:num_requests_total{{{PLAN_SEL}}}[60s]))"
+    assert sources.plan_raw_expr(agg, sources.SERIES_BY_KEY["requests"], 60) == f"sum(increase({N('sglang:num_requests_total', '{' + PLAN_SEL + '}')}[60s]))"
 
 
 def test_pool_selector_operators_are_rendered_and_escaped() -> None:

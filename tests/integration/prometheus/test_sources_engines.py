@@ -20,13 +20,14 @@ import pytest
 import yaml
 
 from helpers import linear_profile, plan_dict, with_changes
-from prometheus import PromFactory, PromServer
+from prometheus import PromFactory, PromServer, wait_for_value
 from rules import check_rules
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import Observation, TrafficWindow
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
 from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, engine_history
+from scaler.devtools.frontend_exporter import SyntheticEngines
 from scaler.errors import MetricsUnavailable
 from scaler.prom import PromClient, read_traffic_detail, read_workers
 from scaler.render.rules import rule_groups
@@ -208,3 +209,29 @@ async def test_aggregated_reads_every_pod_of_the_one_pool(history: dict[str, Any
     # aggregated, prefill and decode pods are all "the pool": each request counts twice
     # here because this history is disaggregated; the point is the selector and the pool
     assert reading.window.requests == 2 * len(WINDOWS[0])
+
+
+async def test_live_scraped_engines_are_read_whichever_way_the_colon_is_stored(prom_factory: PromFactory) -> None:
+    """prometheus_client's OpenMetrics output turns `vllm:x` into `vllm_x` in sample lines
+    (client_python #1177): a Prometheus that negotiates OpenMetrics stores that name."""
+    eng = SyntheticEngines(SOURCES["sglang"], model="llama", namespace=NS)
+    for pod, role in (("llama-prefill-0", "prefill"), ("llama-decode-0", "decode")):
+        eng.add_pod(pod, role)
+        eng.set_load(pod, running=1, waiting=2, kv=4096)
+    port = eng.serve()
+    try:
+        server = prom_factory(scrape_targets=[f"127.0.0.1:{port}"])
+        wait_for_value(server, 'count_over_time({__name__=~"sglang[:_]num_requests_total",pod="llama-decode-0"}[1m]) >= 2', timeout=20)
+        stored = {r["metric"]["__name__"] for r in server.query('{__name__=~"sglang[:_]num_requests_total"}')}
+        eng.observe_disagg("llama-prefill-0", "llama-decode-0", isl=2048, osl=9, ttft_s=0.25, itl_s=0.015625, duration_s=1.0)
+        wait_for_value(server, 'sum({__name__=~"sglang[:_]num_requests_total",pod="llama-decode-0"}) == 1', timeout=10)
+        plan = make_plan("sglang", server.url)
+        async with PromClient(plan.spec.metrics.prometheus) as client:
+            reading = await read_traffic_detail(client, plan)
+            workers = {w.worker_id: w for w in await read_workers(client, plan)}
+    finally:
+        eng.stop()
+    assert stored <= {"sglang:num_requests_total", "sglang_num_requests_total"} and stored
+    assert reading.window.requests >= 0.99 and reading.window.isl == pytest.approx(2048.0)
+    assert reading.window.ttft_ms == pytest.approx(250.0) and reading.window.backlog == 2.0
+    assert workers["llama-decode-0"].active_decode_blocks == pytest.approx(4096.0)

@@ -49,11 +49,11 @@ def test_the_generated_engine_test_catches_wrong_rules(tmp_path: Path) -> None:
     (test,) = [f.name for f in r.files if f.role == ROLE_RULES_TEST]
     good = {f.name: f.text for f in r.files}
     mutations = {
-        "TTFT from the decode pool": ('time_to_first_token_seconds_sum{model_name=\\"llama\\",namespace=\\"inference\\",pod=~\\"llama-prefill-.*\\"}[180s]',
-                                      'time_to_first_token_seconds_sum{model_name=\\"llama\\",namespace=\\"inference\\",pod=~\\"llama-decode-.*\\"}[180s]'),
+        "TTFT from the decode pool": ('time_to_first_token_seconds_sum\\",model_name=\\"llama\\",namespace=\\"inference\\",pod=~\\"llama-prefill-.*\\"}[180s]',
+                                      'time_to_first_token_seconds_sum\\",model_name=\\"llama\\",namespace=\\"inference\\",pod=~\\"llama-decode-.*\\"}[180s]'),
         "no pool selector": (',pod=~\\"llama-decode-.*\\"}[180s]', "}[180s]"),
         "no plan selector": ('model_name=\\"llama\\",', ""),
-        "only the new KV gauge": (" or avg by (pod) (avg_over_time(vllm:gpu_cache_usage_perc", " or avg by (pod) (avg_over_time(vllm:nothing"),
+        "only the new KV gauge": ("vllm[:_]gpu_cache_usage_perc", "vllm[:_]nothing"),
         "no gateway queue": ("llm_d_epp_flow_control_queue_size", "llm_d_epp_nothing"),
     }
     for what, (old, new) in mutations.items():
@@ -74,9 +74,9 @@ def test_sglang_rules_collapse_tensor_parallel_ranks(tmp_path: Path) -> None:
     (rules,) = [f.name for f in r.files if f.role == ROLE_RULES]
     (test,) = [f.name for f in r.files if f.role == ROLE_RULES_TEST]
     good = {f.name: f.text for f in r.files}
-    old = "max without (tp_rank, pp_rank) (sglang:num_queue_reqs"
+    old = "max without (tp_rank, pp_rank) ({__name__=~\\\"sglang[:_]num_queue_reqs"
     assert old in good[rules]
     for name, text in good.items():
-        (tmp_path / name).write_text(text.replace(old, "(sglang:num_queue_reqs") if name == rules else text)
+        (tmp_path / name).write_text(text.replace(old, "({__name__=~\\\"sglang[:_]num_queue_reqs") if name == rules else text)
     errs = checks.promtool_test_rules(tmp_path, [test], origin)
     assert len(errs) == 1 and "promtool test rules failed" in errs[0].message
