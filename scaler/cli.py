@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
     "render": "scaler.render.cli:render",
     "explain": "scaler.explain:explain",
     "simulate": "scaler.sim.cli:simulate",
+    "doctor": "scaler.doctor:doctor",
 }
 
 
