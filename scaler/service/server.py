@@ -185,6 +185,12 @@ class ScalerServer:
         key = access.model_dump_json()
         client = self._clients.get(key)
         if client is None:
+            # Close the clients no loaded plan uses (a reload changed a plan's access): each
+            # holds query threads. The version being replaced is still loaded, so at most
+            # one stale client per plan lives until its next reload.
+            used = {plan.spec.metrics.prometheus.model_dump_json() for plan in self.registry.plans()}
+            for stale in [k for k in self._clients if k not in used]:
+                self._clients.pop(stale).close()
             client = PromClient(access, credential=credential, max_concurrency=self.config.prometheus_concurrency)
             self._clients[key] = client
         return PromReader(client)

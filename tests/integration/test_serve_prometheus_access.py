@@ -26,7 +26,7 @@ from fake_http import FakeHTTPServer
 from helpers import REPO
 from keda_client import KedaClient
 from scaler.cli import main
-from service_harness import T, running_scaler, test_plan, trigger, write_plans
+from service_harness import T, rewrite_plan, running_scaler, test_plan, trigger, write_plans
 
 pytestmark = pytest.mark.slow
 
@@ -214,3 +214,24 @@ def test_a_dripping_prometheus_that_turns_healthy_decides_within_one_interval(tm
             recovered = decision["madeAt"] - healthy
         print(f"first fresh decision {recovered:.1f}s after Prometheus turned healthy")
         assert recovered <= T + 0.5 + 2.0, recovered  # the next window on the grid, its settle, one read
+
+
+async def test_clients_no_plan_uses_are_closed(tmp_path: Path) -> None:
+    """Each distinct Prometheus access has its own client and query threads: a plan
+    re-saved with another timeout (or URL) must not leave the old client behind."""
+    plans = tmp_path / "plans"
+    doc = _plan("churn", "http://127.0.0.1:1")
+    write_plans(plans, [doc, _plan("steady", "http://127.0.0.1:2")])
+    path = plans / "churn-inference.yaml"
+    async with running_scaler(plans) as (server, _):
+        first = dict(server._clients)
+        assert len(first) == 2
+        for timeout in (0.6, 0.7, 0.8, 0.9):
+            doc["spec"]["metrics"]["prometheus"]["timeoutSeconds"] = timeout
+            rewrite_plan(path, doc)
+            assert await server.registry.scan()
+        # the steady plan's client, the churned plan's latest and the one it replaced
+        # (closed when the next new client is built); was all six
+        assert sorted(json.loads(k)["timeout_seconds"] for k in server._clients) == [0.5, 0.8, 0.9]
+        closed = [c for k, c in first.items() if k not in server._clients]
+        assert [c._closed for c in closed] == [True]
