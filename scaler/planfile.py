@@ -102,7 +102,11 @@ def parse_plan_document(
         plan = Plan.model_validate(doc)
     except ValidationError as exc:
         raise PlanError(_pydantic_errors(file, exc)) from None
-    errors = [FieldError(file, path, msg) for path, msg in semantic_errors(plan) + source_errors(plan)]
+    # Cross-field messages may quote values (a selector, a label): clipped like pydantic's.
+    errors = [
+        FieldError(file, _clip(path, 300), _clip(msg, MAX_MESSAGE_CHARS))
+        for path, msg in semantic_errors(plan) + source_errors(plan)
+    ]
     if runtime:
         errors += _predictor_errors(file, plan)
     profile: Optional[Profile] = None
@@ -124,7 +128,7 @@ def parse_plan_document(
         if not problems:
             profile = profile_from_raw(prefill, decode, source=f"{file}#spec.profileData")
     if errors:
-        raise PlanError(errors)
+        raise PlanError(_capped(file, errors))
     warnings = tuple(coverage_warnings(file, plan, profile)) if profile is not None else ()
     warnings += tuple(sizing_warnings(file, plan))
     warnings += tuple(FieldError(file, path, msg, "warning") for path, msg in source_warnings(plan))

@@ -403,3 +403,13 @@ def test_integer_too_long_for_python(tmp_path: Path) -> None:
     line = text[: text.index("maxGpus: 24")].count("\n") + 1
     path.write_text(text.replace("maxGpus: 24", "maxGpus: " + "9" * 5000, 1))  # ValueError traceback before
     assert only_error(path).message == f"invalid YAML (line {line}, column 14): integer of 5000 characters is too long"
+
+
+def test_validator_messages_quoting_a_value_are_clipped(tmp_path: Path) -> None:
+    from scaler.planfile import MAX_MESSAGE_CHARS
+
+    path = tmp_path / "p.yaml"
+    path.write_text(_example_text().replace("metadata:\n", 'metadata:\n  labels: {team: "a b' + "v" * 200_000 + '"}\n', 1))
+    err = only_error(path)
+    assert err.path == "metadata.labels" and err.message.startswith("team: 'a bvvv")
+    assert len(err.message) == MAX_MESSAGE_CHARS and err.message.endswith("...")
