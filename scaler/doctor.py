@@ -29,6 +29,7 @@ from scaler.clikit import handle_errors
 from scaler.core.plan import Plan
 from scaler.errors import MetricsUnavailable
 from scaler.prom.client import PromClient
+from scaler.prom.credentials import Credential, check_access, load_credentials
 from scaler.prom.reader import ready_queries
 from scaler.sources import (
     RENAMES,
@@ -122,11 +123,12 @@ async def _check(client: PromClient, plan: Plan, series: SeriesDef, window: int,
     return Check(series.key, read_pool, MISSING, None, sel, query, await _missing_hint(client, plan, inputs, read_pool))
 
 
-async def diagnose(plan: Plan) -> list[Check]:
-    """Every series the plan needs, checked once against its Prometheus. Raises
-    MetricsUnavailable when Prometheus does not answer at all."""
+async def diagnose(plan: Plan, credential: Optional[Credential] = None) -> list[Check]:
+    """Every series the plan needs, checked once against its Prometheus (with the
+    credentials entry the plan names, see `check_access`). Raises MetricsUnavailable when
+    Prometheus does not answer at all."""
     tp, ld = plan.spec.scaling.throughput, plan.spec.scaling.load
-    async with PromClient(plan.spec.metrics.prometheus) as client:
+    async with PromClient(plan.spec.metrics.prometheus, credential=credential) as client:
         await client.instant("vector(1)")  # reachable at all? (else MetricsUnavailable, exit 3)
         checks = [await _check(client, plan, s, tp.interval_seconds, None) for s in plan_series(plan, "throughput")]
         if ld.enabled:
@@ -160,15 +162,18 @@ def _format(c: Check) -> str:
 @click.command()
 @click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="the plan file")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="The scaler's credentials file (as dynplan serve --credentials), for a plan that names an entry.")
 @handle_errors
-def doctor(plan_file: str, output: str) -> None:
+def doctor(plan_file: str, output: str, credentials_file: Optional[str]) -> None:
     """Check that Prometheus has every series PLAN needs: found / empty / missing, with the
     selector, the query and a hint. Exit 0 nothing missing, 2 missing, 3 unreachable."""
     from scaler.planfile import load_plan
 
     plan = load_plan(plan_file, runtime=False).plan
+    credentials = load_credentials(credentials_file) if credentials_file else None
+    credential = check_access(plan.spec.metrics.prometheus, plan_file, credentials)
     try:
-        checks = asyncio.run(diagnose(plan))
+        checks = asyncio.run(diagnose(plan, credential))
     except MetricsUnavailable as exc:
         raise MetricsUnavailable(f"Prometheus {plan.spec.metrics.prometheus.url} unreachable: {exc}") from None
     if output == "json":
