@@ -165,6 +165,7 @@ class PlanRegistry:
         self._support_fp: Optional[Fingerprint] = None
         self._duplicates: dict[Path, tuple[str, str]] = {}  # file -> the key another file owns
         self._skipped: set[str] = set()  # subtrees of the last walk that were skipped (logged once)
+        self._leaving: set[Path] = set()  # files removed in the scan under way
         self.version = 0
         self._changed = asyncio.Event()
         self.loaded = False
@@ -222,11 +223,22 @@ class PlanRegistry:
                 continue
             self._plan_fp[path] = fp
             changed |= await self._load(path, support_changed)
-        for path in [p for p in self._plan_fp if p not in files]:
+        removed = [p for p in self._plan_fp if p not in files]
+        # A file that lost a duplicate-name race gets the plan once its rival goes
+        # ("create new, delete old" renames a plan file): it takes over before the rival
+        # is retired, adopting its decision, so the plan is never missing meanwhile.
+        self._leaving = set(removed)
+        try:
+            for path, key in sorted(self._duplicates.items()):
+                owner = self.index.get(key)
+                if path in stats and owner is not None and owner.loaded.path in self._leaving:
+                    changed |= await self._load(path)
+        finally:
+            self._leaving = set()
+        for path in removed:
             del self._plan_fp[path]
             changed |= await self._remove(path)
-        # A file that lost a duplicate-name race gets the plan once its rival is gone
-        # (renamed by "create new, delete old", or its rival now defines another plan).
+        # ... or once its rival now defines another plan.
         for path, key in sorted(self._duplicates.items()):
             if key not in self.index and path in stats:
                 changed |= await self._load(path)
@@ -256,7 +268,8 @@ class PlanRegistry:
             return False
         key = (loaded.plan.namespace, loaded.plan.name)
         owner = self.index.get(key)
-        if owner is not None and owner.loaded.path != path:
+        leaving = owner if owner is not None and owner.loaded.path in self._leaving else None
+        if owner is not None and owner.loaded.path != path and leaving is None:
             self._duplicates[path] = key
             self._record_failure(path, f"{path}: plan {key[0]}/{key[1]} is already defined by {owner.loaded.path}")
             return False
@@ -274,8 +287,8 @@ class PlanRegistry:
         except Exception as exc:  # noqa: BLE001 - as above: report it, keep the last good version
             self._record_failure(path, f"{path}: cannot start its decision loop: {exc!r}")
             return False
-        if previous is not None:
-            plan_loop.adopt(previous.latest)
+        if previous is not None or leaving is not None:
+            plan_loop.adopt((previous or leaving).latest)  # type: ignore[union-attr]
         # Swap first, then retire: an RPC in between sees the old or the new version,
         # never no plan (a hot reload is not a NOT_FOUND).
         self.by_file[path] = plan_loop
@@ -299,7 +312,11 @@ class PlanRegistry:
         previous = self.by_file.pop(path, None)
         if previous is None:
             return False
-        await self._retire(previous)
+        successor = self.index.get((previous.plan.namespace, previous.plan.name))
+        # A duplicate took the plan over (same key): its series are the plan's series now.
+        keep = successor is not None and successor is not previous and \
+            set(successor.plan.pool_names) == set(previous.plan.pool_names)
+        await self._retire(previous, keep_series=keep)
         log_event(log, "plan_removed", file=str(path), plan=previous.key)
         return True
 

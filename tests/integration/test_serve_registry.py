@@ -84,7 +84,19 @@ async def test_lost_duplicate_is_served_when_its_rival_goes(tmp_path: Path, capl
         await _wait_for(lambda: tmp_path / "dup-b.yaml" in server.registry.failures)
         assert loop_of(server, "dup").loaded.path == tmp_path / "dup-a.yaml"
         (tmp_path / "dup-a.yaml").unlink()
-        await _wait_for(lambda: loop_of(server, "dup").loaded.path.name == "dup-b.yaml")
+        # dup-b takes over before dup-a's loop is retired: the plan is never missing.
+        seen: set[str] = set()
+
+        def owner() -> str:
+            plan_loop = server.registry.index.get(("inference", "dup"))
+            seen.add("none" if plan_loop is None else plan_loop.loaded.path.name)
+            return "none" if plan_loop is None else plan_loop.loaded.path.name
+
+        deadline = time.monotonic() + 10
+        while owner() != "dup-b.yaml":
+            assert time.monotonic() < deadline, seen
+            await asyncio.sleep(0)  # every event-loop turn: a gap would show as "none"
+        assert seen == {"dup-a.yaml", "dup-b.yaml"}
         served = loop_of(server, "dup")
         assert served.loaded.path == tmp_path / "dup-b.yaml" and served.plan.pool("decode").max_replicas == 7
         assert (await keda.metric_spec(trigger("dup", "decode"))).metricSpecs[0].metricName == "dynplan-dup-decode"
