@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from helpers import REPO, SYNTHETIC_PROFILE_DIR, plan_dict, with_changes, write_plan
 from scaler.cli import main
+from scaler.core.profile import MAX_PROFILE_POINTS
 from scaler.errors import RenderError
 from scaler.render import checks, objects
 from scaler.render.pipeline import ROLE_OBJECT, build_all, load, render, render_manifests, static_checks
@@ -199,20 +200,27 @@ def test_undecodable_plan_file_name_renders(tmp_path: Path) -> None:
 
 
 def big_profile_plan(tmp_path: Path, points: int) -> Path:
-    """A plan whose decode profile has `points` points (1.2 MB of arrays at 16,000)."""
+    """A plan whose prefill and decode profiles have `points` points each, in full float
+    precision (about 1.1 MB of arrays at 8,000: over the ConfigMap's 1 MiB)."""
     prof = tmp_path / "profile"
-    shutil.copytree(SYNTHETIC_PROFILE_DIR, prof)
-    shutil.rmtree(prof / "selected_decode_interpolation", ignore_errors=True)
+    prof.mkdir()
     rng = np.random.default_rng(1)
+    isl = np.sort(rng.uniform(100, 16000, points))
+    prefill = {"prefill_isl": isl.tolist(), "prefill_ttft": (10 + isl / 97).tolist(), "prefill_thpt_per_gpu": (9000 + rng.uniform(0, 1, points)).tolist()}
     kv, ctx = rng.uniform(0, 1, points), rng.uniform(100, 8000, points)
     decode = {"x_kv_usage": kv.tolist(), "y_context_length": ctx.tolist(), "z_itl": (5 + 20 * kv + ctx / 1000).tolist(),
               "z_thpt_per_gpu": (1000 + 5000 * kv).tolist(), "max_kv_tokens": 900000}
+    (prof / "prefill_raw_data.json").write_text(json.dumps(prefill))
     (prof / "decode_raw_data.json").write_text(json.dumps(decode))
     return write_plan(tmp_path, plan_dict())
 
 
+# the most points a profile may have (scaler.core.profile), capped at 8,000: enough to overflow
+BIG = min(8000, MAX_PROFILE_POINTS)
+
+
 def test_a_profile_too_large_for_the_configmap_is_refused_before_dumping(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = big_profile_plan(tmp_path, 16000)
+    path = big_profile_plan(tmp_path, BIG)
     loaded = load([str(path)])
 
     def never(*_: object) -> str:
@@ -241,7 +249,7 @@ def test_the_profile_floor_is_below_the_yaml_it_bounds(tmp_path: Path) -> None:
 def test_an_oversized_configmap_is_not_parsed_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # just under the floor's reach: the exact size check refuses it, from the values, and
     # neither parses its 1 MiB of text back nor loads it as the scaler would
-    path = big_profile_plan(tmp_path, 16000)
+    path = big_profile_plan(tmp_path, BIG)
     monkeypatch.setattr(objects, "inlined_profile_bytes_floor", lambda lp: 0)
     monkeypatch.setattr(checks, "configmap_plan_errors", lambda *a: pytest.fail("round trip of an oversized ConfigMap"))
     parsed: list[int] = []
