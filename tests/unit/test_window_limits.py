@@ -207,3 +207,31 @@ def test_a_poisoned_newest_window_leaves_the_decision_on_the_one_before() -> Non
     assert done.decision is not None and done.decision.timestamp == T
     assert [s.reason for s in done.skipped] == ["absurd_requests"]
     assert done.decision.throughput is not None and done.decision.throughput.observed_rate == 40.0
+
+
+def test_replay_skips_a_window_decide_raises_on_as_the_live_loop_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """replay_windows decides in place (no copy per window) and starts over without a window
+    that made decide raise: the same state, decisions and skips as decide_window per window."""
+    import scaler.core.replay as replay_module
+
+    def flaky(plan: Plan, model: Any, obs: Observation, state: Any) -> Any:
+        if obs.timestamp in (2 * T, 5 * T):
+            state.rate.observe(1e9)  # a failure half-way through must leave no trace
+            raise ArithmeticError("boom")
+        return decide(plan, model, obs, state)
+
+    monkeypatch.setattr(replay_module, "decide", flaky)
+    plan = PLANS["dynamo-kalman"]()
+    windows = [_window(requests=(50 + 3 * k) * T) for k in range(8)]
+    windows[3] = _window(requests=1e308)
+    state = new_state(plan)
+    live: list[Any] = []
+    for k, w in enumerate(windows):
+        state, result = decide_window(plan, MODEL, throughput_observation(plan, k * T, w, ()), state)
+        live.append(result)
+    done = replay_windows(plan, MODEL, windows, (), 7 * T)
+    assert [(s.end, s.reason) for s in done.skipped] == [(2 * T, "decide_error"), (3 * T, "absurd_requests"),
+                                                         (5 * T, "decide_error")]
+    assert "ArithmeticError: boom" in done.skipped[0].detail
+    assert done.decision is not None and done.decision.to_dict() == live[-1].to_dict()
+    assert done.state.rate.predict_next() == state.rate.predict_next()
