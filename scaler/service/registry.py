@@ -162,7 +162,7 @@ class PlanRegistry:
         self.index: dict[tuple[str, str], PlanLoop] = {}  # (namespace, name) -> its PlanLoop
         self.failures: dict[Path, LoadFailure] = {}
         self._plan_fp: dict[Path, Fingerprint] = {}
-        self._support_fp: Optional[Fingerprint] = None
+        self._support_fp: Optional[tuple[tuple[str, int, int], ...]] = None  # stats of the walk
         self._duplicates: dict[Path, tuple[str, str]] = {}  # file -> the key another file owns
         self._skipped: set[str] = set()  # subtrees of the last walk that were skipped (logged once)
         self._leaving: set[Path] = set()  # files removed in the scan under way
@@ -214,15 +214,18 @@ class PlanRegistry:
         walk, stats = await asyncio.to_thread(_snapshot, self.directory)
         self._report_skipped(walk.skipped)
         support = walk.stats
-        support_changed = support != self._support_fp
+        # Which files below the directory changed (realpaths): only the plans whose
+        # profile directory holds one are reloaded, not every plan.
+        touched = {entry[0] for entry in set(support).symmetric_difference(self._support_fp or ())}
         self._support_fp = support
         files = list(stats)
         changed = False
         for path, fp in stats.items():
-            if not support_changed and self._plan_fp.get(path) == fp:
+            profile_changed = bool(touched) and self._uses(path, touched)
+            if not profile_changed and self._plan_fp.get(path) == fp:
                 continue
             self._plan_fp[path] = fp
-            changed |= await self._load(path, support_changed)
+            changed |= await self._load(path, profile_changed)
         removed = [p for p in self._plan_fp if p not in files]
         # A file that lost a duplicate-name race gets the plan once its rival goes
         # ("create new, delete old" renames a plan file): it takes over before the rival
@@ -249,6 +252,19 @@ class PlanRegistry:
             self.notify()
         return changed
 
+    def _uses(self, path: Path, touched: set[str]) -> bool:
+        """Whether the plan of `path` reads one of the `touched` files (its profile
+        directory's); a file that failed to load is retried on any change (the fix may be
+        in its profile)."""
+        if path in self.failures:
+            return True
+        plan_loop = self.by_file.get(path)
+        profile = plan_loop.plan.spec.profile if plan_loop is not None else None
+        if profile is None:
+            return False
+        directory = os.path.realpath(path.parent / profile)
+        return any(t == directory or t.startswith(directory + os.sep) for t in touched)
+
     def _report_skipped(self, skipped: tuple[str, ...]) -> None:
         """Log each skipped subtree once (not every --reload-seconds); again if it comes back."""
         for line in skipped:
@@ -256,7 +272,7 @@ class PlanRegistry:
                 log_event(log, "plans_dir_skipped", logging.WARNING, directory=str(self.directory), reason=line)
         self._skipped = set(skipped)
 
-    async def _load(self, path: Path, support_changed: bool = False) -> bool:
+    async def _load(self, path: Path, profile_changed: bool = False) -> bool:
         self._duplicates.pop(path, None)
         try:
             loaded = await asyncio.to_thread(_prepare, path)
@@ -275,7 +291,7 @@ class PlanRegistry:
             return False
         previous = self.by_file.get(path)
         # Unchanged plan and profiles: keep the running loop (and its state).
-        if previous is not None and not support_changed and previous.loaded.plan == loaded.plan:
+        if previous is not None and not profile_changed and previous.loaded.plan == loaded.plan:
             self._clear_failure(path)
             return False
         # The loop (its reader, its model) is built off the event loop too.

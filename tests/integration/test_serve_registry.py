@@ -282,3 +282,29 @@ async def test_reload_keeps_series_of_a_surviving_plan(tmp_path: Path) -> None:
     finally:
         await server.stop(grace=0.5)
 
+
+
+async def test_a_profile_change_reloads_only_the_plans_that_read_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Info item: any non-plan file change reloaded (and warmed up) every plan."""
+    from helpers import write_plan
+
+    caplog.set_level(logging.INFO, logger="dynplan.registry")
+    for name in ("a", "b"):
+        doc = test_plan(name, _down(), "x")
+        doc["spec"]["profile"] = f"prof-{name}"
+        write_plan(tmp_path, doc, profile=flat_profile(), filename=f"{name}.yaml")
+    async with running_scaler(tmp_path, reload_seconds=0.05) as (server, _keda):
+        a, b = loop_of(server, "a"), loop_of(server, "b")
+        caplog.clear()
+        (tmp_path / "README.txt").write_text("not a plan, not a profile\n")
+        await server.registry.scan()
+        assert loop_of(server, "a") is a and loop_of(server, "b") is b
+        profile_file = next(p for p in sorted((tmp_path / "prof-a").rglob("*")) if p.is_file())
+        st = profile_file.stat()
+        os.utime(profile_file, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+        await server.registry.scan()
+        assert loop_of(server, "a") is not a and loop_of(server, "b") is b
+    loaded = [e["plan"] for e in map(event_of, caplog.records) if e is not None and e["event"] == "plan_loaded"]
+    assert loaded == ["a"]
