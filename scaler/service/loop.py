@@ -122,6 +122,7 @@ class PlanLoop:
         self.last_error: Optional[str] = None
         self.next_end: Optional[float] = None  # end of the next throughput window to read
         self.replayed = 0  # windows replayed by the latest warm-up
+        self._rejected_ends: dict[float, None] = {}  # windows counted as rejected (insertion order)
         self._task: Optional[asyncio.Task[None]] = None
         self._lock = asyncio.Lock()
         tp = self.plan.spec.scaling.throughput
@@ -338,6 +339,11 @@ class PlanLoop:
         """A window skipped without a decision: counted, logged, and the reason kept for
         the UNAVAILABLE message should the latest good decision go stale."""
         self.last_error = f"plan {self.key}: {skipped.detail}"
+        if skipped.end in self._rejected_ends:
+            return  # a warm-up retried, or a catch-up re-reading it: counted and logged once
+        self._rejected_ends[skipped.end] = None
+        while len(self._rejected_ends) > 4 * self.warmup_intervals:  # bounded, oldest first
+            del self._rejected_ends[next(iter(self._rejected_ends))]
         if self.metrics is not None:
             self.metrics.windows_rejected.labels(self.plan.namespace, self.plan.name, skipped.reason).inc()
         log_event(errlog, "window_rejected", logging.WARNING, namespace=self.plan.namespace, plan=self.plan.name,

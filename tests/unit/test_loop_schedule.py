@@ -115,6 +115,8 @@ def test_warm_up_skips_a_poisoned_window_in_history() -> None:
     d = asyncio.run(loop.warm_up(E))
     assert d.timestamp == E and loop.replayed == 8
     assert _sample(metrics, "dynplan_windows_rejected_total", reason="negative_isl") == 1.0
+    asyncio.run(loop.warm_up(E))  # again (a retried warm-up): the same window is not counted twice
+    assert _sample(metrics, "dynplan_windows_rejected_total", reason="negative_isl") == 1.0
 
 
 def test_a_loop_behind_reads_the_missed_windows_at_once_and_decides_the_newest() -> None:
