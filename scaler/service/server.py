@@ -206,7 +206,9 @@ class ScalerServer:
 
     async def start(self) -> int:
         """Bind, mark live, load plans, mark ready; return the gRPC port."""
-        server = grpc.aio.server()
+        # No SO_REUSEPORT (gRPC's default on Linux): a second scaler on the same port must
+        # fail to bind, not silently take half of KEDA's connections.
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_ExternalScalerServicer_to_server(
             ExternalScalerServicer(self.registry, metrics=self.metrics, heartbeat_seconds=self.config.heartbeat_seconds),
             server,

@@ -131,3 +131,20 @@ def test_unusable_tls_key_and_ports_in_use_exit_2_naming_the_flag(tmp_path: Path
     assert f"{garbage}: not a PEM private key for {cert}" in results["--tls-key"][1]
     assert f"cannot listen on 127.0.0.1:{port} (address in use" in results["--listen"][1]
     assert f"cannot listen on 127.0.0.1:{port} (Address already in use)" in results["--metrics-listen"][1]
+
+
+async def test_a_second_scaler_on_the_same_port_fails_to_bind(tmp_path: Path) -> None:
+    """gRPC sets SO_REUSEPORT by default: a second `dynplan serve` on a taken port used to
+    bind, and KEDA's connections were split between the two."""
+    import pytest
+
+    from scaler.errors import InputError
+    from scaler.service.server import ScalerServer, ServeConfig
+    from service_harness import running_scaler
+
+    write_plans(tmp_path, [test_plan("llama-8b", "http://127.0.0.1:1", "x")])
+    async with running_scaler(tmp_path) as (first, _keda):
+        second = ScalerServer(ServeConfig(plans_dir=tmp_path, listen=f"127.0.0.1:{first.port}", metrics_listen=None))
+        with pytest.raises(InputError, match=rf"^--listen: cannot listen on 127\.0\.0\.1:{first.port} \(address in use"):
+            await second.start()
+        await second.stop(grace=0)
