@@ -220,3 +220,32 @@ async def test_sigterm_with_symlink_loops_400_streams_and_a_big_plan_loading(tmp
         assert not [line for line in serve.lines if "Traceback" in line]
     finally:
         serve.kill()
+
+
+def test_a_stuck_worker_thread_cannot_hold_the_exit() -> None:
+    """The last resort of the bound: a non-daemon thread that never returns (a read on a
+    hung filesystem) would keep the interpreter alive for ever; the armed bound logs which
+    thread it was, flushes and exits 0."""
+    code = (
+        "import threading, time\n"
+        "from scaler.service.logs import configure_logging\n"
+        "configure_logging('info')\n"
+        "from scaler.service.server import ShutdownBound\n"
+        "threading.Thread(target=time.sleep, args=(3600,), name='stuck-read').start()\n"
+        "ShutdownBound(0.5).start()\n"
+        "print('armed', flush=True)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "armed\n"
+        t0 = time.monotonic()
+        rc = proc.wait(10)
+        seconds = time.monotonic() - t0
+        stderr = proc.stderr.read() if proc.stderr is not None else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert rc == 0 and seconds < 0.5 + SLACK, (rc, seconds, stderr)
+    [forced] = [json.loads(line) for line in stderr.splitlines() if '"shutdown_forced"' in line]
+    assert forced["threads"] == ["stuck-read"] and forced["timeoutSeconds"] == 0.5
