@@ -1,5 +1,6 @@
 # Two entry points for a fresh Debian machine with only Python and apt:
-#   make demo   - run the main job live on the example plan (examples/llama-8b-disagg.yaml)
+#   make demo   - run the main job live on the example plan (examples/llama-8b-disagg.yaml);
+#                 make demo SOURCE=vllm (or sglang) reads engine metrics instead of Dynamo's
 #   make test   - run the whole test suite (what .ci/run calls)
 # and, for the edit loop, make test-unit (tests/unit only: no Prometheus, no servers).
 # Both create .venv and install what they need, Debian's prometheus package included.
@@ -35,8 +36,10 @@ prometheus:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
 
+# SOURCE=vllm|sglang: the fake frontend exports engine pods' series instead of Dynamo's
+SOURCE ?= dynamo
 demo: venv prometheus
-	$(BIN)/python -m scaler.devtools.demo
+	$(BIN)/python -m scaler.devtools.demo --source $(SOURCE)
 
 test: venv prometheus
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -3,7 +3,8 @@
 Everything runs on 127.0.0.1, end to end, with real parts:
 1. a fake Dynamo frontend (`python -m scaler.devtools.fake_frontend`) replaying the Azure
    LLM code trace (examples/traces, CC-BY 4.0, Microsoft Azure LLM inference trace 2023)
-   time-compressed;
+   time-compressed; with `--source vllm|sglang` (`make demo SOURCE=vllm`) it exports vLLM
+   or SGLang engine pods' series instead, and the plan reads them with pool selectors;
 2. a real Prometheus (Debian's binary) in a temporary directory on a free port, scraping the
    frontend every second and evaluating the plan's recording rules every second;
 3. `dynplan serve` on a free port, with the example plan (examples/llama-8b-disagg.yaml)
@@ -94,13 +95,24 @@ def _merged(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def demo_plan(root: Path, prometheus_url: str) -> dict[str, Any]:
-    """The example disaggregated plan with `DEMO_OVERRIDES`, its profile path made absolute."""
+# The engine pods' names the fake frontend exports with --source vllm|sglang, and the
+# namespace label on their series.
+ENGINE_POD_PREFIX = "llama"
+ENGINE_NAMESPACE = "inference"
+
+
+def demo_plan(root: Path, prometheus_url: str, source: str = "dynamo") -> dict[str, Any]:
+    """The example disaggregated plan with `DEMO_OVERRIDES`, its profile path made absolute;
+    with an engine source, its metrics read the fake engine pods (pool selectors by pod name)."""
     path = root / EXAMPLE_PLAN
     doc = _merged(yaml.safe_load(path.read_text(encoding="utf-8")), DEMO_OVERRIDES)
     spec = doc["spec"]
     spec["profile"] = str((path.parent / spec["profile"]).resolve())
     spec["metrics"]["prometheus"]["url"] = prometheus_url
+    if source != "dynamo":
+        spec["metrics"].update(source=source, selector={"namespace": ENGINE_NAMESPACE}, scrapeIntervalSeconds=1)
+        for pool in POOLS:
+            spec["pools"][pool]["selector"] = {"pod": f"=~{ENGINE_POD_PREFIX}-{pool}-.*"}
     return doc
 
 
@@ -272,14 +284,14 @@ async def keda_poll_loop(
     return ok
 
 
-def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]) -> int:
+def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str], source: str = "dynamo") -> int:
     prometheus = shutil.which("prometheus")
     if prometheus is None:
         raise DemoError("the demo needs Debian's prometheus package (make prometheus)")
     root = repo_root()
     trace = root / TRACE
     # The rule file needs no URL; the plan the scaler reads gets Prometheus' once it is known.
-    plan_doc = demo_plan(root, "http://127.0.0.1:1")
+    plan_doc = demo_plan(root, "http://127.0.0.1:1", source)
     plan = Plan.model_validate(plan_doc)
     work = Path(tempfile.mkdtemp(prefix="dynplan-demo-"))
     procs = Processes()
@@ -290,8 +302,9 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
         frontend = procs.start(
             "fake frontend",
             [python, "-m", "scaler.devtools.fake_frontend", "--trace", str(trace), "--speed", str(speed),
-             "--listen", "127.0.0.1:0", "--dynamo-namespace", plan.spec.metrics.selector["dynamo_namespace"],
-             "--pool-sizes-from-stdin"],
+             "--listen", "127.0.0.1:0", "--pool-sizes-from-stdin", "--source", source,
+             *(["--dynamo-namespace", plan.spec.metrics.selector["dynamo_namespace"]] if source == "dynamo"
+               else ["--model", ENGINE_POD_PREFIX, "--namespace", ENGINE_NAMESPACE])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root, env=env,
         )
         assert frontend.stdout is not None
@@ -316,7 +329,7 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
         # 3. dynplan serve
         plans = work / "plans"
         plans.mkdir()
-        (plans / naming.plan_file_name(plan.name)).write_text(yaml.safe_dump(demo_plan(root, prom_url), sort_keys=False))
+        (plans / naming.plan_file_name(plan.name)).write_text(yaml.safe_dump(demo_plan(root, prom_url, source), sort_keys=False))
         scaler_log = open(work / "scaler.log", "w")
         scaler = procs.start(
             "dynplan serve",
@@ -350,11 +363,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--speed", type=float, default=30.0, help="trace time compression (default 30x)")
     ap.add_argument("--poll", type=float, default=5.0, help="KEDA poll interval in seconds (default 5)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, TSDB)")
+    ap.add_argument("--source", choices=("dynamo", "vllm", "sglang"), default="dynamo",
+                    help="the metrics the fake frontend exports and the plan reads (default dynamo)")
     args = ap.parse_args(argv)
     # SIGTERM behaves like Ctrl-C: unwind through `finally` and stop the children.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        return run(args.duration, args.speed, args.poll, args.keep, sys.stdout)
+        return run(args.duration, args.speed, args.poll, args.keep, sys.stdout, args.source)
     except DemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -7,6 +7,7 @@ labels and Dynamo's buckets, and the setters tests use for exact values).
 
 Run `python -m scaler.devtools.fake_frontend --trace FILE --speed 30 --listen 127.0.0.1:0`: it prints
 the port it listens on as its first stdout line and stops cleanly on SIGTERM/SIGINT.
+`--source vllm|sglang` exports the same replay as engine pods' series (`EngineFrontend`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from dataclasses import dataclass
 from typing import IO, Optional, Sequence
 
 from scaler.core.plan import POOL_NAMES_BY_MODE
-from scaler.devtools.frontend_exporter import SyntheticFrontend
+from scaler.devtools.frontend_exporter import SyntheticEngines, SyntheticFrontend
+from scaler.sources import SOURCES, Source
 from scaler.traces import Request
 
 
@@ -64,7 +66,7 @@ class Replay:
 
     def __init__(
         self,
-        frontend: SyntheticFrontend,
+        frontend: "SyntheticFrontend | EngineFrontend",
         requests: Sequence[Request],
         *,
         speed: float = 1.0,
@@ -204,6 +206,66 @@ class Replay:
         self.done.set()
 
 
+class EngineFrontend:
+    """What `Replay` drives, as engine pods' series (vLLM, SGLang) instead of a Dynamo
+    frontend: worker `prefill-i` is pod `<model>-prefill-i` (`decode-j` likewise), a
+    completed request is recorded on the next prefill and decode pod in turn (which pods
+    served it is not modelled), queued prefill tokens become waiting requests at the last
+    ISL seen, and active KV blocks become the source's KV load (vLLM: the fraction of
+    `kv_blocks` blocks; SGLang: tokens)."""
+
+    def __init__(self, source: Source, *, model: str, namespace: str, kv_blocks: int = 8192, block_size: int = 16) -> None:
+        self.engines = SyntheticEngines(source, model="llama", namespace=namespace)
+        self.source = source
+        self.prefix = model
+        self.kv_blocks, self.block_size = kv_blocks, block_size
+        self._isl = 1000.0
+        self._turn = {"prefill": 0, "decode": 0}
+
+    def _pod(self, worker_id: str) -> str:
+        return f"{self.prefix}-{worker_id}"
+
+    def request_started(self, n: int = 1) -> None:
+        """Engines count requests when they finish: nothing to do at arrival."""
+
+    def add_waiting(self, delta: int) -> None:
+        """Waiting requests are per pod (`set_worker`), not a frontend gauge."""
+
+    def set_worker(self, worker_id: str, worker_type: str, *, active_prefill_tokens: Optional[float] = None,
+                   active_decode_blocks: Optional[float] = None, last_isl: Optional[float] = None, **_: object) -> None:
+        pod = self._pod(worker_id)
+        if pod not in self.engines.pods():
+            self.engines.add_pod(pod, worker_type)
+        if last_isl:
+            self._isl = float(last_isl)
+        if worker_type == "prefill" and active_prefill_tokens is not None:
+            self.engines.set_load(pod, waiting=round(active_prefill_tokens / self._isl))
+        elif active_decode_blocks is not None:
+            kv = active_decode_blocks / self.kv_blocks if self.source.name == "vllm" else active_decode_blocks * self.block_size
+            self.engines.set_load(pod, kv=kv)
+
+    def remove_worker(self, worker_id: str) -> None:
+        self.engines.remove_pod(self._pod(worker_id))
+
+    def _next(self, role: str) -> Optional[str]:
+        pods = sorted(p for p, r in self.engines.pods().items() if r == role)
+        if not pods:
+            return None
+        self._turn[role] += 1
+        return pods[self._turn[role] % len(pods)]
+
+    def observe_request(self, isl: float, osl: float, ttft_s: float, itl_s: float, duration_s: float, *, started: bool = True) -> None:
+        prefill, decode = self._next("prefill"), self._next("decode")
+        if prefill is not None and decode is not None:
+            self.engines.observe_disagg(prefill, decode, isl=isl, osl=osl, ttft_s=ttft_s, itl_s=itl_s, duration_s=duration_s)
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        return self.engines.serve(host, port)
+
+    def stop(self) -> None:
+        self.engines.stop()
+
+
 def _parse_listen(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     if not sep or not port.isdigit():
@@ -235,6 +297,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--listen", type=_parse_listen, default=("127.0.0.1", 0), help="HOST:PORT, port 0 = any free port")
     ap.add_argument("--model", default="llama-8b")
     ap.add_argument("--dynamo-namespace", default="inference-llama-8b")
+    ap.add_argument("--source", choices=sorted(SOURCES), default="dynamo",
+                    help="whose series to export: the Dynamo frontend's, or vLLM/SGLang engine pods' (pods <model>-prefill-i, <model>-decode-j)")
+    ap.add_argument("--namespace", default="inference", help="the engine pods' namespace label (engine sources)")
     ap.add_argument("--prefill-workers", type=int, default=LoadModel.prefill_workers)
     ap.add_argument("--decode-workers", type=int, default=LoadModel.decode_workers)
     ap.add_argument("--prefill-tokens-per-s", type=float, default=LoadModel.prefill_tokens_per_s)
@@ -261,7 +326,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    frontend = SyntheticFrontend(model=args.model, dynamo_namespace=args.dynamo_namespace)
+    source = SOURCES[args.source]
+    frontend: "SyntheticFrontend | EngineFrontend" = (
+        EngineFrontend(source, model=args.model, namespace=args.namespace) if source.layout == "engine"
+        else SyntheticFrontend(model=args.model, dynamo_namespace=args.dynamo_namespace)
+    )
     host, port = args.listen
     port = frontend.serve(host, port)
     print(port, flush=True)

@@ -180,3 +180,25 @@ def test_every_source_names_every_series_and_record_names_are_valid() -> None:
             for rec in names:
                 assert naming.PROM_METRIC_NAME_RE.match(rec), rec
         assert src.versions, name
+
+
+@pytest.mark.parametrize("source", ["vllm", "sglang"])
+def test_the_demo_reads_the_fake_engine_pods(source: str) -> None:
+    from prometheus_client import generate_latest
+
+    from scaler.devtools.demo import demo_plan, repo_root
+    from scaler.devtools.fake_frontend import EngineFrontend
+
+    plan = Plan.model_validate(demo_plan(repo_root(), "http://127.0.0.1:9", source))
+    assert plan.spec.metrics.source == source and sources.source_errors(plan) == []
+    fake = EngineFrontend(sources.SOURCES[source], model="llama", namespace="inference")
+    fake.set_worker("prefill-0", "prefill", active_prefill_tokens=6000, last_isl=3000)
+    fake.set_worker("decode-0", "decode", active_decode_blocks=4096)
+    fake.observe_request(3000, 5, 0.2, 0.01, 0.3, started=False)
+    text = generate_latest(fake.engines.registry).decode()
+    # the pods the demo plan's pool selectors pick, with one finished request each
+    for pool in ("prefill", "decode"):
+        assert sources.pool_extra(plan, pool) == f'pod=~"llama-{pool}-.*"'
+        assert f'pod="llama-{pool}-0"' in text
+    waiting = "vllm:num_requests_waiting" if source == "vllm" else "sglang:num_queue_reqs"
+    assert any(line.startswith(waiting) and 'pod="llama-prefill-0"' in line and line.endswith(" 2.0") for line in text.splitlines())
