@@ -23,7 +23,7 @@ from helpers import linear_profile, plan_dict, with_changes
 from prometheus import PromFactory, PromServer, wait_for_value
 from rules import check_rules
 from scaler.core.interpolation import perf_model
-from scaler.core.observations import Observation, TrafficWindow
+from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
 from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, engine_history
@@ -235,3 +235,24 @@ async def test_live_scraped_engines_are_read_whichever_way_the_colon_is_stored(p
     assert reading.window.requests >= 0.99 and reading.window.isl == pytest.approx(2048.0)
     assert reading.window.ttft_ms == pytest.approx(250.0) and reading.window.backlog == 2.0
     assert workers["llama-decode-0"].active_decode_blocks == pytest.approx(4096.0)
+
+
+async def test_the_load_decision_on_the_read_workers_is_the_cores(history: dict[str, Any]) -> None:
+    plan = make_plan(history["source"], history["server"].url)
+    at = history["start"] + T
+    async with PromClient(plan.spec.metrics.prometheus) as client:
+        read = await read_workers(client, plan, at=at)
+    # by hand: in (t-30, t] only the request at offset 40 finished, on pod 0 of each pool
+    # (ISL 512, TTFT 125 ms; on decode also 2 token gaps of 7.8125 ms)
+    want = tuple(sorted((
+        WorkerLoad("llama-decode-0", "decode", active_prefill_tokens=0.0, active_decode_blocks=0.5, last_ttft_ms=125.0, last_isl=512.0, last_itl_ms=7.8125),
+        WorkerLoad("llama-decode-1", "decode", active_decode_blocks=0.75),
+        WorkerLoad("llama-prefill-0", "prefill", active_prefill_tokens=3 * 512.0, active_decode_blocks=0.25, last_ttft_ms=125.0, last_isl=512.0),
+        WorkerLoad("llama-prefill-1", "prefill", active_decode_blocks=0.125),
+    ), key=lambda w: (w.pool, w.worker_id)))
+    assert read == want
+    model = perf_model(linear_profile())
+    state = new_state(plan)
+    got_d = decide(plan, model, Observation(timestamp=at, workers=read, ready_replicas={"prefill": 2, "decode": 2}), state)
+    want_d = decide(plan, model, Observation(timestamp=at, workers=want, ready_replicas={"prefill": 2, "decode": 2}), new_state(plan))
+    assert got_d.to_dict() == want_d.to_dict()
