@@ -45,7 +45,7 @@ LLMD_SLO = "llmd-slo"
 COMPUTED = (ORACLE, STATIC_SWEEP)
 _NAMED = ("plan", "throughput-only", "load-only", DYNAMO, LLMD_SLO, STATIC_SWEEP, ORACLE)
 POLICY_NAMES = "plan, throughput-only, load-only, dynamo, llmd-slo, static:N (or static:P,D), static-sweep, oracle"
-_STATIC = re.compile(r"^static:(\d+)(?:,(\d+))?$")
+_STATIC = re.compile(r"\Astatic:(\d+)(?:,(\d+))?\Z")
 
 
 class PolicyError(ValueError):
