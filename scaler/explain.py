@@ -85,6 +85,8 @@ async def explain_decision(plan_file: str, at: Optional[float], credentials_file
         if interval is not None:
             window_end = latest_closed(plan_loop.clock(), interval, plan_loop.settle)
             decision = await plan_loop.warm_up(window_end)
+            # a rejected newest window leaves the decision on an earlier one: name that one
+            window_end = decision.timestamp or window_end
         else:
             decision = await plan_loop.tick_load()
     return Explanation(
