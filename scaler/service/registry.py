@@ -169,6 +169,7 @@ class PlanRegistry:
         self.version = 0
         self._changed = asyncio.Event()
         self.loaded = False
+        self.closing = False  # set at shutdown: open streams end
 
     # -- change notification ------------------------------------------------------------
     def notify(self) -> None:
@@ -176,6 +177,11 @@ class PlanRegistry:
         self.version += 1
         event, self._changed = self._changed, asyncio.Event()
         event.set()
+
+    def end_streams(self) -> None:
+        """Shutting down: every stream waiting for a change returns (see `closing`)."""
+        self.closing = True
+        self.notify()
 
     async def wait_changed(self, version: int, timeout: float) -> int:
         """Wait until the version moves past `version` or `timeout` passes; return the version."""

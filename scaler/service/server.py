@@ -21,6 +21,7 @@ import signal
 import ssl
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -262,6 +263,9 @@ class ScalerServer:
                 await self._watch
             except asyncio.CancelledError:
                 pass
+        # Streams end now (OK, KEDA reconnects to a live replica) instead of holding the
+        # grace period open: it is for unary calls in flight.
+        self.registry.end_streams()
         if self.server is not None:
             await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.registry.close()
@@ -340,7 +344,10 @@ def run(config: ServeConfig) -> None:
     """`dynplan serve`: asyncio.run(serve(config)) with the shutdown bound armed by the signal.
 
     The default executor is not joined at the end (a thread stuck in a read would block
-    forever); the interpreter's own exit joins what is left, and the bound cuts that short."""
+    forever): once the event loop has closed, worker threads get at most a second to
+    finish; their work (a model being built, a query, a scan) has no one left to use it,
+    so if any still runs the logs are flushed and the process ends with os._exit(0). The
+    bound's timer covers an event loop that itself does not get that far."""
     bound = ShutdownBound(config.shutdown_seconds)
     event_loop = asyncio.new_event_loop()
     try:
@@ -355,3 +362,18 @@ def run(config: ServeConfig) -> None:
             event_loop.run_until_complete(event_loop.shutdown_asyncgens())
         finally:
             event_loop.close()  # shuts the default executor down without waiting
+    _exit_unless_done(min(1.0, config.shutdown_seconds))
+
+
+def _exit_unless_done(seconds: float) -> None:
+    """Join the non-daemon threads for up to `seconds`; os._exit(0) if any still runs
+    (the interpreter would otherwise wait for it at exit, for ever if it is stuck)."""
+    deadline = time.monotonic() + seconds
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    held = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon and t is not threading.current_thread()]
+    if held:
+        log_event(log, "shutdown_forced", logging.WARNING, timeoutSeconds=seconds, threads=held)
+        _flush_logs()
+        os._exit(0)

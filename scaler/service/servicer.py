@@ -107,7 +107,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         last_sent = -math.inf
         clock = asyncio.get_running_loop().time
         try:
-            while True:
+            while not self.registry.closing:
                 version = self.registry.version  # any change after this wakes the wait below
                 try:
                     plan_loop = self.registry.lookup(ref)
@@ -136,7 +136,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         sent: Optional[pb.GetMetricSpecResponse] = None
         version = self.registry.version
         try:
-            while True:
+            while not self.registry.closing:
                 try:
                     self.registry.lookup(ref)
                     spec = metric_spec(ref)
