@@ -45,9 +45,14 @@ def main() -> None:
 
 @click.command()
 @click.argument("plans", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--prometheus", "check_prometheus", is_flag=True,
+              help="Also check every series each plan needs in its Prometheus (as dynplan doctor).")
+@click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False),
+              help="With --prometheus: the scaler's credentials file, for plans that name an entry.")
 @handle_errors
-def validate(plans: tuple[str, ...]) -> None:
-    """Validate plan files (and the profiles they reference). Exit 2 on any error."""
+def validate(plans: tuple[str, ...], check_prometheus: bool, credentials_file: str | None) -> None:
+    """Validate plan files (and the profiles they reference). Exit 2 on any error; with
+    --prometheus also 2 when a series is missing, 3 when Prometheus is unreachable."""
     from scaler.planfile import load_plans
 
     loaded = load_plans(plans)
@@ -55,6 +60,10 @@ def validate(plans: tuple[str, ...]) -> None:
         for w in lp.warnings:
             click.echo(str(w), err=True)
         click.echo(f"{lp.path}: ok ({lp.plan.spec.mode}, pools: {', '.join(lp.plan.pool_names)})")
+    if check_prometheus:
+        from scaler.doctor import check_plans
+
+        raise SystemExit(check_plans([(lp.plan, str(lp.path)) for lp in loaded], credentials_file))
 
 
 if __name__ == "__main__":  # pragma: no cover

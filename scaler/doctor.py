@@ -1,5 +1,5 @@
-"""`dynplan doctor -f PLAN`: is every series the plan needs in Prometheus? What a user runs
-when the scaler shows nothing.
+"""`dynplan doctor -f PLAN` (and `dynplan validate --prometheus PLAN...`): is every series
+the plan needs in Prometheus? What a user runs when the scaler shows nothing.
 
 For every series the plan reads (throughput, per-worker when load scaling is on, ready
 replicas for the attainment sizing) it sends the raw PromQL the scaler would send, and
@@ -159,6 +159,37 @@ def _format(c: Check) -> str:
     return "\n".join(lines)
 
 
+def report(plan: Plan, checks: list[Check]) -> None:
+    """The text report of one plan's checks, on stdout."""
+    click.echo(f"plan {plan.name} (source {plan.spec.metrics.source}, Prometheus {plan.spec.metrics.prometheus.url})")
+    for c in checks:
+        click.echo(_format(c))
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (FOUND, EMPTY, MISSING)}
+    click.echo(f"{counts[FOUND]} found, {counts[EMPTY]} empty, {counts[MISSING]} missing")
+
+
+def checked(plan: Plan, plan_file: str, credentials_file: Optional[str]) -> list[Check]:
+    """`diagnose` with the credentials entry the plan names; MetricsUnavailable (exit 3)
+    naming the Prometheus when it cannot be reached."""
+    credentials = load_credentials(credentials_file) if credentials_file else None
+    credential = check_access(plan.spec.metrics.prometheus, plan_file, credentials)
+    try:
+        return asyncio.run(diagnose(plan, credential))
+    except MetricsUnavailable as exc:
+        raise MetricsUnavailable(f"Prometheus {plan.spec.metrics.prometheus.url} unreachable: {exc}") from None
+
+
+def check_plans(plans: list[tuple[Plan, str]], credentials_file: Optional[str] = None) -> int:
+    """`dynplan validate --prometheus`: the report of every (plan, file), and the exit
+    status of the worst (0 or 2; an unreachable Prometheus raises, exit 3)."""
+    status = 0
+    for plan, plan_file in plans:
+        checks = checked(plan, plan_file, credentials_file)
+        report(plan, checks)
+        status = max(status, exit_status(checks))
+    return status
+
+
 @click.command()
 @click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="the plan file")
 @click.option("-o", "--output", type=click.Choice(["text", "json"]), default="text", show_default=True)
@@ -170,18 +201,9 @@ def doctor(plan_file: str, output: str, credentials_file: Optional[str]) -> None
     from scaler.planfile import load_plan
 
     plan = load_plan(plan_file, runtime=False).plan
-    credentials = load_credentials(credentials_file) if credentials_file else None
-    credential = check_access(plan.spec.metrics.prometheus, plan_file, credentials)
-    try:
-        checks = asyncio.run(diagnose(plan, credential))
-    except MetricsUnavailable as exc:
-        raise MetricsUnavailable(f"Prometheus {plan.spec.metrics.prometheus.url} unreachable: {exc}") from None
+    checks = checked(plan, plan_file, credentials_file)
     if output == "json":
         click.echo(json.dumps({"plan": plan.name, "source": plan.spec.metrics.source, "checks": [asdict(c) for c in checks]}, indent=2))
     else:
-        click.echo(f"plan {plan.name} (source {plan.spec.metrics.source}, Prometheus {plan.spec.metrics.prometheus.url})")
-        for c in checks:
-            click.echo(_format(c))
-        counts = {s: sum(1 for c in checks if c.status == s) for s in (FOUND, EMPTY, MISSING)}
-        click.echo(f"{counts[FOUND]} found, {counts[EMPTY]} empty, {counts[MISSING]} missing")
+        report(plan, checks)
     raise SystemExit(exit_status(checks))

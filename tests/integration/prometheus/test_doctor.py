@@ -24,7 +24,7 @@ from scaler.sources import SOURCES
 POOLS = {"prefill": {"pod": "=~llama-prefill-.*"}, "decode": {"pod": "=~llama-decode-.*"}}
 
 
-def doctor(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True) -> tuple[int, dict[str, Any], str]:
+def plan_file(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True) -> Path:
     doc = with_changes(plan_dict(name="doc", load=load, sizing="attainment", interval_seconds=60), {
         "spec.scaling.load.intervalSeconds": 5,
         "spec.metrics": {"source": "vllm", "selector": {"namespace": "inference"}, "scrapeIntervalSeconds": 1,
@@ -32,7 +32,11 @@ def doctor(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.y
     })
     for pool, sel in pools.items():
         doc["spec"]["pools"][pool]["selector"] = sel
-    path = write_plan(tmp_path, doc, profile=linear_profile(), filename=name)
+    return write_plan(tmp_path, doc, profile=linear_profile(), filename=name)
+
+
+def doctor(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True) -> tuple[int, dict[str, Any], str]:
+    path = plan_file(tmp_path, url, pools=pools, name=name, load=load)
     proc = subprocess.run([sys.executable, "-m", "scaler.cli", "doctor", "-f", str(path), "-o", "json"],
                           capture_output=True, text=True, timeout=60)
     body = json.loads(proc.stdout) if proc.stdout.strip() else {}
@@ -118,3 +122,15 @@ def test_prometheus_unreachable_exits_3(tmp_path: Path) -> None:
     rc, body, err = doctor(tmp_path, f"http://127.0.0.1:{closed_port()}")
     assert rc == 3 and body == {}
     assert err.startswith("error: Prometheus http://127.0.0.1:") and "unreachable" in err and "Traceback" not in err
+
+
+def test_validate_with_prometheus_checks_every_plan(engines: Any, tmp_path: Path) -> None:
+    _, server = engines
+    good = plan_file(tmp_path, server.url, load=False)
+    bad = plan_file(tmp_path, server.url, pools={"prefill": POOLS["prefill"], "decode": {"pod": "=~llama-dec-.*"}},
+                    name="wrong.yaml", load=False)
+    proc = subprocess.run([sys.executable, "-m", "scaler.cli", "validate", "--prometheus", str(good), str(bad)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stdout.count("plan doc (source vllm") == 2 and "MISSING  requests [decode]" in proc.stdout
+    assert proc.stdout.index("plan.yaml: ok") < proc.stdout.index("FOUND")
