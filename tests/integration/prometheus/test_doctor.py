@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.exposition import start_wsgi_server
 
 from helpers import linear_profile, plan_dict, with_changes, write_plan
 from procs import closed_port
 from prometheus import PromFactory, wait_for_value
+from scaler.cli import main
 from scaler.devtools.frontend_exporter import SyntheticEngines
 from scaler.sources import SOURCES
 
@@ -36,11 +38,12 @@ def plan_file(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "pla
 
 
 def doctor(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True) -> tuple[int, dict[str, Any], str]:
+    """The doctor in this process (click's runner: exit code, stdout, stderr); the last
+    test runs it as a subprocess."""
     path = plan_file(tmp_path, url, pools=pools, name=name, load=load)
-    proc = subprocess.run([sys.executable, "-m", "scaler.cli", "doctor", "-f", str(path), "-o", "json"],
-                          capture_output=True, text=True, timeout=60)
-    body = json.loads(proc.stdout) if proc.stdout.strip() else {}
-    return proc.returncode, body, proc.stderr
+    result = CliRunner().invoke(main, ["doctor", "-f", str(path), "-o", "json"])
+    body = json.loads(result.stdout) if result.stdout.strip() else {}
+    return result.exit_code, body, result.stderr
 
 
 def by_key(body: dict[str, Any]) -> dict[tuple[str, Any], dict[str, Any]]:
@@ -119,8 +122,10 @@ def test_an_old_vllm_gets_the_rename_hint(engines: Any, tmp_path: Path) -> None:
 
 
 def test_prometheus_unreachable_exits_3(tmp_path: Path) -> None:
-    rc, body, err = doctor(tmp_path, f"http://127.0.0.1:{closed_port()}")
-    assert rc == 3 and body == {}
+    path = plan_file(tmp_path, f"http://127.0.0.1:{closed_port()}")
+    proc = subprocess.run([sys.executable, "-m", "scaler.cli", "doctor", "-f", str(path)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 3 and proc.stdout == ""
+    err = proc.stderr
     assert err.startswith("error: Prometheus http://127.0.0.1:") and "unreachable" in err and "Traceback" not in err
 
 
