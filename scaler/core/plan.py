@@ -317,11 +317,17 @@ _URL_HOST_RE = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]
 _URL_PATH_RE = re.compile(r"(/[-A-Za-z0-9._~!$&'()*+,;=:@]*)*")
 
 
+# Browsers and proxies commonly cap URLs near 2 KiB; a Prometheus base URL is far shorter.
+MAX_URL_LENGTH = 2048
+
+
 def http_url_problem(url: str) -> Optional[str]:
     """Why `url` is not a plain http(s) base URL (scheme, host, optional port and path;
     no user or password, query, fragment, whitespace or control characters), or None."""
     if not re.fullmatch(r"[\x21-\x7e]+", url):
         return "must not contain whitespace, control or non-ASCII characters"
+    if len(url) > MAX_URL_LENGTH:
+        return f"is {len(url)} characters long; at most {MAX_URL_LENGTH} are accepted"
     m = re.fullmatch(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<netloc>[^/?#]*)(?P<path>[^?#]*)(?P<rest>[?#].*)?", url)
     if m is None or m["scheme"] not in ("http", "https"):
         return "must be an http:// or https:// URL"

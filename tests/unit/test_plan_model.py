@@ -219,3 +219,11 @@ def test_every_plan_field_is_documented() -> None:
         if not re.search(r"[`.]" + re.escape(path.rsplit(".", 1)[-1]) + r"[`.]", text)
     ]
     assert missing == []
+
+
+def test_prometheus_url_length_is_bounded() -> None:
+    from scaler.core.plan import MAX_URL_LENGTH, http_url_problem
+
+    assert http_url_problem("http://prom:9090/" + "a" * 100) is None
+    problem = http_url_problem("http://prom:9090/" + "a" * MAX_URL_LENGTH)
+    assert problem is not None and "at most 2048" in problem
