@@ -23,7 +23,9 @@ class FieldError:
     severity: str = "error"  # "error" | "warning"
 
     def __str__(self) -> str:
-        where = f"{self.file}: {self.path}" if self.path else self.file
+        # a file name is the user's text: keep it on one line so it cannot forge lines
+        file = "".join(c if c.isprintable() else repr(c)[1:-1] for c in self.file)
+        where = f"{file}: {self.path}" if self.path else file
         prefix = "warning: " if self.severity == "warning" else ""
         return f"{where}: {prefix}{self.message}"
 

@@ -413,3 +413,10 @@ def test_validator_messages_quoting_a_value_are_clipped(tmp_path: Path) -> None:
     err = only_error(path)
     assert err.path == "metadata.labels" and err.message.startswith("team: 'a bvvv")
     assert len(err.message) == MAX_MESSAGE_CHARS and err.message.endswith("...")
+
+
+def test_a_file_name_with_a_newline_stays_on_one_error_line() -> None:
+    from scaler.errors import FieldError
+
+    text = str(FieldError("p\nerror: forged.yaml", "spec.sla", "bad"))
+    assert "\n" not in text and text == "p\\nerror: forged.yaml: spec.sla: bad"
