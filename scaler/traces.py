@@ -20,13 +20,16 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, Union
 
-from scaler.errors import FieldError, TraceError
+from scaler.bounded_input import read_regular_file
+from scaler.errors import FieldError, InputBoundExceeded, TraceError
 
 KnownFormat = Literal["mooncake", "azure"]
 TraceFormat = Literal["auto", "mooncake", "azure"]
 _AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
 # Report at most this many bad lines: enough to fix a file, not a wall of text.
 _MAX_ERRORS = 20
+# Far above a real trace (the shared one-hour traces are under 1 MB), and a bound on /dev/zero.
+MAX_TRACE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,9 @@ def read_trace(
     if not (isinstance(rate_scale, (int, float)) and math.isfinite(rate_scale) and rate_scale > 0):
         raise TraceError([FieldError(name, "rate_scale", f"must be a positive number, got {rate_scale!r}")])
     try:
-        raw = p.read_bytes()
+        raw = read_regular_file(p, MAX_TRACE_BYTES)
+    except InputBoundExceeded as exc:
+        raise TraceError([FieldError(name, "", f"cannot read trace: {exc}")]) from None
     except OSError as exc:
         raise TraceError([FieldError(name, "", f"cannot read trace: {exc.strerror or exc}")]) from None
     try:
@@ -118,6 +123,9 @@ def _parse_mooncake(name: str, text: str) -> tuple[list[float], list[int], list[
         where = f"line {lineno}"
         try:
             obj = json.loads(line)
+        except RecursionError:
+            errors.append(FieldError(name, where, "not JSON: nested too deeply"))
+            continue
         except ValueError as exc:
             # JSONDecodeError carries a short reason; other ValueErrors (e.g. an integer
             # literal over Python's digit limit) only their message.

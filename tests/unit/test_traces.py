@@ -110,3 +110,12 @@ def test_unknown_format_missing_file_and_bad_scale(tmp_path: Path) -> None:
     empty.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n")
     with pytest.raises(TraceError, match="no requests"):
         read_trace(empty)
+
+
+def test_a_device_or_a_deeply_nested_line_is_a_trace_error(tmp_path: Path) -> None:
+    with pytest.raises(TraceError, match="not a regular file"):
+        read_trace("/dev/zero", "mooncake")
+    deep = tmp_path / "deep.jsonl"
+    deep.write_text('{"timestamp": 0, "input_length": 10, "output_length": 5}\n' + "[" * 100_000 + "\n")
+    with pytest.raises(TraceError, match="line 2: not JSON: nested too deeply"):
+        read_trace(deep, "mooncake")
