@@ -248,13 +248,14 @@ def admission_errors(items: Sequence[RenderedObject]) -> list[FieldError]:
 
 def configmap_plan_errors(item: RenderedObject, key: str, expected_plan: Plan, expected_fingerprint: Optional[str]) -> list[FieldError]:
     """The ConfigMap's plan must load in the scaler exactly as the source plan did."""
-    from scaler.planfile import parse_plan_document
+    from scaler.planfile import parse_plan_text
 
     content = (item.obj.get("data") or {}).get(key)
     if not isinstance(content, str):
         return [item.error(f"data.{key}", "is missing")]
     try:
-        loaded = parse_plan_document(yaml.safe_load(content), f"{item.file}#data.{key}", runtime=False)
+        # the scaler's own loader, bounds included (aliases, duplicate keys, size, depth)
+        loaded = parse_plan_text(content, f"{item.file}#data.{key}", runtime=False)
     except InputError as exc:
         return [item.error(f"data.{key}", f"the scaler could not load it: {e}") for e in exc.errors]
     ignore = {"profile", "profile_data"}
