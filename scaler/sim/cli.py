@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import click
 
-from scaler.clikit import handle_errors
+from scaler.clikit import FiniteFloat, handle_errors
 from scaler.errors import FieldError, PlanError
 
 if TYPE_CHECKING:
@@ -49,14 +49,14 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="Plan file.")
 @click.option("--trace", "trace_file", required=True, type=click.Path(dir_okay=False), help="Request trace (Mooncake JSONL or Azure CSV).")
 @click.option("--format", "fmt", type=click.Choice(["auto", "mooncake", "azure"]), default="auto", show_default=True)
-@click.option("--rate-scale", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+@click.option("--rate-scale", type=FiniteFloat(0, 1e6, low_open=True), default=1.0, show_default=True,
               help="Multiply the arrival rate by compressing time (the trace gets X times shorter).")
 @click.option("--replicate", type=click.IntRange(min=1), default=1, show_default=True,
               help="K jittered copies of every request: K times the rate over the same span.")
-@click.option("--replicate-jitter", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--replicate-jitter", type=FiniteFloat(0, 86400), default=1.0, show_default=True,
               help="Copies after the first arrive up to this many seconds later (uniform, seeded).")
 @click.option("--truth-profile", type=click.Path(file_okay=False), help="Profile of the hardware to simulate (default: the plan's).")
-@click.option("--startup-delay", type=click.FloatRange(min=0),
+@click.option("--startup-delay", type=FiniteFloat(0, 86400),
               help="Seconds before a new replica serves, every pool (default: each pool's startupSeconds).")
 @click.option("--policy", "policies", multiple=True, help=_POLICY_HELP)
 @click.option("--initial-replicas",

@@ -281,3 +281,10 @@ def test_actuation_none_applies_decisions_at_the_tick(tmp_path: Path) -> None:
             last[r[2]] = r[3]
     assert changes and all(t % 180.0 == 0 for t in changes)
     assert "actuation none" in res.output
+
+
+@pytest.mark.parametrize("option,value", [("--rate-scale", "inf"), ("--rate-scale", "nan"),
+                                          ("--replicate-jitter", "nan"), ("--startup-delay", "inf")])
+def test_non_finite_float_options_exit_2_naming_the_option(option: str, value: str) -> None:
+    res = CliRunner().invoke(main, ["simulate", "-f", PLAN, "--trace", TRACE, option, value])
+    assert res.exit_code == 2 and f"Invalid value for '{option}'" in res.output
