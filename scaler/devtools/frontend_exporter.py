@@ -328,6 +328,8 @@ def engine_request_samples(
             EngineSample("counter", "vllm:request_success_total", dict(labels, finished_reason="stop"), 1),
             EngineSample("counter", "vllm:prompt_tokens_total", labels, isl),
             EngineSample("counter", "vllm:generation_tokens_total", labels, osl),
+            # preemptions are not modelled: the counter exists and stays at 0, as on an idle engine
+            EngineSample("counter", "vllm:num_preemptions_total", labels, 0),
             EngineSample("histogram", source.ttft_seconds, labels, ttft_s),
             EngineSample("histogram", source.itl_seconds, labels, itl_s, gaps),
             EngineSample("histogram", source.request_duration_seconds, labels, duration_s),
@@ -366,6 +368,8 @@ def engine_gauge_samples(
             ("sglang:num_queue_reqs", ranked, waiting),
             ("sglang:num_used_tokens", ranked, kv),
             ("sglang:token_usage", ranked, kv / SGLANG_MAX_TOTAL_TOKENS),
+            # decode throughput is not modelled here (the scaler does not read it): 0
+            ("sglang:gen_throughput", ranked, 0.0),
         ]
     return out
 
