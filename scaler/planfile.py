@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Optional
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence
 
 import yaml
 from pydantic import ValidationError
@@ -89,12 +89,20 @@ def _pydantic_errors(file: str, exc: ValidationError) -> list[FieldError]:
 
 
 def parse_plan_document(
-    doc: Any, file: str, base_dir: Optional[Path] = None, *, runtime: bool = True
+    doc: Any,
+    file: str,
+    base_dir: Optional[Path] = None,
+    *,
+    runtime: bool = True,
+    profile_roots: Optional[Sequence[Path]] = None,
 ) -> LoadedPlan:
     """Validate one already-parsed YAML document. Raises PlanError with every problem.
 
     `runtime=False` skips checks that only matter where the plan runs (optional predictor
     libraries installed): rendering manifests on a laptop must not need prophet.
+    `profile_roots`: when given, `spec.profile` must resolve (symlinks followed) inside one
+    of them; `dynplan serve` passes its plans directory and `--profile-root`s, so a plan
+    cannot make the scaler read other directories.
     """
     if not isinstance(doc, dict):
         raise PlanError([FieldError(file, "", "a plan must be a YAML mapping (apiVersion, kind, metadata, spec)")])
@@ -117,10 +125,17 @@ def parse_plan_document(
             directory = (base_dir or Path(file).resolve().parent) / directory
         from scaler.profile_io import load_profile
 
-        try:
-            profile = load_profile(directory, plan_file=file)
-        except ProfileError as exc:
-            errors += exc.errors
+        outside = profile_roots is not None and not _inside_any(directory, profile_roots)
+        if outside:
+            roots = ", ".join(str(r) for r in profile_roots or ())
+            errors.append(FieldError(file, "spec.profile", f"{_clip(str(spec.profile), 200)} lies outside the "
+                                     f"directories this scaler reads profiles from ({_clip(roots, 300)}; "
+                                     "serve --profile-root adds one)"))
+        else:
+            try:
+                profile = load_profile(directory, plan_file=file)
+            except ProfileError as exc:
+                errors += exc.errors
     elif spec.profile_data is not None:
         prefill, decode = spec.profile_data.prefill.arrays(), spec.profile_data.decode.arrays()
         problems = profile_problems(prefill, decode)
@@ -133,6 +148,11 @@ def parse_plan_document(
     warnings += tuple(sizing_warnings(file, plan))
     warnings += tuple(FieldError(file, path, msg, "warning") for path, msg in source_warnings(plan))
     return LoadedPlan(path=Path(file), plan=plan, profile=profile, warnings=warnings)
+
+
+def _inside_any(directory: Path, roots: Sequence[Path]) -> bool:
+    target = directory.resolve()
+    return any(target == r.resolve() or r.resolve() in target.parents for r in roots)
 
 
 def _predictor_errors(file: str, plan: Plan) -> list[FieldError]:
@@ -178,7 +198,14 @@ def coverage_warnings(file: str, plan: Plan, profile: Profile) -> list[FieldErro
     return out
 
 
-def parse_plan_text(text: str, file: str, base_dir: Optional[Path] = None, *, runtime: bool = True) -> LoadedPlan:
+def parse_plan_text(
+    text: str,
+    file: str,
+    base_dir: Optional[Path] = None,
+    *,
+    runtime: bool = True,
+    profile_roots: Optional[Sequence[Path]] = None,
+) -> LoadedPlan:
     """Validate one plan's YAML text (one document) within the plan bounds; raises PlanError."""
     if len(text) > MAX_PLAN_BYTES:  # characters, at least as many bytes: a cheap first check
         raise PlanError([FieldError(file, "", f"is more than {MAX_PLAN_BYTES} bytes; a plan must fit a ConfigMap")])
@@ -191,11 +218,14 @@ def parse_plan_text(text: str, file: str, base_dir: Optional[Path] = None, *, ru
         raise PlanError([FieldError(file, "", _clip(f"invalid YAML{where}: {problem}", MAX_MESSAGE_CHARS))]) from None
     if len(docs) != 1:
         raise PlanError([FieldError(file, "", f"expected exactly one plan document, found {len(docs)}")])
-    return parse_plan_document(docs[0], file, base_dir=base_dir, runtime=runtime)
+    return parse_plan_document(docs[0], file, base_dir=base_dir, runtime=runtime, profile_roots=profile_roots)
 
 
-def load_plan(path: str | Path, *, runtime: bool = True) -> LoadedPlan:
-    """Read and validate one plan file (one YAML document of at most MAX_PLAN_BYTES)."""
+def load_plan(
+    path: str | Path, *, runtime: bool = True, profile_roots: Optional[Sequence[Path]] = None
+) -> LoadedPlan:
+    """Read and validate one plan file (one YAML document of at most MAX_PLAN_BYTES);
+    `profile_roots` as in `parse_plan_document`."""
     p = Path(path)
     file = str(path)
     try:
@@ -206,7 +236,7 @@ def load_plan(path: str | Path, *, runtime: bool = True) -> LoadedPlan:
         raise PlanError([FieldError(file, "", str(exc))]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError([FieldError(file, "", f"cannot read: {exc}")]) from None
-    return parse_plan_text(text, file, base_dir=p.resolve().parent, runtime=runtime)
+    return parse_plan_text(text, file, base_dir=p.resolve().parent, runtime=runtime, profile_roots=profile_roots)
 
 
 def load_plans(paths: Iterable[str | Path], *, runtime: bool = True) -> list[LoadedPlan]:

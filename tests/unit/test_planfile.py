@@ -420,3 +420,26 @@ def test_a_file_name_with_a_newline_stays_on_one_error_line() -> None:
 
     text = str(FieldError("p\nerror: forged.yaml", "spec.sla", "bad"))
     assert "\n" not in text and text == "p\\nerror: forged.yaml: spec.sla: bad"
+
+
+def test_profile_roots_confine_spec_profile(tmp_path: Path) -> None:
+    import shutil
+
+    from scaler.errors import PlanError
+    from scaler.planfile import load_plan
+
+    plans = tmp_path / "plans"
+    shutil.copytree(EXAMPLES / "profiles", plans / "profiles")
+    text = (EXAMPLES / "llama-8b-disagg.yaml").read_text()
+    (plans / "inside.yaml").write_text(text)
+    assert load_plan(plans / "inside.yaml", profile_roots=[plans]).profile is not None
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(EXAMPLES / "profiles", elsewhere)
+    (plans / "escape.yaml").write_text(text.replace("profile: profiles/", "profile: ../elsewhere/"))
+    assert load_plan(plans / "escape.yaml").profile is not None  # no roots: the CLI reads anything
+    with pytest.raises(PlanError, match="spec.profile: ../elsewhere/.* lies outside"):
+        load_plan(plans / "escape.yaml", profile_roots=[plans])
+    (plans / "link").symlink_to(elsewhere)  # a symlink out of the root does not get around it
+    (plans / "link.yaml").write_text(text.replace("profile: profiles/", "profile: link/"))
+    with pytest.raises(PlanError, match="lies outside"):
+        load_plan(plans / "link.yaml", profile_roots=[plans])
