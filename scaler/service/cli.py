@@ -56,6 +56,7 @@ def _prometheus_access(allow: tuple[str, ...], credentials_file: Optional[str]) 
 @click.option("--shutdown-timeout", "shutdown_timeout", default=10.0, show_default=True, type=click.FloatRange(min=0.5), help="After SIGTERM/SIGINT the process exits within this many seconds, whatever is stuck.")
 @click.option("--prometheus-allow", "prometheus_allow", multiple=True, metavar="URL-PREFIX", help="Plans may only read Prometheus under this URL prefix (repeatable); without it any URL is allowed (a warning is logged).")
 @click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="YAML file of named Prometheus credentials (token or basic auth, TLS, the URL prefixes each may be sent to); plans name an entry.")
+@click.option("--profile-root", "profile_roots", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Plans' spec.profile must lie under the plans directory or this directory (repeatable); without it a plan may name any directory (a warning is logged).")
 @click.option("--prometheus-concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Queries in flight at once per Prometheus access, shared by the plans using it.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", default="json", show_default=True, type=click.Choice(LOG_FORMATS), help="Every line on stderr is a JSON object (json) or 'TIME LEVEL LOGGER: message' (text).")
@@ -75,6 +76,7 @@ def serve(
     prometheus_allow: tuple[str, ...],
     credentials_file: Optional[str],
     prometheus_concurrency: int,
+    profile_roots: tuple[str, ...],
     log_level: str,
     log_format: str,
 ) -> None:
@@ -89,6 +91,9 @@ def serve(
     if not prometheus_allow:
         log_event(log, "prometheus_unrestricted", logging.WARNING,
                   detail="no --prometheus-allow: plans may point the scaler at any Prometheus URL")
+    if not profile_roots:
+        log_event(log, "profiles_unrestricted", logging.WARNING,
+                  detail="no --profile-root: plans may make the scaler read any directory as a profile")
     from scaler.service.server import ServeConfig, TlsConfig, run
 
     tls = TlsConfig(Path(tls_cert), Path(tls_key), Path(tls_client_ca) if tls_client_ca else None) if tls_cert and tls_key else None
@@ -105,5 +110,6 @@ def serve(
         prometheus_allow=tuple(prometheus_allow),
         credentials=credentials,
         prometheus_concurrency=prometheus_concurrency,
+        profile_roots=tuple(Path(r) for r in profile_roots) if profile_roots else None,
     )
     run(config)

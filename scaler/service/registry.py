@@ -130,9 +130,9 @@ def _snapshot(directory: Path) -> tuple[Walk, dict[Path, Fingerprint]]:
     return walk_support(directory), stats
 
 
-def _prepare(path: Path) -> LoadedPlan:
+def _prepare(path: Path, profile_roots: Optional[tuple[Path, ...]]) -> LoadedPlan:
     """Parse a plan and build its profile's model (cached by content), in a worker thread."""
-    loaded = load_plan(path)
+    loaded = load_plan(path, profile_roots=profile_roots)
     loaded.model  # noqa: B018 - built here, off the event loop; PlanLoop reads the cached one
     return loaded
 
@@ -153,8 +153,11 @@ class PlanRegistry:
         *,
         metrics: Optional[ServiceMetrics] = None,
         run_loops: bool = True,
+        profile_roots: Optional[tuple[Path, ...]] = None,
     ) -> None:
         self.directory = Path(directory)
+        # where spec.profile may point: None = anywhere; else these and the plans directory
+        self.profile_roots = None if profile_roots is None else (self.directory, *profile_roots)
         self.make_plan_loop = make_plan_loop
         self.metrics = metrics
         self.run_loops = run_loops
@@ -281,7 +284,7 @@ class PlanRegistry:
     async def _load(self, path: Path, profile_changed: bool = False) -> bool:
         self._duplicates.pop(path, None)
         try:
-            loaded = await asyncio.to_thread(_prepare, path)
+            loaded = await asyncio.to_thread(_prepare, path, self.profile_roots)
         except PlanError as exc:
             self._record_failure(path, str(exc), exc.errors)
             return False

@@ -141,6 +141,8 @@ class ServeConfig:
     # where plans may point (URL prefixes; empty: anywhere) and the operator's credentials
     prometheus_allow: tuple[str, ...] = ()
     credentials: Optional[Credentials] = None
+    # directories spec.profile may point into besides the plans directory; None: anywhere
+    profile_roots: Optional[tuple[Path, ...]] = None
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -169,7 +171,10 @@ class ScalerServer:
             settle_seconds=config.settle_seconds,
             warmup_intervals=config.warmup_intervals,
         )
-        self.registry = PlanRegistry(config.plans_dir, self._make_plan_loop, metrics=self.metrics, run_loops=run_loops)
+        self.registry = PlanRegistry(
+            config.plans_dir, self._make_plan_loop, metrics=self.metrics, run_loops=run_loops,
+            profile_roots=config.profile_roots,
+        )
         self.health = health.aio.HealthServicer()
         self.server: Optional[grpc.aio.Server] = None
         self.port: Optional[int] = None

@@ -311,3 +311,24 @@ async def test_a_profile_change_reloads_only_the_plans_that_read_it(
         assert loop_of(server, "a") is not a and loop_of(server, "b") is b
     loaded = [e["plan"] for e in map(event_of, caplog.records) if e is not None and e["event"] == "plan_loaded"]
     assert loaded == ["a"]
+
+
+async def test_profile_roots_confine_what_a_plan_can_make_the_scaler_read(tmp_path: Path) -> None:
+    """The red-team's prof-path-escape: with --profile-root, spec.profile outside the plans
+    directory and the roots is refused naming the field; the plans inside are served."""
+    import shutil
+
+    plans, profiles, elsewhere = tmp_path / "plans", tmp_path / "profiles", tmp_path / "elsewhere"
+    inside, outside = test_plan("inside", _down(), "x"), test_plan("outside", _down(), "x")
+    write_plans(plans, [inside])  # writes plans/profile
+    shutil.copytree(plans / "profile", profiles / "p")
+    shutil.copytree(plans / "profile", elsewhere)
+    inside["spec"]["profile"] = str(profiles / "p")
+    outside["spec"]["profile"] = "../elsewhere"
+    rewrite_plan(plans / "inside-inference.yaml", inside)
+    rewrite_plan(plans / "outside-inference.yaml", outside)
+    async with running_scaler(plans, profile_roots=(profiles,)) as (server, _keda):
+        assert set(server.registry.index) == {("inference", "inside")}
+        failures = {Path(f.file).name: f.message for f in server.registry.failures.values()}
+        assert "spec.profile" in failures["outside-inference.yaml"]
+        assert "lies outside the directories this scaler reads profiles from" in failures["outside-inference.yaml"]
