@@ -77,7 +77,7 @@ def test_scaler_base_builds_and_validates() -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     scaler, collector = pod["containers"]
     assert scaler["args"] == ["serve", "--plans=/plans", "--listen=0.0.0.0:9090", "--metrics-listen=0.0.0.0:8080",
-                              "--prometheus-allow=http://prometheus-operated.monitoring:9090"]
+                              "--prometheus-allow=http://prometheus-operated.monitoring:9090", "--profile-root=/plans"]
     # Only the collector holds the service-account token (a plan must not be able to reach it).
     assert docs["ServiceAccount/dynplan-scaler"]["automountServiceAccountToken"] is False
     assert pod["automountServiceAccountToken"] is False
