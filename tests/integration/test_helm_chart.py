@@ -289,6 +289,23 @@ def test_plan_files_become_configmaps_the_scaler_loads(tmp_path: Path) -> None:
     assert (loaded.plan.metadata.namespace, loaded.plan.metadata.name) == ("serving", "qwen-agg")
 
 
+def test_plan_given_as_an_object_and_the_network_policy() -> None:
+    plan = yaml.safe_load((REPO / "tests" / "fixtures" / "render" / "agg.yaml").read_text())
+    docs = by_kind(helm_template({"plans": {"files": {"qwen_agg.yml": plan}}, "networkPolicy": {"enabled": True}}))
+    validate_core(list(docs.values()))
+    assert yaml.safe_load(docs["ConfigMap/dynplan-scaler-plan-qwen-agg"]["data"]["qwen_agg.yml"]) == plan
+    policy = docs["NetworkPolicy/dynplan-scaler"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "dynplan-scaler",
+                                                    "app.kubernetes.io/component": "scaler", **INSTANCE}
+    assert policy["policyTypes"] == ["Ingress"]  # egress (Prometheus, the API server) stays open
+    grpc, metrics = policy["ingress"]
+    assert grpc["ports"] == [{"port": "grpc", "protocol": "TCP"}]
+    assert grpc["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+                             "podSelector": {"matchLabels": {"app.kubernetes.io/name": "keda-operator"}}}]
+    assert metrics["ports"] == [{"port": "metrics", "protocol": "TCP"}]
+    assert metrics["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+
+
 @pytest.mark.parametrize(
     ("values", "where"),
     [
@@ -297,6 +314,10 @@ def test_plan_files_become_configmaps_the_scaler_loads(tmp_path: Path) -> None:
         ({"replicaCount": "two"}, "at '/replicaCount': got string, want integer"),
         ({"scaler": {"prometheusAllow": ["prometheus:9090"]}}, "at '/scaler/prometheusAllow/0'"),
         ({"plans": {"files": {"../x.yaml": "a: 1"}}}, "invalid propertyName '../x.yaml'"),
+        # a ConfigMap holds at most 1 MiB, and so does the scaler's plan loader
+        ({"plans": {"files": {"big.yaml": "#" * ((1 << 20) + 1)}}},
+         "at '/plans/files/big.yaml': maxLength: got 1,048,577, want 1,048,576"),
+        ({"networkPolicy": {"enabled": True, "grpcFrom": []}}, "at '/networkPolicy/grpcFrom'"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(values: dict[str, Any], where: str) -> None:
