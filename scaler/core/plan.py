@@ -445,6 +445,37 @@ class FallbackSpec(_Model):
     replicas: Optional[int] = Field(default=None, ge=0, le=naming.INT32_MAX)  # int32 in KEDA's CRD
 
 
+# Kubernetes' HPA API validation (pkg/apis/autoscaling/validation): value > 0,
+# 0 < periodSeconds <= 1800, at least one policy per direction.
+MAX_POLICY_PERIOD_SECONDS = 1800
+MAX_POLICIES = 10
+
+
+class ScalingPolicySpec(_Model):
+    """One HPA scaling policy: at most `value` pods (`Pods`) or percent of the replicas at
+    the period's start (`Percent`) per `periodSeconds`."""
+
+    type: Literal["Pods", "Percent"]
+    value: int = Field(ge=1, le=naming.INT32_MAX)  # int32 in the HPA API
+    period_seconds: int = Field(ge=1, le=MAX_POLICY_PERIOD_SECONDS)
+
+
+ScalingPolicies = Annotated[tuple[ScalingPolicySpec, ...], Field(min_length=1, max_length=MAX_POLICIES)]
+
+
+def scale_down_limit_one_period(start: int, policies: tuple[ScalingPolicySpec, ...], select_policy: str) -> int:
+    """The fewest replicas the HPA's scale-down policies allow one period after `start`,
+    before its [minReplicas, maxReplicas] clamp: `Pods: start - value`, `Percent:
+    trunc(start * (1 - value/100))`; `Max` takes the largest change, `Min` the smallest,
+    `Disabled` none (kubernetes horizontal.go calculateScaleDownLimitWithBehaviors)."""
+    if select_policy == "Disabled":
+        return start
+    limits = [
+        start - p.value if p.type == "Pods" else int(float(start) * (1 - float(p.value) / 100)) for p in policies
+    ]
+    return min(limits) if select_policy == "Max" else max(limits)
+
+
 class Keda(_Model):
     """How the rendered ScaledObjects behave (see docs/plan-spec.md)."""
 
@@ -455,6 +486,12 @@ class Keda(_Model):
     tolerance: Optional[float] = Field(default=None, ge=0, lt=1)
     scale_down_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
     scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
+    # the HPA's rate limits; None: derived per pool (render.objects.behavior)
+    scale_down_policies: Optional[ScalingPolicies] = None
+    scale_down_select_policy: Literal["Max", "Min", "Disabled"] = "Max"
+    scale_up_policies: Optional[ScalingPolicies] = None
+    # Disabled would freeze every scale-up the planner asks for
+    scale_up_select_policy: Literal["Max", "Min"] = "Max"
     use_cached_metrics: bool = False
 
 
@@ -603,6 +640,7 @@ def semantic_errors(plan: Plan) -> list[tuple[str, str]]:
                 f"({ld.interval_seconds} >= {tp.interval_seconds}) when both are enabled",
             )
         )
+    errors.extend(_scale_down_errors(plan))
     if ld.enabled and ld.min_observations > ld.window:
         errors.append(
             (
@@ -610,4 +648,45 @@ def semantic_errors(plan: Plan) -> list[tuple[str, str]]:
                 f"must be <= spec.scaling.load.window ({ld.min_observations} > {ld.window})",
             )
         )
+    return errors
+
+
+def _scale_down_errors(plan: Plan) -> list[tuple[str, str]]:
+    """Scale-down settings under which a pool can lose every replica in one HPA period.
+
+    The rendered defaults (Percent 50 per start-up) pass by construction; this checks what a
+    plan sets. From 2 to maxReplicas replicas, one period's policies must leave at least one
+    (from 1, Kubernetes' truncation takes any Percent policy to 0 and only the HPA's floor of
+    one keeps it). With minReplicas 0, HPA scale-down must stay on: KEDA's own scale to zero
+    after cooldownPeriodSeconds sets 0 from whatever count the HPA left.
+    """
+    spec = plan.spec
+    k = spec.keda
+    errors: list[tuple[str, str]] = []
+    for name in POOL_NAMES_BY_MODE[spec.mode]:
+        pool = getattr(spec.pools, name)
+        if pool is None:
+            continue
+        if k.scale_down_select_policy == "Disabled" and pool.min_replicas == 0:
+            errors.append(
+                (
+                    "spec.keda.scaleDownSelectPolicy",
+                    f"Disabled with spec.pools.{name}.minReplicas 0 lets KEDA take the pool from any count to 0 "
+                    "at once after cooldownPeriodSeconds; keep HPA scale-down on (Max or Min)",
+                )
+            )
+        if k.scale_down_policies is None:
+            continue
+        # the largest count a period can empty is the telling one (Pods 4: "from 4 replicas")
+        for start in range(pool.max_replicas, 1, -1):
+            if scale_down_limit_one_period(start, k.scale_down_policies, k.scale_down_select_policy) < 1:
+                rule = "every policy" if k.scale_down_select_policy == "Max" else "one policy"
+                errors.append(
+                    (
+                        "spec.keda.scaleDownPolicies",
+                        f"let the HPA take pool {name} from {start} replicas to 0 in one period; with selectPolicy "
+                        f"{k.scale_down_select_policy} {rule} must keep a replica (Pods 1, or Percent at most 50)",
+                    )
+                )
+                break
     return errors
