@@ -13,16 +13,20 @@ from typing import Any, Mapping, Optional
 import yaml
 
 from scaler import naming
-from scaler.core.plan import Plan, Pool
+from scaler.core.plan import MAX_POLICY_PERIOD_SECONDS, Plan, Pool, ScalingPolicySpec
 from scaler.planfile import LoadedPlan
 from scaler.render.rules import RuleGroup, rule_groups
 
 # KEDA's own default; the planner decides on its own interval, so KEDA only needs to ask
 # often enough to notice a new decision.
 DEFAULT_POLLING_SECONDS = 15
-# One HPA period for the scale policies: with a Pods policy as large as maxReplicas the
-# planner's whole jump is allowed in one step.
+# The scale-up period: with a Pods policy as large as maxReplicas the planner's whole jump
+# up is allowed in one step (one HPA sync).
 POLICY_PERIOD_SECONDS = 15
+# The default scale-down: at most this percent of a pool's replicas per start-up time (the
+# period: the pool's startupSeconds within the HPA's 15..1800 s). Kubernetes truncates
+# `start * (1 - 50/100)`, so from k >= 2 replicas one period keeps floor(k/2) >= 1.
+SCALE_DOWN_PERCENT = 50
 
 
 @dataclass(frozen=True)
@@ -33,12 +37,28 @@ class TargetRef:
 
 
 @dataclass(frozen=True)
-class Behavior:
-    scale_up_window: int
-    scale_down_window: int
-    pods_per_period: int
+class Policy:
+    """One `HPAScalingPolicy`: `Pods` or `Percent`, its value, its period."""
+
+    type: str
+    value: int
     period_seconds: int
+
+
+@dataclass(frozen=True)
+class Rules:
+    """One direction of the HPA behaviour, every field rendered (nothing left to API defaulting)."""
+
+    stabilization_window: int
+    select_policy: str
+    policies: tuple[Policy, ...]
     tolerance: Optional[float]
+
+
+@dataclass(frozen=True)
+class Behavior:
+    scale_up: Rules
+    scale_down: Rules
 
 
 @dataclass(frozen=True)
@@ -135,22 +155,43 @@ def fallback(plan: Plan, pool: Pool) -> Fallback:
     return Fallback(failure_threshold=fb.failure_threshold, behavior=fb.behavior, replicas=replicas)
 
 
-def behavior(plan: Plan, pool: Pool) -> Behavior:
-    """An HPA behaviour that executes the planner's decision as it is.
+def scale_down_period(pool: Pool) -> int:
+    """The default scale-down period: the pool's start-up time, within 15 s (one HPA sync)
+    and 1800 s (the API's maximum)."""
+    return min(max(pool.startup_seconds, POLICY_PERIOD_SECONDS), MAX_POLICY_PERIOD_SECONDS)
 
+
+def behavior(plan: Plan, pool: Pool) -> Behavior:
+    """The HPA behaviour: the planner's jumps up at once, its scale-downs at a safe rate.
+
+    Scale-up: one Pods policy as large as maxReplicas per 15 s, so any jump happens in one
+    step. Scale-down: at most half the pool per start-up time (`SCALE_DOWN_PERCENT` per
+    `scale_down_period`), so a scale-down the planner gets wrong (a dip, a bad window) costs
+    at most half the capacity before replacements could be serving, and a pool of k replicas
+    needs ceil(log2 k) start-ups to reach one. `spec.keda.scale{Up,Down}Policies` and
+    `...SelectPolicy` replace these (validated by `core.plan.semantic_errors`).
     Stabilisation windows come from the plan (default 0: the planner already smooths, and
     the HPA's default 300 s scale-down window would delay every scale-down by five minutes).
-    One Pods policy as large as maxReplicas per 15 s lets any jump happen in one step.
     `tolerance` is set per direction only when the plan asks (Kubernetes >= 1.33 with the
     HPAConfigurableTolerance feature gate); otherwise the cluster default of 10% applies.
     """
     k = plan.spec.keda
+
+    def policies(spec: Optional[tuple[ScalingPolicySpec, ...]], default: Policy) -> tuple[Policy, ...]:
+        if spec is None:
+            return (default,)
+        return tuple(Policy(p.type, p.value, p.period_seconds) for p in spec)
+
+    up = Policy("Pods", max(pool.max_replicas, 1), POLICY_PERIOD_SECONDS)
+    down = Policy("Percent", SCALE_DOWN_PERCENT, scale_down_period(pool))
     return Behavior(
-        scale_up_window=k.scale_up_stabilization_seconds,
-        scale_down_window=k.scale_down_stabilization_seconds,
-        pods_per_period=max(pool.max_replicas, 1),
-        period_seconds=POLICY_PERIOD_SECONDS,
-        tolerance=k.tolerance,
+        scale_up=Rules(k.scale_up_stabilization_seconds, k.scale_up_select_policy, policies(k.scale_up_policies, up), k.tolerance),
+        scale_down=Rules(
+            k.scale_down_stabilization_seconds,
+            k.scale_down_select_policy,
+            policies(k.scale_down_policies, down),
+            k.tolerance,
+        ),
     )
 
 

@@ -31,7 +31,14 @@ from typing import Any, Callable, Literal, Mapping, Optional
 from scaler.core.plan import Plan
 from scaler.render import objects
 from scaler.sim.hpa import HpaController
-from scaler.sim.hpa_config import Behavior, ControllerSettings, HpaConfig, ScalingPolicy, ScalingRules
+from scaler.sim.hpa_config import (
+    Behavior,
+    ControllerSettings,
+    HpaConfig,
+    ScalingPolicy,
+    ScalingRules,
+    behavior_from_rendered,
+)
 from scaler.sim.keda import (
     KEDA_COOLDOWN_PERIOD_SECONDS,
     KEDA_MAX_REPLICA_COUNT,
@@ -134,18 +141,8 @@ class ActuationPath:
 
 
 def config_from_view(so: objects.ScaledObjectView, controller: Optional[ControllerSettings] = None) -> ActuationConfig:
-    """The actuation config of a ScaledObject as `templates/scaledobject.yaml.j2` lays it out:
-    both directions `selectPolicy: Max`, one Pods policy, the view's windows and tolerance."""
-    b = so.behavior
-
-    def rules(window: int) -> ScalingRules:
-        return ScalingRules(
-            stabilization_window_seconds=window,
-            select_policy="Max",
-            policies=(ScalingPolicy("Pods", b.pods_per_period, b.period_seconds),),
-            tolerance=b.tolerance,
-        )
-
+    """The actuation config of a ScaledObject as `templates/scaledobject.yaml.j2` lays it out
+    (the view's behaviour as rendered: `hpa_config.behavior_from_rendered`)."""
     if so.metric_type != "AverageValue":
         raise ValueError(f"only AverageValue triggers are modelled, got {so.metric_type!r}")
     fb = so.fallback
@@ -161,7 +158,7 @@ def config_from_view(so: objects.ScaledObjectView, controller: Optional[Controll
     hpa = HpaConfig(
         min_replicas=max(so.min_replicas, 1),
         max_replicas=so.max_replicas,
-        behavior=Behavior(scale_up=rules(b.scale_up_window), scale_down=rules(b.scale_down_window)),
+        behavior=behavior_from_rendered(so.behavior),
         target_average_value=SCALER_TARGET,
         controller=controller if controller is not None else ControllerSettings(),
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Literal, Optional
 
+from scaler.render import objects
 from scaler.sim.keda import SCALER_TARGET, keda_metric_milli
 
 SelectPolicy = Literal["Max", "Min", "Disabled"]
@@ -105,6 +106,39 @@ def defaulted_behavior(behavior: Behavior) -> Behavior:
         scale_up=defaulted_rules(behavior.scale_up, DEFAULT_SCALE_UP_RULES),
         scale_down=defaulted_rules(behavior.scale_down, DEFAULT_SCALE_DOWN_RULES),
     )
+
+
+def _policy_type(value: str) -> PolicyType:
+    if value == "Pods":
+        return "Pods"
+    if value == "Percent":
+        return "Percent"
+    raise ValueError(f"policy type must be Pods or Percent, got {value!r}")
+
+
+def _select_policy(value: str) -> SelectPolicy:
+    if value == "Max":
+        return "Max"
+    if value == "Min":
+        return "Min"
+    if value == "Disabled":
+        return "Disabled"
+    raise ValueError(f"selectPolicy must be Max, Min or Disabled, got {value!r}")
+
+
+def rules_from_rendered(rules: objects.Rules) -> ScalingRules:
+    """One direction exactly as `templates/scaledobject.yaml.j2` renders it (every field set)."""
+    return ScalingRules(
+        stabilization_window_seconds=rules.stabilization_window,
+        select_policy=_select_policy(rules.select_policy),
+        policies=tuple(ScalingPolicy(_policy_type(p.type), p.value, p.period_seconds) for p in rules.policies),
+        tolerance=rules.tolerance,
+    )
+
+
+def behavior_from_rendered(behavior: objects.Behavior) -> Behavior:
+    """The HPA behaviour of a rendered ScaledObject: the renderer's values, the one source of truth."""
+    return Behavior(scale_up=rules_from_rendered(behavior.scale_up), scale_down=rules_from_rendered(behavior.scale_down))
 
 
 @dataclass(frozen=True)

@@ -111,9 +111,11 @@ def test_scaled_object_fields_follow_the_plan(tmp_path: Path) -> None:
     assert behavior["scaleDown"] == {
         "stabilizationWindowSeconds": 30,
         "selectPolicy": "Max",
-        "policies": [{"type": "Pods", "value": 12, "periodSeconds": 15}],
+        # at most half the pool per start-up (startupSeconds defaults to 120)
+        "policies": [{"type": "Percent", "value": 50, "periodSeconds": 120}],
         "tolerance": "0.05",
     }
+    assert behavior["scaleUp"]["policies"] == [{"type": "Pods", "value": 12, "periodSeconds": 15}]
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
     assert behavior["scaleUp"]["tolerance"] == "0.05"
     assert spec["triggers"] == [

@@ -412,15 +412,16 @@ def test_rendered_plan_round_trip() -> None:
         12,
         Behavior(
             ScalingRules(0, "Max", (ScalingPolicy("Pods", 12, 15),), 0.05),
-            ScalingRules(30, "Max", (ScalingPolicy("Pods", 12, 15),), 0.05),
+            ScalingRules(30, "Max", (ScalingPolicy("Percent", 50, 120),), 0.05),
         ),
     )
     assert tolerances_for(decode.hpa) == Tolerances(0.05, 0.05)
     # The rendered behaviour executes the planner's jump in one sync, with a 5% band.
     assert one_sync(decode.hpa, 2, 12.0) == 12
     assert one_sync(decode.hpa, 10, 10.4) == 10 and one_sync(decode.hpa, 10, 10.6) == 11
-    # ... and scales down once the 30 s window has passed (the initial 10 is in it until t=30).
-    assert run_syncs(HpaController(decode.hpa), 10, [3.0] * 3) == [10, 10, 3]
+    # ... and scales down once the 30 s window has passed (the initial 10 is in it until t=30),
+    # by at most half per start-up (120 s): 10 -> 5 at t=30, -> 3 (the target) at t=150.
+    assert run_syncs(HpaController(decode.hpa), 10, [3.0] * 11) == [10, 10, 5, 5, 5, 5, 5, 5, 5, 5, 3]
 
 
 def test_default_plan_config() -> None:
@@ -431,7 +432,7 @@ def test_default_plan_config() -> None:
         assert config_from_scaled_object(manifests[pool]) == cfg
         assert cfg.keda.polling_interval_seconds == 15
         assert cfg.keda.fallback == FallbackConfig(3, 1, "currentReplicasIfHigher")
-        assert cfg.hpa.behavior == Behavior(pods_rules(0, pods=16), pods_rules(0, pods=16))
+        assert cfg.hpa.behavior == Behavior(pods_rules(0, pods=16), ScalingRules(0, "Max", (ScalingPolicy("Percent", 50, 120),)))
         assert tolerances_for(cfg.hpa) == Tolerances(0.1, 0.1)  # no per-HPA tolerance rendered
         # 10 -> 11 is swallowed by the cluster's 10% band; 1 -> 16 happens in one sync.
         assert one_sync(cfg.hpa, 10, 11.0) == 10
