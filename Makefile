@@ -8,6 +8,8 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# test brings helm-python-sdk: Helm v4's engine as a library, which renders charts/dynplan in
+# tests/integration/test_helm_chart.py (no helm binary to download)
 EXTRAS ?= test,arima,prophet,plot
 comma  := ,
 STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
