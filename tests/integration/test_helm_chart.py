@@ -14,6 +14,7 @@ import copy
 import os
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -331,3 +332,14 @@ def test_helm_lint_strict_is_clean() -> None:
     assert report["errors"] == []
     # severity 1 is INFO ("icon is recommended"); warnings (2) and errors (3) fail
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_packaged_chart_renders_the_same(tmp_path: Path) -> None:
+    """`helm package` output (what a chart repository or OCI registry would serve)."""
+    archive = helm_python.package(str(CHART), destination=str(tmp_path))
+    assert Path(archive).name == "dynplan-0.1.0.tgz"
+    names = sorted(n.removeprefix("dynplan/") for n in tarfile.open(archive).getnames())
+    assert {"Chart.yaml", "values.yaml", "values.schema.json", "README.md", "templates/deployment.yaml"} <= set(names)
+    assert all(n.startswith("templates/") or "/" not in n for n in names), names
+    with helm_python.Chart.load(archive) as packaged, helm_python.Chart.load(str(CHART)) as source:
+        assert packaged.render(None, name=RELEASE, namespace=NAMESPACE) == source.render(None, name=RELEASE, namespace=NAMESPACE)
