@@ -476,6 +476,33 @@ def scale_down_limit_one_period(start: int, policies: tuple[ScalingPolicySpec, .
     return min(limits) if select_policy == "Max" else max(limits)
 
 
+def largest_emptied_start(
+    policies: tuple[ScalingPolicySpec, ...], select_policy: str, max_replicas: int
+) -> Optional[int]:
+    """The largest count from 2 to `max_replicas` that one period of these policies can take
+    to 0 (`scale_down_limit_one_period` < 1), or None. Each policy empties a prefix 2..f of
+    the counts (its limit never falls as the start grows), so `Max` empties up to the
+    largest f, `Min` up to the smallest; O(policies), not O(max_replicas)."""
+    if select_policy == "Disabled" or max_replicas < 2:
+        return None
+    tops: list[int] = []
+    for p in policies:
+        if p.type == "Pods":
+            top = min(p.value, max_replicas)
+        elif p.value >= 100:
+            top = max_replicas
+        else:
+            keep = 1 - float(p.value) / 100
+            top = min(max_replicas, int(1 / keep) + 1)
+            while top >= 2 and int(float(top) * keep) >= 1:  # float edges, as the controller computes
+                top -= 1
+            while top < max_replicas and int(float(top + 1) * keep) < 1:
+                top += 1
+        tops.append(top)
+    top = max(tops) if select_policy == "Max" else min(tops)
+    return top if top >= 2 else None
+
+
 class Keda(_Model):
     """How the rendered ScaledObjects behave (see docs/plan-spec.md)."""
 
@@ -678,15 +705,14 @@ def _scale_down_errors(plan: Plan) -> list[tuple[str, str]]:
         if k.scale_down_policies is None:
             continue
         # the largest count a period can empty is the telling one (Pods 4: "from 4 replicas")
-        for start in range(pool.max_replicas, 1, -1):
-            if scale_down_limit_one_period(start, k.scale_down_policies, k.scale_down_select_policy) < 1:
-                rule = "every policy" if k.scale_down_select_policy == "Max" else "one policy"
-                errors.append(
-                    (
-                        "spec.keda.scaleDownPolicies",
-                        f"let the HPA take pool {name} from {start} replicas to 0 in one period; with selectPolicy "
-                        f"{k.scale_down_select_policy} {rule} must keep a replica (Pods 1, or Percent at most 50)",
-                    )
+        start = largest_emptied_start(k.scale_down_policies, k.scale_down_select_policy, pool.max_replicas)
+        if start is not None:
+            rule = "every policy" if k.scale_down_select_policy == "Max" else "one policy"
+            errors.append(
+                (
+                    "spec.keda.scaleDownPolicies",
+                    f"let the HPA take pool {name} from {start} replicas to 0 in one period; with selectPolicy "
+                    f"{k.scale_down_select_policy} {rule} must keep a replica (Pods 1, or Percent at most 50)",
                 )
-                break
+            )
     return errors

@@ -12,7 +12,13 @@ from pydantic import ValidationError
 
 from helpers import flat_profile, plan_dict, write_plan
 from scaler.cli import main
-from scaler.core.plan import Plan, ScalingPolicySpec, scale_down_limit_one_period, semantic_errors
+from scaler.core.plan import (
+    Plan,
+    ScalingPolicySpec,
+    largest_emptied_start,
+    scale_down_limit_one_period,
+    semantic_errors,
+)
 from scaler.sim.hpa import scale_down_limit
 from scaler.sim.hpa_config import ScalingPolicy, ScalingRules
 
@@ -132,3 +138,25 @@ def test_one_period_arithmetic_is_the_simulated_hpa_s() -> None:
         rules = ScalingRules(0, select, tuple(ScalingPolicy(t, v, p) for t, v, p in policies))  # type: ignore[arg-type]
         for k in range(1, 200):
             assert scale_down_limit_one_period(k, spec, select) == scale_down_limit(0.0, k, [], [], rules), (policies, select, k)
+
+
+@pytest.mark.parametrize("select", ["Max", "Min", "Disabled"])
+def test_largest_emptied_start_is_the_brute_force_count(select: str) -> None:
+    # the O(policies) check against every count, the HPA's arithmetic
+    singles = [("Pods", v) for v in (1, 2, 3, 7, 40)] + [("Percent", v) for v in (1, 10, 33, 34, 49, 50, 51, 66, 67, 90, 99, 100, 150)]
+    sets = [[a] for a in singles] + [[a, b] for a in singles[::3] for b in singles[1::4]]
+    for pairs in sets:
+        spec = tuple(ScalingPolicySpec(type=t, value=v, period_seconds=60) for t, v in pairs)  # type: ignore[arg-type]
+        for m in (1, 2, 3, 5, 16, 101, 400):
+            brute = [s for s in range(2, m + 1) if scale_down_limit_one_period(s, spec, select) < 1]
+            assert largest_emptied_start(spec, select, m) == (max(brute) if brute else None), (pairs, select, m)
+
+
+def test_validation_is_fast_at_the_largest_pools() -> None:
+    import time
+
+    doc = plan_doc({"scaleDownPolicies": [{"type": "Percent", "value": 50, "periodSeconds": 60}] * 10}, maxReplicas=10000)
+    plan = Plan.model_validate(doc)
+    t0 = time.perf_counter()
+    assert errors(doc) == [] and semantic_errors(plan) == []
+    assert time.perf_counter() - t0 < 0.05
