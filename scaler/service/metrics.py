@@ -1,16 +1,18 @@
 """The scaler's own /metrics (prometheus-client), on a private registry (no global state),
-and the small asyncio HTTP server that exposes it."""
+and the small asyncio HTTP server that exposes it (and the read-only /decisions documents)."""
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-from typing import Any, Generic, Optional, TypeVar, Union
+import json
+from typing import Any, Callable, Generic, Optional, TypeVar, Union
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from scaler.core.decision import Decision, Reason
+from scaler.naming import DNS1123_LABEL_RE
 
 _PLAN = ("namespace", "plan")
 _POOL = ("namespace", "plan", "pool")
@@ -18,6 +20,8 @@ _POOL = ("namespace", "plan", "pool")
 _DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 M = TypeVar("M", Gauge, Enum)
 _MAX_REQUEST_HEAD = 16 * 1024  # request line + headers; a scrape sends a few hundred bytes
+# (namespace, plan) -> that plan's /decisions document, None -> the index; None: no such plan
+DecisionSource = Callable[[Optional[tuple[str, str]]], Optional[dict[str, Any]]]
 
 
 class _PerPlan(Generic[M]):
@@ -245,10 +249,22 @@ class MetricsServer:
     answer; at most `max_connections` are open, and a new one evicts the oldest that has
     not sent its request yet, so idle connections cannot lock scrapes out. The exposition
     itself is built in a worker thread (it walks every plan's series).
+
+    With `decisions`, also `GET /decisions` and `/decisions/<namespace>/<plan>` (JSON, read
+    only), under the same limits: the document is taken on the event loop (one consistent
+    snapshot) and encoded in a worker thread.
     """
 
-    def __init__(self, metrics: ServiceMetrics, *, read_timeout: float = 10.0, max_connections: int = 64) -> None:
+    def __init__(
+        self,
+        metrics: ServiceMetrics,
+        *,
+        read_timeout: float = 10.0,
+        max_connections: int = 64,
+        decisions: Optional[DecisionSource] = None,
+    ) -> None:
         self.metrics = metrics
+        self.decisions = decisions
         self.read_timeout = read_timeout
         self.max_connections = max_connections
         self.port: Optional[int] = None
@@ -305,7 +321,10 @@ class MetricsServer:
         method, target, _version = parts
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", {"Content-Type": "text/plain", "Allow": "GET, HEAD"}, b"GET only\n"
-        if target.split("?", 1)[0] != "/metrics":
+        path = target.split("?", 1)[0]
+        if self.decisions is not None and (path == "/decisions" or path.startswith("/decisions/")):
+            return await self._decision(path)
+        if path != "/metrics":
             return "404 Not Found", {"Content-Type": "text/plain"}, b"the metrics are at /metrics\n"
         headers = {}
         for line in header_lines:
@@ -319,3 +338,30 @@ class MetricsServer:
             body = gzip.compress(body, compresslevel=1)
             out["Content-Encoding"] = "gzip"
         return "200 OK", out, body
+
+    async def _decision(self, path: str) -> tuple[str, dict[str, str], bytes]:
+        assert self.decisions is not None
+        parts = path.split("/")[2:]  # "", "decisions", then namespace and plan
+        key: Optional[tuple[str, str]] = None
+        if parts:
+            # names are DNS-1123 labels: anything else is no plan, and nothing of the
+            # request is echoed back
+            if len(parts) != 2 or not all(len(p) <= 253 and DNS1123_LABEL_RE.match(p) for p in parts):
+                return _json_answer("404 Not Found", {"error": "not a plan: use /decisions/<namespace>/<plan>"})
+            key = (parts[0], parts[1])
+        doc = self.decisions(key)
+        if doc is None:
+            assert key is not None
+            # the same text as GetMetrics' NOT_FOUND
+            return _json_answer("404 Not Found", {"error": f"no plan {key[1]!r} in namespace {key[0]!r}"})
+        body = await asyncio.to_thread(_encode, doc)
+        return "200 OK", {"Content-Type": "application/json", "Cache-Control": "no-store"}, body
+
+
+def _encode(doc: dict[str, Any]) -> bytes:
+    # allow_nan=False: the documents carry NaN as null (Decision.to_dict); a NaN here is a bug
+    return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _json_answer(status: str, doc: dict[str, Any]) -> tuple[str, dict[str, str], bytes]:
+    return status, {"Content-Type": "application/json"}, _encode(doc)

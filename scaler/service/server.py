@@ -1,4 +1,5 @@
-"""The `dynplan serve` process: grpc.aio server, health, /metrics, TLS, graceful shutdown.
+"""The `dynplan serve` process: grpc.aio server, health, /metrics and /decisions, TLS,
+graceful shutdown.
 
 Health (grpc.health.v1): `liveness` is SERVING as soon as the server runs and never
 depends on Prometheus (a Prometheus outage must not restart scalers); `readiness` and the
@@ -35,6 +36,7 @@ from scaler.prom.client import DEFAULT_CONCURRENCY, PromClient
 from scaler.prom.credentials import Credentials, check_access
 from scaler.prom.reader import PromReader
 from scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.service.decisions import decision_document, index_document
 from scaler.service.logs import log_event
 from scaler.service.loop import LoopSettings, PlanLoop, Reader
 from scaler.service.metrics import MetricsServer, ServiceMetrics
@@ -210,6 +212,13 @@ class ScalerServer:
             on_change=self.registry.notify,
         )
 
+    def _decisions(self, key: Optional[tuple[str, str]]) -> Optional[dict[str, Any]]:
+        """The metrics listener's /decisions documents (None: no such plan)."""
+        if key is None:
+            return index_document(self.registry.index.values())
+        plan_loop = self.registry.index.get(key)
+        return None if plan_loop is None else decision_document(plan_loop)
+
     async def start(self) -> int:
         """Bind, mark live, load plans, mark ready; return the gRPC port."""
         # No SO_REUSEPORT (gRPC's default on Linux): a second scaler on the same port must
@@ -233,7 +242,8 @@ class ScalerServer:
         if self.config.metrics_listen:
             host, mport = split_host_port(self.config.metrics_listen)
             metrics_server = MetricsServer(
-                self.metrics, read_timeout=self.config.metrics_read_timeout, max_connections=self.config.metrics_max_connections
+                self.metrics, read_timeout=self.config.metrics_read_timeout,
+                max_connections=self.config.metrics_max_connections, decisions=self._decisions,
             )
             try:
                 self.metrics_port = await metrics_server.start(host, mport)
