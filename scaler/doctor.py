@@ -37,6 +37,7 @@ from scaler.sources import (
     plan_raw_expr,
     plan_series,
     plan_source,
+    query_range,
     series_inputs,
     series_pool,
     series_selector,
@@ -102,8 +103,8 @@ async def _samples_in(client: PromClient, metric: str, sel: str, window: int) ->
 async def _empty_hint(client: PromClient, plan: Plan, metric: str, sel: str, window: int) -> str:
     n = await _samples_in(client, metric, sel, window)
     if n < 2:
-        return (f"the {window}s window holds {n:.0f} sample(s) of {metric}: it is shorter than two scrapes; use a longer "
-                f"intervalSeconds and set spec.metrics.scrapeIntervalSeconds to the scrape interval "
+        return (f"the {window}s range holds {n:.0f} sample(s) of {metric}: it is shorter than two scrapes; set "
+                f"spec.metrics.scrapeIntervalSeconds to the scrape interval (ranges are at least four of them) "
                 f"(now {plan.spec.metrics.scrape_interval_seconds}s)")
     return f"{metric} is scraped ({n:.0f} samples in the {window}s window) but the window holds no value: no traffic yet?"
 
@@ -119,7 +120,7 @@ async def _check(client: PromClient, plan: Plan, series: SeriesDef, window: int,
         return Check(series.key, read_pool, FOUND, value, sel, query)
     for metric, msel in inputs:
         if await _count(client, series_selector(metric, msel)) > 0:
-            return Check(series.key, read_pool, EMPTY, None, msel, query, await _empty_hint(client, plan, metric, msel, window))
+            return Check(series.key, read_pool, EMPTY, None, msel, query, await _empty_hint(client, plan, metric, msel, query_range(window, plan.spec.metrics.scrape_interval_seconds)))
     return Check(series.key, read_pool, MISSING, None, sel, query, await _missing_hint(client, plan, inputs, read_pool))
 
 

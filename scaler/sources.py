@@ -40,6 +40,20 @@ POD_LABEL = "pod"
 # Sub-window and bin lengths of the burst signals, in whole seconds (PromQL durations).
 PEAK_WINDOW = int(PEAK_WINDOW_SECONDS)
 PEAK_STEP = int(PEAK_STEP_SECONDS)
+# The range of every rate/increase/avg_over_time is at least this many scrape intervals
+# (Prometheus's guidance for rate(): four, so that a missed or late scrape still leaves two
+# samples); a shorter decision window is read over this longer range (`query_range`).
+RANGE_SCRAPES = 4
+# The burst signals' sub-windows and bins are fixed by their definition (the simulator's):
+# they are read only when each holds at least this many scrapes (`defined`).
+MIN_SCRAPES = 2
+
+
+def query_range(window_seconds: int, scrape_seconds: int) -> int:
+    """The range (s) the PromQL of a window of `window_seconds` reads over: the window, or
+    RANGE_SCRAPES scrape intervals when that is longer. The one place the scrape interval
+    shapes a query: rules, the raw fallback and the doctor all come through here."""
+    return max(int(window_seconds), RANGE_SCRAPES * int(scrape_seconds))
 
 
 @dataclass(frozen=True)
@@ -251,20 +265,26 @@ SERIES_BY_KEY: dict[str, SeriesDef] = {s.key: s for s in SERIES}
 ATTAINMENT_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.sizing == "attainment")
 
 
-def defined(series: SeriesDef, window_seconds: int) -> bool:
-    """Whether the series exists for a window of this length: the index of dispersion needs
-    two 30-s bins (the simulator's definition gives None below that, and so does the reader)."""
+def defined(series: SeriesDef, window_seconds: int, scrape_seconds: int = 1) -> bool:
+    """Whether the series can have a value for a window of this length at this scrape
+    interval: the index of dispersion needs two 30-s bins (the simulator's definition gives
+    None below that, and so does the reader); the burst signals' fixed sub-windows (the
+    minute of the peak rate, or the window itself when shorter; the 30-s bins) must hold
+    MIN_SCRAPES scrapes, else their increase() is empty at every evaluation."""
+    need = MIN_SCRAPES * int(scrape_seconds)
     if series.op == "dispersion":
-        return int(window_seconds) // PEAK_STEP >= 2
+        return int(window_seconds) // PEAK_STEP >= 2 and PEAK_STEP >= need
+    if series.op == "peak_rate":
+        return min(int(window_seconds), PEAK_WINDOW) >= need
     return True
 
 
-def series_for(kind: str, sizing: str, window_seconds: int) -> tuple[SeriesDef, ...]:
+def series_for(kind: str, sizing: str, window_seconds: int, scrape_seconds: int = 1) -> tuple[SeriesDef, ...]:
     """The series of `kind` a plan with throughput sizing `sizing` reads (and records) over
-    windows of `window_seconds`, in table order."""
+    windows of `window_seconds` at scrapes every `scrape_seconds`, in table order."""
     return tuple(
         s for s in SERIES
-        if s.kind == kind and (s.sizing is None or s.sizing == sizing) and defined(s, window_seconds)
+        if s.kind == kind and (s.sizing is None or s.sizing == sizing) and defined(s, window_seconds, scrape_seconds)
     )
 
 
@@ -274,8 +294,18 @@ def plan_series(plan: "Plan", kind: str) -> tuple[SeriesDef, ...]:
     load-only plans read exactly what Dynamo's planner reads."""
     tp = plan.spec.scaling.throughput
     sizing = tp.sizing if tp.enabled else ""
-    window = tp.interval_seconds if kind == "throughput" else plan.spec.scaling.load.interval_seconds
-    return series_for(kind, sizing, window)
+    return series_for(kind, sizing, plan_window(plan, kind), plan.spec.metrics.scrape_interval_seconds)
+
+
+def plan_window(plan: "Plan", kind: str) -> int:
+    """The decision window of a plan's `kind` series: the throughput or load interval."""
+    scaling = plan.spec.scaling
+    return scaling.throughput.interval_seconds if kind == "throughput" else scaling.load.interval_seconds
+
+
+def plan_range(plan: "Plan", kind: str) -> int:
+    """`query_range` of the plan's `kind` window at its spec.metrics.scrapeIntervalSeconds."""
+    return query_range(plan_window(plan, kind), plan.spec.metrics.scrape_interval_seconds)
 
 
 def escape_label_value(value: str) -> str:
@@ -453,7 +483,12 @@ def _engine_worker_expr(source: Source, series: SeriesDef, sel: str, w: str) -> 
 
 
 def raw_expr(
-    source: Source, series: SeriesDef, labels: Mapping[str, str], window_seconds: int, extra: str = ""
+    source: Source,
+    series: SeriesDef,
+    labels: Mapping[str, str],
+    window_seconds: int,
+    extra: str = "",
+    range_seconds: Optional[int] = None,
 ) -> str:
     """The PromQL that computes a series from the source metrics (rule `expr` and fallback).
 
@@ -463,15 +498,23 @@ def raw_expr(
     over existing counters gives 0, not an empty result, on an idle window. The burst
     signals are `peak_rate_expr` and `dispersion_expr`, the backlog `gauge_sum_expr`.
     `extra`: raw matchers added to every selector (an engine pool's, `pool_extra`).
+    `range_seconds` (`query_range`; default: the window): the range of every increase and
+    avg_over_time. Longer than the window, a mean or an average is taken over the range,
+    and the request count is the range's, scaled to the window (`* W / R`: the window's
+    share at the range's mean rate). The burst signals keep their own sub-windows.
     """
     sel = selector(labels, extra)
-    w = window(window_seconds)
+    W = int(window_seconds)
+    R = W if range_seconds is None else int(range_seconds)
+    if R < W:
+        raise ValueError(f"a query range ({R}s) shorter than its window ({W}s)")
+    w = window(R)
     if series.kind == "throughput":
         if series.op == "increase":
             total = f"sum(increase({series_selector(source.requests_total, sel)}[{w}]))"
             if source.requests_started:
-                return f"sum(increase({series_selector(source.requests_started, sel)}[{w}])) or {total}"
-            return total
+                total = f"sum(increase({series_selector(source.requests_started, sel)}[{w}])) or {total}"
+            return total if R == W else f"({total}) * {W} / {R}"
         if series.op == "peak_rate":
             return peak_rate_expr(source, sel, window_seconds)
         if series.op == "dispersion":
@@ -486,19 +529,26 @@ def raw_expr(
     return f"avg by ({by}) (avg_over_time({metric}{sel}[{w}]))"
 
 
-def record_name(source: Source, series: SeriesDef, window_seconds: int) -> str:
-    """Recording-rule name, `level:metric:operations` (Prometheus naming practice)."""
-    w = window(window_seconds)
+def record_name(source: Source, series: SeriesDef, window_seconds: int, range_seconds: Optional[int] = None) -> str:
+    """Recording-rule name, `level:metric:operations` (Prometheus naming practice). The
+    duration in a name is the range the rule reads over (`raw_expr`): the window unless the
+    scrape interval needs a longer one; the request count, a count per window, names both
+    then (`increase60s_over120s`). Names of windows of at least RANGE_SCRAPES scrapes are
+    the same as before ranges depended on the scrape interval."""
+    R = int(window_seconds) if range_seconds is None else int(range_seconds)
+    w = window(R)
     if series.kind == "throughput":
         arrivals = _strip_total(source.requests_started or source.requests_total)
         if series.op == "increase":
+            if R != int(window_seconds):
+                return f"{PLAN_LABEL}:{arrivals}:increase{window(window_seconds)}_over{w}"
             return f"{PLAN_LABEL}:{arrivals}:increase{w}"
         if series.op == "peak_rate":
-            # the highest 1-minute rate over the window
-            return f"{PLAN_LABEL}:{arrivals}:max_rate{window(PEAK_WINDOW)}_{w}"
+            # the highest 1-minute rate over the window (its own sub-windows: no range)
+            return f"{PLAN_LABEL}:{arrivals}:max_rate{window(PEAK_WINDOW)}_{window(window_seconds)}"
         if series.op == "dispersion":
             # the index of dispersion of 30-s increases over the window
-            return f"{PLAN_LABEL}:{arrivals}:dispersion_increase{window(PEAK_STEP)}_{w}"
+            return f"{PLAN_LABEL}:{arrivals}:dispersion_increase{window(PEAK_STEP)}_{window(window_seconds)}"
         if series.op == "gauge_sum":
             # an instant: no window in the name (named after the first gauge tried)
             return f"{PLAN_LABEL}:{getattr(source, series.metric)[0].metric}:sum"
@@ -512,11 +562,16 @@ def record_name(source: Source, series: SeriesDef, window_seconds: int) -> str:
 
 
 def recorded_query(
-    source: Source, series: SeriesDef, plan_name: str, window_seconds: int, pool: Optional[str] = None
+    source: Source,
+    series: SeriesDef,
+    plan_name: str,
+    window_seconds: int,
+    pool: Optional[str] = None,
+    range_seconds: Optional[int] = None,
 ) -> str:
     """The instant query that reads a recorded series back for one plan (and pool)."""
     labels = {PLAN_LABEL: plan_name, **({POOL_LABEL: pool} if pool is not None else {})}
-    return record_name(source, series, window_seconds) + selector(labels)
+    return record_name(source, series, window_seconds, range_seconds) + selector(labels)
 
 
 def read_query(
@@ -528,6 +583,7 @@ def read_query(
     use_recording_rules: bool,
     extra: str = "",
     pool: Optional[str] = None,
+    range_seconds: Optional[int] = None,
 ) -> str:
     """The query the scaler sends for one series: recorded when it exists, raw otherwise.
 
@@ -536,10 +592,10 @@ def read_query(
     expression otherwise; the choice is made per evaluation (per step in a range query).
     The two are told apart by the `dynplan_plan` label, which only recorded series carry.
     """
-    raw = raw_expr(source, series, labels, window_seconds, extra)
+    raw = raw_expr(source, series, labels, window_seconds, extra, range_seconds)
     if not use_recording_rules:
         return raw
-    return f"{recorded_query(source, series, plan_name, window_seconds, pool)} or on() ({raw})"
+    return f"{recorded_query(source, series, plan_name, window_seconds, pool, range_seconds)} or on() ({raw})"
 
 
 def is_recorded(labels: Mapping[str, str]) -> bool:
@@ -601,11 +657,19 @@ def worker_pools(plan: "Plan") -> tuple[Optional[str], ...]:
 
 
 def plan_raw_expr(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Optional[str] = None) -> str:
-    """`raw_expr` with the plan's selector and the pool's matchers (throughput series: the
-    pool of `series_pool`; worker series: the `pool` given)."""
+    """`raw_expr` with the plan's selector, the pool's matchers (throughput series: the
+    pool of `series_pool`; worker series: the `pool` given) and the range its scrape
+    interval needs (`query_range`)."""
     if series.kind == "throughput":
         pool = series_pool(plan, series)
-    return raw_expr(plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool))
+    rng = query_range(window_seconds, plan.spec.metrics.scrape_interval_seconds)
+    return raw_expr(plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool), rng)
+
+
+def plan_record_name(plan: "Plan", series: SeriesDef, window_seconds: int) -> str:
+    """`record_name` at the range the plan's scrape interval needs."""
+    rng = query_range(window_seconds, plan.spec.metrics.scrape_interval_seconds)
+    return record_name(plan_source(plan), series, window_seconds, rng)
 
 
 def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Optional[str] = None) -> str:
@@ -617,7 +681,8 @@ def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: 
     else:
         rec_pool = pool
     return read_query(
-        source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool
+        source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool,
+        query_range(window_seconds, m.scrape_interval_seconds),
     )
 
 
@@ -647,8 +712,9 @@ def source_errors(plan: "Plan") -> list[tuple[str, str]]:
 
 
 def source_warnings(plan: "Plan") -> list[tuple[str, str]]:
-    """(field, message) for windows too short for the scrape interval, and matchers on a
-    label the source does not use."""
+    """(field, message) for windows read over a longer range than themselves (shorter than
+    RANGE_SCRAPES scrapes), burst signals the scrape interval leaves without a value, and
+    matchers on a label the source does not use."""
     m = plan.spec.metrics
     scrape = m.scrape_interval_seconds
     out: list[tuple[str, str]] = []
@@ -656,10 +722,18 @@ def source_warnings(plan: "Plan") -> list[tuple[str, str]]:
     windows = [("spec.scaling.throughput.intervalSeconds", tp.interval_seconds, tp.enabled),
                ("spec.scaling.load.intervalSeconds", ld.interval_seconds, ld.enabled)]
     for path, seconds, enabled in windows:
-        if enabled and seconds < 2 * scrape:
-            out.append((path, f"{seconds}s is shorter than two scrapes ({2 * scrape}s at spec.metrics.scrapeIntervalSeconds "
-                        f"{scrape}): its windows hold fewer than two samples, so rates and averages read nothing and the "
-                        f"workers seen flap; use at least {2 * scrape}s"))
+        rng = query_range(seconds, scrape)
+        if enabled and rng > seconds:
+            out.append((path, f"{seconds}s is shorter than {RANGE_SCRAPES} scrapes ({rng}s at spec.metrics.scrapeIntervalSeconds "
+                        f"{scrape}): its rates and averages are read over the last {rng}s (decisions still every {seconds}s, "
+                        f"each smoothed over {rng}s and lagging a change by up to {rng}s); set spec.metrics.scrapeIntervalSeconds "
+                        f"to the real scrape interval"))
+    if tp.enabled and tp.sizing == "attainment":
+        lost = [s.key for s in ATTAINMENT_SERIES if defined(s, tp.interval_seconds) and not defined(s, tp.interval_seconds, scrape)]
+        if lost:
+            out.append(("spec.metrics.scrapeIntervalSeconds", f"{scrape}s scrapes leave {', '.join(lost)} without a value (their "
+                        f"{PEAK_STEP}-s bins and {PEAK_WINDOW}-s sub-windows need {MIN_SCRAPES} scrapes each): not read, the "
+                        f"attainment sizing keeps what it learned"))
     source = plan_source(plan)
     for label in m.selector:
         if label in ("model", "model_name") and label != source.model_label:

@@ -21,6 +21,10 @@ Semantics (a failing dependency never becomes a number):
 `PromReader` logs a warning (logger `dynplan.prom`), once until the series is back, naming
 the query (series and selector) of every series that came back empty.
 
+Ranges: every increase()/avg_over_time() reads over `sources.query_range` (the window, or
+four scrape intervals of spec.metrics.scrapeIntervalSeconds when longer), the same in the
+recorded and the raw query; a request count read over a longer range is scaled to T.
+
 Window grid: a window read at time t covers (t - T, t], T = the interval. History windows
 end at `end`, `end - T`, ...: window k of n covers (end - (n-k)*T, end - (n-k-1)*T]. A live
 loop that reads at end + T, end + 2T, ... continues exactly this grid; `window_ends` gives it.

@@ -21,6 +21,10 @@ repeat them, one pod per pool exports the older KV gauge, and the gateway's queu
 stale after two windows. A pool regex no sample matches gives a case without expectations
 (its name says so).
 
+Blocks are each rule's range (`sources.query_range`: the window, or four scrape intervals
+when longer), so a plan whose windows are read over a longer range is tested over that
+range, and its request count scaled back to the window as the rule does.
+
 Exactness: windows are whole multiples of the input interval and start at a sample, so
 `increase()` needs no extrapolation; per-request values are dyadic fractions, so every sum
 is exact in float64 and Python's division gives Prometheus's bit-identical result
@@ -144,8 +148,8 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
     """Three windows: traffic, different (bursty) traffic, idle (arrivals stop; last
     completions drain)."""
     source = source_for(plan)
-    window = throughput_window(plan)
-    step = math.gcd(window, 15)
+    W, window = _windows(plan, "throughput")
+    step = math.gcd(math.gcd(window, W), 15)
     per_window = window // step
     steps = 3 * per_window
 
@@ -200,12 +204,12 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
     for p in (1, 2, 3):
         in_window = range((p - 1) * per_window + 1, p * per_window + 1)
         t = p * window
-        requests = float(sum(count_fn(f, j) for f in range(FRONTENDS) for j in in_window))
+        requests = _per_window(float(sum(count_fn(f, j) for f in range(FRONTENDS) for j in in_window)), W, window)
         rec = rule_by_key["requests"].record
         expectations.append(Expectation(rec, t, (_expected(plan_label, rec, requests),)))
         extra: dict[str, Callable[[], Optional[float]]] = {
-            "peak_rate": lambda: _peak_rate(counted, t, window),
-            "arrival_dispersion": lambda: _dispersion(counted, t, window),
+            "peak_rate": lambda: _peak_rate(counted, t, W),
+            "arrival_dispersion": lambda: _dispersion(counted, t, W),
             "backlog": lambda: backlog_at(p * per_window),
         }
         for key, compute in extra.items():
@@ -221,6 +225,19 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             rec = rule_by_key[key].record
             expectations.append(Expectation(rec, t, (_expected(plan_label, rec, total / n),)))
     return RuleTestCase(f"{group.name}: synthetic frontend traffic", step, tuple(inputs), tuple(expectations))
+
+
+def _windows(plan: Plan, kind: str) -> tuple[int, int]:
+    """(decision window W, range R) of a plan's `kind` rules: a case's blocks are R long
+    (each rule's range holds exactly one block), the burst signals span W."""
+    window = throughput_window(plan) if kind == "throughput" else load_window(plan)
+    return window, sources.plan_range(plan, kind)
+
+
+def _per_window(count: float, window: int, rng: int) -> float:
+    """A range's request count as the rule scales it to the window (`* W / R`, in PromQL's
+    order of operations, so that the float result is the same)."""
+    return count if rng == window else count * window / rng
 
 
 def _grid(t: int, back: int) -> list[int]:
@@ -308,7 +325,7 @@ def _backlog_inputs(
 def worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
     """Two workers per pool, each reported by two frontends; every gauge grows each step."""
     source = source_for(plan)
-    window = load_window(plan)
+    _, window = _windows(plan, "worker")  # one input step per range: [t - R, t] holds two
     steps = 4
     workers = [
         (f"{pool}-{i}", source.worker_types[pool], i) for pool in plan.pool_names for i in range(2)
@@ -493,8 +510,8 @@ def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
     waiting gauges (once per pod, whatever its ranks) plus the gateway's queue, which goes
     stale after two windows."""
     source = source_for(plan)
-    window = throughput_window(plan)
-    step = math.gcd(window, 15)
+    W, window = _windows(plan, "throughput")
+    step = math.gcd(math.gcd(window, W), 15)
     per_window = window // step
     steps = 3 * per_window
     pods = _engine_pods(plan)
@@ -570,10 +587,10 @@ def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
         in_window = range((w_i - 1) * per_window + 1, w_i * per_window + 1)
         t = w_i * window
         rec = rule_by_key["requests"].record
-        expectations.append(Expectation(rec, t, (_expected(plan_label, rec, float(counted(t - window, t))),)))
+        expectations.append(Expectation(rec, t, (_expected(plan_label, rec, _per_window(float(counted(t - window, t)), W, window)),)))
         extra: dict[str, Callable[[], Optional[float]]] = {
-            "peak_rate": lambda: _peak_rate(counted, t, window),
-            "arrival_dispersion": lambda: _dispersion(counted, t, window),
+            "peak_rate": lambda: _peak_rate(counted, t, W),
+            "arrival_dispersion": lambda: _dispersion(counted, t, W),
             "backlog": lambda: backlog_at(w_i * per_window),
         }
         for key, compute in extra.items():
@@ -598,7 +615,7 @@ def engine_worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
     gauge where the source has one), per-pod latency and ISL series; each rule's samples
     per pod of its pool, with the pool label."""
     source = source_for(plan)
-    window = load_window(plan)
+    _, window = _windows(plan, "worker")  # one input step per range, as in worker_case
     steps = 4
     pods = _engine_pods(plan)
     if pods is None:

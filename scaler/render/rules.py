@@ -5,7 +5,8 @@ scaler reads the request count for activation even in load-only plans, and the s
 cheap (one per plan). Plans sized by attainment also record the peak one-minute rate, the
 arrival dispersion and the backlog (`sources.plan_series`: exactly what the scaler reads).
 Per-worker series are recorded only when load scaling is enabled, since they are one series
-per worker and nothing else reads them.
+per worker and nothing else reads them. Every range is at least what the plan's scrape
+interval needs (`sources.query_range`), the same as the scaler's raw fallback.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class RecordingRule:
     series_key: str
     kind: str
     window_seconds: int
+    # the range its increase()/avg_over_time() read over (`sources.query_range`: the window,
+    # or RANGE_SCRAPES scrape intervals when longer)
+    range_seconds: int
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ def group_interval(plan: Plan, kind: str) -> int:
 
 def rule_groups(plan: Plan, file: str = "") -> tuple[RuleGroup, ...]:
     """The plan's rule groups: throughput always, worker when load scaling is on."""
-    source = source_for(plan, file)
+    source_for(plan, file)  # an unknown source is a RenderError naming the field
     kinds = [naming.THROUGHPUT_GROUP] + ([naming.WORKER_GROUP] if plan.spec.scaling.load.enabled else [])
     groups = []
     for kind in kinds:
@@ -84,12 +88,13 @@ def rule_groups(plan: Plan, file: str = "") -> tuple[RuleGroup, ...]:
         pools = sources.worker_pools(plan) if kind == naming.WORKER_GROUP else (None,)
         rules = tuple(
             RecordingRule(
-                record=sources.record_name(source, series, window),
+                record=sources.plan_record_name(plan, series, window),
                 expr=sources.plan_raw_expr(plan, series, window, pool),
                 labels=((sources.PLAN_LABEL, plan.name),) + (((sources.POOL_LABEL, pool),) if pool else ()),
                 series_key=series.key,
                 kind=kind,
                 window_seconds=window,
+                range_seconds=sources.plan_range(plan, "throughput" if kind == naming.THROUGHPUT_GROUP else "worker"),
             )
             for pool in pools
             for series in sources.plan_series(plan, kind)

@@ -150,7 +150,9 @@ def plan_dict(
                 },
                 "load": {"enabled": load, "intervalSeconds": 10},
             },
-            "metrics": {"source": "dynamo", "selector": {"dynamo_namespace": "inference-llama-8b"}},
+            # the test Prometheus scrapes every second (tests/support/prometheus.py): query
+            # ranges are the windows themselves, as at any scrape of a quarter window or less
+            "metrics": {"source": "dynamo", "selector": {"dynamo_namespace": "inference-llama-8b"}, "scrapeIntervalSeconds": 1},
         },
     }
     if profile is not None:

@@ -75,6 +75,8 @@ def test_plan(
         "selector": {"dynamo_namespace": dynamo_namespace},
         "prometheus": {"url": prometheus_url, "timeoutSeconds": timeout_seconds, "retries": retries},
         "useRecordingRules": True,
+        # declared 1 s: ranges = windows, as this test's windows were written for (the scrape-interval rule: test_sources_scrape30.py)
+        "scrapeIntervalSeconds": 1,
     }
     return doc
 

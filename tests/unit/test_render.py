@@ -168,19 +168,20 @@ def test_rules_and_prometheus_rule_hold_the_same_groups(tmp_path: Path) -> None:
         for r in g["rules"]:
             assert r["labels"] == {"dynplan_plan": "llama-disagg"}
     first = groups["dynplan-llama-disagg-throughput"]["rules"][0]
-    assert first["record"] == "dynplan_plan:dynamo_frontend_requests_started:increase60s"
+    # the fixture's 60-s window at the default 30-s scrapes: counted over 120 s, scaled to 60 s
+    assert first["record"] == "dynplan_plan:dynamo_frontend_requests_started:increase60s_over120s"
     assert first["expr"] == (
-        'sum(increase(dynamo_frontend_requests_started_total{dynamo_namespace="inference-llama-dgd",'
-        'model="meta-llama/llama-3.1-8b-instruct"}[60s])) or sum(increase(dynamo_frontend_requests_total'
-        '{dynamo_namespace="inference-llama-dgd",model="meta-llama/llama-3.1-8b-instruct"}[60s]))'
+        '(sum(increase(dynamo_frontend_requests_started_total{dynamo_namespace="inference-llama-dgd",'
+        'model="meta-llama/llama-3.1-8b-instruct"}[120s])) or sum(increase(dynamo_frontend_requests_total'
+        '{dynamo_namespace="inference-llama-dgd",model="meta-llama/llama-3.1-8b-instruct"}[120s]))) * 60 / 120'
     )
     # Throughput-only plan: no per-worker group; explicit evaluation interval.
     render_manifests([str(AGG)], str(tmp_path / "agg"))
     agg = yaml.safe_load((tmp_path / "agg" / "qwen-agg.rules.yaml").read_text())
     assert [(g["name"], g["interval"]) for g in agg["groups"]] == [("dynplan-qwen-agg-throughput", "45s")]
-    assert agg["groups"][0]["rules"][1]["expr"] == (
-        "sum(increase(dynamo_frontend_input_sequence_tokens_sum{}[90s])) / "
-        "sum(increase(dynamo_frontend_input_sequence_tokens_count{}[90s]))"
+    assert agg["groups"][0]["rules"][1]["expr"] == (  # 90 s at 30-s scrapes: over 120 s
+        "sum(increase(dynamo_frontend_input_sequence_tokens_sum{}[120s])) / "
+        "sum(increase(dynamo_frontend_input_sequence_tokens_count{}[120s]))"
     )
 
 

@@ -83,8 +83,9 @@ def test_ready_query_by_kind() -> None:
 
 
 # -- engine sources (vLLM, SGLang) ---------------------------------------------------------
-def engine_plan(source: str, mode: str = "disagg", pool_selectors: dict | None = None, **kw):
-    doc = with_changes(plan_dict(mode=mode, **kw), {"spec.metrics": {"source": source, "selector": {"namespace": "inference", "model_name": "llama"}}})
+def engine_plan(source: str, mode: str = "disagg", pool_selectors: dict | None = None, scrape: int = 1, **kw):
+    metrics = {"source": source, "selector": {"namespace": "inference", "model_name": "llama"}, "scrapeIntervalSeconds": scrape}
+    doc = with_changes(plan_dict(mode=mode, **kw), {"spec.metrics": metrics})
     for pool, sel in (pool_selectors or {}).items():
         doc["spec"]["pools"][pool]["selector"] = sel
     return Plan.model_validate(doc)
@@ -163,13 +164,49 @@ def test_validation_says_what_a_source_cannot_read() -> None:
         engine_plan("vllm", pool_selectors={"prefill": {"pod": "=~("}})
 
 
-def test_windows_shorter_than_two_scrapes_warn() -> None:
-    plan = engine_plan("vllm", mode="agg", load=True)  # load interval 10 s, default scrape 30 s
-    assert [p for p, _ in sources.source_warnings(plan)] == ["spec.scaling.load.intervalSeconds"]
-    fast = Plan.model_validate(with_changes(plan.model_dump(by_alias=True), {"spec.metrics.scrapeIntervalSeconds": 5}))
+def test_windows_shorter_than_four_scrapes_warn_that_they_are_read_over_four() -> None:
+    plan = engine_plan("vllm", mode="agg", load=True, scrape=30)  # load interval 10 s, throughput 60 s
+    warned = dict(sources.source_warnings(plan))
+    assert sorted(warned) == ["spec.scaling.load.intervalSeconds", "spec.scaling.throughput.intervalSeconds"]
+    assert "read over the last 120s" in warned["spec.scaling.load.intervalSeconds"]
+    assert "decisions still every 10s" in warned["spec.scaling.load.intervalSeconds"]
+    fast = engine_plan("vllm", mode="agg", load=True, scrape=2)  # 4 x 2 s <= 10 s
     assert sources.source_warnings(fast) == []
     wrong_label = Plan.model_validate(with_changes(plan_dict(), {"spec.metrics.source": "vllm", "spec.mode": "agg", "spec.metrics.selector": {"model": "m"}}))
     assert "model_name" in dict(sources.source_warnings(wrong_label)).get("spec.metrics.selector.model", "")
+
+
+def test_query_ranges_are_at_least_four_scrapes_and_counts_are_scaled_to_the_window() -> None:
+    assert [sources.query_range(w, 30) for w in (10, 60, 119, 120, 180)] == [120, 120, 120, 120, 180]
+    assert sources.query_range(10, 1) == 10
+    plan = engine_plan("vllm", mode="agg", load=True, scrape=30)  # throughput 60 s, load 10 s
+    sel = f'{{{PLAN_SEL}}}'
+    assert sources.plan_range(plan, "throughput") == 120 and sources.plan_range(plan, "worker") == 120
+    req = sources.SERIES_BY_KEY["requests"]
+    assert sources.plan_raw_expr(plan, req, 60) == f"(sum(increase({N('vllm:request_success_total', sel)}[120s]))) * 60 / 120"
+    assert sources.plan_record_name(plan, req, 60) == "dynplan_plan:vllm:request_success:increase60s_over120s"
+    kv = sources.SERIES_BY_KEY["active_decode_blocks"]
+    assert f"[120s]" in sources.plan_raw_expr(plan, kv, 10, "worker") and "[10s]" not in sources.plan_raw_expr(plan, kv, 10, "worker")
+    assert sources.plan_record_name(plan, kv, 10) == "dynplan_plan_pod:vllm:kv_cache_usage_perc:avg_over_time120s"
+    # the recorded side and the raw side of a read name the same range
+    q = sources.plan_read_query(plan, kv, 10, "worker")
+    assert q.startswith('dynplan_plan_pod:vllm:kv_cache_usage_perc:avg_over_time120s{') and q.count("[120s]") == 2
+    # windows of four scrapes or more: names and ranges as they always were
+    slow = engine_plan("vllm", mode="agg", load=True, scrape=15, interval_seconds=180)
+    assert sources.plan_record_name(slow, sources.SERIES_BY_KEY["isl"], 180) == "dynplan_plan:vllm:request_prompt_tokens:mean180s"
+    with pytest.raises(ValueError, match="shorter than its window"):
+        sources.raw_expr(SRC, req, SEL, 60, range_seconds=30)
+
+
+def test_burst_signals_are_read_only_where_their_bins_hold_two_scrapes() -> None:
+    def attainment_keys(scrape: int, window: int = 180) -> list[str]:
+        return keys(engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=window, scrape=scrape))
+
+    assert attainment_keys(15) == BASE + ["peak_rate", "arrival_dispersion", "backlog"]
+    assert attainment_keys(30) == BASE + ["peak_rate", "backlog"]  # 30-s bins: one scrape each
+    assert attainment_keys(31) == BASE + ["backlog"]  # the 60-s sub-window: under two scrapes
+    warned = dict(sources.source_warnings(engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=180, scrape=30)))
+    assert "arrival_dispersion without a value" in warned["spec.metrics.scrapeIntervalSeconds"]
 
 
 def test_every_source_names_every_series_and_record_names_are_valid() -> None:

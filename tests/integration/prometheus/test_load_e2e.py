@@ -64,6 +64,7 @@ def _doc(name: str, url: str) -> dict[str, Any]:
                 "selector": {"dynamo_namespace": NS[name]},
                 "prometheus": {"url": url, "timeoutSeconds": 2.0, "retries": 0},
                 "useRecordingRules": True,
+                "scrapeIntervalSeconds": 1,  # ranges = windows, as this test's windows were written for (the scrape-interval rule: test_sources_scrape30.py)
             },
         },
     )

@@ -67,6 +67,8 @@ def make_plan(
                 "metrics": {
                     "selector": selector if selector is not None else {"dynamo_namespace": NS, "model": "llama"},
                     "useRecordingRules": recorded,
+                    # declared 1 s: ranges = windows, as this test's windows were written for (the scrape-interval rule: test_sources_scrape30.py)
+                    "scrapeIntervalSeconds": 1,
                     "prometheus": {"url": url, "timeoutSeconds": timeout, "retries": retries},
                 },
             },

@@ -104,6 +104,7 @@ def make_doc(name: str, url: str, dynamo_namespace: str, *, recorded: bool = Fal
         "selector": {"dynamo_namespace": dynamo_namespace, "model": "llama"},
         "prometheus": {"url": url, "timeoutSeconds": 5, "retries": 1},
         "useRecordingRules": recorded,
+        "scrapeIntervalSeconds": 1,  # ranges = windows, as this test's windows were written for (the scrape-interval rule: test_sources_scrape30.py)
     }
     return doc
 

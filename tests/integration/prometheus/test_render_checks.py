@@ -158,14 +158,16 @@ def test_generated_promtool_test_catches_wrong_rules(tmp_path: Path) -> None:
     rules = "llama-disagg.rules.yaml"
     good = {f.name: f.text for f in r.files}
     mutations = {
-        "window": ("[60s]", "[45s]"),
+        # the fixture's 60-s window and 10-s load window at the default 30-s scrapes: 120-s ranges
+        "window": ("[120s]", "[90s]"),
         "selector": (',model=\\"meta-llama/llama-3.1-8b-instruct\\"', ""),
         "average of averages": (
             "sum(increase(dynamo_frontend_input_sequence_tokens_sum",
             "avg(increase(dynamo_frontend_input_sequence_tokens_sum",
         ),
         "completions instead of arrivals": ("requests_started_total{", "requests_total{"),
-        "worker window": ("[10s]", "[20s]"),
+        "worker window": ('active_prefill_tokens{dynamo_namespace=\\"inference-llama-dgd\\",model=\\"meta-llama/llama-3.1-8b-instruct\\"}[120s]',
+                          'active_prefill_tokens{dynamo_namespace=\\"inference-llama-dgd\\",model=\\"meta-llama/llama-3.1-8b-instruct\\"}[60s]'),
     }
     for what, (old, new) in mutations.items():
         d = tmp_path / what.replace(" ", "-")

@@ -117,8 +117,10 @@ def test_prometheus_records_every_series_from_the_rendered_rule_file(tmp_path: P
     src = sources.SOURCES["dynamo"]
     for series in read:
         window = 10 if series.kind == "throughput" else 2
+        # the 2-s load window at the plan's 1-s scrapes is read over 4 s (sources.query_range)
+        rng = sources.plan_range(plan, series.kind)
         # Read back exactly as the scaler does.
-        query = sources.recorded_query(src, series, "e2e", window)
+        query = sources.recorded_query(src, series, "e2e", window, range_seconds=rng)
         if series.kind == "throughput" and series.op == "increase":
             result = wait_for_value(prom, query, lambda r: len(r) == 1 and float(r[0]["value"][1]) > 0, timeout=30)
             # 20 arrivals/s on the plan's frontend; the decoy's 40/s must not count.
@@ -127,7 +129,7 @@ def test_prometheus_records_every_series_from_the_rendered_rule_file(tmp_path: P
             want = PER_REQUEST[series.key]
             result = wait_for_value(prom, query, lambda r: len(r) == 1 and r[0]["value"][1] not in ("NaN",), timeout=30)
             assert float(result[0]["value"][1]) == pytest.approx(want, rel=1e-9), series.key
-            assert result[0]["metric"] == {"__name__": sources.record_name(src, series, window), "dynplan_plan": "e2e"}
+            assert result[0]["metric"] == {"__name__": sources.record_name(src, series, window, rng), "dynplan_plan": "e2e"}
         else:
             want = WORKER_GAUGES[series.key]
             result = wait_for_value(prom, query, lambda r: len(r) == 2, timeout=30)

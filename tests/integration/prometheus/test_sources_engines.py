@@ -13,6 +13,7 @@ and on a decode pod (the whole request), as llm-d's P/D sidecar and SGLang's PD 
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -34,7 +35,7 @@ from scaler.render.rules import rule_groups
 from scaler.sources import SOURCES
 
 T = 60
-L = 30  # load interval: two 15-s scrapes
+L = 30  # load interval: two 15-s scrapes, so read over four (60 s: sources.query_range)
 STEP = 15
 NS = "inference"
 PODS = {"llama-prefill-0": "prefill", "llama-prefill-1": "prefill", "llama-decode-0": "decode", "llama-decode-1": "decode"}
@@ -156,7 +157,7 @@ async def test_raw_windows_are_exact_and_the_decision_is_the_cores(history: dict
 
 async def test_per_pod_loads_are_exact_with_either_kv_gauge(history: dict[str, Any]) -> None:
     plan = make_plan(history["source"], history["server"].url)
-    at = history["start"] + T  # window 0's last 30 s: requests at offsets 40 (pod 0)
+    at = history["start"] + T  # the 60-s range of window 0: offsets 5, 40 (pod 0) and 20 (pod 1)
     async with PromClient(plan.spec.metrics.prometheus) as client:
         workers = {w.worker_id: w for w in await read_workers(client, plan, at=at)}
     assert sorted(workers) == sorted(PODS)  # the decoy is not a worker of this plan
@@ -164,12 +165,16 @@ async def test_per_pod_loads_are_exact_with_either_kv_gauge(history: dict[str, A
         w = workers[pod]
         assert w.pool == PODS[pod]
         assert w.active_decode_blocks == pytest.approx(kv, rel=1e-9), pod
-    # (t-30, t]: the request at offset 40 finished on pod 0 of each pool (ISL 512, TTFT 125 ms)
+    # [t-60, t]: pod 0 of each pool finished ISL 1024 and 512 (TTFT 250, 125 ms), pod 1 ISL 2048
     pre0, dec0 = workers["llama-prefill-0"], workers["llama-decode-0"]
-    assert pre0.last_isl == pytest.approx(512.0) and pre0.last_ttft_ms == pytest.approx(125.0)
-    assert pre0.active_prefill_tokens == pytest.approx(LOAD["llama-prefill-0"][1] * 512.0)
-    assert dec0.last_itl_ms == pytest.approx(7.8125)
-    assert workers["llama-prefill-1"].last_ttft_ms is None  # nothing finished there in the window
+    assert pre0.last_isl == pytest.approx(768.0) and pre0.last_ttft_ms == pytest.approx(187.5)
+    assert pre0.active_prefill_tokens == pytest.approx(LOAD["llama-prefill-0"][1] * 768.0)
+    assert dec0.last_itl_ms == pytest.approx(1000 * (4 * 0.015625 + 2 * 0.0078125) / 6)  # per token gap
+    assert workers["llama-prefill-1"].last_ttft_ms == pytest.approx(500.0)
+    # at t + 60 (the idle window) nothing finished in the range: no latency, loads still read
+    async with PromClient(plan.spec.metrics.prometheus) as client:
+        idle = {w.worker_id: w for w in await read_workers(client, plan, at=at + T)}
+    assert sorted(idle) == sorted(PODS) and idle["llama-prefill-1"].last_ttft_ms is None
 
 
 async def test_recorded_series_equal_the_raw_promql_at_the_same_instants(history: dict[str, Any]) -> None:
@@ -186,7 +191,7 @@ async def test_recorded_series_equal_the_raw_promql_at_the_same_instants(history
             assert set(rec.paths.values()) <= {"recorded", "none"} and "recorded" in rec.paths.values(), rec.paths
             assert_same_window(rec.window, raw.window)
         # the worker group is evaluated at its own phase: compare at its instants
-        kv = server.query('{__name__=~"dynplan_plan_pod:.*:avg_over_time30s", dynplan_plan="eng"}[10m]', at=history["start"] + 3 * T)
+        kv = server.query('{__name__=~"dynplan_plan_pod:.*:avg_over_time60s", dynplan_plan="eng"}[10m]', at=history["start"] + 3 * T)
         assert len(kv) == len(PODS) and {s["metric"]["dynplan_pool"] for s in kv} == {"prefill", "decode"}
         for at in [float(t) for t, _ in kv[0]["values"]][-8:]:
             rw, ww = await read_workers(client, rec_plan, at=at), await read_workers(client, raw_plan, at=at)
@@ -242,15 +247,21 @@ async def test_the_load_decision_on_the_read_workers_is_the_cores(history: dict[
     at = history["start"] + T
     async with PromClient(plan.spec.metrics.prometheus) as client:
         read = await read_workers(client, plan, at=at)
-    # by hand: in (t-30, t] only the request at offset 40 finished, on pod 0 of each pool
-    # (ISL 512, TTFT 125 ms; on decode also 2 token gaps of 7.8125 ms)
+    # by hand: in [t-60, t] (the 30-s load window read over four 15-s scrapes) pod 0 of each
+    # pool finished the requests at offsets 5 and 40 (ISL 1024, 512; TTFT 250, 125 ms; on
+    # decode 4 and 2 token gaps of 15.625 and 7.8125 ms), pod 1 the one at 20 (ISL 2048,
+    # TTFT 500 ms, 8 gaps of 31.25 ms)
+    itl0 = 1000 * (4 * 0.015625 + 2 * 0.0078125) / 6
     want = tuple(sorted((
-        WorkerLoad("llama-decode-0", "decode", active_prefill_tokens=0.0, active_decode_blocks=0.5, last_ttft_ms=125.0, last_isl=512.0, last_itl_ms=7.8125),
-        WorkerLoad("llama-decode-1", "decode", active_decode_blocks=0.75),
-        WorkerLoad("llama-prefill-0", "prefill", active_prefill_tokens=3 * 512.0, active_decode_blocks=0.25, last_ttft_ms=125.0, last_isl=512.0),
-        WorkerLoad("llama-prefill-1", "prefill", active_decode_blocks=0.125),
+        WorkerLoad("llama-decode-0", "decode", active_prefill_tokens=0.0, active_decode_blocks=0.5, last_ttft_ms=187.5, last_isl=768.0, last_itl_ms=itl0),
+        WorkerLoad("llama-decode-1", "decode", active_prefill_tokens=2 * 2048.0, active_decode_blocks=0.75, last_ttft_ms=500.0, last_isl=2048.0, last_itl_ms=31.25),
+        WorkerLoad("llama-prefill-0", "prefill", active_prefill_tokens=3 * 768.0, active_decode_blocks=0.25, last_ttft_ms=187.5, last_isl=768.0),
+        WorkerLoad("llama-prefill-1", "prefill", active_prefill_tokens=1 * 2048.0, active_decode_blocks=0.125, last_ttft_ms=500.0, last_isl=2048.0),
     ), key=lambda w: (w.pool, w.worker_id)))
-    assert read == want
+    assert [w.worker_id for w in read] == [w.worker_id for w in want]
+    for got, exp in zip(read, want):  # ITL means of 6 gaps are not dyadic: equal to 1e-12
+        assert replace(got, last_itl_ms=None) == replace(exp, last_itl_ms=None), (got, exp)
+        assert (got.last_itl_ms is None) == (exp.last_itl_ms is None) and (got.last_itl_ms or 0) == pytest.approx(exp.last_itl_ms or 0, rel=1e-12)
     model = perf_model(linear_profile())
     state = new_state(plan)
     got_d = decide(plan, model, Observation(timestamp=at, workers=read, ready_replicas={"prefill": 2, "decode": 2}), state)
