@@ -251,3 +251,28 @@ def test_a_query_that_returns_nothing_is_named_once_with_the_selector(prom: Any,
     assert len(requests) == 1, lines  # read as one range query over 32 windows: named once
     assert 'dynamo_frontend_requests_started_total{dynamo_namespace="nobody-here"}' in requests[0]
     assert len(lines) == len(set(lines)) == 13  # the error, the header, 11 distinct queries; no log noise
+
+
+async def test_a_stale_decision_is_shown_but_not_served(plans: Path) -> None:
+    # In process, with a staleness bound of 10 ms: the decision is too old at once.
+    import asyncio
+
+    from service_harness import loop_of, rpc_error, running_scaler
+
+    async with running_scaler(plans, staleness_factor=0.001) as (server, keda):
+        await loop_of(server, PLAN).warm_up()
+        await asyncio.sleep(0.05)
+        address = f"127.0.0.1:{server.metrics_port}"
+        ref = keda.ref(trigger(PLAN, "prefill"))
+        err = await rpc_error(keda.stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref, metricName=f"dynplan-{PLAN}-prefill")))
+        status, doc = await asyncio.to_thread(get, address, f"/decisions/{NAMESPACE}/{PLAN}")
+        assert err.code() == grpc.StatusCode.UNAVAILABLE and "above the staleness bound" in err.details()
+        assert status == 200 and doc["serving"]["code"] == "UNAVAILABLE" and doc["serving"]["replicas"] is None
+        stale = f"plan {NAMESPACE}/{PLAN}: the latest good decision is "  # then its age, which moves on
+        assert doc["serving"]["message"].startswith(stale) and err.details().startswith(stale)
+        assert {p: v["replicas"] for p, v in doc["decision"]["pools"].items()} == WANT  # still shown
+        result = await asyncio.to_thread(CliRunner().invoke, main, ["explain", "--scaler", address, "--plan", f"{NAMESPACE}/{PLAN}"])
+        assert result.exit_code == 3
+        assert result.stdout.splitlines()[1].startswith(f"serving: UNAVAILABLE: {stale}")
+        assert "reason: scale" in result.stdout
+        assert result.stderr.startswith(f"error: {stale}") and len(result.stderr.splitlines()) == 1
