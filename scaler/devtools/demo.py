@@ -61,7 +61,8 @@ DEMO_OVERRIDES: dict[str, Any] = {
         },
         # no real workers start behind the fake frontend: nothing to wait for before scaling down
         "pools": {"prefill": {"startupSeconds": 0}, "decode": {"startupSeconds": 0}},
-        "metrics": {"prometheus": {"timeoutSeconds": 1.0, "retries": 1}},
+        # the demo's Prometheus scrapes every second: ranges stay the 10-s windows (4 x 1 s)
+        "metrics": {"prometheus": {"timeoutSeconds": 1.0, "retries": 1}, "scrapeIntervalSeconds": 1},
         "rules": {"evaluationIntervalSeconds": 1},
     },
 }
