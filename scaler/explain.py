@@ -100,15 +100,16 @@ class Explanation:
 
 
 class _NoteEmpty:
-    """Which queries returned nothing (no sample with a finite value), each noted once.
-    A query that answered once is not reported even if another call came back empty."""
+    """Which queries returned nothing (no series at all), each noted once. A query that
+    answered once is not reported even if another call came back empty; NaN is an answer
+    (an idle window's mean), not an empty result."""
 
     def __init__(self) -> None:
         self.empty: dict[str, None] = {}  # insertion order: the order they were read
         self.answered: set[str] = set()
 
-    def note(self, query: str, values: list[float]) -> None:
-        if any(math.isfinite(v) for v in values):
+    def note(self, query: str, answered: bool) -> None:
+        if answered:
             self.answered.add(query)
         else:
             self.empty.setdefault(query, None)
@@ -212,12 +213,12 @@ async def explain_decision(
 
         async def instant(self, query: str, at: Optional[float] = None) -> list[Sample]:
             samples = await super().instant(query, at)
-            empty.note(query, [s.value for s in samples])
+            empty.note(query, bool(samples))
             return samples
 
         async def range(self, query: str, start: float, end: float, step: float) -> list[Series]:
             series = await super().range(query, start, end, step)
-            empty.note(query, [v for s in series for _, v in s.points])
+            empty.note(query, any(s.points for s in series))
             return series
 
     client = Recording(access, credential=credential, max_concurrency=4)

@@ -33,7 +33,7 @@ from scaler.cli import main
 from scaler.core.replay import grid_end
 from scaler.devtools.backfill import OpenMetricsWriter
 from scaler.proto import externalscaler_pb2 as pb
-from service_harness import NAMESPACE, T, add_history, busy, test_plan, trigger, write_plans
+from service_harness import IDLE, NAMESPACE, T, add_history, busy, test_plan, trigger, write_plans
 
 REPO = Path(__file__).resolve().parents[3]
 PLAN = "llama-8b"
@@ -43,7 +43,9 @@ WANT = {"prefill": 4, "decode": 3}
 @pytest.fixture(scope="module")
 def prom(module_prom_factory: Any) -> Any:
     w = OpenMetricsWriter()
-    add_history(w, "inference-llama-8b", [busy(50)] * 80, grid_end(time.time() + 600, T))
+    end = grid_end(time.time() + 600, T)
+    add_history(w, "inference-llama-8b", [busy(50)] * 80, end)
+    add_history(w, "idle-ns", [IDLE] * 80, end)  # counters at 0: every mean is NaN
     return module_prom_factory(history=w)
 
 
@@ -276,3 +278,13 @@ async def test_a_stale_decision_is_shown_but_not_served(plans: Path) -> None:
         assert result.stdout.splitlines()[1].startswith(f"serving: UNAVAILABLE: {stale}")
         assert "reason: scale" in result.stdout
         assert result.stderr.startswith(f"error: {stale}") and len(result.stderr.splitlines()) == 1
+
+
+def test_an_idle_windows_nan_is_an_answer_not_missing_data(prom: Any, tmp_path: Path) -> None:
+    write_plans(tmp_path, [test_plan("idle", prom.url, "idle-ns")])
+    result = CliRunner().invoke(main, ["explain", "-f", str(tmp_path / f"idle-{NAMESPACE}.yaml"), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["decision"]["reason"] == "idle" and out["decision"]["throughput"]["observedIsl"] is None
+    # only the per-worker series (not in the backfill) are missing; the means answered NaN
+    assert {d["series"].split()[0] for d in out["noData"]} == {"worker"}
