@@ -209,3 +209,16 @@ def rules_test_file(plan: str) -> str:
 
 def configmap_file(plan: str) -> str:
     return f"{plan_configmap_name(plan)}.configmap.yaml"
+
+
+def dashboard_configmap_name(plan: str) -> str:
+    return f"dynplan-dashboard-{_dns(plan)}"
+
+
+def dashboard_file(plan: str) -> str:
+    """The plan's Grafana dashboard JSON (also the key in its ConfigMap)."""
+    return f"dynplan-{_dns(plan)}.dashboard.json"
+
+
+def dashboard_configmap_file(plan: str) -> str:
+    return f"{dashboard_configmap_name(plan)}.configmap.yaml"

@@ -16,6 +16,7 @@ from scaler import naming
 from scaler.errors import FieldError, RenderError
 from scaler.planfile import LoadedPlan, load_plans
 from scaler.render import checks, objects
+from scaler.render.dashboard import build_dashboard
 from scaler.render.objects import PlanObjects, build
 from scaler.render.promtest import rule_test
 from scaler.render.templating import render_template
@@ -27,6 +28,7 @@ ROLE_OBJECT = "object"
 ROLE_RULES = "rules"
 ROLE_RULES_TEST = "rules-test"
 ROLE_KUSTOMIZATION = "kustomization"
+ROLE_DASHBOARD = "dashboard"
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,15 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
         files.append(RenderedFile(naming.rules_test_file(plan), render_template("rules-test.yaml.j2", test=test, plan_file=plan_file), ROLE_RULES_TEST, origin))
         cm = po.configmap
         files.append(RenderedFile(naming.configmap_file(plan), render_template("configmap.yaml.j2", cm=cm, plan=plan, plan_file=plan_file), ROLE_OBJECT, origin))
+        # the Grafana dashboard: its JSON (to import by hand) and the sidecar's ConfigMap
+        dash = build_dashboard(po.plan, rule.groups, cm.namespace)
+        files.append(RenderedFile(naming.dashboard_file(plan), dash.json, ROLE_DASHBOARD, origin))
+        files.append(RenderedFile(
+            naming.dashboard_configmap_file(plan),
+            render_template("dashboard-configmap.yaml.j2", dash=dash, plan=plan, plan_file=plan_file),
+            ROLE_OBJECT,
+            origin,
+        ))
     resources = sorted(f.name for f in files if f.role == ROLE_OBJECT)
     extra = sorted(f.name for f in files if f.role != ROLE_OBJECT)
     plan_files = sorted({po.loaded.path.name for po in plans})

@@ -58,9 +58,13 @@ def test_file_set_and_kustomization_resources(tmp_path: Path) -> None:
     out = tmp_path / "out"
     render_manifests([str(DISAGG), str(AGG)], str(out))
     assert sorted(p.name for p in out.iterdir()) == [
+        "dynplan-dashboard-llama-disagg.configmap.yaml",
+        "dynplan-dashboard-qwen-agg.configmap.yaml",
+        "dynplan-llama-disagg.dashboard.json",
         "dynplan-llama-disagg.prometheusrule.yaml",
         "dynplan-plan-llama-disagg.configmap.yaml",
         "dynplan-plan-qwen-agg.configmap.yaml",
+        "dynplan-qwen-agg.dashboard.json",
         "dynplan-qwen-agg.prometheusrule.yaml",
         "kustomization.yaml",
         "llama-disagg-decode.scaledobject.yaml",
@@ -74,6 +78,8 @@ def test_file_set_and_kustomization_resources(tmp_path: Path) -> None:
     kust = yaml.safe_load((out / "kustomization.yaml").read_text())
     # Only Kubernetes objects are resources; the plain rule files and their tests are not.
     assert kust["resources"] == [
+        "dynplan-dashboard-llama-disagg.configmap.yaml",
+        "dynplan-dashboard-qwen-agg.configmap.yaml",
         "dynplan-llama-disagg.prometheusrule.yaml",
         "dynplan-plan-llama-disagg.configmap.yaml",
         "dynplan-plan-qwen-agg.configmap.yaml",
@@ -263,6 +269,8 @@ def test_stdout_stream_holds_every_kubernetes_object(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
+        ("ConfigMap", "dynplan-dashboard-llama-disagg"),
+        ("ConfigMap", "dynplan-dashboard-qwen-agg"),
         ("PrometheusRule", "dynplan-llama-disagg"),
         ("ConfigMap", "dynplan-plan-llama-disagg"),
         ("ConfigMap", "dynplan-plan-qwen-agg"),
@@ -347,11 +355,12 @@ def test_bad_scale_target_refs_are_rejected_by_validate_and_render(tmp_path: Pat
 def test_bad_scaler_namespace_is_an_error(tmp_path: Path) -> None:
     result = run("render", "manifests", "-f", str(AGG), "-f", str(DISAGG), "-o", str(tmp_path / "out"), "--scaler-namespace", "Not_A_Namespace")
     assert result.exit_code == 2
-    (line,) = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-    assert line == (
-        f"error: {DISAGG}: dynplan-plan-llama-disagg.configmap.yaml (ConfigMap dynplan-plan-llama-disagg) "
+    # the plan's ConfigMap and its dashboard's; qwen-agg sets spec.scaler.namespace itself
+    assert [l for l in result.stderr.splitlines() if l.startswith("error:")] == [
+        f"error: {DISAGG}: dynplan-{kind}-llama-disagg.configmap.yaml (ConfigMap dynplan-{kind}-llama-disagg) "
         "metadata.namespace: 'Not_A_Namespace' is not a valid namespace (DNS-1123 label)"
-    )  # qwen-agg sets spec.scaler.namespace itself
+        for kind in ("dashboard", "plan")
+    ]
     assert not (tmp_path / "out").exists()
 
 

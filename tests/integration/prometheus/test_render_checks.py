@@ -226,7 +226,8 @@ def test_every_example_renders_and_passes_all_checks(example: Path, tmp_path: Pa
     items = [checks.RenderedObject(f.name, str(example), d) for f in r.files if f.role == "object" for d in checks.parse_documents(f.text)]
     kinds = sorted(i.kind for i in items)
     plan = load([str(example)])[0].plan
-    assert kinds == sorted(["ConfigMap", "PrometheusRule"] + ["ScaledObject"] * len(plan.pool_names))
+    # the plan's ConfigMap and its dashboard's
+    assert kinds == sorted(["ConfigMap", "ConfigMap", "PrometheusRule"] + ["ScaledObject"] * len(plan.pool_names))
     assert all(checks.schema_errors(i) == [] for i in items)
     assert checks.admission_errors(items) == []
 
