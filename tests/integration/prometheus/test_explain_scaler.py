@@ -61,13 +61,15 @@ def plans(prom: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def scaler(plans: Path) -> Iterator[dict[str, Any]]:
-    """The subprocess, once it has decided for PLAN: its gRPC and metrics addresses."""
+    """The subprocess, once it has decided for PLAN and failed for "nowhere": its gRPC and
+    metrics addresses."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(plans), "--listen", "127.0.0.1:0",
          "--metrics-listen", "127.0.0.1:0"],
         cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
     events: list[dict[str, Any]] = []
+    seen: set[tuple[Any, Any]] = set()
     decided = threading.Event()
 
     def drain() -> None:
@@ -78,7 +80,9 @@ def scaler(plans: Path) -> Iterator[dict[str, Any]]:
             except ValueError:
                 continue
             events.append(ev)
-            if ev.get("event") == "decision" and ev.get("plan") == PLAN:
+            seen.add((ev.get("event"), ev.get("plan")))
+            # ready once PLAN has decided and "nowhere" has failed a read (its message names it)
+            if {("decision", PLAN), ("decision_failed", "nowhere")} <= seen:
                 decided.set()
 
     reading = threading.Thread(target=drain, daemon=True)
