@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 from grafana_foundation_sdk.builders import common, dashboard, prometheus, stat, statetimeline, timeseries
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
-from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
+from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueGraphMode, LegendDisplayMode, LegendPlacement
 from grafana_foundation_sdk.models.dashboard import DataSourceRef, Threshold, ThresholdsMode
 
 from scaler import naming, sources
@@ -150,12 +150,22 @@ def _thresholds(*steps: tuple[Optional[float], str]) -> dashboard.ThresholdsConf
 
 def _series(title: str, description: str, unit: str, queries: Sequence[Query], width: int = 12, height: int = 8) -> Any:
     p = timeseries.Panel().title(title).description(description).unit(unit).datasource(_DS).span(width).height(height)
-    return _targets(p.legend(common.VizLegendOptions().show_legend(True).display_mode(LegendDisplayMode.LIST).placement(LegendPlacement.BOTTOM)), queries)
+    return _targets(p.legend(_legend()), queries)
 
 
 def _stat(title: str, description: str, unit: str, queries: Sequence[Query], thresholds: dashboard.ThresholdsConfig, width: int = 6) -> Any:
     p = stat.Panel().title(title).description(description).unit(unit).datasource(_DS).span(width).height(4).thresholds(thresholds)
+    p = p.graph_mode(BigValueGraphMode.AREA).color_mode(BigValueColorMode.VALUE).reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]))
     return _targets(p, queries)
+
+
+def _timeline(title: str, description: str, query: Query) -> Any:
+    p = statetimeline.Panel().title(title).description(description).datasource(_DS).span(12).height(6)
+    return _targets(p.legend(_legend()), [query])
+
+
+def _legend() -> common.VizLegendOptions:
+    return common.VizLegendOptions().show_legend(True).display_mode(LegendDisplayMode.LIST).placement(LegendPlacement.BOTTOM)
 
 
 def panels(plan: Plan, groups: Sequence[RuleGroup]) -> list[tuple[str, list[Any]]]:
@@ -235,16 +245,14 @@ def panels(plan: Plan, groups: Sequence[RuleGroup]) -> list[tuple[str, list[Any]
     ]))
 
     # -- decisions --
-    reason = statetimeline.Panel().title("Decision reason").description(
-        "The reason code of the latest good decision (docs/decision-logic.md).").datasource(_DS).span(12).height(6)
-    decisions: list[Any] = [_targets(reason, [Query(f"max by (dynplan_decision_reason) ({e.scaler('dynplan_decision_reason')}) == 1",
-                                                    "{{dynplan_decision_reason}}")])]
+    decisions: list[Any] = [_timeline(
+        "Decision reason", "The reason code of the latest good decision (docs/decision-logic.md).",
+        Query(f"max by (dynplan_decision_reason) ({e.scaler('dynplan_decision_reason')}) == 1", "{{dynplan_decision_reason}}"))]
     if plan.spec.scaling.load.enabled:
-        load = statetimeline.Panel().title("Load-scaling verdicts").description(
-            "The reason of the latest load-based verdict per pool and signal.").datasource(_DS).span(12).height(6)
-        decisions.append(_targets(load, [Query(
-            f"max by (pool, signal, dynplan_load_decision_reason) ({e.scaler('dynplan_load_decision_reason')}) == 1",
-            "{{pool}} {{signal}}: {{dynplan_load_decision_reason}}")]))
+        decisions.append(_timeline(
+            "Load-scaling verdicts", "The reason of the latest load-based verdict per pool and signal.",
+            Query(f"max by (pool, signal, dynplan_load_decision_reason) ({e.scaler('dynplan_load_decision_reason')}) == 1",
+                  "{{pool}} {{signal}}: {{dynplan_load_decision_reason}}")))
     rows.append(("Decisions", decisions))
 
     # -- scaler health --

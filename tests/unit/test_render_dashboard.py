@@ -25,6 +25,8 @@ def test_sidecar_configmap_and_ids() -> None:
     ids = [p["id"] for p in model["panels"]]
     assert ids == list(range(1, len(ids) + 1))
     assert [v["name"] for v in model["templating"]["list"]] == ["datasource"]
+    # Grafana's panel plugins read their options: none is left null
+    assert [p["title"] for p in model["panels"] if p["type"] != "row" and not p.get("options")] == []
 
 
 def test_panels_follow_the_plan() -> None:
