@@ -4,8 +4,9 @@ as the scaler serves it (what `dynplan explain --scaler` prints).
 `GET /decisions/<namespace>/<plan>` answers what GetMetrics and IsActive answer for every
 pool of the plan at that moment (the same `PlanLoop.current()` call, so the same
 staleness rule and the same UNAVAILABLE text), plus the latest decision with every input,
-even when it is too old to be served. `GET /decisions` lists the plans. Built on the event
-loop from values the loops publish (frozen), so a document never mixes two decisions.
+even when it is too old to be served. `GET /decisions` lists the plans. Built in a worker
+thread from what the loops publish: a Snapshot is frozen and replaced whole, and a plan's
+document reads it once, so it never mixes two decisions.
 
 Secret-free by construction: plan names, numbers, the Prometheus URL (plans cannot carry
 userinfo; it is stripped again here) and error texts that already go into gRPC messages.

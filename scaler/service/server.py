@@ -212,12 +212,15 @@ class ScalerServer:
             on_change=self.registry.notify,
         )
 
-    def _decisions(self, key: Optional[tuple[str, str]]) -> Optional[dict[str, Any]]:
-        """The metrics listener's /decisions documents (None: no such plan)."""
+    def _decisions(self, key: Optional[tuple[str, str]]) -> Optional[Callable[[], dict[str, Any]]]:
+        """The metrics listener's /decisions documents (None: no such plan). The plans are
+        taken here, on the event loop (a reload may change the index); the returned
+        function only reads their published, frozen snapshots, from a worker thread."""
         if key is None:
-            return index_document(self.registry.index.values())
+            plan_loops = list(self.registry.index.values())
+            return lambda: index_document(plan_loops)
         plan_loop = self.registry.index.get(key)
-        return None if plan_loop is None else decision_document(plan_loop)
+        return None if plan_loop is None else (lambda: decision_document(plan_loop))
 
     async def start(self) -> int:
         """Bind, mark live, load plans, mark ready; return the gRPC port."""
