@@ -1,11 +1,13 @@
 """Restart safety, pure: which windows a decision loop reads, and replaying them.
 
 Throughput windows end on a fixed grid (multiples of the plan's interval since the Unix
-epoch). A scaler started at any time therefore reads exactly the windows a never-stopped
-scaler read, and replaying the last N of them through `decide` rebuilds the same planner
-state, so the next decision is the same one (`replay`). The load path's regressions come
-back from per-worker history on the load grid (`rebuild_load`); its decisions are not
-replayed.
+epoch), and the state they are decided on restarts on a coarser one (`fold_start`: every
+N windows), folding in only what history holds (`advance`). A scaler started at any time
+therefore reads exactly the windows a never-stopped scaler folded, rebuilds the same state
+and makes the same next decision; two replicas decide alike. Load ticks sit on their own
+grid, read at their instant (`load_settle`, `first_load_tick`, `next_load_tick`); the load
+path's regressions come back from per-worker history (`rebuild_load`), and a load-only
+plan's last decisions too (`replay_load`).
 
 Everything here is a function of its arguments: no clock, no I/O. The decision loop
 (`scaler.service.loop`) asks it what to read and when, fetches, and sleeps.
@@ -93,9 +95,37 @@ def load_history_end(end: float, load_interval: float) -> float:
     return last - load_interval if last >= end else last
 
 
+def load_settle(settle: float, load_interval: float) -> float:
+    """Delay after a load grid instant before it is read at that instant: the throughput
+    settle, at most a quarter load interval. Reading a fixed past instant, not "now", is what
+    makes two replicas read the same samples, and the delay lets the scrapes up to it land."""
+    return min(settle, load_interval / 4)
+
+
+def first_load_tick(window_end: float, settle: float, load_interval: float, load_settle: float) -> float:
+    """The first load grid instant a loop reads after deciding the window ending at
+    `window_end`. Events run in the order they fall due (a window at end + settle, a load
+    tick at its instant + load settle; a tie goes to the window), so this is the first load
+    tick due at or after the window: the ones before it were observed before the window was
+    decided, and a warm-up reads them as history."""
+    return math.ceil((window_end + settle - load_settle) / load_interval) * load_interval
+
+
+def next_load_tick(next_tick: float, now: float, load_interval: float, load_settle: float, horizon: int) -> float:
+    """The load tick to read next: `next_tick`, each missed one in turn so the regressions
+    see every grid point, but no more than `horizon` ticks behind the newest due one."""
+    return max(next_tick, grid_end(now - load_settle, load_interval) - (horizon - 1) * load_interval)
+
+
 def load_history_ticks(plan: Plan) -> int:
     """Load ticks of history that refill the load path's regression windows."""
     return plan.spec.scaling.load.window + 1
+
+
+def load_replay_ticks(plan: Plan) -> int:
+    """Load ticks a load-only plan's warm-up decides again after refilling the regressions
+    (`replay_load`): one regression window's worth."""
+    return plan.spec.scaling.load.window
 
 
 # -- observations ------------------------------------------------------------------------
@@ -261,3 +291,90 @@ def replay(
     """`replay_windows` from a fresh state: (state, decision on the newest window)."""
     done = replay_windows(plan, model, windows, workers, end, load_history)
     return done.state, done.decision
+
+
+# -- replicas that agree: the fold restarts on a fixed grid ---------------------------------
+def fold_start(end: float, interval: float, intervals: int) -> float:
+    """End of the oldest window in the state that decides the window ending at `end`.
+
+    Learned values with a long memory (the attainment sizing's slowdowns and bursts, the
+    queueing factor) feed back into the replicas they size, so two loops started at
+    different times can settle on different values for good (measured: a learned prefill
+    slowdown of 1.39 in one replica, 1.0 in the other, 5 prefill replicas against 4). So the
+    state never remembers further back than a fixed grid instant: at every multiple of
+    `intervals` x `interval` since the epoch it starts over from the `intervals` - 1 windows
+    before it, and in between each window is folded in. The state a window is decided on is
+    then a function of the windows since that instant alone, the same in every replica and
+    after any restart."""
+    return grid_end(end, intervals * interval) - (intervals - 1) * interval
+
+
+def fold_windows(end: float, interval: float, intervals: int) -> int:
+    """Windows a warm-up at `end` reads: from `fold_start` to `end`, N to 2N - 1."""
+    return round((end - fold_start(end, interval, intervals)) / interval) + 1
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """One window decided on the fold of the windows before it."""
+
+    state: PlannerState            # after the decision: what load ticks continue from
+    shadow: PlannerState           # the fold, now including this window (the next one is decided on it)
+    decision: Decision | Skipped   # on this window, or why it was skipped
+    previous: Optional[Decision]   # the fold's decision on the window before (None if none)
+    skipped: tuple[Skipped, ...]   # windows skipped in the fold, oldest first
+
+
+def advance(
+    plan: Plan,
+    model: Optional[PerfModel],
+    shadow: Optional[PlannerState],
+    prior: Sequence[TrafficWindow],
+    obs: Observation,
+    load: Optional[LoadState],
+) -> Advanced:
+    """Fold `prior` (the windows just before `obs`'s, oldest first) into `shadow` (None: a
+    fresh state), decide `obs` (the newest window with what was observed at it: worker
+    counts, and `load`, the load path's live state) on that fold, and fold the newest window
+    into it as well.
+
+    The fold holds the windows as history holds them: no worker counts and no load path, so
+    a warm-up (which reads them from history) rebuilds it exactly. What was observed only
+    live (ready counts, the load path) goes into the decision, not into what later windows
+    learn from."""
+    assert obs.traffic is not None, "advance decides a throughput window"
+    interval = float(plan.spec.scaling.throughput.interval_seconds)
+    if prior:
+        before = replay_windows(plan, model, prior, (), obs.timestamp - interval, state=shadow)
+    else:
+        before = Replayed(new_state(plan) if shadow is None else shadow, None, ())
+    base = _copy_state(before.state)
+    base.load = load
+    state, result = decide_window(plan, model, obs, base)
+    folded, _ = decide_window(plan, model, Observation(timestamp=obs.timestamp, traffic=obs.traffic), before.state)
+    return Advanced(state, folded, result, before.decision, before.skipped)
+
+
+def replay_load(
+    plan: Plan,
+    model: Optional[PerfModel],
+    history: Sequence[WorkerTick],
+    ready: Sequence[Mapping[str, int]],
+) -> tuple[PlannerState, tuple[Skipped, ...]]:
+    """A load-only plan's state from per-worker history (oldest first) and the ready counts
+    at its last len(`ready`) ticks: the ticks before those refill the regressions, those
+    are decided as live load ticks were. So the load path's last decisions (a scale-up in
+    flight, a pending scale-down's streak) come back too, not only its regressions: a
+    replica started while a replica asked for is not ready yet holds it, as the other
+    replica does, instead of starting over from the ready count. A decision made more
+    than len(`ready`) ticks ago that is still in flight is not recovered."""
+    first = len(history) - len(ready)
+    state = new_state(plan)
+    state.load = rebuild_load(plan, history[:first])
+    skipped: list[Skipped] = []
+    for (t, workers), counts in zip(history[first:], ready):
+        obs = replace(load_observation(t, workers), ready_replicas=dict(counts))
+        state, result = decide_window(plan, model, obs, state)
+        if isinstance(result, Skipped):
+            skipped.append(result)
+    return state, tuple(skipped)
