@@ -25,16 +25,26 @@ from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import PlannerState, new_state
 from scaler.core.replay import (
+    Advanced,
     Skipped,
     WorkerTick,
+    advance,
     after_failed_read,
     decide_window,
     decision_lag,
+    first_load_tick,
+    fold_start,
+    fold_windows,
+    grid_end,
     latest_closed,
     load_history_end,
     load_history_ticks,
     load_observation,
+    load_replay_ticks,
+    load_settle,
+    next_load_tick,
     rebuild_load,
+    replay_load,
     replay_windows,
     retry_delay,
     throughput_observation,
@@ -121,6 +131,12 @@ class PlanLoop:
         self.latest: Optional[Snapshot] = None
         self.last_error: Optional[str] = None
         self.next_end: Optional[float] = None  # end of the next throughput window to read
+        self.next_load: Optional[float] = None  # the next load grid instant to read (load scaling)
+        # the fold of throughput windows as history holds them (core.replay.advance), and
+        # the ends of its oldest and newest windows
+        self.shadow: Optional[PlannerState] = None
+        self.shadow_start: Optional[float] = None
+        self.shadow_end: Optional[float] = None
         self.replayed = 0  # windows replayed by the latest warm-up
         self._rejected_ends: dict[float, None] = {}  # windows counted as rejected (insertion order)
         self._task: Optional[asyncio.Task[None]] = None
@@ -147,6 +163,11 @@ class PlanLoop:
         if self.settings.settle_seconds is not None:
             return self.settings.settle_seconds
         return min(15.0, self.interval / 4)
+
+    @property
+    def load_settle(self) -> float:
+        """Delay after a load grid instant before it is read (core.replay.load_settle)."""
+        return load_settle(self.settle, self.load_interval_seconds or 0.0)
 
     @property
     def retry(self) -> float:
@@ -188,40 +209,48 @@ class PlanLoop:
             self.latest = snapshot
 
     # -- ticks --------------------------------------------------------------------------
-    async def warm_up(self, end: Optional[float] = None) -> Decision:
+    async def warm_up(self, end: Optional[float] = None, *, load_end: Optional[float] = None) -> Decision:
         """Replay the windows ending at `end` (default: the latest closed one) through decide.
 
         The decision for the last replayed window is the one a never-stopped scaler made at
-        that window; it is served at once.
+        that window; it is served at once. The load path's history ends before `load_end`
+        (default `end`; `start_up` passes the first load tick it will read itself).
         """
         assert self.throughput_interval_seconds is not None, "warm-up replays throughput windows"
         interval = self.throughput_interval_seconds
         if end is None:
             end = latest_closed(self.clock(), interval, self.settle)
-        n = self.warmup_intervals
+        # from the fold's start on the grid (core.replay.fold_start): N to 2N - 1 windows
+        n = fold_windows(end, interval, self.warmup_intervals)
         started = time.perf_counter()
         async with self._lock:
             try:
                 windows = await self.reader.history(self.plan, end, n)
                 workers = await self.reader.workers(self.plan, end)
                 ready = await self.reader.ready(self.plan, end, workers)
-                load_history = await self._load_history(end)
+                load_history = await self._load_history(end if load_end is None else load_end)
             except MetricsUnavailable as exc:
                 self._failed("warmup", exc)
                 raise
             # Planner work (predictor fits can be slow) runs off the event loop so RPCs
             # keep being answered meanwhile.
-            done = await asyncio.to_thread(
-                replay_windows, self.plan, self.model, windows, workers, end, load_history, ready=ready
-            )
-            for skipped in done.skipped:
-                self._rejected("warmup", skipped)
-            decision = done.decision
+            if not windows:
+                err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
+                self._failed("warmup", err)
+                raise err
+            obs = _with_ready(throughput_observation(self.plan, end, windows[-1], workers), ready)
+            load = rebuild_load(self.plan, load_history) if load_history else None
+            done = await asyncio.to_thread(advance, self.plan, self.model, None, windows[:-1], obs, load)
+            skipped = list(done.skipped) + ([done.decision] if isinstance(done.decision, Skipped) else [])
+            for skip in skipped:
+                self._rejected("warmup", skip)
+            # a rejected newest window: the fold's decision on the one before is served
+            decision = done.decision if isinstance(done.decision, Decision) else done.previous
             if decision is None:
                 err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f} (none within the physical limits)")
                 self._failed("warmup", err)
                 raise err
-            self.state = done.state
+            self.state, self.shadow, self.shadow_start, self.shadow_end = done.state, done.shadow, end - (len(windows) - 1) * interval, end
             self.replayed = len(windows)
             self.next_end = end + interval
             # the newest window decided (a rejected newest one is skipped, as live)
@@ -244,68 +273,100 @@ class PlanLoop:
         start empty and fill from live ticks (no decision until minObservations)."""
         end = self.clock() if now is None else now
         async with self._lock:
-            history = await self._load_history(end)
-            self.state.load = rebuild_load(self.plan, history)
+            if self.throughput_interval_seconds is not None:
+                history = await self._load_history(end)
+                self.state.load = rebuild_load(self.plan, history)
+                return len(history)
+            # load only: the last ticks are decided again too (core.replay.replay_load)
+            assert self.load_interval_seconds is not None
+            last = load_history_end(end, self.load_interval_seconds)
+            ticks = load_history_ticks(self.plan) + load_replay_ticks(self.plan)
+            history = await self.reader.worker_history(self.plan, last, ticks)
+            decided = history[max(0, len(history) - load_replay_ticks(self.plan)):]
+            ready = [await self.reader.ready(self.plan, t, workers) for t, workers in decided]
+            self.state, skipped = await asyncio.to_thread(replay_load, self.plan, self.model, history, ready)
+            for skip in skipped:
+                self._rejected("warmup", skip)
         return len(history)
 
     async def tick_throughput(self, end: float, first: Optional[float] = None) -> Decision:
         """Decide on the throughput window ending at `end` (a grid time).
 
-        With `first` < `end` (the loop fell behind), the windows from `first` to `end` are
-        read in one history read and folded in oldest first; only the newest one is decided
-        and published, the others are counted as caught up. A window outside the physical
-        limits, or one that makes decide raise, is skipped (WindowRejected): the state is
-        left as it was, and the loop moves on to the next window."""
+        The window is decided on the fold of the windows before it since the fold's start
+        on the grid (`core.replay.fold_start`); at a new fold start the fold is read again
+        from history, so every replica decides on the same state. With `first` < `end` (the
+        loop fell behind), the windows from `first` on are read in one history read and
+        folded in oldest first; only the newest one is decided and published, the others
+        are counted as caught up. A window outside the physical limits, or one that makes
+        decide raise, is skipped (WindowRejected): the state is left as it was, and the loop
+        moves on to the next window."""
         started = time.perf_counter()
         interval = self.throughput_interval_seconds or 0.0
-        behind = 0 if first is None or interval <= 0 else max(0, round((end - first) / interval))
+        first = end if first is None else first
+        behind = 0 if interval <= 0 else max(0, round((end - first) / interval))
+        start = fold_start(end, interval, self.warmup_intervals) if interval > 0 else end
+        extend = self.shadow is not None and self.shadow_start == start and self.shadow_end == first - interval
+        count = behind + 1 if extend else round((end - start) / interval) + 1
         async with self._lock:
             try:
-                if behind:
-                    windows = await self.reader.history(self.plan, end, behind + 1)
+                if extend and count > 1:
+                    windows = await self.reader.history(self.plan, end, count)
                     if not windows:
                         raise MetricsUnavailable(f"plan {self.key}: no traffic data for the window ending at {end:.0f}")
                 else:
-                    windows = [await self.reader.traffic(self.plan, end)]
+                    # the newest window by itself (its own errors: no counter, not a count),
+                    # and at a new fold start the windows before it from history
+                    newest = await self.reader.traffic(self.plan, end)
+                    prior = [] if count == 1 else await self.reader.history(self.plan, end - interval, count - 1)
+                    windows = [*prior, newest]
                 workers = await self.reader.workers(self.plan, end)
                 ready = await self.reader.ready(self.plan, end, workers)
             except WindowRejected as exc:  # the reader found no count in it (NaN, negative)
                 self.next_end = end + interval
+                if extend and count == 1:
+                    self.shadow_end = end  # skipped by the fold too, as a replay skips it
                 self._rejected("throughput", Skipped(end, exc.reason, str(exc)))
                 raise
             except MetricsUnavailable as exc:
                 self._failed("throughput", exc)
                 raise
             window = windows[-1]
-            if len(windows) > 1:
-                done = await asyncio.to_thread(
-                    replay_windows, self.plan, self.model, windows[:-1], (), end - interval, state=self.state
-                )
-                self.state = done.state
-                for skipped in done.skipped:
-                    self._rejected("throughput", skipped)
-                if self.metrics is not None:
-                    self.metrics.windows_caught_up.labels(self.plan.namespace, self.plan.name).inc(len(windows) - 1)
             obs = _with_ready(throughput_observation(self.plan, end, window, workers), ready)
-            result = await self._decide(obs)
+            shadow = self.shadow if extend else None
+            done = await asyncio.to_thread(self._advance, shadow, windows[:-1], obs)
+            self.state, self.shadow = done.state, done.shadow
+            self.shadow_start, self.shadow_end = (self.shadow_start if extend else end - (len(windows) - 1) * interval), end
+            for skipped in done.skipped:
+                self._rejected("throughput", skipped)
+            if behind and self.metrics is not None:
+                self.metrics.windows_caught_up.labels(self.plan.namespace, self.plan.name).inc(behind)
             # Whatever the outcome, this window is done: a poisoned one is never retried.
             self.next_end = end + interval
+            result = done.decision
             if isinstance(result, Skipped):
                 self._rejected("throughput", result)
                 raise WindowRejected(f"plan {self.key}: {result.detail}", result.reason)
             self._publish(result, "throughput", end, window.requests, started)
             return result
 
-    async def tick_load(self) -> Decision:
-        """Decide on the workers' live load (load-based scaling)."""
+    def _advance(self, shadow: Optional[PlannerState], prior: list[TrafficWindow], obs: Observation) -> Advanced:
+        t0 = time.perf_counter()
+        done = advance(self.plan, self.model, shadow, prior, obs, self.state.load)
+        if self.metrics is not None:
+            self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(time.perf_counter() - t0)
+        return done
+
+    async def tick_load(self, at: Optional[float] = None) -> Decision:
+        """Decide on the workers' load at the load grid instant `at` (the loop's ticks), or
+        live now (None: `explain`, tests). Reading a fixed instant is what makes replicas agree."""
         started = time.perf_counter()
         async with self._lock:
-            now = self.clock()
+            now = self.clock() if at is None else at
             requests = self.latest.traffic_requests if self.latest else None
             window_end = self.latest.window_end if self.latest else None
             try:
-                workers = await self.reader.workers(self.plan, None)
-                ready = await self.reader.ready(self.plan, None, workers)
+                workers = await self.reader.workers(self.plan, at)
+                ready = await self.reader.ready(self.plan, at, workers)
                 if self.throughput_interval_seconds is None:
                     # Load-only plans still need the request count for activation (IsActive);
                     # it is not part of the load observation.
@@ -410,55 +471,97 @@ class PlanLoop:
                 pass
 
     async def run(self) -> None:
-        """Warm up, then tick on the grid (and on the load interval) until cancelled."""
-        tp_interval, load_interval = self.throughput_interval_seconds, self.load_interval_seconds
-        next_load = self.clock() + (load_interval or 0.0)
-        if tp_interval is None and load_interval is not None:
-            try:
-                await self.warm_up_load()
-            except MetricsUnavailable as exc:
-                self._failed("warmup", exc)
-        while tp_interval is not None and self.next_end is None:
-            try:
-                await self.warm_up()
-            except MetricsUnavailable:
-                await asyncio.sleep(self.retry)
-            except Exception as exc:  # noqa: BLE001 - a bug must not kill the loop silently
-                self._crashed(exc)
-                await asyncio.sleep(self.retry)
+        """Warm up, then tick on the grid (and on the load grid) until cancelled."""
+        while not await self.start_up():
+            await asyncio.sleep(self.retry)
         while True:
-            now = self.clock()
-            due_tp = None if self.next_end is None else self.next_end + self.settle
-            wake = min(t for t in (due_tp, next_load if load_interval else None) if t is not None)
-            if wake > now:
-                await asyncio.sleep(wake - now)
-                continue
-            due = None
-            if self.next_end is not None and tp_interval is not None:
-                due = windows_due(now, self.next_end, tp_interval, self.settle, self.warmup_intervals)
-            if due is not None:
-                first, last = due
+            wait = await self.step()
+            if wait > 0:
+                await asyncio.sleep(wait)
+
+    async def start_up(self) -> bool:
+        """One attempt at what run() does first: the warm-up, and the first load tick on the
+        load grid. False if it must be retried (a failed warm-up). Everything is a function
+        of `clock()` and the grids, so replicas started at different times line up."""
+        tp, ld = self.throughput_interval_seconds, self.load_interval_seconds
+        now = self.clock()
+        if tp is None:
+            if ld is not None:
+                # the newest load instant already due is read at once, right after its history
+                self.next_load = grid_end(now - self.load_settle, ld)
                 try:
-                    await self.tick_throughput(last, first if first < last else None)
-                except WindowRejected:
-                    pass  # counted and logged; the next window is due on the grid
-                except MetricsUnavailable:
-                    self.next_end = after_failed_read(first, last, tp_interval or 0.0)
-                    await asyncio.sleep(self.retry)
-                except Exception as exc:  # noqa: BLE001
-                    self._crashed(exc)
-                    # never the same window again: a bug on one window must not stop the plan
-                    self.next_end = last + (tp_interval or 0.0)
-                    await asyncio.sleep(self.retry)
-                continue
-            if load_interval:
-                next_load = now + load_interval
-                try:
-                    await self.tick_load()
-                except MetricsUnavailable:
-                    pass
-                except Exception as exc:  # noqa: BLE001
-                    self._crashed(exc)
+                    await self.warm_up_load(self.next_load)
+                except MetricsUnavailable as exc:
+                    self._failed("warmup", exc)
+            return True
+        end = latest_closed(now, tp, self.settle)
+        load_end = None if ld is None else first_load_tick(end, self.settle, ld, self.load_settle)
+        try:
+            await self.warm_up(end, load_end=load_end)
+        except MetricsUnavailable:
+            return False
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the loop silently
+            self._crashed(exc)
+            return False
+        self.next_load = load_end
+        return True
+
+    def next_due(self) -> Optional[tuple[str, float]]:
+        """The next event, ("throughput" or "load", when it is due): the earlier one; a tie
+        goes to the throughput window. Ordered by due time, not by kind, so a loop that was
+        busy past both does them in the order an idle one did."""
+        events = []
+        if self.next_end is not None and self.throughput_interval_seconds is not None:
+            events.append(("throughput", self.next_end + self.settle))
+        if self.next_load is not None and self.load_interval_seconds is not None:
+            events.append(("load", self.next_load + self.load_settle))
+        return min(events, key=lambda e: (e[1], e[0] != "throughput")) if events else None
+
+    async def step(self) -> float:
+        """Run the next event if it is due; returns the seconds to wait before calling again
+        (0 after an event, the retry delay after a failed read)."""
+        due_event = self.next_due()
+        if due_event is None:
+            return 3600.0  # nothing scheduled (no mode enabled)
+        kind, at = due_event
+        now = self.clock()
+        if at > now:
+            return at - now
+        if kind == "load":
+            return await self._load_step(now)
+        tp_interval = self.throughput_interval_seconds or 0.0
+        assert self.next_end is not None
+        due = windows_due(now, self.next_end, tp_interval, self.settle, self.warmup_intervals)
+        if due is None:
+            return 0.0
+        first, last = due
+        try:
+            await self.tick_throughput(last, first if first < last else None)
+        except WindowRejected:
+            pass  # counted and logged; the next window is due on the grid
+        except MetricsUnavailable:
+            self.next_end = after_failed_read(first, last, tp_interval)
+            return self.retry
+        except Exception as exc:  # noqa: BLE001
+            self._crashed(exc)
+            # never the same window again: a bug on one window must not stop the plan
+            self.next_end = last + tp_interval
+            return self.retry
+        return 0.0
+
+    async def _load_step(self, now: float) -> float:
+        interval = self.load_interval_seconds
+        assert interval is not None and self.next_load is not None
+        at = next_load_tick(self.next_load, now, interval, self.load_settle, load_history_ticks(self.plan))
+        # A failed read is not retried: the next grid instant comes one load interval later.
+        self.next_load = at + interval
+        try:
+            await self.tick_load(at)
+        except (MetricsUnavailable, WindowRejected):
+            pass  # counted and logged
+        except Exception as exc:  # noqa: BLE001
+            self._crashed(exc)
+        return 0.0
 
     def _crashed(self, exc: BaseException) -> None:
         self.last_error = f"internal error: {exc!r}"

@@ -70,7 +70,8 @@ async def test_load_regressions_are_rebuilt_from_prometheus_history(tmp_path: Pa
 
         loop = PlanLoop(loaded, PromReader(client), clock=lambda: end + 0.5)
         ticks = await loop.warm_up_load()
-        assert ticks == plan.spec.scaling.load.window + 1
+        # a load-only plan: the regressions' window + 1 ticks, then a window's worth decided again
+        assert ticks == 2 * plan.spec.scaling.load.window + 1
         expected = rebuild_load_state(plan, [Observation(timestamp=t, workers=w) for t, w in history])
         got = loop.state.load
         for key in (("prefill", "ttft"), ("decode", "itl")):
