@@ -315,6 +315,41 @@ def fold_windows(end: float, interval: float, intervals: int) -> int:
 
 
 @dataclass(frozen=True)
+class FoldRead:
+    """What to read to decide one window on the fold (`fold_read`)."""
+
+    extend: bool  # the fold held goes on: fold the windows read into it (else start a new one)
+    count: int    # windows to read, oldest first, the last ending at the window decided
+    behind: int   # of them, windows after the fold held, before the one decided (caught up)
+
+
+def fold_read(end: float, first: float, interval: float, intervals: int, held: Optional[tuple[float, float]]) -> FoldRead:
+    """The windows to read to decide the window ending at `end`, the windows from `first`
+    to it being new (`first` < `end`: the loop fell behind), for a loop holding a fold of
+    the windows ending from held[0] to held[1] (None: no fold).
+
+    The fold held goes on while it starts at `fold_start(end)` and ends just before
+    `first`: only the new windows are read. Otherwise (a new fold start on the grid, a
+    first window, a gap) the fold is read again from history: every window from
+    `fold_start(end)` on. `dynplan serve`'s loop and the simulator both schedule their
+    folds here, so they fold the same windows."""
+    if interval <= 0:  # no throughput grid: the window alone
+        return FoldRead(False, 1, 0)
+    behind = max(0, round((end - first) / interval))
+    start = fold_start(end, interval, intervals)
+    extend = held is not None and held == (start, first - interval)
+    return FoldRead(extend, behind + 1 if extend else round((end - start) / interval) + 1, behind)
+
+
+def fold_held(read: FoldRead, held: Optional[tuple[float, float]], end: float, windows: int, interval: float) -> tuple[float, float]:
+    """The ends of the oldest and newest windows of the fold after `end` was decided on
+    the `windows` windows `read` asked for (history may hold fewer: from its oldest one)."""
+    if read.extend and held is not None:
+        return held[0], end
+    return end - (windows - 1) * interval, end
+
+
+@dataclass(frozen=True)
 class Advanced:
     """One window decided on the fold of the windows before it."""
 
