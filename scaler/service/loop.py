@@ -33,7 +33,8 @@ from scaler.core.replay import (
     decide_window,
     decision_lag,
     first_load_tick,
-    fold_start,
+    fold_held,
+    fold_read,
     fold_windows,
     grid_end,
     latest_closed,
@@ -303,10 +304,11 @@ class PlanLoop:
         started = time.perf_counter()
         interval = self.throughput_interval_seconds or 0.0
         first = end if first is None else first
-        behind = 0 if interval <= 0 else max(0, round((end - first) / interval))
-        start = fold_start(end, interval, self.warmup_intervals) if interval > 0 else end
-        extend = self.shadow is not None and self.shadow_start == start and self.shadow_end == first - interval
-        count = behind + 1 if extend else round((end - start) / interval) + 1
+        held = None
+        if self.shadow is not None and self.shadow_start is not None and self.shadow_end is not None:
+            held = (self.shadow_start, self.shadow_end)
+        read = fold_read(end, first, interval, self.warmup_intervals, held)
+        extend, count, behind = read.extend, read.count, read.behind
         async with self._lock:
             try:
                 if extend and count > 1:
@@ -335,7 +337,7 @@ class PlanLoop:
             shadow = self.shadow if extend else None
             done = await asyncio.to_thread(self._advance, shadow, windows[:-1], obs)
             self.state, self.shadow = done.state, done.shadow
-            self.shadow_start, self.shadow_end = (self.shadow_start if extend else end - (len(windows) - 1) * interval), end
+            self.shadow_start, self.shadow_end = fold_held(read, held, end, len(windows), interval)
             for skipped in done.skipped:
                 self._rejected("throughput", skipped)
             if behind and self.metrics is not None:
