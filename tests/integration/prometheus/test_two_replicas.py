@@ -53,7 +53,7 @@ def _window(k: int) -> TrafficWindow:
                          request_duration_s=3.0)
 
 
-def _workers(w: OpenMetricsWriter, ns: str) -> None:
+def _workers(w: OpenMetricsWriter, ns: str, E: float = E) -> None:
     """Two prefill workers and one decode worker, sampled every second, with load that
     moves on the load grid so the regressions and verdicts change."""
     times = [E - SPAN + s for s in range(SPAN + 1)]
@@ -73,13 +73,15 @@ def _workers(w: OpenMetricsWriter, ns: str) -> None:
             [(t, 0.004 + 0.00002 * v) for t, v in blocks])
 
 
-def _history(plans: tuple[str, ...] = tuple(PLANS)) -> OpenMetricsWriter:
+def _history(plans: tuple[str, ...] = tuple(PLANS), E: float = E) -> OpenMetricsWriter:
+    # E: the history's end; a test on the wall clock passes its own (the module's is from
+    # collection time, minutes before a late test runs in a full suite)
     w = OpenMetricsWriter()
     windows = [_window(k) for k in range(SPAN // T)]
     for plan in plans:
         add_history(w, f"ns-{plan}", windows, E)
     for plan in {"loady", "both"} & set(plans):
-        _workers(w, f"ns-{plan}")
+        _workers(w, f"ns-{plan}", E)
     # kube-state-metrics' ready counts (every plan's pools are these two Deployments): they
     # move, so the load path's transitions resolve and its decisions change
     times = [E - SPAN + s for s in range(0, SPAN + 1, 5)]
@@ -240,7 +242,7 @@ async def _answers(keda: KedaClient, deadline: float) -> dict[tuple[str, str], t
 async def test_one_replica_killed_mid_poll_the_other_keeps_answering(tmp_path: Path, prom_factory) -> None:
     from procs import closed_port
 
-    prom = prom_factory(history=_history(("tput", "both")))
+    prom = prom_factory(history=_history(("tput", "both"), history_end()))
     plans = tmp_path / "plans"
     write_plans(plans, [d for d in _plans(prom.url) if d["metadata"]["name"] in ("tput", "both")])
     pa, pb_ = closed_port(), closed_port()
