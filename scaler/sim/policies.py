@@ -1,6 +1,7 @@
 """Scaling policies the simulator compares, each a controller for scaler.sim.engine.
 
-- `plan`: the plan as configured, through the real planning core (`decide`).
+- `plan`: the plan as configured, through the real planning core as `dynplan serve`'s loop
+  runs it (the fold of `scaler.core.replay`).
 - `throughput-only` / `load-only`: the same plan with only that scaling mode on.
 - `static:N` (or `static:P,D`): fixed replicas, N per pool (P prefill, D decode).
 - `dynamo`, `llmd-slo`: peer autoscalers (scaler.sim.peers).
@@ -15,7 +16,7 @@ Where each policy starts (`warm_start`) and which actuation path its targets tak
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -24,7 +25,17 @@ from scaler.core.decision import Decision
 from scaler.core.interpolation import PerfModel
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
-from scaler.core.planner import decide, new_state
+from scaler.core.planner import PlannerState, decide, new_state
+from scaler.core.replay import (
+    Skipped,
+    advance,
+    decide_window,
+    fold_held,
+    fold_read,
+    load_observation,
+    throughput_observation,
+    warmup_intervals,
+)
 from scaler.sim.actuation import ActuationConfig, config_from_plan
 from scaler.sim.peers import (
     DynamoController,
@@ -92,17 +103,44 @@ def policy_plan(spec: PolicySpec, plan: Plan) -> Plan:
 
 
 class PlannerController:
-    """Runs the real planning core on the simulator's observations."""
+    """Runs the real planning core on the simulator's observations, as `dynplan serve`'s
+    decision loop does (`scaler.service.loop.PlanLoop`), through the same pure functions:
+
+    - a throughput window is decided on the fold (`core.replay.fold_read`, `advance`): a
+      planner state that restarts from history at every multiple of N x T since t = 0 (N:
+      the loop's warm-up length, `core.replay.warmup_intervals`) and holds the windows as
+      history holds them; the simulator's own windows are that history. The ready counts
+      and the load path's state go into the window's decision, not into the fold;
+    - a load tick continues from the state of the latest decision (`decide_window`), as the
+      loop's load ticks do;
+    - a window outside the physical limits, or one `decide` raises on, is skipped (no new
+      targets), as the loop skips it.
+
+    Everything is a function of the windows and ticks seen, so runs stay deterministic."""
 
     def __init__(
-        self, name: str, plan: Plan, model: Optional[PerfModel], initial: Optional[Mapping[str, int]] = None
+        self,
+        name: str,
+        plan: Plan,
+        model: Optional[PerfModel],
+        initial: Optional[Mapping[str, int]] = None,
+        *,
+        fold_intervals: Optional[int] = None,
     ) -> None:
         self.name = name
         self.plan = plan
         self.model = model
         self.state = new_state(plan)
         self.decisions: list[Decision] = []
+        self.skipped: list[Skipped] = []
         self._initial = dict(initial) if initial is not None else None
+        # N: `dynplan serve`'s default warm-up length (its --warmup-intervals unset)
+        self.fold_intervals = fold_intervals if fold_intervals is not None else warmup_intervals(plan)
+        self._fold: Optional[PlannerState] = None
+        self._held: Optional[tuple[float, float]] = None  # ends of the fold's oldest and newest windows
+        # the history the fold is read from: the newest 2N windows by grid index (a fold
+        # holds at most 2N - 1)
+        self._history: dict[int, TrafficWindow] = {}
 
     def initial_replicas(self) -> Mapping[str, int]:
         # By default the deployment starts at each pool's minimum (a cold start, as Dynamo's
@@ -121,18 +159,43 @@ class PlannerController:
         ld = self.plan.spec.scaling.load
         return float(ld.interval_seconds) if ld.enabled else None
 
-    def _decide(self, obs: Observation) -> Mapping[str, int]:
-        decision = decide(self.plan, self.model, obs, self.state)
-        self.decisions.append(decision)
-        return {n: p.replicas for n, p in decision.pools.items()}
+    def _targets(self, result: Decision | Skipped) -> Optional[Mapping[str, int]]:
+        if isinstance(result, Skipped):
+            self.skipped.append(result)
+            return None
+        self.decisions.append(result)
+        return {n: p.replicas for n, p in result.pools.items()}
+
+    def _read(self, end: float, count: int, interval: float) -> list[TrafficWindow]:
+        """The `count` windows before the one ending at `end`, oldest first, as history
+        holds them: none before the run's first window."""
+        k = round(end / interval)
+        out: list[TrafficWindow] = []
+        for i in range(k - 1, k - 1 - count, -1):
+            if i not in self._history:
+                break
+            out.append(self._history[i])
+        return out[::-1]
 
     def on_traffic(self, t: float, window: TrafficWindow, ready: Mapping[str, int]) -> Optional[Mapping[str, int]]:
-        return self._decide(Observation(timestamp=t, traffic=window, ready_replicas=dict(ready)))
+        interval = float(self.plan.spec.scaling.throughput.interval_seconds)
+        read = fold_read(t, t, interval, self.fold_intervals, self._held)
+        prior = self._read(t, read.count - 1, interval)
+        obs = replace(throughput_observation(self.plan, t, window, ()), ready_replicas=dict(ready))
+        done = advance(self.plan, self.model, self._fold if read.extend else None, prior, obs, self.state.load)
+        self.state, self._fold = done.state, done.shadow
+        self._held = fold_held(read, self._held, t, len(prior) + 1, interval)
+        k = round(t / interval)
+        self._history[k] = window
+        self._history.pop(k - 2 * self.fold_intervals, None)
+        return self._targets(done.decision)
 
     def on_load(
         self, t: float, workers: tuple[WorkerLoad, ...], ready: Mapping[str, int]
     ) -> Optional[Mapping[str, int]]:
-        return self._decide(Observation(timestamp=t, workers=workers, ready_replicas=dict(ready)))
+        obs = replace(load_observation(t, workers), ready_replicas=dict(ready))
+        self.state, result = decide_window(self.plan, self.model, obs, self.state)
+        return self._targets(result)
 
     def decision_log(self) -> list[dict[str, Any]]:
         return [d.to_dict() for d in self.decisions]
