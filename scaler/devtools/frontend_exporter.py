@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Self, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_wsgi_server
@@ -78,7 +78,38 @@ _WORKER_FIELDS = {
 }
 
 
-class SyntheticFrontend:
+class _Served:
+    """Serving a registry's /metrics on a background thread, for both exporters."""
+
+    registry: CollectorRegistry
+    _server: Optional[tuple[object, threading.Thread]]
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Serve /metrics on a background thread; returns the bound port."""
+        if self._server is not None:
+            raise RuntimeError("already serving")
+        httpd, thread = start_wsgi_server(port, addr=host, registry=self.registry)
+        self._server = (httpd, thread)
+        return int(httpd.server_port)  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        """Stop the HTTP server (idempotent)."""
+        if self._server is None:
+            return
+        httpd, thread = self._server
+        self._server = None
+        httpd.shutdown()  # type: ignore[attr-defined]
+        httpd.server_close()  # type: ignore[attr-defined]
+        thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SyntheticFrontend(_Served):
     """The frontend's metrics in a private `CollectorRegistry`, optionally served over HTTP."""
 
     def __init__(
@@ -236,30 +267,6 @@ class SyntheticFrontend:
             except KeyError:
                 pass  # that gauge was never set for this worker
 
-    # -- HTTP ---------------------------------------------------------------------------
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve /metrics on a background thread; returns the bound port."""
-        if self._server is not None:
-            raise RuntimeError("already serving")
-        httpd, thread = start_wsgi_server(port, addr=host, registry=self.registry)
-        self._server = (httpd, thread)
-        return int(httpd.server_port)  # type: ignore[attr-defined]
-
-    def stop(self) -> None:
-        """Stop the HTTP server (idempotent)."""
-        if self._server is None:
-            return
-        httpd, thread = self._server
-        self._server = None
-        httpd.shutdown()  # type: ignore[attr-defined]
-        httpd.server_close()  # type: ignore[attr-defined]
-        thread.join(timeout=5)
-
-    def __enter__(self) -> "SyntheticFrontend":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 # -- engine sources (vLLM, SGLang): what each engine pod exports ----------------------------
@@ -374,7 +381,7 @@ def engine_gauge_samples(
     return out
 
 
-class SyntheticEngines:
+class SyntheticEngines(_Served):
     """Engine pods' series (vLLM or SGLang) in one private registry, optionally served on
     /metrics: each series carries its pod's `pod` and `namespace` labels, as a scrape of
     that pod adds them, so one endpoint stands in for many pods. Names, labels and buckets
@@ -474,26 +481,3 @@ class SyntheticEngines:
                     if all(labels.get(k) == v for k, v in base.items() if k in names):
                         m.remove(*values)  # type: ignore[attr-defined]
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Serve /metrics on a background thread; returns the bound port."""
-        if self._server is not None:
-            raise RuntimeError("already serving")
-        httpd, thread = start_wsgi_server(port, addr=host, registry=self.registry)
-        self._server = (httpd, thread)
-        return int(httpd.server_port)  # type: ignore[attr-defined]
-
-    def stop(self) -> None:
-        """Stop the HTTP server (idempotent)."""
-        if self._server is None:
-            return
-        httpd, thread = self._server
-        self._server = None
-        httpd.shutdown()  # type: ignore[attr-defined]
-        httpd.server_close()  # type: ignore[attr-defined]
-        thread.join(timeout=5)
-
-    def __enter__(self) -> "SyntheticEngines":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
