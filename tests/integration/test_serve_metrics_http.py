@@ -15,7 +15,7 @@ import pytest
 from procs import closed_port
 from scaler.errors import InputError
 from scaler.service.server import ScalerServer, ServeConfig
-from service_harness import running_scaler, scrape, test_plan, write_plans
+from service_harness import raw_http, running_scaler, scrape, test_plan, write_plans
 
 
 async def test_300_idle_connections_cost_no_thread_and_are_closed(tmp_path: Path) -> None:
@@ -41,35 +41,26 @@ async def test_300_idle_connections_cost_no_thread_and_are_closed(tmp_path: Path
                 writer.close()
 
 
-async def _raw(port: int, request: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(request)
-    await writer.drain()
-    data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    return data
-
-
 async def test_http_answers(tmp_path: Path) -> None:
     write_plans(tmp_path, [test_plan("alpha", f"http://127.0.0.1:{closed_port()}", "x")])
     async with running_scaler(tmp_path) as (server, _keda):
         port = server.metrics_port
         assert port is not None
-        ok = await _raw(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        ok = await raw_http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         head, _, body = ok.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200 OK") and b"Connection: close" in head
         assert b"dynplan_plans_loaded 1.0" in body
-        zipped = await _raw(port, b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
+        zipped = await raw_http(port, b"GET /metrics HTTP/1.1\r\nAccept-Encoding: gzip\r\n\r\n")
         head, _, body = zipped.partition(b"\r\n\r\n")
         assert b"Content-Encoding: gzip" in head and b"dynplan_plans_loaded 1.0" in gzip.decompress(body)
-        openmetrics = await _raw(port, b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n")
+        openmetrics = await raw_http(port, b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=1.0.0\r\n\r\n")
         assert b"application/openmetrics-text" in openmetrics and openmetrics.rstrip().endswith(b"# EOF")
-        assert (await _raw(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")).endswith(b"\r\n\r\n")
-        assert (await _raw(port, b"GET /other HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
-        assert (await _raw(port, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
-        assert (await _raw(port, b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
+        assert (await raw_http(port, b"HEAD /metrics HTTP/1.1\r\n\r\n")).endswith(b"\r\n\r\n")
+        assert (await raw_http(port, b"GET /other HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 404")
+        assert (await raw_http(port, b"POST /metrics HTTP/1.1\r\n\r\n")).startswith(b"HTTP/1.1 405")
+        assert (await raw_http(port, b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400")
         # A request head over 16 KiB is dropped, not buffered.
-        assert await _raw(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n") == b""
+        assert await raw_http(port, b"GET /metrics HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n") == b""
         assert "dynplan_plans_loaded 1.0" in await scrape(server)
 
 

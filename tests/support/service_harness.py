@@ -129,6 +129,18 @@ def trigger(plan: str, pool: str, namespace: str = NAMESPACE, **extra: str) -> T
     return Trigger(scaled_object=f"{plan}-{pool}", namespace=namespace, metadata={"plan": plan, "pool": pool, **extra})
 
 
+async def raw_http(port: int, request: bytes) -> bytes:
+    """Send `request` as is to a loopback HTTP port; everything the server sends until it closes."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    await writer.drain()
+    data = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    return data
+
+
 async def scrape(server: ScalerServer, path: str = "/metrics") -> str:
     """GET the scaler's /metrics from a worker thread: the server answers on this event loop."""
     import asyncio
