@@ -94,6 +94,7 @@ def simulate(
     interval's requests replayed alone, had the load been known: a lower bound on cost).
     """
     from scaler.logsetup import quiet_forecasting_libraries
+    from scaler.progress import tty_progress
     from scaler.sim.run import compare
 
     quiet_forecasting_libraries()
@@ -104,10 +105,12 @@ def simulate(
     )
     workload = _read_workload(run)
     plan = run.loaded.plan
-    cmp = compare(
-        plan, run.loaded.model, run.truth, workload, run.specs,
-        startup_delay_seconds=run.startup_delay, initial_replicas=run.initial, actuation=run.actuation,
-    )
+    with tty_progress("simulating") as progress:  # a bar on a terminal only: pipes see no change
+        cmp = compare(
+            plan, run.loaded.model, run.truth, workload, run.specs,
+            startup_delay_seconds=run.startup_delay, initial_replicas=run.initial, actuation=run.actuation,
+            progress=progress,
+        )
     ordered = {s.name: cmp.summaries[s.name] for s in run.specs if s.name in cmp.summaries}
     ordered.setdefault("oracle", cmp.summaries["oracle"])
     _print_report(run, cmp, ordered)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from scaler.core.interpolation import PerfModel
 from scaler.core.plan import Plan
@@ -65,6 +65,7 @@ def compare(
     startup_delay_seconds: Optional[float] = None,
     initial_replicas: Optional[Mapping[str, int]] = None,
     actuation: str = "keda-hpa",
+    progress: Optional[Callable[[int, int, str], None]] = None,
 ) -> Comparison:
     """Simulate each policy on `truth_model` hardware; the planner sizes with `planner_model`.
 
@@ -73,7 +74,8 @@ def compare(
     pool's startupSeconds). `initial_replicas`: what scaling policies start with (default:
     `warm_start`, the decision their planner makes for the first interval's traffic).
     `actuation`: "keda-hpa" (each policy's targets go through the KEDA/HPA path its manifests
-    configure) or "none" (applied at the tick).
+    configure) or "none" (applied at the tick). `progress` hears (done, total, next step)
+    before the oracle, the sweep and each policy, and once at the end.
     """
     if actuation not in ACTUATION_MODES:
         raise ValueError(f"actuation must be one of {ACTUATION_MODES}, not {actuation!r}")
@@ -87,6 +89,14 @@ def compare(
     target = target_attainment(plan)
     gpus = {n: p.gpus_per_replica for n, p in plan.pools.items()}
     seconds: dict[str, float] = {}
+    steps = [ORACLE] + ([STATIC_SWEEP] if any(s.kind == STATIC_SWEEP for s in policies) else [])
+    steps += [s.name for s in policies if s.kind not in COMPUTED and s.name not in steps]
+
+    def step(name: str) -> None:
+        if progress is not None:
+            progress(steps.index(name) if name in steps else len(steps), len(steps), name)
+
+    step(ORACLE)
     t0 = time.perf_counter()
     orc = oracle(plan, truth_model, workload, oracle_interval_seconds(plan), target)
     seconds[ORACLE] = time.perf_counter() - t0  # its search runs the engine too
@@ -95,6 +105,7 @@ def compare(
     extra: dict[str, dict[str, Any]] = {}
     sweep: Optional[FleetResult] = None
     if any(s.kind == STATIC_SWEEP for s in policies):
+        step(STATIC_SWEEP)
         t0 = time.perf_counter()
         sweep = cheapest_fleet(workload, truth_model, plan, target)
         seconds[STATIC_SWEEP] = time.perf_counter() - t0
@@ -119,11 +130,13 @@ def compare(
             initial = warm_start(spec, plan, planner_model, workload)
         ctl = make_controller(spec, plan, planner_model, initial)
         paths = actuation_for(spec, plan) if actuation == "keda-hpa" else None
+        step(spec.name)
         t0 = time.perf_counter()
         results[spec.name] = simulate(workload, truth_model, ctl, cfg, paths)
         seconds[spec.name] = time.perf_counter() - t0
         logs[spec.name] = ctl.decision_log()
         extra[spec.name] = {"initialReplicas": initial, "actuation": _actuation_label(spec, actuation == "keda-hpa")}
+    step("")  # done
     summaries: dict[str, dict[str, Any]] = {}
     for name, res in results.items():
         summaries[name] = policy_summary(res, plan.spec.sla, orc.gpu_hours, static_gpu_hours, target)
