@@ -414,6 +414,10 @@ class Metrics(_Model):
 class ScalerEndpoint(_Model):
     address: str = Field(default="dynplan-scaler.keda:9090", min_length=1)
     namespace: Optional[str] = Field(default=None, max_length=63)
+    # Where `render manifests` puts the plan's ConfigMap: the scaler's namespace (where its
+    # collector watches by default) or the plan's own, so that a namespace-scoped team can
+    # apply everything it renders; unset: `render --plan-configmap-namespace` (default scaler).
+    plan_config_map_namespace: Optional[Literal["plan", "scaler"]] = None
 
     @field_validator("address")
     @classmethod
@@ -523,10 +527,18 @@ class Keda(_Model):
 
 
 class Rules(_Model):
-    """Labels and evaluation interval of the rendered recording rules."""
+    """Labels and evaluation interval of the rendered recording rules; the SLO alerts.
+
+    `alerts` adds the burn-rate and scaler-health alerts (render/rules.py). The SLI reads
+    the latency histograms' bucket at `ttftBucketMs`/`itlBucketMs` (default: the SLA
+    itself), which must be one of the engine's bucket bounds: the bound at or just above
+    the SLA when the SLA is not one (the SLI is then that bound's, and says so)."""
 
     labels: dict[str, str] = Field(default_factory=dict)
     evaluation_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
+    alerts: bool = True
+    ttft_bucket_ms: Optional[PositiveFloat] = Field(default=None, le=3_600_000)
+    itl_bucket_ms: Optional[PositiveFloat] = Field(default=None, le=3_600_000)
 
     @field_validator("labels")
     @classmethod
