@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Literal, Mapping, Optional
 
 import yaml
 
@@ -292,9 +292,22 @@ def plan_file_text(loaded: LoadedPlan) -> str:
     )
 
 
-def configmap(loaded: LoadedPlan, scaler_namespace: str) -> ConfigMapView:
+ConfigMapPlacement = Literal["plan", "scaler"]
+
+
+def configmap_namespace(plan: Plan, scaler_namespace: str, placement: ConfigMapPlacement = "scaler") -> str:
+    """The plan ConfigMap's namespace: spec.scaler.planConfigMapNamespace, else `placement`
+    (render's --plan-configmap-namespace); "scaler" is spec.scaler.namespace, else
+    `scaler_namespace` (render's --scaler-namespace)."""
+    where = plan.spec.scaler.plan_config_map_namespace or placement
+    if where == "plan":
+        return plan.namespace
+    return plan.spec.scaler.namespace or scaler_namespace
+
+
+def configmap(loaded: LoadedPlan, scaler_namespace: str, placement: ConfigMapPlacement = "scaler") -> ConfigMapView:
     plan = loaded.plan
-    namespace = plan.spec.scaler.namespace or scaler_namespace
+    namespace = configmap_namespace(plan, scaler_namespace, placement)
     labels = {
         naming.MANAGED_BY_LABEL: naming.MANAGED_BY,
         naming.APP_NAME_LABEL: naming.SCALER_APP_NAME,
@@ -311,7 +324,7 @@ def configmap(loaded: LoadedPlan, scaler_namespace: str) -> ConfigMapView:
     )
 
 
-def build(loaded: LoadedPlan, scaler_namespace: str) -> PlanObjects:
+def build(loaded: LoadedPlan, scaler_namespace: str, placement: ConfigMapPlacement = "scaler") -> PlanObjects:
     """All objects for one valid plan."""
     plan = loaded.plan
     groups = rule_groups(plan, str(loaded.path))
@@ -319,5 +332,5 @@ def build(loaded: LoadedPlan, scaler_namespace: str) -> PlanObjects:
         loaded=loaded,
         scaled_objects=tuple(scaled_object(plan, pool) for pool in plan.pool_names),
         prometheus_rule=prometheus_rule(plan, groups),
-        configmap=configmap(loaded, scaler_namespace),
+        configmap=configmap(loaded, scaler_namespace, placement),
     )

@@ -8,7 +8,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, TextIO
+from typing import Callable, Optional, Sequence, TextIO
 
 import yaml
 
@@ -87,13 +87,15 @@ def preflight(loaded: Sequence[LoadedPlan]) -> list[FieldError]:
     return errors
 
 
-def build_all(loaded: Sequence[LoadedPlan], scaler_namespace: str) -> tuple[PlanObjects, ...]:
+def build_all(
+    loaded: Sequence[LoadedPlan], scaler_namespace: str, placement: objects.ConfigMapPlacement = "scaler"
+) -> tuple[PlanObjects, ...]:
     """Step 2: plain values for every plan, in plan-name order (independent of -f order);
     `preflight` first, so that nothing large is built for a plan that cannot be rendered."""
     problems = preflight(loaded)
     if problems:
         raise RenderError(problems)
-    return tuple(build(lp, scaler_namespace) for lp in sorted(loaded, key=lambda lp: (lp.plan.name, lp.plan.namespace, str(lp.path))))
+    return tuple(build(lp, scaler_namespace, placement) for lp in sorted(loaded, key=lambda lp: (lp.plan.name, lp.plan.namespace, str(lp.path))))
 
 
 def render(plans: Sequence[PlanObjects]) -> Rendering:
@@ -209,17 +211,33 @@ def static_checks(rendering: Rendering) -> list[FieldError]:
     return errors
 
 
-def promtool_checks(rendering: Rendering, directory: Path) -> list[FieldError]:
-    """`promtool check rules` and `promtool test rules` on the files written in `directory`."""
+# Called once per promtool run as (done, total, file name), after the run.
+Progress = Callable[[int, int, str], None]
+
+
+def promtool_checks(rendering: Rendering, directory: Path, progress: Optional[Progress] = None) -> list[FieldError]:
+    """`promtool check rules` and `promtool test rules` on the files written in `directory`:
+    every rule file is checked before any test runs (a test of a broken file says less)."""
     try:
         checks.promtool_path()
     except FileNotFoundError as exc:
         return [FieldError("--check", "", str(exc))]
     origin = {f.name: f.origin for f in rendering.files}
-    errors = checks.promtool_check_rules(directory, [f.name for f in rendering.by_role(ROLE_RULES)], origin)
+    rules = [f.name for f in rendering.by_role(ROLE_RULES)]
+    tests = [f.name for f in rendering.by_role(ROLE_RULES_TEST)]
+    total = len(rules) + len(tests)
+    errors: list[FieldError] = []
+    for done, name in enumerate(rules, 1):
+        errors += checks.promtool_check_rules(directory, [name], origin)
+        if progress is not None:
+            progress(done, total, name)
     if errors:
         return errors
-    return checks.promtool_test_rules(directory, [f.name for f in rendering.by_role(ROLE_RULES_TEST)], origin)
+    for done, name in enumerate(tests, len(rules) + 1):
+        errors += checks.promtool_test_rules(directory, [name], origin)
+        if progress is not None:
+            progress(done, total, name)
+    return errors
 
 
 def render_manifests(
@@ -228,15 +246,18 @@ def render_manifests(
     scaler_namespace: str = DEFAULT_SCALER_NAMESPACE,
     check: bool = False,
     stdout: Optional[TextIO] = None,
+    configmap_namespace: objects.ConfigMapPlacement = "scaler",
+    progress: Optional[Progress] = None,
 ) -> Rendering:
-    """Load, build, render, check; then write DIR atomically or print the stream for `-`."""
-    rendering = render(build_all(load(paths), scaler_namespace))
+    """Load, build, render, check; then write DIR atomically or print the stream for `-`.
+    `progress` hears of each promtool run (--check)."""
+    rendering = render(build_all(load(paths), scaler_namespace, configmap_namespace))
     problems = static_checks(rendering)
     if problems:
         raise RenderError(problems)
 
     def verify(directory: Path) -> list[FieldError]:
-        return promtool_checks(rendering, directory) if check else []
+        return promtool_checks(rendering, directory, progress) if check else []
 
     if output == "-":
         if check:
