@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 
 import click
+from click.shell_completion import CompletionItem
 
 from scaler.clikit import handle_errors
 
@@ -22,9 +23,28 @@ _COMMANDS: dict[str, str] = {
 }
 
 
+# name -> what click's get_short_help_str() gives for it, so that shell completion lists the
+# commands without importing them all (4 s for a TAB otherwise; tests/integration/test_cli_habits.py
+# keeps this table equal to the commands' own help)
+_SHORT_HELP: dict[str, str] = {
+    "capacity": "Replicas and GPUs each pool needs for a...",
+    "doctor": "Check that Prometheus has every series...",
+    "explain": "Print the decision the scaler would make...",
+    "render": "Render Kubernetes manifests and Prometheus...",
+    "serve": "Serve KEDA's external scaler protocol for...",
+    "simulate": "Replay a trace against simulated pools...",
+    "validate": "Validate plan files (and the profiles they...",
+}
+
+
 class _LazyGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(_COMMANDS)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        items = [CompletionItem(n, help=_SHORT_HELP.get(n)) for n in self.list_commands(ctx) if n.startswith(incomplete)]
+        # the group's own options (--help, --version), as click.Group adds them
+        return items + click.Command.shell_complete(self, ctx, incomplete)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         target = _COMMANDS.get(name)

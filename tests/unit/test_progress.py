@@ -1,9 +1,13 @@
-"""scaler.progress.tty_progress: nothing at all unless the stream is a terminal."""
+"""scaler.progress.tty_progress: nothing at all unless the stream is a terminal; and the
+completion table in scaler.cli stays what click would compute."""
 
 from __future__ import annotations
 
 import io
 
+import click
+
+from scaler.cli import _COMMANDS, _SHORT_HELP, main
 from scaler.progress import tty_progress
 
 
@@ -38,3 +42,13 @@ def test_no_call_no_bar() -> None:  # e.g. render without --check: not even the 
     with tty_progress("promtool", stream):
         pass
     assert stream.getvalue() == ""
+
+
+def test_short_help_table_is_the_commands_own() -> None:
+    ctx = click.Context(main)
+    own = {}
+    for name in _COMMANDS:
+        cmd = main.get_command(ctx, name)
+        assert cmd is not None
+        own[name] = cmd.get_short_help_str()
+    assert own == _SHORT_HELP
