@@ -104,9 +104,10 @@ def _offline_kustomize(directory: Path, components: list[Path]) -> list[dict[str
     for comp_dir in components:
         comp = yaml.safe_load((comp_dir / "kustomization.yaml").read_text())
         for res in comp.get("resources", []):
-            doc = yaml.safe_load((comp_dir / res).read_text())
-            doc["metadata"]["namespace"] = NAMESPACE  # the overlay's namespace; the base's labels stay in the base
-            docs.append(doc)
+            for doc in yaml.safe_load_all((comp_dir / res).read_text()):
+                if not doc["kind"].startswith("Cluster"):  # cluster-scoped objects have no namespace
+                    doc["metadata"]["namespace"] = NAMESPACE  # the overlay's; the base's labels stay in the base
+                docs.append(doc)
         for patch in comp.get("patches", []):
             target = patch["target"]
             for doc in docs:
@@ -161,9 +162,10 @@ def chart_as_base(doc: dict[str, Any]) -> dict[str, Any]:
         spec["replicas"] = 1
     elif doc["kind"] == "Service":
         _drop(spec["selector"], INSTANCE)
-    elif doc["kind"] == "ServiceMonitor":
+    if doc["kind"] == "ServiceMonitor":
         _drop(spec["selector"]["matchLabels"], INSTANCE)
-        # the component's ServiceMonitor comes in through the overlay, outside the base's labels
+    if doc["kind"] in ("ServiceMonitor", "ClusterRole", "ClusterRoleBinding"):
+        # a component's objects come in through the overlay, outside the base's labels
         _drop(doc["metadata"], {"labels": {"app.kubernetes.io/name": "dynplan-scaler", "app.kubernetes.io/part-of": "dynplan"}})
     return doc
 
@@ -319,12 +321,44 @@ def test_plan_given_as_an_object_and_the_network_policy() -> None:
         ({"plans": {"files": {"big.yaml": "#" * ((1 << 20) + 1)}}},
          "at '/plans/files/big.yaml': maxLength: got 1,048,577, want 1,048,576"),
         ({"networkPolicy": {"enabled": True, "grpcFrom": []}}, "at '/networkPolicy/grpcFrom'"),
+        ({"plans": {"namespaces": ["Team_A"]}}, "at '/plans/namespaces/0'"),
+        ({"plans": {"namespaces": ["team-a", "team-a"]}}, "at '/plans/namespaces'"),
+        ({"plans": {"allNamespaces": "yes"}}, "at '/plans/allNamespaces': got string, want boolean"),
     ],
 )
 def test_schema_rejects_bad_values_naming_the_field(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm_python.HelmValuesError) as exc:
         helm_template(values)
     assert where in str(exc.value)
+
+
+def test_all_namespaces_matches_the_component(tmp_path: Path) -> None:
+    """plans.allNamespaces = manifests/components/all-namespaces: NAMESPACE=ALL, a ClusterRole."""
+    docs = helm_template({"plans": {"allNamespaces": True}})
+    validate_core(docs)
+    assert_same_objects(docs, kustomize(tmp_path, ("all-namespaces",)))
+    objs = by_kind(docs)
+    collector = objs["Deployment/dynplan-scaler"]["spec"]["template"]["spec"]["containers"][1]
+    assert collector["env"][-1] == {"name": "NAMESPACE", "value": "ALL"}
+    assert "namespace" not in objs["ClusterRole/dynplan-plan-reader"]["metadata"]
+    assert objs["ClusterRoleBinding/dynplan-plan-reader"]["subjects"] == [
+        {"kind": "ServiceAccount", "name": "dynplan-scaler", "namespace": NAMESPACE}]
+
+
+def test_a_list_of_namespaces_gets_a_role_in_each() -> None:
+    """plans.namespaces: the collector watches the release namespace and the list (comma-separated,
+    as k8s-sidecar's NAMESPACE takes it), with read access in exactly those, and nothing cluster-wide."""
+    docs = helm_template({"plans": {"namespaces": ["team-a", NAMESPACE, "team-b"]}})
+    validate_core(docs)
+    collector = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]["containers"][1]
+    assert collector["env"][-1] == {"name": "NAMESPACE", "value": "keda,team-a,team-b"}
+    rbac = sorted((d["kind"], d["metadata"]["namespace"]) for d in docs if d["kind"].endswith(("Role", "RoleBinding")))
+    assert rbac == [(k, ns) for k in ("Role", "RoleBinding") for ns in (NAMESPACE, "team-a", "team-b")]
+    for binding in (d for d in docs if d["kind"] == "RoleBinding"):
+        assert binding["roleRef"]["name"] == "dynplan-plan-reader"
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dynplan-scaler", "namespace": NAMESPACE}]
+    with pytest.raises(helm_python.HelmError, match="plans.namespaces and plans.allNamespaces: set one"):
+        helm_template({"plans": {"namespaces": ["team-a"], "allNamespaces": True}})
 
 
 def test_helm_lint_strict_is_clean() -> None:

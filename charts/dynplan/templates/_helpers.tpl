@@ -44,3 +44,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | 
 {{- printf "%s:%s" .repository (toString .tag) -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The collector's NAMESPACE with plans.namespaces: the release namespace first, then the
+list (comma-separated, no repeats). */}}
+{{- define "dynplan.watchedNamespaces" -}}
+{{- prepend .Values.plans.namespaces .Release.Namespace | uniq | join "," -}}
+{{- end -}}
