@@ -43,8 +43,10 @@ SOURCE ?= dynamo
 demo: venv prometheus
 	$(BIN)/python -m scaler.devtools.demo --source $(SOURCE)
 
+# Two workers (pytest-xdist): most integration tests wait on servers and subprocesses, so two
+# processes on two cores cut the suite from ~7.5 to ~5.5 minutes (both measured on a clean clone).
 test: venv prometheus
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 $(PYTEST_ARGS)
 
 test-unit: venv
 	$(BIN)/python -m pytest -q tests/unit $(PYTEST_ARGS)
