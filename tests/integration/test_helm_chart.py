@@ -357,6 +357,11 @@ def test_a_list_of_namespaces_gets_a_role_in_each() -> None:
     for binding in (d for d in docs if d["kind"] == "RoleBinding"):
         assert binding["roleRef"]["name"] == "dynplan-plan-reader"
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "dynplan-scaler", "namespace": NAMESPACE}]
+    with helm_python.Chart.load(str(CHART)) as chart:
+        notes = chart.render({"plans": {"namespaces": ["team-a"]}}, name=RELEASE, namespace=NAMESPACE,
+                             is_install=True)["dynplan/templates/NOTES.txt"]
+    assert "labelled dynplan.io/plan=true in keda,team-a:\n" in notes
+    assert "--check --plan-configmap-namespace plan && kubectl apply -k out/" in notes
     with pytest.raises(helm_python.HelmError, match="plans.namespaces and plans.allNamespaces: set one"):
         helm_template({"plans": {"namespaces": ["team-a"], "allNamespaces": True}})
 
