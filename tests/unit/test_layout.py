@@ -10,7 +10,7 @@ from helpers import REPO
 
 TESTS = REPO / "tests"
 # support modules and libraries that start servers or processes
-STARTS_SOMETHING = {"subprocess", "grpc", "socket", "fake_http", "procs", "keda_client", "service_harness"}
+STARTS_SOMETHING = {"subprocess", "grpc", "socket", "fake_http", "procs", "keda_client", "service_harness", "ptyrun", "pty"}
 NEEDS_PROMETHEUS = {"prometheus", "rules"}
 PROM_FIXTURES = {"prom_factory", "module_prom_factory"}
 
