@@ -527,10 +527,18 @@ class Keda(_Model):
 
 
 class Rules(_Model):
-    """Labels and evaluation interval of the rendered recording rules."""
+    """Labels and evaluation interval of the rendered recording rules; the SLO alerts.
+
+    `alerts` adds the burn-rate and scaler-health alerts (render/rules.py). The SLI reads
+    the latency histograms' bucket at `ttftBucketMs`/`itlBucketMs` (default: the SLA
+    itself), which must be one of the engine's bucket bounds: the bound at or just above
+    the SLA when the SLA is not one (the SLI is then that bound's, and says so)."""
 
     labels: dict[str, str] = Field(default_factory=dict)
     evaluation_interval_seconds: Optional[int] = Field(default=None, ge=1, le=3600)
+    alerts: bool = True
+    ttft_bucket_ms: Optional[PositiveFloat] = Field(default=None, le=3_600_000)
+    itl_bucket_ms: Optional[PositiveFloat] = Field(default=None, le=3_600_000)
 
     @field_validator("labels")
     @classmethod
