@@ -41,6 +41,7 @@ from typing import Callable, Mapping, Optional, Sequence
 
 from scaler import naming, sources
 from scaler.core.plan import Plan
+from scaler.render import rules
 from scaler.render.rules import RuleGroup, load_window, source_for, throughput_window
 
 FRONTENDS = 2
@@ -73,6 +74,7 @@ _LATER_STAGE = ("postprocess", "decode")
 class InputSeries:
     series: str
     values: tuple[Optional[float], ...]  # None: a staleness marker (the series ends)
+    text: str = ""  # promtool's expanding notation instead of `values` (long, even series)
 
 
 @dataclass(frozen=True)
@@ -89,11 +91,25 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class FiringAlert:
+    labels: tuple[tuple[str, str], ...]
+    annotations: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class AlertExpectation:
+    eval_time: int
+    alertname: str
+    alerts: tuple[FiringAlert, ...]  # empty: the alert must be silent
+
+
+@dataclass(frozen=True)
 class RuleTestCase:
     name: str
     interval: int
     inputs: tuple[InputSeries, ...]
     expectations: tuple[Expectation, ...]
+    alerts: tuple[AlertExpectation, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -370,6 +386,8 @@ def rule_test(plan: Plan, groups: tuple[RuleGroup, ...], rule_file: str) -> Rule
     for group in groups:
         if group.kind == naming.THROUGHPUT_GROUP:
             cases.append(engine_throughput_case(plan, group) if engine else throughput_case(plan, group))
+        elif group.kind == rules.SLO_GROUP:
+            cases.extend(alert_cases(plan, group))
         else:
             cases.append(engine_worker_case(plan, group) if engine else worker_case(plan, group))
     evaluation = 0
@@ -670,3 +688,243 @@ def engine_worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             expr = rule.record + sources.selector({sources.POOL_LABEL: pool_of or ""})
             expectations.append(Expectation(expr, j * window, tuple(sorted(samples, key=lambda s: s.labels))))
     return RuleTestCase(f"{group.name}: synthetic engine pods' load", window, tuple(inputs), tuple(expectations))
+
+
+# -- SLO alerts: the alerts' conditions evaluated here from the per-step events -------------
+_SLO_STEP = 60  # input interval of the burn-rate case: a 5m window holds 6 samples
+_PER_STEP = 100000  # observations per step: 1 - attainment >= 1e-4 leaves >= 10 bad ones at 1x
+_SCALER_JOB = {"job": "dynplan-scaler", "instance": "10.0.9.1:9091"}
+
+
+@dataclass(frozen=True)
+class _Sli:
+    """One SLI's histogram over a case: observations and bad ones (above the bound) per step."""
+
+    step: int
+    bad: tuple[int, ...]  # bad[j - 1]: bad observations in step j
+
+    def error(self, t: int, window: int) -> Optional[float]:
+        """1 - good/all over the samples in [t - window, t] (Prometheus 2's closed range);
+        None with fewer than two samples or no observations. Every sample lies on the
+        step grid, so `increase()`'s extrapolation scales both sums alike."""
+        first = max(-(-(t - window) // self.step), 0)
+        last = min(t // self.step, len(self.bad))
+        if last - first < 1:
+            return None
+        bad = sum(self.bad[first:last])
+        total = _PER_STEP * (last - first)
+        return 1 - (total - bad) / total
+
+
+def _le(bound_ms: float) -> str:
+    seconds = bound_ms / 1000
+    return str(int(seconds)) if seconds == int(seconds) else repr(seconds)
+
+
+def _sli_inputs(plan: Plan, sli: str, attr: str, key: str, model: _Sli) -> list[InputSeries]:
+    """The histogram's _count, its bucket at the bound, +Inf and a bucket below the bound
+    (all bad observations fall above the bound): one pod or frontend, and the decoys."""
+    source = source_for(plan)
+    base = getattr(source, attr)
+    if source.layout == "engine":
+        pool = sources.series_pool(plan, sources.SERIES_BY_KEY[key])
+        pods = [labels for p, _, labels in (_engine_pods(plan, 1) or []) if p == pool]
+        decoys = _engine_decoys(plan)
+    else:
+        pods, decoys = [_frontend_labels(plan, 0)], _decoy_labels(plan)
+
+    def text(increments: Sequence[int]) -> str:
+        # runs of equal increments in promtool's expanding notation: `a+bxn` is the n + 1
+        # values a, a+b, ..., a+nb; so the first run starts at the 0 sample, the others
+        # one increment past the previous run's last value
+        out, total, i = ["0"], 0, 0
+        while i < len(increments):
+            j = i
+            while j < len(increments) and increments[j] == increments[i]:
+                j += 1
+            out.append(f"{total + increments[i]}+{increments[i]}x{j - i - 1}")
+            total += increments[i] * (j - i)
+            i = j
+        return " ".join(out)
+
+    n = len(model.bad)
+    all_ = [_PER_STEP] * n
+    good = [_PER_STEP - b for b in model.bad]
+    bound = _le(rules.sli_bound_ms(plan, sli))
+    inputs = []
+    for labels in pods:
+        inputs.append(InputSeries(_series(base + "_count", labels), (), text(all_)))
+        inputs.append(InputSeries(_series(base + "_bucket", dict(labels, le="+Inf")), (), text(all_)))
+        inputs.append(InputSeries(_series(base + "_bucket", dict(labels, le=bound)), (), text(good)))
+        inputs.append(InputSeries(_series(base + "_bucket", dict(labels, le="0.0001")), (), text([0] * n)))
+    for labels in decoys:  # all good, many: a selector that lets one in hides the burn
+        inputs.append(InputSeries(_series(base + "_count", labels), (), text([7 * _PER_STEP] * n)))
+        inputs.append(InputSeries(_series(base + "_bucket", dict(labels, le=bound)), (), text([7 * _PER_STEP] * n)))
+    return inputs
+
+
+@dataclass(frozen=True)
+class _ScalerState:
+    """The scaler's series at one instant (None: absent)."""
+
+    last_good: Optional[float]
+    desired: Mapping[str, float]
+    requested: Mapping[str, float]
+
+
+def _alert_conditions(
+    plan: Plan, slis: Mapping[str, _Sli], scaler: Callable[[int], Optional[_ScalerState]], t: int
+) -> dict[str, list[dict[str, str]]]:
+    """Each alert's firing label sets at t, from the models (the rules' conditions restated)."""
+    b = 1 - plan.spec.sla.attainment
+    own = {sources.PLAN_LABEL: plan.name}
+    out: dict[str, list[dict[str, str]]] = {}
+
+    def burning(sli: _Sli, windows: Sequence[rules.BurnWindow]) -> bool:
+        for w in windows:
+            long, short = sli.error(t, w.long_seconds), sli.error(t, w.short_seconds)
+            if long is not None and short is not None and long > w.factor * b and short > w.factor * b:
+                return True
+        return False
+
+    for key, windows in (("page", rules.PAGE_WINDOWS), ("ticket", rules.TICKET_WINDOWS)):
+        out[key] = [dict(own, sli=name) for name, sli in sorted(slis.items()) if burning(sli, windows)]
+    state = scaler(t)
+    scaler_labels = dict(_SCALER_JOB, namespace=plan.namespace, plan=plan.name)
+    out["stale"] = [scaler_labels] if state and state.last_good is not None and t - state.last_good > rules.stale_seconds(plan) else []
+    out["absent"] = [{"namespace": plan.namespace, "plan": plan.name}] if not state or state.last_good is None else []
+    short = [e for e in (s.error(t, rules.PAGE_WINDOWS[0].short_seconds) for s in slis.values()) if e is not None]
+    violated = bool(short) and max(short) > 1.0 * b
+    out["at_max"] = [
+        dict(scaler_labels, pool=p) for p in plan.pool_names
+        if violated and state and p in state.desired and state.desired[p] >= plan.pool(p).max_replicas
+    ]
+    budget = plan.spec.budget.max_gpus
+    if budget is not None:
+        have = state is not None and all(p in state.requested for p in plan.pool_names)
+        gpus = sum(state.requested[p] * plan.pool(p).gpus_per_replica for p in plan.pool_names) if state and have else 0.0
+        out["gpu_budget"] = [{}] if have and gpus > budget else []
+    return out
+
+
+def _expect_alerts(
+    plan: Plan, group: RuleGroup, evaluation: int, times: Sequence[int],
+    slis: Mapping[str, _Sli], scaler: Callable[[int], Optional[_ScalerState]],
+) -> tuple[AlertExpectation, ...]:
+    """Alert states at `times`: a label set fires at T when its condition held at every
+    evaluation (every `evaluation` seconds from 0) since it became true, for at least `for`."""
+    active: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
+    firing_at: dict[int, dict[str, list[dict[str, str]]]] = {}
+    by_key = {a.key: a for a in group.alerts}
+    for t in range(0, max(times) + 1, evaluation):
+        now = _alert_conditions(plan, slis, scaler, t)
+        seen = set()
+        for key, sets in now.items():
+            for labels in sets:
+                k = (key, tuple(sorted(labels.items())))
+                seen.add(k)
+                active.setdefault(k, t)
+        for k in list(active):
+            if k not in seen:
+                del active[k]
+        if t in times:
+            firing_at[t] = {}
+            for (key, labels), since in active.items():
+                if t - since >= by_key[key].for_seconds:
+                    firing_at[t].setdefault(key, []).append(dict(labels))
+    out = []
+    names = sorted({a.alert for a in group.alerts})
+    for t in times:
+        for name in names:
+            fired = []
+            for a in group.alerts:
+                if a.alert != name:
+                    continue
+                for labels in firing_at[t].get(a.key, []):
+                    fired.append(FiringAlert(tuple(sorted(dict(labels, **dict(a.labels)).items())), a.annotations))
+            out.append(AlertExpectation(t, name, tuple(sorted(fired, key=lambda f: f.labels))))
+    return tuple(out)
+
+
+def _scaler_inputs(plan: Plan, steps: int, step: int, state: Callable[[int], Optional[_ScalerState]]) -> list[InputSeries]:
+    """The scaler's own series at each sample (None where the series is absent or ends)."""
+    labels = dict(_SCALER_JOB, namespace=plan.namespace, plan=plan.name)
+    states = [state(i * step) for i in range(steps + 1)]
+
+    def values(get: Callable[[_ScalerState], Optional[float]]) -> tuple[Optional[float], ...]:
+        out: list[Optional[float]] = []
+        for s in states:
+            v = get(s) if s is not None else None
+            if v is None:
+                out.append(None)
+                break  # the series ends: a staleness marker, then nothing
+            out.append(v)
+        return tuple(out)
+
+    inputs = [InputSeries(_series("dynplan_last_good_decision_timestamp_seconds", labels), values(lambda s: s.last_good))]
+    for p in plan.pool_names:
+        pl = dict(labels, pool=p)
+        inputs.append(InputSeries(_series("dynplan_desired_replicas", pl), values(lambda s, p=p: s.desired.get(p))))
+        inputs.append(InputSeries(_series("dynplan_requested_replicas", pl), values(lambda s, p=p: s.requested.get(p))))
+    return inputs
+
+
+def alert_cases(plan: Plan, group: RuleGroup) -> list[RuleTestCase]:
+    """Two cases. Burn rates: over 75 minutes of 1-minute samples, the ITL SLI burns 1.5x
+    its budget throughout (the ticket fires, the page stays silent), the TTFT SLI is clean
+    for 20 minutes, then burns 40x for 20 minutes (the page fires, and resolves 35 minutes
+    after).
+    Windows longer than the data read all of it: `increase()` extrapolates the bucket and
+    the count alike, so their ratio is the ratio of the samples' (a 3-day case would cost
+    promtool 17,000 evaluations of every rule, a minute per plan). Scaler health: 45 minutes of 15-s samples; the last good decision freezes after
+    20 minutes and the series ends after 30 (stale, then absent); the first pool sits at its
+    maxReplicas throughout and the TTFT SLI goes bad after 10 minutes; the planner asks for
+    10,000 replicas of the first pool after 20 minutes (the GPU budget)."""
+    b = 1 - plan.spec.sla.attainment
+    minute = 60
+    n = 75 * minute // _SLO_STEP
+
+    def bad_at(ratio: float) -> int:
+        return min(_PER_STEP, math.ceil(ratio * b * _PER_STEP))
+
+    burst = range(20 * minute // _SLO_STEP, 40 * minute // _SLO_STEP)
+    slis = {
+        "ttft": _Sli(_SLO_STEP, tuple(bad_at(40) if j in burst else 0 for j in range(n))),
+        "itl": _Sli(_SLO_STEP, tuple(bad_at(1.5) for j in range(n))),
+    }
+    by_name = {name: (attr, key) for name, attr, key in rules.SLI_HISTOGRAMS}
+    burn_inputs = [x for name, model in slis.items() for x in _sli_inputs(plan, name, *by_name[name], model)]
+    evaluation = 15  # the test file's evaluation interval (rule_test: the cases' gcd, 15 s at most)
+    burn_times = [20 * minute, 40 * minute, 75 * minute]
+    burn = RuleTestCase(
+        f"{group.name}: burn rates over 75 minutes", _SLO_STEP, tuple(burn_inputs), (),
+        _expect_alerts(plan, group, evaluation, burn_times, slis, lambda t: None),
+    )
+
+    step = 15
+    interval = throughput_window(plan)
+    frozen = 300  # the last good decision stops moving here
+    end = max(frozen + rules.stale_seconds(plan) + 300, 900)  # and the scaler's series end here
+    steps = (end + 600) // step
+    first = plan.pool_names[0]
+
+    def state(t: int) -> Optional[_ScalerState]:
+        if t > end:
+            return None
+        good = min(t, frozen)
+        desired = {p: float(plan.pool(p).max_replicas if p == first else 1) for p in plan.pool_names}
+        requested = {p: (10000.0 if p == first and t >= 120 else 1.0) for p in plan.pool_names}
+        return _ScalerState(float(good - good % interval), desired, requested)
+
+    def sampled(t: int) -> Optional[_ScalerState]:
+        # what an instant query sees at t: the latest sample at or before t
+        return state(t - t % step)
+
+    health_sli = {"ttft": _Sli(step, tuple(0 if j < 120 // step else _PER_STEP for j in range(steps)))}
+    health_inputs = _sli_inputs(plan, "ttft", *by_name["ttft"], health_sli["ttft"]) + _scaler_inputs(plan, steps, step, state)
+    health_times = [120, max(frozen + rules.stale_seconds(plan) + 150, 780), end + 450]
+    health = RuleTestCase(
+        f"{group.name}: scaler health, a pool at maxReplicas, the GPU budget", step, tuple(health_inputs), (),
+        _expect_alerts(plan, group, evaluation, health_times, health_sli, sampled),
+    )
+    return [burn, health]

@@ -166,13 +166,17 @@ def test_rules_and_prometheus_rule_hold_the_same_groups(tmp_path: Path) -> None:
     assert rule["metadata"]["labels"]["prometheus"] == "k8s"
     assert rule["metadata"]["labels"]["role"] == "recording-rules"
     groups = {g["name"]: g for g in plain["groups"]}
-    assert sorted(groups) == ["dynplan-llama-disagg-throughput", "dynplan-llama-disagg-worker"]
+    assert sorted(groups) == ["dynplan-llama-disagg-slo", "dynplan-llama-disagg-throughput", "dynplan-llama-disagg-worker"]
     assert groups["dynplan-llama-disagg-throughput"]["interval"] == "30s"
     assert groups["dynplan-llama-disagg-worker"]["interval"] == "10s"
+    assert groups["dynplan-llama-disagg-slo"]["interval"] == "60s"
     for g in plain["groups"]:
         assert set(g) == {"name", "interval", "rules"}  # no labels / query_offset (promtool 2.42)
         for r in g["rules"]:
-            assert r["labels"] == {"dynplan_plan": "llama-disagg"}
+            if "record" in r and not g["name"].endswith("-slo"):
+                assert r["labels"] == {"dynplan_plan": "llama-disagg"}
+            else:  # the SLI ratios carry their SLI, the alerts their severity
+                assert r["labels"]["dynplan_plan"] == "llama-disagg" and ("sli" in r["labels"] or "severity" in r["labels"])
     first = groups["dynplan-llama-disagg-throughput"]["rules"][0]
     # the fixture's 60-s window at the default 30-s scrapes: counted over 120 s, scaled to 60 s
     assert first["record"] == "dynplan_plan:dynamo_frontend_requests_started:increase60s_over120s"
@@ -184,7 +188,7 @@ def test_rules_and_prometheus_rule_hold_the_same_groups(tmp_path: Path) -> None:
     # Throughput-only plan: no per-worker group; explicit evaluation interval.
     render_manifests([str(AGG)], str(tmp_path / "agg"))
     agg = yaml.safe_load((tmp_path / "agg" / "qwen-agg.rules.yaml").read_text())
-    assert [(g["name"], g["interval"]) for g in agg["groups"]] == [("dynplan-qwen-agg-throughput", "45s")]
+    assert [(g["name"], g["interval"]) for g in agg["groups"]] == [("dynplan-qwen-agg-throughput", "45s"), ("dynplan-qwen-agg-slo", "45s")]
     assert agg["groups"][0]["rules"][1]["expr"] == (  # 90 s at 30-s scrapes: over 120 s
         "sum(increase(dynamo_frontend_input_sequence_tokens_sum{}[120s])) / "
         "sum(increase(dynamo_frontend_input_sequence_tokens_count{}[120s]))"

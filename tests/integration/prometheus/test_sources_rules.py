@@ -36,7 +36,7 @@ def test_engine_rules_pass_promtool_and_their_generated_tests(source: str, mode:
     path = write_plan(tmp_path, engine_doc(source, mode), profile=linear_profile())
     r = render_manifests([str(path)], str(tmp_path / "out"), check=True)
     (test,) = [f for f in r.files if f.role == ROLE_RULES_TEST]
-    cases = yaml.safe_load(test.text)["tests"]
+    cases = [c for c in yaml.safe_load(test.text)["tests"] if "promql_expr_test" in c]  # not the alerts' cases
     checked = sum(len(c["promql_expr_test"]) for c in cases)
     assert len(cases) == 2 and checked >= 20, (len(cases), checked)  # every rule has expectations
 
