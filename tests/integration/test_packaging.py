@@ -120,7 +120,8 @@ def test_demo_reads_the_example_plan_from_the_clone(tmp_path: Path) -> None:
     assert plan.spec.metrics.prometheus.url == "http://127.0.0.1:9"
     assert Path(doc["spec"]["profile"]).is_absolute() and Path(doc["spec"]["profile"]).is_dir()
     groups = demo.rule_file_document(doc)["groups"]
-    assert [g["name"] for g in groups] == ["dynplan-llama-8b-throughput"] and groups[0]["interval"] == "1s"
+    # the SLO group's SLI ratios come along (its alerts do not: the demo records only)
+    assert [g["name"] for g in groups] == ["dynplan-llama-8b-throughput", "dynplan-llama-8b-slo"] and groups[0]["interval"] == "1s"
 
     with pytest.raises(demo.DemoError, match="runs from a clone of the dynplan repository"):
         demo.repo_root([tmp_path])
