@@ -273,7 +273,7 @@ def test_values_change_what_they_name() -> None:
         {"kind": "ServiceAccount", "name": "dynplan-scaler-b", "namespace": NAMESPACE}]
     sm = docs["ServiceMonitor/dynplan-scaler-b"]
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s"}]
+    assert sm["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "30s", "honorLabels": True}]
     assert docs["PodDisruptionBudget/dynplan-scaler-b"]["spec"]["maxUnavailable"] == 2
 
 

@@ -121,7 +121,7 @@ def test_invalid_object_is_caught_by_the_offline_validator() -> None:
 
 def test_components_servicemonitor_and_tls(tmp_path: Path) -> None:
     servicemonitor = yaml.safe_load((MANIFESTS / "components/servicemonitor/servicemonitor.yaml").read_text())
-    assert servicemonitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s"}]
+    assert servicemonitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s", "honorLabels": True}]
     tls = yaml.safe_load((MANIFESTS / "components/tls/kustomization.yaml").read_text())
     assert tls["kind"] == "Component"
     assert yaml.safe_load((MANIFESTS / "components/credentials/kustomization.yaml").read_text())["kind"] == "Component"
