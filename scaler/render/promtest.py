@@ -829,9 +829,9 @@ def _expect_alerts(
                 del active[k]
         if t in times:
             firing_at[t] = {}
-            for (key, labels), since in active.items():
+            for (key, label_items), since in active.items():
                 if t - since >= by_key[key].for_seconds:
-                    firing_at[t].setdefault(key, []).append(dict(labels))
+                    firing_at[t].setdefault(key, []).append(dict(label_items))
     out = []
     names = sorted({a.alert for a in group.alerts})
     for t in times:
@@ -864,8 +864,15 @@ def _scaler_inputs(plan: Plan, steps: int, step: int, state: Callable[[int], Opt
     inputs = [InputSeries(_series("dynplan_last_good_decision_timestamp_seconds", labels), values(lambda s: s.last_good))]
     for p in plan.pool_names:
         pl = dict(labels, pool=p)
-        inputs.append(InputSeries(_series("dynplan_desired_replicas", pl), values(lambda s, p=p: s.desired.get(p))))
-        inputs.append(InputSeries(_series("dynplan_requested_replicas", pl), values(lambda s, p=p: s.requested.get(p))))
+
+        def desired(s: _ScalerState, p: str = p) -> Optional[float]:
+            return s.desired.get(p)
+
+        def requested(s: _ScalerState, p: str = p) -> Optional[float]:
+            return s.requested.get(p)
+
+        inputs.append(InputSeries(_series("dynplan_desired_replicas", pl), values(desired)))
+        inputs.append(InputSeries(_series("dynplan_requested_replicas", pl), values(requested)))
     return inputs
 
 
