@@ -84,13 +84,23 @@ class FakeHTTPServer:
                 with outer._lock:
                     outer.inflight += 1
                     outer.max_inflight = max(outer.max_inflight, outer.inflight)
+                released = [False]
+
+                def release() -> None:
+                    # Once per request, when its answer starts: a client that has read the whole
+                    # answer may send its next request before this thread gets back here.
+                    with outer._lock:
+                        if not released[0]:
+                            released[0] = True
+                            outer.inflight -= 1
+
+                self.release = release  # type: ignore[attr-defined]
                 try:
                     outer._answer(self, parsed.path, params)
                 except OSError:
                     self.close_connection = True  # the client went away
                 finally:
-                    with outer._lock:
-                        outer.inflight -= 1
+                    release()
 
             do_POST = do_GET
 
@@ -107,7 +117,7 @@ class FakeHTTPServer:
         self.drip_interval = drip_interval
         self.requests: list[dict[str, Any]] = []
         self.inflight = 0
-        self.max_inflight = 0  # most requests being answered at once
+        self.max_inflight = 0  # most requests received and not yet being answered, at once
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -181,6 +191,7 @@ class FakeHTTPServer:
         if self._stop.wait(self.delay):
             h.close_connection = True
             return
+        h.release()  # type: ignore[attr-defined]
         self._send(h, self.status, self.body)
 
     # -- lifecycle ------------------------------------------------------------------------
