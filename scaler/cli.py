@@ -20,6 +20,7 @@ _COMMANDS: dict[str, str] = {
     "explain": "scaler.explain:explain",
     "simulate": "scaler.sim.cli:simulate",
     "doctor": "scaler.doctor:doctor",
+    "profile": "scaler.profiling.cli:profile",
 }
 
 
@@ -30,6 +31,7 @@ _SHORT_HELP: dict[str, str] = {
     "capacity": "Replicas and GPUs each pool needs for a...",
     "doctor": "Check that Prometheus has every series...",
     "explain": "Print the decision the scaler would make...",
+    "profile": "Make and check profiles: sweep a live...",
     "render": "Render Kubernetes manifests and Prometheus...",
     "serve": "Serve KEDA's external scaler protocol for...",
     "simulate": "Replay a trace against simulated pools...",

@@ -190,3 +190,22 @@ def write_profile_json(profile: Profile, directory: Path) -> None:
         tmp = directory / f".{name}.tmp"
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(directory / name)  # readers never see a half-written file
+
+
+def write_profile(profile: Profile, directory: Path) -> None:
+    """Write the whole Dynamo layout: both JSON files and both `raw_data.npz` archives.
+
+    Every file is replaced atomically; the npz form is what Dynamo's planner reads, the JSON
+    form what a ConfigMap mounts. Both hold the same numbers (float64).
+    """
+    directory = Path(directory)
+    write_profile_json(profile, directory)
+    prefill, decode = profile.to_json_dicts()
+    decode["max_kv_tokens"] = [decode["max_kv_tokens"]]  # Dynamo keeps it as a 1-element array
+    for rel, data in ((PREFILL_NPZ, prefill), (DECODE_NPZ, decode)):
+        target = directory / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.parent / f".{target.name}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, **{k: np.asarray(v, dtype=np.float64) for k, v in data.items()})
+        tmp.replace(target)

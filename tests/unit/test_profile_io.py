@@ -11,7 +11,7 @@ import pytest
 
 from scaler.core.profile import Profile
 from scaler.errors import ProfileError
-from scaler.profile_io import load_profile, write_profile_json
+from scaler.profile_io import load_profile, write_profile, write_profile_json
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "profiles"
 SYNTHETIC = FIXTURES / "h200-llama3.1-8b-fp8-tp1"
@@ -100,6 +100,22 @@ def test_write_profile_json_round_trips(tmp_path: Path) -> None:
     assert sorted(f.name for f in out.iterdir()) == ["decode_raw_data.json", "prefill_raw_data.json"]
     _assert_same(load_profile(out), original)
     assert isinstance(json.loads((out / "decode_raw_data.json").read_text())["max_kv_tokens"], float)
+
+
+def test_write_profile_writes_both_forms_that_read_back_equal(tmp_path: Path) -> None:
+    original = load_profile(MEASURED)
+    out = tmp_path / "both"
+    write_profile(original, out)
+    names = sorted(str(f.relative_to(out)) for f in out.rglob("*") if f.is_file())
+    assert names == ["decode_raw_data.json", "prefill_raw_data.json",
+                     "selected_decode_interpolation/raw_data.npz", "selected_prefill_interpolation/raw_data.npz"]
+    from_npz = load_profile(out)  # npz is preferred when present
+    _assert_same(from_npz, original)
+    assert from_npz.fingerprint == original.fingerprint
+    (tmp_path / "j").mkdir()
+    _assert_same(load_profile(_json_only(tmp_path / "j", out)), original)
+    with np.load(out / "selected_decode_interpolation" / "raw_data.npz") as z:
+        assert z["max_kv_tokens"].shape == (1,) and z["max_kv_tokens"][0] == 918425
 
 
 # -- bad input: one test per kind -------------------------------------------------------------
