@@ -88,12 +88,28 @@ class WindowRejected(MetricsUnavailable):
         super().__init__(message)
 
 
+class InsufficientHistory(MetricsUnavailable):
+    """Prometheus answered, but its history lacks what a learned profile needs (too few
+    samples, a range never covered): `dynplan profile learn` names what is missing."""
+
+
 class StaleDecision(DynplanError):
     """The latest good decision is too old to act on; KEDA's fallback should take over."""
 
 
 class NoDecisionYet(DynplanError):
     """The plan is loaded but its first decision has not been made yet."""
+
+
+class EndpointUnavailable(DynplanError):
+    """An inference endpoint (`profile sweep --url`) cannot be reached or failed mid-answer:
+    refused, timed out, HTTP 5xx, connection dropped."""
+
+
+class EndpointIncompatible(DynplanError):
+    """An inference endpoint answered, but not as an OpenAI-compatible streaming server does
+    (no /v1/completions, no SSE stream, no `usage`, an unknown model, a rejected API key):
+    the URL, model or key given is wrong for the command, so retrying does not help."""
 
 
 class OptionalDependencyMissing(DynplanError):
@@ -113,7 +129,9 @@ EXIT_CODES: dict[type[BaseException], int] = {
     MetadataError: 2,
     PlanNotFound: 2,
     OptionalDependencyMissing: 2,
+    EndpointIncompatible: 2,
     MetricsUnavailable: 3,
+    EndpointUnavailable: 3,
     StaleDecision: 3,
     NoDecisionYet: 3,
     DynplanError: 1,
