@@ -114,6 +114,14 @@ class Source:
     kv_combine: str = "avg"
     # the versions whose names this entry follows (docs/metrics-sources.md)
     versions: str = ""
+    # `dynplan profile learn` (engine layout): the running-requests gauge, the KV-usage
+    # gauges as a fraction of the cache (tried per pod in order), and the cache's size in
+    # tokens: an info gauge whose labels multiply to it (vLLM), else (no info gauge) the
+    # used-tokens gauge (`worker_active_decode_blocks`) over the usage fraction (SGLang)
+    worker_running_requests: Optional[str] = None
+    kv_usage_fraction: tuple[str, ...] = ()
+    kv_capacity_info: Optional[str] = None
+    kv_capacity_labels: tuple[str, ...] = ()
 
 
 SOURCES: dict[str, Source] = {
@@ -178,6 +186,11 @@ SOURCES: dict[str, Source] = {
         kv_fallbacks=("vllm:gpu_cache_usage_perc",),
         kv_combine="avg",
         versions="vLLM 0.11 and later, V1 engine (inter_token_latency_seconds is new in 0.11)",
+        worker_running_requests="vllm:num_requests_running",
+        kv_usage_fraction=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        # an info gauge (value 1) without the model label: KV blocks x tokens per block
+        kv_capacity_info="vllm:cache_config_info",
+        kv_capacity_labels=("num_gpu_blocks", "block_size"),
     ),
     # SGLang (python/sglang/srt/metrics/collector.py): tokenizer series (TTFT, ITL, e2e,
     # token and request counters) carry model_name and engine_type; scheduler gauges also
@@ -212,6 +225,9 @@ SOURCES: dict[str, Source] = {
         rank_labels=("tp_rank", "pp_rank"),
         kv_combine="sum",
         versions="SGLang releases whose series carry engine_type (checked against sglang main, 2026)",
+        worker_running_requests="sglang:num_running_reqs",
+        # num_used_tokens / max_total_num_tokens (collector.py), per rank
+        kv_usage_fraction=("sglang:token_usage",),
     ),
 }
 
@@ -614,6 +630,34 @@ def ready_query(api_version: str, kind: str, namespace: str, name: str) -> Optio
     return f"max({metric}{selector({'namespace': namespace, label: name})})"
 
 
+@dataclass(frozen=True)
+class SharedQuery:
+    """One query that answers the same series for every plan at once, and the labels that
+    pick one plan's samples out of its answer (`scaler.prom.batch.SharedReads`).
+
+    For a recorded series, `expr` is the bare record name (every plan's series) and `match`
+    the plan (and pool) labels the per-plan `recorded_query` selects on; a plan's samples
+    are the ones whose labels carry every `match` pair. For an aggregate (`ready_shared`),
+    `expr` keeps the match labels as its `by` clause, so each group is one plan's value.
+    `complete`: the answer holds every plan's value, so a plan missing from it has none
+    (an aggregate); otherwise (a recorded series) such a plan reads its own query, whose
+    raw side may have one."""
+
+    expr: str
+    match: tuple[tuple[str, str], ...]
+    complete: bool = False
+
+
+def ready_shared(api_version: str, kind: str, namespace: str, name: str) -> Optional[SharedQuery]:
+    """`ready_query` for every scale target at once: `max by (namespace, <kind>)`, one group
+    per object, the same value as the per-object `max(...)`."""
+    found = READY_METRICS.get((api_version, kind))
+    if found is None:
+        return None
+    metric, label = found
+    return SharedQuery(f"max by (namespace, {label}) ({metric})", (("namespace", namespace), (label, name)), complete=True)
+
+
 # -- a plan's view of the table ------------------------------------------------------------
 # Engine layout, disaggregated: the series read from the prefill pool (the rest from decode).
 PREFILL_SERIES = frozenset({"ttft_ms", "backlog"})
@@ -684,6 +728,16 @@ def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: 
         source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool,
         query_range(window_seconds, m.scrape_interval_seconds),
     )
+
+
+def plan_shared_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Optional[str] = None) -> Optional[SharedQuery]:
+    """The query that reads this series' recorded form for every plan at once, or None when
+    the plan reads raw PromQL (`useRecordingRules: false`: its selector is its own)."""
+    if not plan.spec.metrics.use_recording_rules:
+        return None
+    rec_pool = None if series.kind == "throughput" else pool
+    match = ((PLAN_LABEL, plan.name),) + (((POOL_LABEL, rec_pool),) if rec_pool is not None else ())
+    return SharedQuery(plan_record_name(plan, series, window_seconds), match)
 
 
 def source_errors(plan: "Plan") -> list[tuple[str, str]]:
@@ -780,3 +834,64 @@ def series_inputs(plan: "Plan", series: SeriesDef, pool: Optional[str] = None) -
     if series.key == "active_decode_blocks":
         return tuple((m, sel) for m in (source.worker_active_decode_blocks,) + source.kv_fallbacks)
     return ((source.worker_active_prefill_tokens, sel),)
+
+
+# -- `dynplan profile learn`: per-pod values per step --------------------------------------
+# key -> the scale to the fit's unit; every expression gives one value per pod per step.
+LEARN_SCALE: dict[str, float] = {
+    "ttft_ms": 1000.0, "isl": 1.0, "waiting": 1.0, "itl_ms": 1000.0, "osl": 1.0, "kv_usage": 1.0, "running": 1.0,
+}
+# below this KV usage, SGLang's used tokens / usage is too coarse to give the cache size
+LEARN_MIN_USAGE_FOR_CAPACITY = 0.05
+
+
+def learn_exprs(plan: "Plan", pool: str, step_seconds: int) -> dict[str, str]:
+    """The PromQL `dynplan profile learn` reads over a range at `step_seconds` for one pool
+    of an engine source: per pod, the means of the requests finished in each step (TTFT, ITL
+    in seconds; ISL, OSL) and the gauges over it (most requests waiting, mean running, mean
+    KV usage 0-1), plus "kv_capacity" (tokens per pod: see `Source.kv_capacity_info`).
+
+    Gauges are read over the step minus one millisecond: the scrape at the step's left end
+    belongs to the step before (Prometheus 2 includes a range's left end, 3 does not)."""
+    source = plan_source(plan)
+    if source.layout != "engine" or source.worker_running_requests is None or not source.kv_usage_fraction:
+        raise ValueError(f"source {source.name} has no per-pod series for learning a profile")
+    R = query_range(step_seconds, plan.spec.metrics.scrape_interval_seconds)
+    w, g = window(R), f"{R * 1000 - 1}ms"
+    extra = pool_extra(plan, pool)
+    sel = selector(plan.spec.metrics.selector, extra)
+    by = f"by ({POD_LABEL}) "
+
+    def gauge(op: str, metric: str, agg: str = "sum") -> str:
+        return f"{agg} {by}({_collapse(source.rank_labels, f'{op}({series_selector(metric, sel)}[{g}])')})"
+
+    out = {
+        "ttft_ms": _mean(source, "ttft_seconds", sel, w, by),
+        "isl": _mean(source, "input_tokens", sel, w, by),
+        "waiting": gauge("max_over_time", source.worker_active_prefill_tokens),
+        "itl_ms": _mean(source, "itl_seconds", sel, w, by),
+        "osl": _mean(source, "output_tokens", sel, w, by),
+        "kv_usage": " or ".join(gauge("avg_over_time", m, "avg") for m in source.kv_usage_fraction),
+        "running": gauge("avg_over_time", source.worker_running_requests),
+    }
+    if source.kv_capacity_info is not None:
+        own = selector({k: v for k, v in plan.spec.metrics.selector.items() if k != source.model_label}, extra)
+        out["kv_capacity"] = f"last_over_time({series_selector(source.kv_capacity_info, own)}[{g}])"
+    else:
+        used = _collapse(source.rank_labels, series_selector(source.worker_active_decode_blocks, sel))
+        usage = _collapse(source.rank_labels, series_selector(source.kv_usage_fraction[0], sel))
+        out["kv_capacity"] = f"max {by}({used} / ({usage} > {LEARN_MIN_USAGE_FOR_CAPACITY}))"
+    return out
+
+
+def learn_capacity(source: Source, labels: Mapping[str, str], value: float) -> Optional[float]:
+    """The KV cache size (tokens) one "kv_capacity" sample of `learn_exprs` gives, or None."""
+    if source.kv_capacity_info is None:
+        return value
+    try:
+        product = 1.0
+        for name in source.kv_capacity_labels:
+            product *= float(labels[name])
+    except (KeyError, ValueError):
+        return None
+    return product

@@ -1,10 +1,11 @@
 """Prometheus access for the scaler: the HTTP client, the operator's credentials and allowed
 endpoints, the observation readers, and `PromReader`, the decision loop's reader over them.
 
-Every public name of `scaler.prom.client`, `scaler.prom.credentials` and `scaler.prom.reader`
+Every public name of `scaler.prom.batch`, `scaler.prom.client`, `scaler.prom.credentials` and `scaler.prom.reader`
 is re-exported here (a test keeps `__all__` complete).
 """
 
+from scaler.prom.batch import SharedReads
 from scaler.prom.client import PromClient, Sample, Series
 from scaler.prom.credentials import (
     BasicAuth,
@@ -51,6 +52,7 @@ __all__ = [
     "ReadyReading",
     "Sample",
     "Series",
+    "SharedReads",
     "THROUGHPUT_SERIES",
     "TrafficReading",
     "WORKER_SERIES",

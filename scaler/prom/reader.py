@@ -42,6 +42,7 @@ from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.replay import ready_replicas
 from scaler.errors import MetricsUnavailable, WindowRejected
+from scaler.prom.batch import SharedReads
 from scaler.prom.client import PromClient, Sample, Series
 from scaler.prom.credentials import Credential
 from scaler.sources import (
@@ -49,12 +50,15 @@ from scaler.sources import (
     SERIES_BY_KEY,
     SOURCES,
     SeriesDef,
+    SharedQuery,
     Source,
     is_recorded,
     plan_read_query,
     plan_series,
+    plan_shared_query,
     pool_extra,
     ready_query,
+    ready_shared,
     selector,
     series_pool,
     worker_pools,
@@ -103,6 +107,24 @@ def _query(plan: Plan, series: SeriesDef, window_seconds: int, pool: Optional[st
     return plan_read_query(plan, series, window_seconds, pool)
 
 
+async def _instant(
+    client: PromClient, shared: Optional[SharedReads], query: str, sq: Optional[SharedQuery], at: Optional[float]
+) -> list[Sample]:
+    """`client.instant`, through the plans' shared reads when the scaler has them."""
+    if shared is None:
+        return await client.instant(query, at)
+    return await shared.instant(query, sq, at)
+
+
+async def _range(
+    client: PromClient, shared: Optional[SharedReads], query: str, sq: Optional[SharedQuery],
+    start: float, end: float, step: float,
+) -> list[Series]:
+    if shared is None:
+        return await client.range(query, start, end, step)
+    return await shared.range(query, sq, start, end, step)
+
+
 def _attainment(plan: Plan) -> bool:
     tp = plan.spec.scaling.throughput
     return tp.enabled and tp.sizing == "attainment"
@@ -134,6 +156,17 @@ def ready_queries(plan: Plan) -> dict[str, str]:
     return out
 
 
+def _ready_shared(plan: Plan) -> dict[str, SharedQuery]:
+    """Pool -> the one query that reads every scale target's ready count (`ready_queries`)."""
+    out = {}
+    for name in ready_queries(plan):
+        ref = plan.pools[name].scale_target_ref
+        sq = ready_shared(ref.api_version, ref.kind, plan.namespace, ref.name)
+        if sq is not None:
+            out[name] = sq
+    return out
+
+
 @dataclass(frozen=True)
 class _WorkerRead:
     """One per-worker query: the series, the pool it reads (engine sources; None: the
@@ -142,13 +175,17 @@ class _WorkerRead:
     series: SeriesDef
     pool: Optional[str]
     query: str
+    shared: Optional[SharedQuery] = None
 
 
 def _worker_reads(plan: Plan) -> tuple[_WorkerRead, ...]:
     """Every per-worker query of a plan: one per series (Dynamo), or one per series and
     pool (engine sources, `scaler.sources.worker_pools`)."""
     T = plan.spec.scaling.load.interval_seconds
-    return tuple(_WorkerRead(s, pool, _query(plan, s, T, pool)) for pool in worker_pools(plan) for s in WORKER_SERIES)
+    return tuple(
+        _WorkerRead(s, pool, _query(plan, s, T, pool), plan_shared_query(plan, s, T, pool))
+        for pool in worker_pools(plan) for s in WORKER_SERIES
+    )
 
 
 def worker_queries(plan: Plan) -> dict[str, str]:
@@ -203,23 +240,35 @@ def _window(plan: Plan, T: float, values: Mapping[str, Optional[float]]) -> Traf
     return TrafficWindow(window_seconds=float(T), requests=float(requests), **rest)
 
 
-async def read_traffic_detail(client: PromClient, plan: Plan, at: Optional[float] = None) -> TrafficReading:
+def _throughput_shared(plan: Plan) -> dict[str, Optional[SharedQuery]]:
+    T = plan.spec.scaling.throughput.interval_seconds
+    return {s.key: plan_shared_query(plan, s, T) for s in throughput_series(plan)}
+
+
+async def read_traffic_detail(
+    client: PromClient, plan: Plan, at: Optional[float] = None, *, shared: Optional[SharedReads] = None
+) -> TrafficReading:
     """`read_traffic` with the queries sent and the path (recorded/raw) each series took."""
     T = plan.spec.scaling.throughput.interval_seconds
     queries = throughput_queries(plan)
-    results = await asyncio.gather(*(client.instant(q, at) for q in queries.values()))
+    sq = _throughput_shared(plan)
+    results = await asyncio.gather(*(_instant(client, shared, q, sq[k], at) for k, q in queries.items()))
     by_key = dict(zip(queries, results))
     values = {k: _single(plan, k, v) for k, v in by_key.items()}
     window = _window(plan, T, values)
     return TrafficReading(window, queries, {k: _path(v) for k, v in by_key.items()})
 
 
-async def read_traffic(client: PromClient, plan: Plan, at: Optional[float] = None) -> TrafficWindow:
+async def read_traffic(
+    client: PromClient, plan: Plan, at: Optional[float] = None, *, shared: Optional[SharedReads] = None
+) -> TrafficWindow:
     """The throughput window ending at `at` (Unix seconds; now when None)."""
-    return (await read_traffic_detail(client, plan, at)).window
+    return (await read_traffic_detail(client, plan, at, shared=shared)).window
 
 
-async def read_workers(client: PromClient, plan: Plan, at: Optional[float] = None) -> tuple[WorkerLoad, ...]:
+async def read_workers(
+    client: PromClient, plan: Plan, at: Optional[float] = None, *, shared: Optional[SharedReads] = None
+) -> tuple[WorkerLoad, ...]:
     """Every reporting worker of the plan's pools, averaged over spec.scaling.load.intervalSeconds.
 
     Workers are mapped to pools through the source's worker_type labels; workers of other
@@ -227,7 +276,7 @@ async def read_workers(client: PromClient, plan: Plan, at: Optional[float] = Non
     callers compare the count with the pool's ready replicas.
     """
     reads = _worker_reads(plan)
-    results = await asyncio.gather(*(client.instant(r.query, at) for r in reads))
+    results = await asyncio.gather(*(_instant(client, shared, r.query, r.shared, at) for r in reads))
     return _workers_from_reads(plan, reads, [[(s.labels, s.value) for s in samples] for samples in results])
 
 
@@ -260,7 +309,7 @@ def _workers_from_reads(
 
 
 async def read_workers_history(
-    client: PromClient, plan: Plan, end: float, ticks: int
+    client: PromClient, plan: Plan, end: float, ticks: int, *, shared: Optional[SharedReads] = None
 ) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
     """Per-worker load at each load tick of the grid ending at `end` (step = the load
     interval), oldest first: what live load ticks at those times read. For rebuilding the
@@ -269,7 +318,7 @@ async def read_workers_history(
     ends = window_ends(float(end), T, ticks)
     reads = _worker_reads(plan)
     results: list[list[Series]] = await asyncio.gather(
-        *(client.range(r.query, ends[0], ends[-1], T) for r in reads)
+        *(_range(client, shared, r.query, r.shared, ends[0], ends[-1], T) for r in reads)
     )
     per_step: list[list[list[tuple[Mapping[str, str], float]]]] = [[[] for _ in reads] for _ in ends]
     for i_series, series_list in enumerate(results):
@@ -289,15 +338,16 @@ def window_ends(end: float, interval: float, intervals: int) -> list[float]:
 
 
 async def read_traffic_history_grid(
-    client: PromClient, plan: Plan, end: float, intervals: int
+    client: PromClient, plan: Plan, end: float, intervals: int, *, shared: Optional[SharedReads] = None
 ) -> list[tuple[float, Optional[TrafficWindow]]]:
     """(window end, window or None when the request counter had no data) for every window
     of the grid ending at `end`, oldest first. One range query per series, step = T."""
     T = plan.spec.scaling.throughput.interval_seconds
     ends = window_ends(float(end), float(T), intervals)
     queries = throughput_queries(plan)
+    sq = _throughput_shared(plan)
     results: list[list[Series]] = await asyncio.gather(
-        *(client.range(q, ends[0], ends[-1], float(T)) for q in queries.values())
+        *(_range(client, shared, q, sq[k], ends[0], ends[-1], float(T)) for k, q in queries.items())
     )
     per_key: dict[str, dict[int, float]] = {}
     for key, series in zip(queries, results):
@@ -324,14 +374,16 @@ async def read_traffic_history_grid(
     return out
 
 
-async def read_traffic_history(client: PromClient, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]:
+async def read_traffic_history(
+    client: PromClient, plan: Plan, end: float, intervals: int, *, shared: Optional[SharedReads] = None
+) -> list[TrafficWindow]:
     """The windows ending at end - (intervals-1)*T, ..., end (see the module doc for the grid).
 
     Returns the most recent run of consecutive windows that have request data, oldest
     first: predictors assume evenly spaced points, so anything before a gap is dropped.
     [] when there is no history at all (a fresh deployment); a failed query raises.
     """
-    grid = await read_traffic_history_grid(client, plan, end, intervals)
+    grid = await read_traffic_history_grid(client, plan, end, intervals, shared=shared)
     first = 0
     for i, (_, w) in enumerate(grid):
         if w is None:
@@ -340,13 +392,15 @@ async def read_traffic_history(client: PromClient, plan: Plan, end: float, inter
 
 
 async def read_ready(
-    client: PromClient, plan: Plan, at: Optional[float], workers: Sequence[WorkerLoad]
+    client: PromClient, plan: Plan, at: Optional[float], workers: Sequence[WorkerLoad],
+    *, shared: Optional[SharedReads] = None,
 ) -> ReadyReading:
     """Ready replicas per pool at `at`: kube-state-metrics' count where the pool's scale
     target has one (`ready_queries`) and it has a series, else the workers reporting
     per-worker series (`workers`, as read_workers gives them), else no entry."""
     queries = ready_queries(plan)
-    results = await asyncio.gather(*(client.instant(q, at) for q in queries.values()))
+    sq = _ready_shared(plan)
+    results = await asyncio.gather(*(_instant(client, shared, q, sq.get(p), at) for p, q in queries.items()))
     by_pool = dict(zip(queries, results))
     reporting = ready_replicas(tuple(workers))
     counts: dict[str, int] = {}
@@ -379,8 +433,9 @@ class PromReader:
     A series that comes back empty is logged once (WARNING, with the query: series and
     selector), and again only after it has been back (INFO)."""
 
-    def __init__(self, client: PromClient) -> None:
+    def __init__(self, client: PromClient, shared: Optional[SharedReads] = None) -> None:
         self.client = client
+        self.shared = shared  # the scaler's reads shared across plans (None: every plan its own queries)
         self._missing: set[tuple[str, str, str]] = set()  # (namespace, plan, signal)
 
     def _note(self, plan: Plan, signal: str, query: str, missing: bool, effect: str) -> None:
@@ -393,14 +448,14 @@ class PromReader:
             log.info("plan %s/%s: %s is back; query: %s", plan.namespace, plan.name, signal, query)
 
     async def traffic(self, plan: Plan, at: float) -> TrafficWindow:
-        reading = await read_traffic_detail(self.client, plan, at=at)
+        reading = await read_traffic_detail(self.client, plan, at=at, shared=self.shared)
         for key, query in reading.queries.items():
             if key != "requests":  # no request counter raises instead
                 self._note(plan, key, query, reading.paths[key] == "none", "no value: the decision goes without it")
         return reading.window
 
     async def ready(self, plan: Plan, at: Optional[float], workers: tuple[WorkerLoad, ...]) -> dict[str, int]:
-        reading = await read_ready(self.client, plan, at, workers)
+        reading = await read_ready(self.client, plan, at, workers, shared=self.shared)
         for pool, query in reading.queries.items():
             source = reading.sources[pool]
             effect = (
@@ -412,12 +467,12 @@ class PromReader:
         return dict(reading.counts)
 
     async def workers(self, plan: Plan, at: Optional[float]) -> tuple[WorkerLoad, ...]:
-        return await read_workers(self.client, plan, at=at)
+        return await read_workers(self.client, plan, at=at, shared=self.shared)
 
     async def history(self, plan: Plan, end: float, intervals: int) -> list[TrafficWindow]:
-        return await read_traffic_history(self.client, plan, end, intervals)
+        return await read_traffic_history(self.client, plan, end, intervals, shared=self.shared)
 
     async def worker_history(
         self, plan: Plan, end: float, ticks: int
     ) -> list[tuple[float, tuple[WorkerLoad, ...]]]:
-        return await read_workers_history(self.client, plan, end, ticks)
+        return await read_workers_history(self.client, plan, end, ticks, shared=self.shared)

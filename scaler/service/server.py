@@ -32,6 +32,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from scaler.errors import FieldError, InputError
 from scaler.planfile import LoadedPlan
+from scaler.prom.batch import SharedReads
 from scaler.prom.client import DEFAULT_CONCURRENCY, PromClient
 from scaler.prom.credentials import Credentials, check_access
 from scaler.prom.reader import PromReader
@@ -167,6 +168,7 @@ class ScalerServer:
         self.config = config
         self.metrics = ServiceMetrics()
         self._clients: dict[str, PromClient] = {}  # one per distinct Prometheus access
+        self._shared: dict[str, SharedReads] = {}  # the plans' shared reads, per client
         self._reader_factory = reader_factory  # (LoadedPlan) -> Reader; default: Prometheus
         self.settings = LoopSettings(
             staleness_factor=config.staleness_factor,
@@ -199,9 +201,11 @@ class ScalerServer:
             used = {plan.spec.metrics.prometheus.model_dump_json() for plan in self.registry.plans()}
             for stale in [k for k in self._clients if k not in used]:
                 self._clients.pop(stale).close()
+                self._shared.pop(stale, None)
             client = PromClient(access, credential=credential, max_concurrency=self.config.prometheus_concurrency)
             self._clients[key] = client
-        return PromReader(client)
+            self._shared[key] = SharedReads(client)
+        return PromReader(client, self._shared[key])
 
     def _make_plan_loop(self, loaded: LoadedPlan) -> PlanLoop:
         return PlanLoop(
@@ -287,7 +291,7 @@ class ScalerServer:
         if self.server is not None:
             await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.registry.close()
-        clients, self._clients = list(self._clients.values()), {}
+        clients, self._clients, self._shared = list(self._clients.values()), {}, {}
         for client in clients:
             client.close()
         if self._metrics_server is not None:
