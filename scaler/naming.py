@@ -5,7 +5,7 @@
   writer all test against;
 - label keys dynplan puts on what it renders (`PLAN_NAME_LABEL`, `POOL_LABEL`, ...);
 - names derived from a plan: KEDA metric, ScaledObject, HPA, trigger, PrometheusRule, rule
-  group, ConfigMap, plan file, profile dir, and the rendered files' names.
+  group, ConfigMap, plan file, dashboard, and the rendered files' names.
 
 Every derived name goes through `_dns`, so a name is lowercase `[a-z0-9-]` whatever it is
 built from. No imports from the rest of dynplan: everything may import this.
@@ -13,6 +13,7 @@ built from. No imports from the rest of dynplan: everything may import this.
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 # -- syntax ----------------------------------------------------------------------------------
@@ -125,6 +126,10 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 # The label the scaler Deployment's ConfigMap collector selects on (value "true"; manifests/).
 PLAN_CONFIGMAP_LABEL = "dynplan.io/plan"
 PLAN_NAME_LABEL = "dynplan.io/plan-name"
+# The plan's metadata.namespace, on the plan and dashboard ConfigMaps (which may live in the
+# scaler's namespace). ConfigMaps rendered before it existed lack it: the upgrade note in
+# docs/operations.md selects them by its absence.
+PLAN_NAMESPACE_LABEL = "dynplan.io/plan-namespace"
 POOL_LABEL = "dynplan.io/pool"
 # The scaler itself (manifests/): the app name on the plan ConfigMaps it reads.
 SCALER_APP_NAME = "dynplan-scaler"
@@ -172,18 +177,29 @@ def rule_group_name(plan: str, kind: str) -> str:
     return f"dynplan-{_dns(plan)}-{_dns(kind)}"
 
 
-def plan_configmap_name(plan: str) -> str:
-    return f"dynplan-plan-{_dns(plan)}"
+# Names that land in a place shared by plans of several namespaces carry the namespace: the
+# plan ConfigMap and its key (the scaler's namespace, one flat /plans directory fed from
+# every watched namespace), the dashboard ConfigMap and its key (one Grafana folder). "."
+# joins the two: namespaces and plan names are DNS-1123 labels, which cannot hold one, so
+# `<namespace>.<plan>` splits one way only (namespace a-b + plan c is `a-b.c`, namespace a +
+# plan b-c is `a.b-c`), and ConfigMap names (DNS-1123 subdomains) and keys allow it. At most
+# 63 + 1 + 40 characters (metadata.namespace, metadata.name), so every name below stays far
+# under the 253 of a ConfigMap name or key. Objects in the plan's own namespace
+# (ScaledObjects, PrometheusRule) keep names without it.
 
 
-def plan_file_name(plan: str) -> str:
-    """File name of a plan inside the scaler's plans directory."""
-    return f"{_dns(plan)}.yaml"
+def plan_ref(namespace: str, plan: str) -> str:
+    """`<namespace>.<plan>`: a plan's unique name across namespaces (see above)."""
+    return f"{_dns(namespace)}.{_dns(plan)}"
 
 
-def profile_dir_name(plan: str) -> str:
-    """Directory (relative to the plans dir) holding the plan's profile."""
-    return f"{_dns(plan)}-profile"
+def plan_configmap_name(namespace: str, plan: str) -> str:
+    return f"dynplan-plan-{plan_ref(namespace, plan)}"
+
+
+def plan_file_name(namespace: str, plan: str) -> str:
+    """File name of a plan inside the scaler's plans directory (the plan ConfigMap's key)."""
+    return f"{plan_ref(namespace, plan)}.yaml"
 
 
 # -- rendered file names (`dynplan render manifests -o DIR`) ----------------------------------
@@ -207,18 +223,31 @@ def rules_test_file(plan: str) -> str:
     return f"{_dns(plan)}.rules.test.yaml"
 
 
-def configmap_file(plan: str) -> str:
-    return f"{plan_configmap_name(plan)}.configmap.yaml"
+def configmap_file(namespace: str, plan: str) -> str:
+    return f"{plan_configmap_name(namespace, plan)}.configmap.yaml"
 
 
-def dashboard_configmap_name(plan: str) -> str:
-    return f"dynplan-dashboard-{_dns(plan)}"
+def dashboard_configmap_name(namespace: str, plan: str) -> str:
+    return f"dynplan-dashboard-{plan_ref(namespace, plan)}"
 
 
-def dashboard_file(plan: str) -> str:
+MAX_DASHBOARD_UID = 40  # Grafana refuses longer uids
+
+
+def dashboard_uid(namespace: str, plan: str) -> str:
+    """The Grafana dashboard's uid, unique per (namespace, plan) in one Grafana:
+    `dynplan-<plan, at most 19 characters>-<12 hex digits of SHA-256 of plan_ref>`, at most
+    40 characters. A hash, as `<namespace>.<plan>` can be 104 characters long and "." is
+    not a Grafana uid character; only `[a-z0-9-]`, so it is also a Kubernetes name (what
+    Grafana's newer uids must be). Two uids are equal only if 48 bits of SHA-256 are."""
+    digest = hashlib.sha256(plan_ref(namespace, plan).encode()).hexdigest()[:12]
+    return f"dynplan-{_dns(plan)[:19].rstrip('-')}-{digest}"
+
+
+def dashboard_file(namespace: str, plan: str) -> str:
     """The plan's Grafana dashboard JSON (also the key in its ConfigMap)."""
-    return f"dynplan-{_dns(plan)}.dashboard.json"
+    return f"dynplan-{plan_ref(namespace, plan)}.dashboard.json"
 
 
-def dashboard_configmap_file(plan: str) -> str:
-    return f"{dashboard_configmap_name(plan)}.configmap.yaml"
+def dashboard_configmap_file(namespace: str, plan: str) -> str:
+    return f"{dashboard_configmap_name(namespace, plan)}.configmap.yaml"

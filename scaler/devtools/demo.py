@@ -330,7 +330,7 @@ def run(duration: float, speed: float, poll: float, keep_dir: bool, out: IO[str]
         # 3. dynplan serve
         plans = work / "plans"
         plans.mkdir()
-        (plans / naming.plan_file_name(plan.name)).write_text(yaml.safe_dump(demo_plan(root, prom_url, source), sort_keys=False))
+        (plans / naming.plan_file_name(plan.namespace, plan.name)).write_text(yaml.safe_dump(demo_plan(root, prom_url, source), sort_keys=False))
         scaler_log = open(work / "scaler.log", "w")
         scaler = procs.start(
             "dynplan serve",

@@ -284,9 +284,8 @@ def panels(plan: Plan, groups: Sequence[RuleGroup]) -> list[tuple[str, list[Any]
 
 
 def dashboard_uid(plan: Plan) -> str:
-    """Grafana allows at most 40 characters in a uid."""
-    uid = f"dynplan-{plan.name}"
-    return uid if len(uid) <= 40 else uid[:40].rstrip("-")
+    """Unique per (namespace, name) in one Grafana, at most 40 characters (naming.dashboard_uid)."""
+    return naming.dashboard_uid(plan.namespace, plan.name)
 
 
 def dashboard_json(plan: Plan, groups: Sequence[RuleGroup]) -> str:
@@ -319,16 +318,17 @@ def build_dashboard(plan: Plan, groups: Sequence[RuleGroup], namespace: str) -> 
         naming.APP_NAME_LABEL: naming.SCALER_APP_NAME,
         naming.COMPONENT_LABEL: "dashboard",
         naming.PLAN_NAME_LABEL: plan.name,
+        naming.PLAN_NAMESPACE_LABEL: plan.namespace,
         SIDECAR_LABEL: SIDECAR_VALUE,
     }
     return DashboardView(
         uid=dashboard_uid(plan),
         title=f"dynplan / {plan.namespace} / {plan.name}",
         json=dashboard_json(plan, groups),
-        configmap_name=naming.dashboard_configmap_name(plan.name),
+        configmap_name=naming.dashboard_configmap_name(plan.namespace, plan.name),
         namespace=namespace,
         labels=tuple(sorted(labels.items())),
-        key=naming.dashboard_file(plan.name),
+        key=naming.dashboard_file(plan.namespace, plan.name),
     )
 
 

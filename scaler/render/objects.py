@@ -314,12 +314,13 @@ def configmap(loaded: LoadedPlan, scaler_namespace: str, placement: ConfigMapPla
         naming.COMPONENT_LABEL: "plan",
         naming.PLAN_CONFIGMAP_LABEL: "true",
         naming.PLAN_NAME_LABEL: plan.name,
+        naming.PLAN_NAMESPACE_LABEL: plan.namespace,
     }
     return ConfigMapView(
-        name=naming.plan_configmap_name(plan.name),
+        name=naming.plan_configmap_name(plan.namespace, plan.name),
         namespace=namespace,
         labels=tuple(sorted(labels.items())),
-        key=naming.plan_file_name(plan.name),
+        key=naming.plan_file_name(plan.namespace, plan.name),
         content=plan_file_text(loaded),
     )
 

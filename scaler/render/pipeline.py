@@ -80,7 +80,7 @@ def preflight(loaded: Sequence[LoadedPlan]) -> list[FieldError]:
             errors.append(
                 FieldError(
                     str(lp.path), _profile_field(lp),
-                    f"the profile inlined into ConfigMap {naming.plan_configmap_name(lp.plan.name)} is at least {floor} bytes; "
+                    f"the profile inlined into ConfigMap {naming.plan_configmap_name(lp.plan.namespace, lp.plan.name)} is at least {floor} bytes; "
                     f"a ConfigMap holds at most {checks.MAX_CONFIGMAP_BYTES}: use a profile with fewer points",
                 )
             )
@@ -105,6 +105,7 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
         origin = str(po.loaded.path)
         plan_file = po.loaded.path.name
         plan = po.plan.name
+        namespace = po.plan.namespace
         for so in po.scaled_objects:
             files.append(RenderedFile(naming.scaled_object_file(so.plan, so.pool), render_template("scaledobject.yaml.j2", so=so, plan_file=plan_file), ROLE_OBJECT, origin))
         rule = po.prometheus_rule
@@ -121,12 +122,12 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
         test = rule_test(po.plan, rule.groups, rules_file)
         files.append(RenderedFile(naming.rules_test_file(plan), render_template("rules-test.yaml.j2", test=test, plan_file=plan_file), ROLE_RULES_TEST, origin))
         cm = po.configmap
-        files.append(RenderedFile(naming.configmap_file(plan), render_template("configmap.yaml.j2", cm=cm, plan=plan, plan_file=plan_file), ROLE_OBJECT, origin))
+        files.append(RenderedFile(naming.configmap_file(namespace, plan), render_template("configmap.yaml.j2", cm=cm, plan=plan, plan_file=plan_file), ROLE_OBJECT, origin))
         # the Grafana dashboard: its JSON (to import by hand) and the sidecar's ConfigMap
         dash = build_dashboard(po.plan, rule.groups, cm.namespace)
-        files.append(RenderedFile(naming.dashboard_file(plan), dash.json, ROLE_DASHBOARD, origin))
+        files.append(RenderedFile(naming.dashboard_file(namespace, plan), dash.json, ROLE_DASHBOARD, origin))
         files.append(RenderedFile(
-            naming.dashboard_configmap_file(plan),
+            naming.dashboard_configmap_file(namespace, plan),
             render_template("dashboard-configmap.yaml.j2", dash=dash, plan=plan, plan_file=plan_file),
             ROLE_OBJECT,
             origin,
@@ -147,7 +148,8 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
     if clashes:
         raise RenderError(
             [
-                FieldError(f.origin, "metadata.name", f"another plan renders the same file {n!r}: plan names must be unique per scaler")
+                FieldError(f.origin, "metadata.name", f"another plan renders the same file {n!r}: plans rendered together need distinct names "
+                           "(render same-named plans of different namespaces separately)")
                 for n in clashes
                 for f in files
                 if f.name == n
@@ -164,7 +166,7 @@ def oversized_configmaps(rendering: Rendering) -> tuple[set[str], list[FieldErro
         cm = po.configmap
         size = checks.configmap_data_bytes({cm.key: cm.content.rstrip("\n") + "\n"})  # a `|` block keeps one "\n"
         if size > checks.MAX_CONFIGMAP_BYTES:
-            name = naming.configmap_file(po.plan.name)
+            name = naming.configmap_file(po.plan.namespace, po.plan.name)
             files.add(name)
             profile = objects.inlined_profile_bytes_floor(po.loaded)
             errors.append(

@@ -281,14 +281,15 @@ def test_plan_files_become_configmaps_the_scaler_loads(tmp_path: Path) -> None:
     # The plan file exactly as `dynplan render manifests` puts it in its ConfigMap.
     out = tmp_path / "out"
     render_manifests([str(REPO / "tests" / "fixtures" / "render" / "agg.yaml")], str(out))
-    rendered_cm = yaml.safe_load((out / "dynplan-plan-qwen-agg.configmap.yaml").read_text())
+    rendered_cm = yaml.safe_load((out / "dynplan-plan-serving.qwen-agg.configmap.yaml").read_text())
     ((key, text),) = rendered_cm["data"].items()
+    assert key == "serving.qwen-agg.yaml"  # <namespace>.<plan>.yaml
     docs = by_kind(helm_template({"plans": {"files": {key: text}}}))
-    cm = docs["ConfigMap/dynplan-scaler-plan-qwen-agg"]
+    cm = docs["ConfigMap/dynplan-scaler-plan-serving-qwen-agg"]
     kubernetes_validate.validate(cm, K8S_VERSION, strict=True)
     assert cm["metadata"]["labels"]["dynplan.io/plan"] == "true"  # what the collector watches
-    assert cm["data"] == {"qwen-agg.yaml": text}
-    loaded = parse_plan_text(cm["data"]["qwen-agg.yaml"], "chart#data.qwen-agg.yaml", runtime=False)
+    assert cm["data"] == {"serving.qwen-agg.yaml": text}
+    loaded = parse_plan_text(cm["data"]["serving.qwen-agg.yaml"], "chart#data.serving.qwen-agg.yaml", runtime=False)
     assert (loaded.plan.metadata.namespace, loaded.plan.metadata.name) == ("serving", "qwen-agg")
 
 

@@ -176,17 +176,17 @@ def test_rendered_output_is_a_kustomization(tmp_path: Path) -> None:
     render_manifests([str(FIXTURES / "disagg.yaml"), str(FIXTURES / "agg.yaml")], str(out))
     docs = by_kind(build(out))
     assert sorted(docs) == [
-        "ConfigMap/dynplan-dashboard-llama-disagg",
-        "ConfigMap/dynplan-dashboard-qwen-agg",
-        "ConfigMap/dynplan-plan-llama-disagg",
-        "ConfigMap/dynplan-plan-qwen-agg",
+        "ConfigMap/dynplan-dashboard-inference.llama-disagg",
+        "ConfigMap/dynplan-dashboard-serving.qwen-agg",
+        "ConfigMap/dynplan-plan-inference.llama-disagg",
+        "ConfigMap/dynplan-plan-serving.qwen-agg",
         "PrometheusRule/dynplan-llama-disagg",
         "PrometheusRule/dynplan-qwen-agg",
         "ScaledObject/llama-disagg-decode",
         "ScaledObject/llama-disagg-prefill",
         "ScaledObject/qwen-agg-worker",
     ]
-    for name in ("ConfigMap/dynplan-plan-llama-disagg", "ConfigMap/dynplan-plan-qwen-agg",
-                 "ConfigMap/dynplan-dashboard-llama-disagg", "ConfigMap/dynplan-dashboard-qwen-agg"):
+    for name in ("ConfigMap/dynplan-plan-inference.llama-disagg", "ConfigMap/dynplan-plan-serving.qwen-agg",
+                 "ConfigMap/dynplan-dashboard-inference.llama-disagg", "ConfigMap/dynplan-dashboard-serving.qwen-agg"):
         validate_core(docs[name])
     assert docs["ScaledObject/qwen-agg-worker"]["metadata"]["namespace"] == "serving"

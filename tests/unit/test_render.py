@@ -58,14 +58,14 @@ def test_file_set_and_kustomization_resources(tmp_path: Path) -> None:
     out = tmp_path / "out"
     render_manifests([str(DISAGG), str(AGG)], str(out))
     assert sorted(p.name for p in out.iterdir()) == [
-        "dynplan-dashboard-llama-disagg.configmap.yaml",
-        "dynplan-dashboard-qwen-agg.configmap.yaml",
-        "dynplan-llama-disagg.dashboard.json",
+        "dynplan-dashboard-inference.llama-disagg.configmap.yaml",
+        "dynplan-dashboard-serving.qwen-agg.configmap.yaml",
+        "dynplan-inference.llama-disagg.dashboard.json",
         "dynplan-llama-disagg.prometheusrule.yaml",
-        "dynplan-plan-llama-disagg.configmap.yaml",
-        "dynplan-plan-qwen-agg.configmap.yaml",
-        "dynplan-qwen-agg.dashboard.json",
+        "dynplan-plan-inference.llama-disagg.configmap.yaml",
+        "dynplan-plan-serving.qwen-agg.configmap.yaml",
         "dynplan-qwen-agg.prometheusrule.yaml",
+        "dynplan-serving.qwen-agg.dashboard.json",
         "kustomization.yaml",
         "llama-disagg-decode.scaledobject.yaml",
         "llama-disagg-prefill.scaledobject.yaml",
@@ -78,11 +78,11 @@ def test_file_set_and_kustomization_resources(tmp_path: Path) -> None:
     kust = yaml.safe_load((out / "kustomization.yaml").read_text())
     # Only Kubernetes objects are resources; the plain rule files and their tests are not.
     assert kust["resources"] == [
-        "dynplan-dashboard-llama-disagg.configmap.yaml",
-        "dynplan-dashboard-qwen-agg.configmap.yaml",
+        "dynplan-dashboard-inference.llama-disagg.configmap.yaml",
+        "dynplan-dashboard-serving.qwen-agg.configmap.yaml",
         "dynplan-llama-disagg.prometheusrule.yaml",
-        "dynplan-plan-llama-disagg.configmap.yaml",
-        "dynplan-plan-qwen-agg.configmap.yaml",
+        "dynplan-plan-inference.llama-disagg.configmap.yaml",
+        "dynplan-plan-serving.qwen-agg.configmap.yaml",
         "dynplan-qwen-agg.prometheusrule.yaml",
         "llama-disagg-decode.scaledobject.yaml",
         "llama-disagg-prefill.scaledobject.yaml",
@@ -198,11 +198,12 @@ def test_rules_and_prometheus_rule_hold_the_same_groups(tmp_path: Path) -> None:
 def test_configmap_carries_the_plan_with_profile_inlined(tmp_path: Path) -> None:
     out = tmp_path / "out"
     render_manifests([str(DISAGG), str(AGG)], str(out), scaler_namespace="scalers")
-    cm = yaml.safe_load((out / "dynplan-plan-llama-disagg.configmap.yaml").read_text())
+    cm = yaml.safe_load((out / "dynplan-plan-inference.llama-disagg.configmap.yaml").read_text())
     assert cm["metadata"]["namespace"] == "scalers"  # --scaler-namespace
     assert cm["metadata"]["labels"]["dynplan.io/plan"] == "true"
-    assert list(cm["data"]) == ["llama-disagg.yaml"]
-    doc = yaml.safe_load(cm["data"]["llama-disagg.yaml"])
+    assert cm["metadata"]["labels"]["dynplan.io/plan-namespace"] == "inference"
+    assert list(cm["data"]) == ["inference.llama-disagg.yaml"]
+    doc = yaml.safe_load(cm["data"]["inference.llama-disagg.yaml"])
     assert "profile" not in doc["spec"]
     import json
 
@@ -210,15 +211,15 @@ def test_configmap_carries_the_plan_with_profile_inlined(tmp_path: Path) -> None
     assert doc["spec"]["profileData"]["prefill"]["prefill_isl"] == [float(x) for x in want_prefill["prefill_isl"]]
     assert doc["spec"]["scaling"]["load"] == {"enabled": True, "intervalSeconds": 10}
     # spec.scaler.namespace wins over --scaler-namespace.
-    agg = yaml.safe_load((out / "dynplan-plan-qwen-agg.configmap.yaml").read_text())
+    agg = yaml.safe_load((out / "dynplan-plan-serving.qwen-agg.configmap.yaml").read_text())
     assert agg["metadata"]["namespace"] == "dynplan-system"
     # The scaler loads it from a flat directory, with no profile files around.
     from scaler.planfile import load_plan
 
     flat = tmp_path / "plans"
     flat.mkdir()
-    (flat / "llama-disagg.yaml").write_text(cm["data"]["llama-disagg.yaml"])
-    loaded = load_plan(flat / "llama-disagg.yaml")
+    (flat / "inference.llama-disagg.yaml").write_text(cm["data"]["inference.llama-disagg.yaml"])
+    loaded = load_plan(flat / "inference.llama-disagg.yaml")
     assert loaded.plan.name == "llama-disagg" and loaded.profile is not None
 
 
@@ -273,11 +274,11 @@ def test_stdout_stream_holds_every_kubernetes_object(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     docs = list(yaml.safe_load_all(result.stdout))
     assert [(d["kind"], d["metadata"]["name"]) for d in docs] == [
-        ("ConfigMap", "dynplan-dashboard-llama-disagg"),
-        ("ConfigMap", "dynplan-dashboard-qwen-agg"),
+        ("ConfigMap", "dynplan-dashboard-inference.llama-disagg"),
+        ("ConfigMap", "dynplan-dashboard-serving.qwen-agg"),
         ("PrometheusRule", "dynplan-llama-disagg"),
-        ("ConfigMap", "dynplan-plan-llama-disagg"),
-        ("ConfigMap", "dynplan-plan-qwen-agg"),
+        ("ConfigMap", "dynplan-plan-inference.llama-disagg"),
+        ("ConfigMap", "dynplan-plan-serving.qwen-agg"),
         ("PrometheusRule", "dynplan-qwen-agg"),
         ("ScaledObject", "llama-disagg-decode"),
         ("ScaledObject", "llama-disagg-prefill"),
@@ -313,13 +314,18 @@ def test_admission_failure_across_plans_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_duplicate_plan_names_are_rejected(tmp_path: Path) -> None:
+    # One render writes one directory: the plans' ConfigMaps differ (they carry the
+    # namespace) but the ScaledObject and rule files do not. Rendered separately, they may
+    # share a scaler (tests/integration/test_render_namespaces.py).
     shutil.copytree(SYNTHETIC_PROFILE_DIR, tmp_path / "profile")
     a = write_plan(tmp_path, plan_dict(), filename="a.yaml")
     b = write_plan(tmp_path, with_changes(plan_dict(), {"metadata.namespace": "other"}), filename="b.yaml")
     result = run("render", "manifests", "-f", str(a), "-f", str(b), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
-    assert f"error: {a}: metadata.name: another plan renders the same file 'llama-8b.rules.yaml': plan names must be unique per scaler" in result.stderr
+    assert f"error: {a}: metadata.name: another plan renders the same file 'llama-8b.rules.yaml': plans rendered together " \
+           "need distinct names (render same-named plans of different namespaces separately)" in result.stderr
     assert f"error: {b}: metadata.name: another plan renders the same file 'llama-8b.rules.yaml'" in result.stderr
+    assert "configmap.yaml'" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -361,7 +367,7 @@ def test_bad_scaler_namespace_is_an_error(tmp_path: Path) -> None:
     assert result.exit_code == 2
     # the plan's ConfigMap and its dashboard's; qwen-agg sets spec.scaler.namespace itself
     assert [l for l in result.stderr.splitlines() if l.startswith("error:")] == [
-        f"error: {DISAGG}: dynplan-{kind}-llama-disagg.configmap.yaml (ConfigMap dynplan-{kind}-llama-disagg) "
+        f"error: {DISAGG}: dynplan-{kind}-inference.llama-disagg.configmap.yaml (ConfigMap dynplan-{kind}-inference.llama-disagg) "
         "metadata.namespace: 'Not_A_Namespace' is not a valid namespace (DNS-1123 label)"
         for kind in ("dashboard", "plan")
     ]
@@ -420,7 +426,7 @@ def test_rendered_file_names_come_from_naming_and_are_sanitised() -> None:
 
     assert naming.scaled_object_file("llama-8b", "prefill") == "llama-8b-prefill.scaledobject.yaml"
     assert naming.prometheus_rule_file("llama-8b") == "dynplan-llama-8b.prometheusrule.yaml"
-    assert naming.configmap_file("llama-8b") == "dynplan-plan-llama-8b.configmap.yaml"
+    assert naming.configmap_file("inference", "llama-8b") == "dynplan-plan-inference.llama-8b.configmap.yaml"
     # every file name goes through the same DNS helper as the object names
     assert naming.rules_file("Llama_8B") == "llama-8b.rules.yaml"
     assert naming.rules_test_file("Llama_8B") == "llama-8b.rules.test.yaml"

@@ -38,8 +38,8 @@ def _with_placement(tmp_path: Path, source: Path, placement: str) -> Path:
 def test_default_is_the_scaler_namespace(tmp_path: Path) -> None:
     render_manifests([str(DISAGG), str(AGG)], str(tmp_path / "out"))
     ns = _namespaces(tmp_path / "out")
-    assert ns["dynplan-plan-llama-disagg.configmap.yaml"] == "keda"
-    assert ns["dynplan-plan-qwen-agg.configmap.yaml"] == "dynplan-system"
+    assert ns["dynplan-plan-inference.llama-disagg.configmap.yaml"] == "keda"
+    assert ns["dynplan-plan-serving.qwen-agg.configmap.yaml"] == "dynplan-system"
     # the dashboards' ConfigMaps go with the plans' (the Grafana sidecar reads them there)
     assert set(ns.values()) == {"keda", "dynplan-system"}
 
@@ -49,8 +49,8 @@ def test_flag_puts_every_configmap_in_its_plans_namespace(tmp_path: Path) -> Non
                                     "--plan-configmap-namespace", "plan"])
     assert res.exit_code == 0, res.output
     ns = _namespaces(tmp_path / "out")
-    assert ns["dynplan-plan-llama-disagg.configmap.yaml"] == "inference"
-    assert ns["dynplan-plan-qwen-agg.configmap.yaml"] == "serving"  # over spec.scaler.namespace
+    assert ns["dynplan-plan-inference.llama-disagg.configmap.yaml"] == "inference"
+    assert ns["dynplan-plan-serving.qwen-agg.configmap.yaml"] == "serving"  # over spec.scaler.namespace
     # everything rendered for a plan is then in its own namespace: one team can apply it all
     for f in (tmp_path / "out").glob("*qwen-agg*.yaml"):
         for doc in yaml.safe_load_all(f.read_text()):
@@ -63,10 +63,10 @@ def test_plan_field_wins_over_the_flag(tmp_path: Path) -> None:
     disagg = _with_placement(tmp_path, DISAGG, "scaler")
     render_manifests([str(agg), str(disagg)], str(tmp_path / "out"), configmap_namespace="scaler", scaler_namespace="scalers")
     ns = _namespaces(tmp_path / "out")
-    assert ns["dynplan-plan-qwen-agg.configmap.yaml"] == "serving"
-    assert ns["dynplan-plan-llama-disagg.configmap.yaml"] == "scalers"
+    assert ns["dynplan-plan-serving.qwen-agg.configmap.yaml"] == "serving"
+    assert ns["dynplan-plan-inference.llama-disagg.configmap.yaml"] == "scalers"
     render_manifests([str(disagg)], str(tmp_path / "out2"), configmap_namespace="plan")
-    assert _namespaces(tmp_path / "out2")["dynplan-plan-llama-disagg.configmap.yaml"] == "keda"
+    assert _namespaces(tmp_path / "out2")["dynplan-plan-inference.llama-disagg.configmap.yaml"] == "keda"
 
 
 def test_bad_values_are_one_line_errors_naming_the_field(tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ def test_sidecar_configmap_and_ids() -> None:
     plan = make_plan(name="x" * 40)
     view = build_dashboard(plan, rule_groups(plan), "keda")
     assert dict(view.labels)[SIDECAR_LABEL] == "1"
-    assert (view.namespace, view.configmap_name, view.key) == ("keda", "dynplan-dashboard-" + "x" * 40, f"dynplan-{'x' * 40}.dashboard.json")
-    assert len(dashboard_uid(plan)) == 40
+    assert (view.namespace, view.configmap_name, view.key) == (
+        "keda", "dynplan-dashboard-inference." + "x" * 40, f"dynplan-inference.{'x' * 40}.dashboard.json")
+    assert dashboard_uid(plan) == view.uid == "dynplan-" + "x" * 19 + "-" + view.uid[-12:] and len(view.uid) == 40
+    assert dict(view.labels)["dynplan.io/plan-namespace"] == "inference"
     model = json.loads(view.json)
     ids = [p["id"] for p in model["panels"]]
     assert ids == list(range(1, len(ids) + 1))

@@ -160,7 +160,7 @@ def test_admission_checks_refuse_a_trailing_newline(objs, path: tuple[str, ...],
 
 
 def test_configmap_key_with_a_trailing_newline(objs) -> None:
-    cm = objs["dynplan-plan-llama-disagg.configmap.yaml"]
+    cm = objs["dynplan-plan-inference.llama-disagg.configmap.yaml"]
     data = cm.obj["data"]
     (err,) = checks.admission_errors([changed(cm, ("data",), {k + "\n": v for k, v in data.items()})])
     assert err.message == "is not a valid ConfigMap key"
@@ -235,7 +235,7 @@ def test_a_profile_too_large_for_the_configmap_is_refused_before_dumping(tmp_pat
     assert floor > checks.MAX_CONFIGMAP_BYTES
     assert (err.file, err.path) == (str(path), "spec.profile")
     assert err.message == (
-        f"the profile inlined into ConfigMap dynplan-plan-llama-8b is at least {floor} bytes; "
+        f"the profile inlined into ConfigMap dynplan-plan-inference.llama-8b is at least {floor} bytes; "
         "a ConfigMap holds at most 1048576: use a profile with fewer points"
     )
 
@@ -260,5 +260,5 @@ def test_an_oversized_configmap_is_not_parsed_back(tmp_path: Path, monkeypatch: 
     (err,) = static_checks(rendering)
     assert max(parsed) < 100_000
     assert err.path == "metadata"  # the patched floor says the profile is 0 bytes
-    assert err.message.startswith("the plan inlined into dynplan-plan-llama-8b.configmap.yaml (ConfigMap dynplan-plan-llama-8b) is ")
+    assert err.message.startswith("the plan inlined into dynplan-plan-inference.llama-8b.configmap.yaml (ConfigMap dynplan-plan-inference.llama-8b) is ")
     assert err.message.endswith("a ConfigMap holds at most 1048576")

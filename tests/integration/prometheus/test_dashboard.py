@@ -107,12 +107,12 @@ async def test_every_panel_query_returns_data(tmp_path: Path, prom_factory) -> N
     # the generator's own output: rules, dashboard JSON, the sidecar ConfigMap
     out = tmp_path / "rendered"
     rendering = render_manifests([str(p) for p in sorted(plans.glob("*.yaml"))], str(out))
-    dash_json = (out / f"dynplan-{PLAN}.dashboard.json").read_text()
-    [cm] = parse_documents((out / f"dynplan-dashboard-{PLAN}.configmap.yaml").read_text())
+    dash_json = (out / f"dynplan-{NAMESPACE}.{PLAN}.dashboard.json").read_text()
+    [cm] = parse_documents((out / f"dynplan-dashboard-{NAMESPACE}.{PLAN}.configmap.yaml").read_text())
     assert cm["metadata"]["labels"][SIDECAR_LABEL] == "1"
-    assert json.loads(cm["data"][f"dynplan-{PLAN}.dashboard.json"]) == json.loads(dash_json)
-    assert f"dynplan-dashboard-{PLAN}.configmap.yaml" in yaml.safe_load((out / "kustomization.yaml").read_text())["resources"]
-    assert any(f.name == f"dynplan-{PLAN}.dashboard.json" for f in rendering.files)
+    assert json.loads(cm["data"][f"dynplan-{NAMESPACE}.{PLAN}.dashboard.json"]) == json.loads(dash_json)
+    assert f"dynplan-dashboard-{NAMESPACE}.{PLAN}.configmap.yaml" in yaml.safe_load((out / "kustomization.yaml").read_text())["resources"]
+    assert any(f.name == f"dynplan-{NAMESPACE}.{PLAN}.dashboard.json" for f in rendering.files)
 
     prom = prom_factory(history=history, scrape_interval="15s", evaluation_interval="15s")
     prom.backfill_rules(out / f"{PLAN}.rules.yaml", int(end - (len(windows) + 3) * T), int(end) + 1, eval_interval=f"{STEP}s")

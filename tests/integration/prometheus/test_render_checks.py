@@ -123,19 +123,19 @@ def test_admission_rules(objs) -> None:
 
 
 def test_configmap_limits_and_roundtrip(objs) -> None:
-    cm = objs["dynplan-plan-llama-disagg.configmap.yaml"]
+    cm = objs["dynplan-plan-inference.llama-disagg.configmap.yaml"]
     assert checks.admission_errors([cm]) == []
-    big = mutated(cm, ("data", "llama-disagg.yaml"), "#" * (checks.MAX_CONFIGMAP_BYTES + 1))
+    big = mutated(cm, ("data", "inference.llama-disagg.yaml"), "#" * (checks.MAX_CONFIGMAP_BYTES + 1))
     (err,) = checks.admission_errors([big])
     assert "a ConfigMap holds at most 1048576" in err.message
     plans = {lp.plan.name: lp for lp in load([str(DISAGG)])}
     lp = plans["llama-disagg"]
-    assert checks.configmap_plan_errors(cm, "llama-disagg.yaml", lp.plan, lp.profile.fingerprint) == []
-    changed = mutated(cm, ("data", "llama-disagg.yaml"), cm.obj["data"]["llama-disagg.yaml"].replace("ttftMs: 200,", "ttftMs: 250,"))
-    (err,) = checks.configmap_plan_errors(changed, "llama-disagg.yaml", lp.plan, lp.profile.fingerprint)
+    assert checks.configmap_plan_errors(cm, "inference.llama-disagg.yaml", lp.plan, lp.profile.fingerprint) == []
+    changed = mutated(cm, ("data", "inference.llama-disagg.yaml"), cm.obj["data"]["inference.llama-disagg.yaml"].replace("ttftMs: 200,", "ttftMs: 250,"))
+    (err,) = checks.configmap_plan_errors(changed, "inference.llama-disagg.yaml", lp.plan, lp.profile.fingerprint)
     assert "does not load back to the same plan" in err.message
-    broken = mutated(cm, ("data", "llama-disagg.yaml"), "apiVersion: dynplan/v1alpha1\nkind: Plan\n")
-    errs = checks.configmap_plan_errors(broken, "llama-disagg.yaml", lp.plan, lp.profile.fingerprint)
+    broken = mutated(cm, ("data", "inference.llama-disagg.yaml"), "apiVersion: dynplan/v1alpha1\nkind: Plan\n")
+    errs = checks.configmap_plan_errors(broken, "inference.llama-disagg.yaml", lp.plan, lp.profile.fingerprint)
     assert errs and all("the scaler could not load it" in e.message for e in errs)
 
 
@@ -237,8 +237,8 @@ def test_load_only_plan_renders_without_profile(tmp_path: Path) -> None:
     path = write_plan(tmp_path, doc)
     out = tmp_path / "out"
     render_manifests([str(path)], str(out), check=True)
-    cm = yaml.safe_load((out / "dynplan-plan-load-only.configmap.yaml").read_text())
-    inner = yaml.safe_load(cm["data"]["load-only.yaml"])
+    cm = yaml.safe_load((out / "dynplan-plan-inference.load-only.configmap.yaml").read_text())
+    inner = yaml.safe_load(cm["data"]["inference.load-only.yaml"])
     assert "profileData" not in inner["spec"] and "profile" not in inner["spec"]
     so = yaml.safe_load((out / "load-only-worker.scaledobject.yaml").read_text())
     assert so["spec"]["pollingInterval"] == 10
