@@ -285,12 +285,25 @@ def test_plan_files_become_configmaps_the_scaler_loads(tmp_path: Path) -> None:
     ((key, text),) = rendered_cm["data"].items()
     assert key == "serving.qwen-agg.yaml"  # <namespace>.<plan>.yaml
     docs = by_kind(helm_template({"plans": {"files": {key: text}}}))
-    cm = docs["ConfigMap/dynplan-scaler-plan-serving-qwen-agg"]
+    cm = docs["ConfigMap/dynplan-scaler-plan-serving.qwen-agg"]
     kubernetes_validate.validate(cm, K8S_VERSION, strict=True)
     assert cm["metadata"]["labels"]["dynplan.io/plan"] == "true"  # what the collector watches
     assert cm["data"] == {"serving.qwen-agg.yaml": text}
     loaded = parse_plan_text(cm["data"]["serving.qwen-agg.yaml"], "chart#data.serving.qwen-agg.yaml", runtime=False)
     assert (loaded.plan.metadata.namespace, loaded.plan.metadata.name) == ("serving", "qwen-agg")
+
+
+def test_plan_file_names_stay_distinct_configmap_names() -> None:
+    # a-b.c and a.b-c (namespace a-b + plan c, namespace a + plan b-c) must not meet as a-b-c;
+    # a name no ConfigMap can have gets a hash of the file name
+    files = {"a-b.c.yaml": "a: 1", "a.b-c.yaml": "b: 1", "x-.yaml": "c: 1", "x..y.yaml": "d: 1"}
+    docs = by_kind(helm_template({"plans": {"files": files}}))
+    names = {d["metadata"]["name"]: list(d["data"]) for d in docs.values() if d["kind"] == "ConfigMap"}
+    validate_core(list(docs.values()))
+    assert names.pop("dynplan-scaler-plan-a-b.c") == ["a-b.c.yaml"] and names.pop("dynplan-scaler-plan-a.b-c") == ["a.b-c.yaml"]
+    assert sorted(len(n) for n in names) == [len("dynplan-scaler-plan-") + 12] * 2
+    with pytest.raises(helm_python.HelmError, match="plans.files: Llama.yaml and llama.yaml would both be ConfigMap dynplan-scaler-plan-llama"):
+        helm_template({"plans": {"files": {"llama.yaml": "a: 1", "Llama.yaml": "b: 1"}}})
 
 
 def test_plan_given_as_an_object_and_the_network_policy() -> None:
