@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from scaler.core.plan import Plan
 
 PLAN_LABEL = "dynplan_plan"
+# the plan's namespace on every recorded series and alert (a rule label): plans of one name in
+# two namespaces may share a Prometheus
+NAMESPACE_LABEL = "dynplan_namespace"
 # the pool a recorded per-worker series of an engine source belongs to (a rule label)
 POOL_LABEL = "dynplan_pool"
 # the label that names an engine's worker: the pod (a replica of the pool's Deployment)
