@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from helpers import SYNTHETIC_PROFILE_DIR, linear_profile
 from scaler.cli import main
@@ -19,7 +19,7 @@ from scaler.profile_io import load_profile, write_profile, write_profile_json
 from scaler.profiling.check import KV_COLUMNS, check_profile
 
 
-def run(*args: str):
+def run(*args: str) -> Result:
     return CliRunner().invoke(main, ["profile", "check", *args])
 
 
