@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import random
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Optional
+
+from bench.grpc_client import PoolRef, ScalerClient, pct, rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,13 +80,6 @@ class SyntheticReader:
         return {}
 
 
-def rss_mb(pid: str = "self") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 async def child(plans_dir: Path) -> None:
     """The scaler process: load, warm up, report, then serve until stdin closes."""
     from scaler.service.server import ScalerServer, ServeConfig
@@ -130,58 +124,18 @@ async def child(plans_dir: Path) -> None:
     await server.stop(grace=0.5)
 
 
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
 async def drive(port: int, plans: int, callers: int, seconds: float, channels: int, period: float = 0.0) -> list[float]:
-    import grpc
-
     from scaler.core.plan import POOL_NAMES_BY_MODE
-    from scaler.naming import metric_name
-    from scaler.proto import externalscaler_pb2 as pb
-    from scaler.proto import externalscaler_pb2_grpc as pb_grpc
 
-    chans = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(channels)]
-    stubs = [pb_grpc.ExternalScalerStub(c) for c in chans]
-    requests = []
-    for i in range(plans):
-        for pool in POOL_NAMES_BY_MODE["disagg"]:
-            ref = pb.ScaledObjectRef(name=f"so-{i}-{pool}", namespace=f"ns-{i % 10}",
-                                     scalerMetadata={"scalerAddress": f"127.0.0.1:{port}", "plan": f"plan-{i:03d}", "pool": pool})
-            requests.append(pb.GetMetricsRequest(scaledObjectRef=ref, metricName=metric_name(f"plan-{i:03d}", pool)))
-    for s in stubs:  # connect
-        await s.GetMetrics(requests[0], timeout=5)
-    latencies: list[float] = []
-    stop_at = time.perf_counter() + seconds
-
-    async def caller(k: int) -> None:
-        rng = random.Random(k)
-        stub = stubs[k % len(stubs)]
-        while time.perf_counter() < stop_at:
-            req = requests[rng.randrange(len(requests))]
-            t = time.perf_counter()
-            resp = await stub.GetMetrics(req, timeout=3)
-            done = time.perf_counter()
-            latencies.append(done - t)
-            assert resp.metricValues[0].metricValueFloat >= 1
-            if period:
-                # Paced callers (like KEDA pollers): next call one period after the last start.
-                await asyncio.sleep(max(0.0, t + period - done))
-
-    if period:
-        # Spread the callers' phases over one period.
-        async def staggered(k: int) -> None:
-            await asyncio.sleep(period * k / callers)
-            await caller(k)
-
-        await asyncio.gather(*(staggered(k) for k in range(callers)))
-    else:
-        await asyncio.gather(*(caller(k) for k in range(callers)))
-    for c in chans:
-        await c.close()
-    return latencies
+    refs = [PoolRef(f"ns-{i % 10}", f"plan-{i:03d}", pool) for i in range(plans) for pool in POOL_NAMES_BY_MODE["disagg"]]
+    client = ScalerClient(f"127.0.0.1:{port}", refs, channels)
+    await client.connect(timeout=5)
+    try:
+        run = await client.closed_loop(callers, seconds, period)
+    finally:
+        await client.close()
+    assert not run.errors, f"GetMetrics failed: {dict(run.errors)}"
+    return run.latencies
 
 
 def main(argv: Optional[list[str]] = None) -> int:
