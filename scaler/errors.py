@@ -79,6 +79,11 @@ class MetricsUnavailable(DynplanError):
     """Prometheus could not answer (down, slow, error, empty where data was expected)."""
 
 
+class PlannerUnavailable(MetricsUnavailable):
+    """The planner process (`serve --planner-processes`) died or stopped before answering:
+    like an unavailable dependency, no decision is made and the window is read again."""
+
+
 class WindowRejected(MetricsUnavailable):
     """One window's data is outside the physical limits, or made the planner fail: the
     window is skipped (counted in dynplan_windows_rejected_total by `reason`), never retried."""

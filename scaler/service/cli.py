@@ -58,6 +58,7 @@ def _prometheus_access(allow: tuple[str, ...], credentials_file: Optional[str]) 
 @click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="YAML file of named Prometheus credentials (token or basic auth, TLS, the URL prefixes each may be sent to); plans name an entry.")
 @click.option("--profile-root", "profile_roots", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Plans' spec.profile must lie under the plans directory or this directory (repeatable); without it a plan may name any directory (a warning is logged).")
 @click.option("--prometheus-concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Queries in flight at once per Prometheus access, shared by the plans using it.")
+@click.option("--planner-processes", default=1, show_default=True, type=click.IntRange(0, 64), help="Child processes the decisions are computed in, so planning never delays an RPC; 0 computes in threads of the serving process.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", default="json", show_default=True, type=click.Choice(LOG_FORMATS), help="Every line on stderr is a JSON object (json) or 'TIME LEVEL LOGGER: message' (text).")
 @handle_errors
@@ -77,6 +78,7 @@ def serve(
     credentials_file: Optional[str],
     prometheus_concurrency: int,
     profile_roots: tuple[str, ...],
+    planner_processes: int,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -111,5 +113,6 @@ def serve(
         credentials=credentials,
         prometheus_concurrency=prometheus_concurrency,
         profile_roots=tuple(Path(r) for r in profile_roots) if profile_roots else None,
+        planner_processes=planner_processes,
     )
     run(config)

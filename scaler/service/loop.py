@@ -28,9 +28,7 @@ from scaler.core.replay import (
     Advanced,
     Skipped,
     WorkerTick,
-    advance,
     after_failed_read,
-    decide_window,
     decision_lag,
     first_load_tick,
     fold_held,
@@ -45,7 +43,6 @@ from scaler.core.replay import (
     load_settle,
     next_load_tick,
     rebuild_load,
-    replay_load,
     replay_windows,
     retry_delay,
     throughput_observation,
@@ -54,6 +51,7 @@ from scaler.core.replay import (
 )
 from scaler.errors import MetricsUnavailable, NoDecisionYet, StaleDecision, WindowRejected
 from scaler.planfile import LoadedPlan
+from scaler.service.compute import Compute, PlanHandle, ThreadCompute
 from scaler.service.logs import log_event
 from scaler.service.metrics import ServiceMetrics
 
@@ -119,10 +117,14 @@ class PlanLoop:
         metrics: Optional[ServiceMetrics] = None,
         clock: Callable[[], float] = time.time,
         on_change: Optional[Callable[[], None]] = None,
+        compute: Optional[Compute] = None,
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
         self.model = loaded.model
+        # where decide/advance/replays run (threads here, or the planner processes)
+        self.compute: Compute = compute if compute is not None else ThreadCompute()
+        self._handle: PlanHandle = self.compute.register(self.plan, self.model)
         self.reader = reader
         self.settings = settings
         self.metrics = metrics
@@ -241,7 +243,7 @@ class PlanLoop:
                 raise err
             obs = _with_ready(throughput_observation(self.plan, end, windows[-1], workers), ready)
             load = rebuild_load(self.plan, load_history) if load_history else None
-            done = await asyncio.to_thread(advance, self.plan, self.model, None, windows[:-1], obs, load)
+            done, seconds = await self.compute.run(self._handle, "advance", None, windows[:-1], obs, load)
             skipped = list(done.skipped) + ([done.decision] if isinstance(done.decision, Skipped) else [])
             for skip in skipped:
                 self._rejected("warmup", skip)
@@ -285,7 +287,7 @@ class PlanLoop:
             history = await self.reader.worker_history(self.plan, last, ticks)
             decided = history[max(0, len(history) - load_replay_ticks(self.plan)):]
             ready = [await self.reader.ready(self.plan, t, workers) for t, workers in decided]
-            self.state, skipped = await asyncio.to_thread(replay_load, self.plan, self.model, history, ready)
+            (self.state, skipped), _ = await self.compute.run(self._handle, "replay_load", history, ready)
             for skip in skipped:
                 self._rejected("warmup", skip)
         return len(history)
@@ -335,7 +337,7 @@ class PlanLoop:
             window = windows[-1]
             obs = _with_ready(throughput_observation(self.plan, end, window, workers), ready)
             shadow = self.shadow if extend else None
-            done = await asyncio.to_thread(self._advance, shadow, windows[:-1], obs)
+            done = await self._advance(shadow, windows[:-1], obs)
             self.state, self.shadow = done.state, done.shadow
             self.shadow_start, self.shadow_end = fold_held(read, held, end, len(windows), interval)
             for skipped in done.skipped:
@@ -351,12 +353,11 @@ class PlanLoop:
             self._publish(result, "throughput", end, window.requests, started)
             return result
 
-    def _advance(self, shadow: Optional[PlannerState], prior: list[TrafficWindow], obs: Observation) -> Advanced:
-        t0 = time.perf_counter()
-        done = advance(self.plan, self.model, shadow, prior, obs, self.state.load)
+    async def _advance(self, shadow: Optional[PlannerState], prior: list[TrafficWindow], obs: Observation) -> Advanced:
+        done, seconds = await self.compute.run(self._handle, "advance", shadow, prior, obs, self.state.load)
         if self.metrics is not None:
-            self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(time.perf_counter() - t0)
-        return done
+            self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(seconds)
+        return done  # type: ignore[no-any-return]
 
     async def tick_load(self, at: Optional[float] = None) -> Decision:
         """Decide on the workers' load at the load grid instant `at` (the loop's ticks), or
@@ -387,12 +388,7 @@ class PlanLoop:
     async def _decide(self, obs: Observation) -> Decision | Skipped:
         """`core.replay.decide_window` off the event loop; the new state is kept only when
         a decision was made."""
-        def run() -> tuple[PlannerState, Decision | Skipped, float]:
-            t0 = time.perf_counter()
-            state, result = decide_window(self.plan, self.model, obs, self.state)
-            return state, result, time.perf_counter() - t0
-
-        state, result, seconds = await asyncio.to_thread(run)
+        (state, result), seconds = await self.compute.run(self._handle, "decide_window", obs, self.state)
         self.state = state
         if self.metrics is not None:
             self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(seconds)
@@ -464,6 +460,7 @@ class PlanLoop:
             self._task = asyncio.get_running_loop().create_task(self.run(), name=f"dynplan-loop-{self.key}")
 
     async def stop(self) -> None:
+        self.compute.forget(self._handle)
         task, self._task = self._task, None
         if task is not None:
             task.cancel()

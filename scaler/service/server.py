@@ -37,6 +37,7 @@ from scaler.prom.client import DEFAULT_CONCURRENCY, PromClient
 from scaler.prom.credentials import Credentials, check_access
 from scaler.prom.reader import PromReader
 from scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.service.compute import Compute, ProcessCompute, ThreadCompute
 from scaler.service.decisions import decision_document, index_document
 from scaler.service.logs import log_event
 from scaler.service.loop import LoopSettings, PlanLoop, Reader
@@ -146,6 +147,9 @@ class ServeConfig:
     credentials: Optional[Credentials] = None
     # directories spec.profile may point into besides the plans directory; None: anywhere
     profile_roots: Optional[tuple[Path, ...]] = None
+    # planner processes the decisions run in (scaler.service.compute); 0: threads of this
+    # process (`dynplan serve` defaults to 1: the RPCs' tail stays clear of planning)
+    planner_processes: int = 0
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -170,6 +174,7 @@ class ScalerServer:
         self._clients: dict[str, PromClient] = {}  # one per distinct Prometheus access
         self._shared: dict[str, SharedReads] = {}  # the plans' shared reads, per client
         self._reader_factory = reader_factory  # (LoadedPlan) -> Reader; default: Prometheus
+        self.compute: Compute = ProcessCompute(config.planner_processes) if config.planner_processes > 0 else ThreadCompute()
         self.settings = LoopSettings(
             staleness_factor=config.staleness_factor,
             settle_seconds=config.settle_seconds,
@@ -214,6 +219,7 @@ class ScalerServer:
             settings=self.settings,
             metrics=self.metrics,
             on_change=self.registry.notify,
+            compute=self.compute,
         )
 
     def _decisions(self, key: Optional[tuple[str, str]]) -> Optional[Callable[[], dict[str, Any]]]:
@@ -264,6 +270,8 @@ class ScalerServer:
         await server.start()
         self.server, self.port = server, port
         await self.health.set(LIVENESS, SERVING)
+        if isinstance(self.compute, ProcessCompute):
+            await asyncio.to_thread(self.compute.start)  # spawned before the first warm-up needs them
         await self.registry.scan()
         # Plans, profiles and models are long-lived: keep them out of the cyclic GC's
         # generations so collections stay short while RPCs are answered.
@@ -291,6 +299,7 @@ class ScalerServer:
         if self.server is not None:
             await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.registry.close()
+        await self.compute.close()
         clients, self._clients, self._shared = list(self._clients.values()), {}, {}
         for client in clients:
             client.close()
