@@ -206,7 +206,7 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             inputs.append(InputSeries(_series(base + "_sum", decoy), _cumulative([99991.0] * steps)))
 
     rule_by_key = {r.series_key: r for r in group.rules}
-    plan_label = {sources.PLAN_LABEL: plan.name}
+    plan_label = rules.own_labels(plan)
     count_fn = arrivals if source.requests_started else completions
     if "backlog" in rule_by_key:
         backlog_inputs, backlog_at = _backlog_inputs(plan, source, steps, per_window)
@@ -373,7 +373,7 @@ def worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             for worker_id, worker_type, w in workers:
                 # The window [t - L, t] holds the samples of steps j-1 and j for each frontend.
                 per_frontend = [(gauge(rule.series_key, w, f, j - 1) + gauge(rule.series_key, w, f, j)) / 2 for f in range(FRONTENDS)]
-                labels = {sources.PLAN_LABEL: plan.name, source.worker_id_label: worker_id, source.worker_type_label: worker_type}
+                labels = dict(rules.own_labels(plan), **{source.worker_id_label: worker_id, source.worker_type_label: worker_type})
                 samples.append(_expected(labels, rule.record, sum(per_frontend) / FRONTENDS))
             expectations.append(Expectation(rule.record, j * window, tuple(sorted(samples, key=lambda s: s.labels))))
     return RuleTestCase(f"{group.name}: synthetic per-worker gauges", window, tuple(inputs), tuple(expectations))
@@ -593,7 +593,7 @@ def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
 
         backlog_at = backlog_value
 
-    plan_label = {sources.PLAN_LABEL: plan.name}
+    plan_label = rules.own_labels(plan)
     counting_pool = series_pool["requests"]
 
     def counted(a: int, b: int) -> int:
@@ -682,7 +682,7 @@ def engine_worker_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
                     "active_prefill_tokens": (level("last_isl", n, j - 1) + level("last_isl", n, j)) / 2 / 256 * isl,
                     "active_decode_blocks": (level("active_decode_blocks", n, j - 1) + level("active_decode_blocks", n, j)) / 2,
                 }[rule.series_key]
-                labels = {sources.PLAN_LABEL: plan.name, sources.POOL_LABEL: pool, sources.POD_LABEL: pod}
+                labels = dict(rules.own_labels(plan), **{sources.POOL_LABEL: pool, sources.POD_LABEL: pod})
                 samples.append(_expected(labels, rule.record, want))
             # one rule per pool shares the record name: each is checked through its pool label
             expr = rule.record + sources.selector({sources.POOL_LABEL: pool_of or ""})
@@ -777,7 +777,7 @@ def _alert_conditions(
 ) -> dict[str, list[dict[str, str]]]:
     """Each alert's firing label sets at t, from the models (the rules' conditions restated)."""
     b = 1 - plan.spec.sla.attainment
-    own = {sources.PLAN_LABEL: plan.name}
+    own = rules.own_labels(plan)
     out: dict[str, list[dict[str, str]]] = {}
 
     def burning(sli: _Sli, windows: Sequence[rules.BurnWindow]) -> bool:

@@ -78,6 +78,13 @@ def group_interval(plan: Plan, kind: str) -> int:
     return load_window(plan)
 
 
+def own_labels(plan: Plan) -> dict[str, str]:
+    """The labels that tell a plan's recorded series and alerts from every other plan's: its
+    name and its namespace (two namespaces may each have a plan of one name, evaluated by one
+    Prometheus)."""
+    return {sources.PLAN_LABEL: plan.name, sources.NAMESPACE_LABEL: plan.namespace}
+
+
 def rule_groups(plan: Plan, file: str = "") -> tuple[RuleGroup, ...]:
     """The plan's rule groups: throughput always, worker when load scaling is on."""
     source_for(plan, file)  # an unknown source is a RenderError naming the field
@@ -91,7 +98,7 @@ def rule_groups(plan: Plan, file: str = "") -> tuple[RuleGroup, ...]:
             RecordingRule(
                 record=sources.plan_record_name(plan, series, window),
                 expr=sources.plan_raw_expr(plan, series, window, pool),
-                labels=((sources.PLAN_LABEL, plan.name),) + (((sources.POOL_LABEL, pool),) if pool else ()),
+                labels=tuple(own_labels(plan).items()) + (((sources.POOL_LABEL, pool),) if pool else ()),
                 series_key=series.key,
                 kind=kind,
                 window_seconds=window,
@@ -200,7 +207,7 @@ def alert_rules(plan: Plan) -> tuple[AlertRule, ...]:
     """The plan's alerts: burn rates (page, ticket), scaler stale and absent, a pool at its
     maxReplicas while the SLA is violated, and the GPU budget (when spec.budget.maxGpus)."""
     name = plan.name
-    own = {sources.PLAN_LABEL: name}
+    own = own_labels(plan)
     sel = sources.selector(own)
 
     def burn(windows: tuple[BurnWindow, ...]) -> str:
@@ -252,7 +259,7 @@ def alert_rules(plan: Plan) -> tuple[AlertRule, ...]:
             f"Plan {name} ({plan.namespace}): the planner has asked for more than {plan.spec.budget.max_gpus} GPUs for 10m; "
             f"the budget holds the pools below what the SLA needs."), "gpu_budget"))
     # every alert carries the plan, for routing (an absent() or a sum() result has no plan label)
-    return tuple(AlertRule(r.alert, r.expr, r.for_seconds, tuple(sorted(r.labels + ((sources.PLAN_LABEL, name),))), r.annotations, r.key)
+    return tuple(AlertRule(r.alert, r.expr, r.for_seconds, tuple(sorted(r.labels + tuple(own.items()))), r.annotations, r.key)
                  for r in rules)
 
 
@@ -264,7 +271,7 @@ def slo_group(plan: Plan) -> RuleGroup:
         RecordingRule(
             record=sli_record(w),
             expr=sli_expr(plan, sli, attr, key, w),
-            labels=((sources.PLAN_LABEL, plan.name), ("sli", sli)),
+            labels=(*own_labels(plan).items(), ("sli", sli)),
             series_key=f"sli_{sli}",
             kind=SLO_GROUP,
             window_seconds=w,

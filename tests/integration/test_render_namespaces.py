@@ -15,7 +15,7 @@ import yaml
 
 from helpers import flat_profile, plan_dict, write_plan
 from keda_client import Trigger
-from scaler import naming
+from scaler import naming, sources
 from scaler.planfile import load_plan
 from scaler.render.pipeline import render_manifests
 from service_harness import rpc_error, running_scaler, scrape
@@ -84,6 +84,14 @@ async def test_same_named_plans_of_two_namespaces_share_a_scaler(tmp_path: Path)
     assert sorted(dashboards) == ["dynplan-team-a.llama-8b.dashboard.json", "dynplan-team-b.llama-8b.dashboard.json"]
     uids = {yaml.safe_load((tmp_path / "grafana" / key).read_text())["uid"] for key in dashboards}
     assert len(uids) == 2 and all(len(u) <= 40 for u in uids)
+    # One Prometheus evaluating both teams' rules: every recorded series and alert is the team's own.
+    written = [
+        {(r.get("record") or r["alert"], tuple(sorted(r["labels"].items()))) for g in yaml.safe_load(
+            (out / naming.rules_file(PLAN)).read_text())["groups"] for r in g["rules"]}
+        for out in outs.values()
+    ]
+    assert written[0] and not written[0] & written[1]
+    assert {dict(labels)[sources.NAMESPACE_LABEL] for rules in written for _, labels in rules} == set(TEAMS)
 
     async with running_scaler(plans, profile_roots=(plans,)) as (server, keda):
         registry = server.registry

@@ -174,7 +174,7 @@ def test_rules_and_prometheus_rule_hold_the_same_groups(tmp_path: Path) -> None:
         assert set(g) == {"name", "interval", "rules"}  # no labels / query_offset (promtool 2.42)
         for r in g["rules"]:
             if "record" in r and not g["name"].endswith("-slo"):
-                assert r["labels"] == {"dynplan_plan": "llama-disagg"}
+                assert r["labels"] == {"dynplan_plan": "llama-disagg", "dynplan_namespace": "inference"}
             else:  # the SLI ratios carry their SLI, the alerts their severity
                 assert r["labels"]["dynplan_plan"] == "llama-disagg" and ("sli" in r["labels"] or "severity" in r["labels"])
     first = groups["dynplan-llama-disagg-throughput"]["rules"][0]

@@ -129,7 +129,8 @@ def test_prometheus_records_every_series_from_the_rendered_rule_file(tmp_path: P
             want = PER_REQUEST[series.key]
             result = wait_for_value(prom, query, lambda r: len(r) == 1 and r[0]["value"][1] not in ("NaN",), timeout=30)
             assert float(result[0]["value"][1]) == pytest.approx(want, rel=1e-9), series.key
-            assert result[0]["metric"] == {"__name__": sources.record_name(src, series, window, rng), "dynplan_plan": "e2e"}
+            assert result[0]["metric"] == {"__name__": sources.record_name(src, series, window, rng), "dynplan_plan": "e2e",
+                                           "dynplan_namespace": plan.namespace}
         else:
             want = WORKER_GAUGES[series.key]
             result = wait_for_value(prom, query, lambda r: len(r) == 2, timeout=30)
