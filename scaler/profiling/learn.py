@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Mapping, Optional
 
 import numpy as np
@@ -66,6 +67,10 @@ def time_range(end: float, since_seconds: int, step_seconds: int) -> TimeRange:
         raise ValueError("need step >= 1 s and since >= step")
     last = math.floor(end / step_seconds) * step_seconds
     return TimeRange(float(last - (since_seconds // step_seconds) * step_seconds + step_seconds), float(last), step_seconds)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def pools_of(plan: Plan) -> tuple[str, str]:
@@ -149,6 +154,12 @@ async def read_history(client: PromClient, plan: Plan, tr: TimeRange) -> History
             continue
         by.setdefault(pool, {})[key] = _index(series, tr)
         pods.setdefault(pool, set()).update(p for p, _ in by[pool][key])
+    for pool in dict.fromkeys((pre_pool, dec_pool)):
+        if not pods.get(pool):
+            sel = selector(plan.spec.metrics.selector, pool_extra(plan, pool))
+            raise InsufficientHistory(
+                f"no {src.name} series of the {pool} pool's pods match {sel} between {_iso(tr.start)} and {_iso(tr.end)}: "
+                f"is the range right, and the selector (dynplan doctor -f PLAN)?")
     pre = _samples({k: by.get(pre_pool, {}).get(k, {}) for k in PREFILL_KEYS}, tr)
     dec = _samples({k: by.get(dec_pool, {}).get(k, {}) for k in DECODE_KEYS if k != "kv_capacity"}, tr)
     if len(pre) + len(dec) > MAX_SAMPLES:

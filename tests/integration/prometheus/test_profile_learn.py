@@ -184,8 +184,9 @@ def test_thin_histories_are_refused_and_nothing_is_written(served: dict[str, Any
     assert not (tmp_path / "learned").exists()
     # an hour before the history: nothing at all
     plan = plan_file(tmp_path, served["source"], served["url"])
-    proc = dynplan("profile", "learn", "-f", str(plan), "--since", "1h", "--until", str(int(served["start"])),
+    proc = dynplan("profile", "learn", "-f", str(plan), "--since", "1h", "--until", str(int(served["start"]) - 60),
                    "-o", str(tmp_path / "learned"), "--max-kv-tokens", "1000")
     assert proc.returncode == 3, proc.stderr
-    assert "prefill: 0 steps with a TTFT and no request waiting" in proc.stderr
+    assert f"no {served['source']} series of the worker pool's pods match " in proc.stderr
+    assert "is the range right, and the selector (dynplan doctor -f PLAN)?" in proc.stderr
     assert not (tmp_path / "learned").exists()
