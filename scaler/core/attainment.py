@@ -112,6 +112,34 @@ def prefill_replicas(
     return min(c + drain, limit)
 
 
+def service_from_ttft(
+    servers: int, rate: float, observed_ttft_seconds: float, dispersion: float, low_seconds: float
+) -> Optional[float]:
+    """The service time S whose mean TTFT S + W(S) (the model's mean wait at `dispersion`)
+    equals the observed mean TTFT: the engine's pace with the window's queueing taken out.
+
+    S + W(S) grows with S, so bisection between `low_seconds` and the observed TTFT (no
+    wait at all) finds it. None when even `low_seconds` leaves a mean TTFT above the
+    observed one (the window's queue is not the model's) or nothing to solve.
+    """
+    if servers <= 0 or rate < 0 or not observed_ttft_seconds > 0 or not low_seconds > 0:
+        return None
+
+    def ttft(s: float) -> float:
+        return s + (mean_wait_seconds(servers, rate, s, dispersion) if rate > 0 else 0.0)
+
+    lo, hi = low_seconds, observed_ttft_seconds
+    if lo >= hi or ttft(lo) > observed_ttft_seconds:
+        return None
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if ttft(mid) > observed_ttft_seconds:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
 def dispersion_from_wait(
     servers: int, rate: float, service_seconds: float, observed_wait_seconds: float
 ) -> Optional[float]:

@@ -31,7 +31,15 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
-from scaler.core.attainment import POISSON_DISPERSION, DecodeSizing, decode_replicas, erlang_c, prefill_replicas, wait_exceeds
+from scaler.core.attainment import (
+    POISSON_DISPERSION,
+    DecodeSizing,
+    decode_replicas,
+    erlang_c,
+    prefill_replicas,
+    service_from_ttft,
+    wait_exceeds,
+)
 from scaler.core.interpolation import DecodeOperatingPoint, PerfModel
 from scaler.core.observations import TrafficWindow
 from scaler.core.plan import Plan
@@ -67,6 +75,15 @@ class AttainmentState:
     startup_seen: dict[str, float] = field(default_factory=dict)
     # recent sizings (timestamp, pool -> replicas) for the scale-down hold
     recent: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    # what the tick before the last asked for, per pool: with the last ask, the replicas sure
+    # to have served all through the window just closed (one asked for at its start serves
+    # only after start-up)
+    asked_before: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate_sigma(self) -> float:
+        """Log-sd of the rate forecast: the errors seen, at least the counting noise."""
+        return math.sqrt(max(self.rate_log_var or 0.0, self.count_log_var))
 
 
 @dataclass(frozen=True)
@@ -126,7 +143,7 @@ def learn(
     window: TrafficWindow,
     ready: Mapping[str, int],
 ) -> None:
-    """Update burst, dispersion and decode slowdown from one observed window."""
+    """Update burst, dispersion, the forecast's error and the slowdowns from one window."""
     if window.requests < MIN_REQUESTS:
         return
     rate = window.rate
@@ -137,15 +154,23 @@ def learn(
         # the spread of prompt lengths (exponential-like service, cs^2 = 1)
         state.dispersion = smooth(state.dispersion, window.arrival_dispersion + SERVICE_SCV, 1.0, MAX_DISPERSION)
     prefill_pool = "prefill" if plan.spec.mode == "disagg" else "worker"
+    # the mean wait is modelled on the servers of the whole window: a scale-up asked for at
+    # its start served only after start-up, so the smaller of the two asks
     servers = int(ready.get(prefill_pool, 0))
+    if prefill_pool in state.asked_before:
+        servers = min(servers, state.asked_before[prefill_pool])
     if window.ttft_ms is not None and window.isl is not None and servers > 0:
         profiled = model.prefill.ttft_ms(window.isl) / 1000.0
         # the queue saw the window's peak rate, not its mean
         peak = window.peak_rate if window.peak_rate is not None else rate
         if profiled > 0 and erlang_c(servers, peak * profiled * state.prefill_slowdown) < QUIET_QUEUE:
-            # hardly anyone waited: the mean TTFT is the service time itself (within reason:
-            # a window far above it carried a backlog from before, not a slower engine)
-            ratio = window.ttft_ms / 1000.0 / profiled
+            # few waited: the mean TTFT is the service time plus the model's mean wait at the
+            # window's own dispersion (clumped arrivals wait even at a low Erlang C), so the
+            # pace is what is left once that wait is taken out (within reason: a window far
+            # above the profile carried a backlog from before, not a slower engine)
+            v = window.arrival_dispersion + SERVICE_SCV if window.arrival_dispersion is not None else state.dispersion
+            pace = service_from_ttft(servers, rate, window.ttft_ms / 1000.0, v, 0.5 * profiled)
+            ratio = (window.ttft_ms / 1000.0 if pace is None else pace) / profiled
             if 0 < ratio <= MAX_PREFILL_SLOWDOWN:
                 state.prefill_slowdown = smooth(state.prefill_slowdown, ratio, 0.5, MAX_PREFILL_SLOWDOWN)
     decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"

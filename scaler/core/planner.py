@@ -181,6 +181,8 @@ def _attainment_tick(
 ) -> Decision:
     ready = {n: replicas_during_window(obs, state, n) for n in plan.pools}
     attainment_sizing.learn(state.attainment, plan, model, window, ready)
+    if state.last is not None:
+        state.attainment.asked_before = {n: p.replicas for n, p in state.last.pools.items()}
     observed_ready = {n: int(c) for n, c in obs.ready_replicas.items() if n in plan.pools}
     if observed_ready and state.last is not None:
         attainment_sizing.observe_startup(

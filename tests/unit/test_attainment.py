@@ -15,6 +15,7 @@ from scaler.core.attainment import (
     erlang_c,
     mean_wait_seconds,
     prefill_replicas,
+    service_from_ttft,
     wait_exceeds,
 )
 
@@ -121,3 +122,15 @@ def test_more_backlog_never_fewer_prefill_replicas(r: float, s: float, miss: flo
 def test_fewer_misses_never_fewer_decode_replicas(r: float, m1: float, m2: float) -> None:
     tight, loose = sorted((m1, m2))
     assert decode_replicas(r, 200, 20, 100, tight).replicas >= decode_replicas(r, 200, 20, 100, loose).replicas
+
+
+def test_service_from_ttft_takes_the_modelled_wait_out() -> None:
+    # c = 2, 10 req/s, S = 0.1 s: a = 1, Erlang B = 0.5 / 2.5 = 0.2, C = 0.2 / (1 - 0.5 x 0.8) = 1/3;
+    # at V = 12 the mean wait is 1/3 x 12/2 / (2/0.1 - 10) = 0.2 s, so a mean TTFT of 0.3 s is S = 0.1 s
+    assert mean_wait_seconds(2, 10.0, 0.1, 12.0) == pytest.approx(0.2)
+    assert service_from_ttft(2, 10.0, 0.3, 12.0, 0.01) == pytest.approx(0.1, rel=1e-9)
+    # no load: the TTFT is the service time
+    assert service_from_ttft(2, 0.0, 0.3, 12.0, 0.01) == pytest.approx(0.3, rel=1e-9)
+    # even the floor's wait exceeds the TTFT observed: the model cannot say
+    assert service_from_ttft(1, 50.0, 0.02, 1000.0, 0.019) is None
+    assert service_from_ttft(0, 10.0, 0.3, 12.0, 0.01) is None

@@ -119,7 +119,9 @@ def test_learning_reads_burst_dispersion_and_slowdowns() -> None:
     assert state.dispersion == pytest.approx(12.0)  # counted 11 + service spread 1
     # 15 req/s (the peak) x 75 ms on 8 replicas: C(8, 1.125) < 5%, so 90 / 75 is the pace
     assert erlang_c(8, 1.125) < 0.05
-    assert state.prefill_slowdown == pytest.approx(1.2)
+    # the model's mean wait at V = 12 on 8 replicas at 10 req/s is under a microsecond, so the
+    # pace is the mean TTFT itself
+    assert state.prefill_slowdown == pytest.approx(1.2, rel=1e-4)
     # a calmer window releases by 20% in log space
     learn(state, plan, model, _window(600, seconds=60.0, peak_rate=15.0, arrival_dispersion=1.0), {"prefill": 8})
     assert state.dispersion == pytest.approx(math.exp(0.8 * math.log(12.0) + 0.2 * math.log(2.0)))
@@ -177,3 +179,25 @@ def test_startup_is_learned_from_readiness_and_lengthens_the_hold() -> None:
     # a pool that was ready within one window teaches nothing
     observe_startup(state, 480.0, {"decode": 2}, {"decode": 2}, 420.0, 60.0)
     assert "decode" not in state.startup_seen
+
+
+def test_prefill_slowdown_is_the_ttft_less_the_modelled_wait_on_the_servers_of_the_whole_window() -> None:
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    # 2 req/s on 2 replicas of S = 75 ms: a = 0.15, C(2, 0.15) = B / (1 - rho (1 - B)) with
+    # B = 0.01125 / 1.16125 = 0.009688 -> C = 0.01046 (< 5%: a quiet window); at V = 99 + 1 the
+    # mean wait is C x 50 / (2 / 0.075 - 2) = 0.01046 x 50 / 24.667 = 21.2 ms
+    c = erlang_c(2, 0.15)
+    assert c == pytest.approx(0.01046, abs=1e-5)
+    wait_ms = 1000.0 * c * 50.0 / (2.0 / 0.075 - 2.0)
+    assert wait_ms == pytest.approx(21.2, abs=0.05)
+    window = _window(120, seconds=60.0, peak_rate=2.0, arrival_dispersion=99.0, ttft_ms=75.0 + wait_ms)
+    # the ask before the last was 2: only 2 replicas served all through the window, so the
+    # observed TTFT is the profile's pace plus that wait: no slowdown
+    state = AttainmentState(asked_before={"prefill": 2})
+    learn(state, plan, model, window, {"prefill": 8, "decode": 2})
+    assert state.prefill_slowdown == pytest.approx(1.0, rel=1e-6)
+    # on 8 replicas the model's wait is nil, and the whole TTFT reads as a slower engine
+    state = AttainmentState()
+    learn(state, plan, model, window, {"prefill": 8, "decode": 2})
+    assert state.prefill_slowdown == pytest.approx((75.0 + wait_ms) / 75.0, rel=1e-4)
