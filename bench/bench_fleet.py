@@ -48,6 +48,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -79,12 +80,16 @@ def plan_name(i: int) -> str:
     return f"plan-{i:04d}"
 
 
+def namespace(i: int) -> str:
+    return f"ns-{i % NAMESPACES}"
+
+
 def plan_doc(i: int, prometheus_url: str) -> dict[str, Any]:
     name = plan_name(i)
     return {
         "apiVersion": "dynplan/v1alpha1",
         "kind": "Plan",
-        "metadata": {"name": name, "namespace": f"ns-{i % NAMESPACES}"},
+        "metadata": {"name": name, "namespace": namespace(i)},
         "spec": {
             "mode": "disagg",
             "sla": {"ttftMs": 200, "itlMs": 20},
@@ -124,6 +129,7 @@ class SeriesNames:
 
     throughput: dict[str, str]  # series key -> recorded series name
     worker: dict[str, str]
+    labels: dict[str, str]  # the recorded series' selector for plan 0 (e.g. dynplan_plan="plan-0000")
     ready_metric: str
     ready_label: str
     warmup_windows: int  # the longest fold a warm-up reads
@@ -138,21 +144,31 @@ def series_names(plans_dir: Path) -> SeriesNames:
 
     plan = load_plan(plans_dir / f"{plan_name(0)}.yaml").plan
 
+    selectors = set()
+
     def recorded(queries: dict[str, str]) -> dict[str, str]:
-        # `recorded{dynplan_plan="..."} or on() (raw)`: the name is the recorded half's
+        # `recorded{dynplan_plan="..."} or on() (raw)`: the name and selector are the recorded half's
         out = {}
         for key, q in queries.items():
             head, sep, _ = q.partition(" or on() ")
-            if not sep or "{" not in head:
+            m = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\{(.*)\}", head)
+            if not sep or m is None:
                 raise SystemExit(f"bench_fleet: series {key} is not read from a recorded series: {q[:120]}")
-            out[key] = head.split("{", 1)[0]
+            out[key] = m.group(1)
+            selectors.add(m.group(2))
         return out
 
     assert set(ready_queries(plan)) == set(POOLS), "a Deployment pool has a kube-state-metrics ready query"
     metric, label = READY_METRICS[("apps/v1", "Deployment")]
+    throughput, worker = recorded(throughput_queries(plan)), recorded(worker_queries(plan))
+    (selector,) = selectors  # one selector for every series of a plan
+    labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="([^"\\]*)"', selector))
+    if ",".join(f'{k}="{v}"' for k, v in labels.items()) != selector:
+        raise SystemExit(f"bench_fleet: the recorded series' selector is not plain equality matchers: {selector}")
     return SeriesNames(
-        throughput=recorded(throughput_queries(plan)),
-        worker=recorded(worker_queries(plan)),
+        throughput=throughput,
+        worker=worker,
+        labels=labels,
         ready_metric=metric,
         ready_label=label,
         warmup_windows=2 * warmup_intervals(plan) - 1,
@@ -197,15 +213,18 @@ def write_backfill(path: Path, names: SeriesNames, n: int, start: int, end: int)
     times = list(range(start, end + 1, INTERVAL))
     families: dict[str, list[str]] = {}
     for i in range(n):
+        # plan 0's selector with plan i's name and namespace (whatever labels the reads select on)
+        own = {plan_name(0): plan_name(i), namespace(0): namespace(i)}
+        selected = {k: own.get(v, v) for k, v in names.labels.items()}
         for key, extra, values in plan_values(i, times):
             name = names.throughput.get(key) or names.worker[key]
-            labels = ",".join(f'{k}="{v}"' for k, v in {"dynplan_plan": plan_name(i), **extra}.items())
+            labels = ",".join(f'{k}="{v}"' for k, v in {**selected, **extra}.items())
             families.setdefault(name, []).append(
                 "".join(f"{name}{{{labels}}} {v:.6g} {t}\n" for t, v in zip(times, values))
             )
         for k, pool in enumerate(POOLS):
             ready = 1 + (i + k) % 4
-            labels = f'namespace="ns-{i % NAMESPACES}",{names.ready_label}="{plan_name(i)}-{pool}"'
+            labels = f'namespace="{namespace(i)}",{names.ready_label}="{plan_name(i)}-{pool}"'
             families.setdefault(names.ready_metric, []).append(
                 "".join(f"{names.ready_metric}{{{labels}}} {ready} {t}\n" for t in times)
             )
@@ -414,6 +433,8 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        if out.returncode != 0:
+            return "unknown (not a git checkout)"
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "scaler"], cwd=ROOT, capture_output=True, text=True, timeout=10)
         return out.stdout.strip() + ("+dirty(scaler/)" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
@@ -453,7 +474,7 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
     server.start()
     stack.callback(server.stop)
     # the benchmark stands on this: a backfilled block answers an instant query at "now"
-    probe = f'{names.throughput["requests"]}{{dynplan_plan="{plan_name(0)}"}}'
+    probe = names.throughput["requests"] + "{" + ",".join(f'{k}="{v}"' for k, v in names.labels.items()) + "}"
     if len(server.query(probe)) != 1 or len(server.query(probe, at=time.time() + 60)) != 1:
         raise SystemExit(f"bench_fleet: Prometheus does not answer {probe} at now from the backfilled block")
     prom_url = server.url
@@ -562,8 +583,10 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
     # windows due (end + settle) in the run with a whole interval left to decide them
     due = [g for g in range(int(window[0]) // INTERVAL * INTERVAL, int(window[1]) + 1, INTERVAL)
            if window[0] <= g + settle and g + settle + INTERVAL <= window[1]]
-    decided = {(d["plan"], d["windowEnd"]) for d in logged}
-    missing = sum(1 for g in due for i in range(args.plans) if (plan_name(i), float(g)) not in decided)
+    # a due window is late when its decision came more than one interval after it was due, or never
+    lag_of = {(d["plan"], d["windowEnd"]): d["lagSeconds"] for d in logged}
+    due_lags = [lag_of.get((plan_name(i), float(g))) for g in due for i in range(args.plans)]
+    missing = sum(1 for x in due_lags if x is None)
     out["decisions"] = {
         "made_in_run": len(made),
         "windows_due": len(due) * args.plans,
@@ -571,7 +594,7 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
         "lag_max_seconds": max(lags) if lags else None,
         "lag_p99_seconds": sorted(lags)[int(0.99 * (len(lags) - 1))] if lags else None,
         "lag_gauge_max_seconds": max(lag_gauge.values()) if lag_gauge else None,
-        "late": sum(1 for x in lags if x > INTERVAL) + missing,
+        "late": sum(1 for x in due_lags if x is None or x > INTERVAL),
         "caught_up_windows": out.pop("caught_up_windows"),
         "failed_events": log_events(scaler_log, "decision_failed"),
     }
@@ -604,11 +627,11 @@ def report(out: dict[str, Any]) -> str:
         r = f"{ratio:8.2f}" if ratio is not None else (f"{sc / f:8.2f}" if f else "")
         lines.append(f"{label:34}{f:12.2f}{sc:12.2f}{r}")
 
-    row(f"paced {p['rate']:.0f}/s: achieved RPC/s", "rps", p)
+    row(f"paced {p['rate']:.0f}/s: answered OK/s", "rps", p)
     row("paced: p50 ms", "p50_ms", p)
     row("paced: p99 ms", "p99_ms", p, p["p99_ratio"])
     row("paced: max ms", "max_ms", p)
-    row(f"saturation ({s['callers']} callers): RPC/s", "rps", s, s["ratio"])
+    row(f"saturation ({s['callers']} callers): OK/s", "rps", s, s["ratio"])
     row("saturation: p99 ms", "p99_ms", s)
     errors = {k: (p[k]["errors"], s[k]["errors"]) for k in ("floor", "scaler")}
     lines += [
@@ -617,9 +640,9 @@ def report(out: dict[str, Any]) -> str:
         f"Prometheus queries during the run: {sum(q['queries'].values()):.0f} over {q['run_seconds']:.0f} s = "
         f"{q['per_tick']:.0f} per 30-s tick ({q['per_plan_per_tick']:.1f} per plan per tick; "
         f"query {q['queries']['/api/v1/query']:.0f}, query_range {q['queries']['/api/v1/query_range']:.0f})",
-        f"decisions in the run: {d['made_in_run']} (windows due: {d['windows_due']}, missing {d['missing']}); "
+        f"decisions made in the run: {d['made_in_run']}; windows due: {d['windows_due']}, never decided {d['missing']}; "
         f"lag max {d['lag_max_seconds']} s, p99 {d['lag_p99_seconds']} s, gauge max {d['lag_gauge_max_seconds']} s; "
-        f"late > {out['interval_seconds']} s: {d['late']}; caught up: {d['caught_up_windows']:.0f}; "
+        f"due windows late > {out['interval_seconds']} s or never: {d['late']}; caught up: {d['caught_up_windows']:.0f}; "
         f"failed: {d['failed_events']}",
         f"scaler RSS max {out['rss_mb']['max']:.0f} MB ({out['rss_mb']['processes']} process(es)), "
         f"CPU {out['cpu_seconds']['run']:.1f} s in the run ({out['cpu_seconds']['run_cores']:.2f} cores), "
