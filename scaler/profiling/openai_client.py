@@ -39,7 +39,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-def parse_base_url(url: str) -> str:
+def parse_base_url(url: str, option: str = "--url") -> str:
     """`http[s]://host[:port][/prefix]` without a trailing `/v1`: the base the API paths go
     under. Credentials in the URL are refused (they would end up in logs and
     measurement.json); the key goes in --api-key-file."""
@@ -52,7 +52,7 @@ def parse_base_url(url: str) -> str:
     elif parts.query or parts.fragment:
         problem = "must not have a query or fragment"
     if problem:
-        raise InputError([FieldError("--url", "", problem)])
+        raise InputError([FieldError(option, "", problem)])
     path = parts.path.rstrip("/")
     if path.endswith("/v1"):
         path = path[: -len("/v1")]
@@ -163,7 +163,9 @@ class Client:
     def metrics_text(self, url: str | None = None) -> str | None:
         """The engine's Prometheus text (`/metrics` under the base URL unless `url`), or None."""
         if url is not None:
-            other = Client(url.rstrip("/"), self.model, self.api_key, self.timeout_s, self.connect_timeout_s)
+            # the key goes only where the API is: another origin never sees it
+            same = urllib.parse.urlsplit(url)[:2] == urllib.parse.urlsplit(self.base_url)[:2]
+            other = Client(url.rstrip("/"), self.model, self.api_key if same else None, self.timeout_s, self.connect_timeout_s)
             resp = other.get("")
         else:
             resp = self.get("/metrics")

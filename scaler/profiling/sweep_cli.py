@@ -77,6 +77,8 @@ def sweep(
 
     started = time.monotonic()
     base = parse_base_url(url)
+    if metrics_url is not None:
+        metrics_url = parse_base_url(metrics_url, "--metrics-url")
     if not (0 < time_limit <= 7 * 86400):
         raise _option_error("--time-limit", f"must be in (0, 604800] seconds, got {time_limit:g}")
     if not (0 < request_timeout <= 86400):
