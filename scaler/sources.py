@@ -843,6 +843,8 @@ def series_inputs(plan: "Plan", series: SeriesDef, pool: Optional[str] = None) -
 # key -> the scale to the fit's unit; every expression gives one value per pod per step.
 LEARN_SCALE: dict[str, float] = {
     "ttft_ms": 1000.0, "isl": 1.0, "waiting": 1.0, "itl_ms": 1000.0, "osl": 1.0, "kv_usage": 1.0, "running": 1.0,
+    # frontend layout (Dynamo): per worker, and the plan's ISL/OSL means per step (no worker label)
+    "isl_max": 1.0, "prefill_tokens_max": 1.0, "kv_blocks": 1.0, "plan_isl": 1.0, "plan_osl": 1.0,
 }
 # below this KV usage, SGLang's used tokens / usage is too coarse to give the cache size
 LEARN_MIN_USAGE_FOR_CAPACITY = 0.05
@@ -850,17 +852,19 @@ LEARN_MIN_USAGE_FOR_CAPACITY = 0.05
 
 def learn_exprs(plan: "Plan", pool: str, step_seconds: int) -> dict[str, str]:
     """The PromQL `dynplan profile learn` reads over a range at `step_seconds` for one pool
-    of an engine source: per pod, the means of the requests finished in each step (TTFT, ITL
+    (a frontend source: `_learn_frontend_exprs`). An engine source: per pod, the means of the requests finished in each step (TTFT, ITL
     in seconds; ISL, OSL) and the gauges over it (most requests waiting, mean running, mean
     KV usage 0-1), plus "kv_capacity" (tokens per pod: see `Source.kv_capacity_info`).
 
     Gauges are read over the step minus one millisecond: the scrape at the step's left end
     belongs to the step before (Prometheus 2 includes a range's left end, 3 does not)."""
     source = plan_source(plan)
-    if source.layout != "engine" or source.worker_running_requests is None or not source.kv_usage_fraction:
-        raise ValueError(f"source {source.name} has no per-pod series for learning a profile")
     R = query_range(step_seconds, plan.spec.metrics.scrape_interval_seconds)
     w, g = window(R), f"{R * 1000 - 1}ms"
+    if source.layout == "frontend":
+        return _learn_frontend_exprs(plan, source, pool, w, g)
+    if source.worker_running_requests is None or not source.kv_usage_fraction:
+        raise ValueError(f"source {source.name} has no per-pod series for learning a profile")
     extra = pool_extra(plan, pool)
     sel = selector(plan.spec.metrics.selector, extra)
     by = f"by ({POD_LABEL}) "
@@ -885,6 +889,32 @@ def learn_exprs(plan: "Plan", pool: str, step_seconds: int) -> dict[str, str]:
         usage = _collapse(source.rank_labels, series_selector(source.kv_usage_fraction[0], sel))
         out["kv_capacity"] = f"max {by}({used} / ({usage} > {LEARN_MIN_USAGE_FOR_CAPACITY}))"
     return out
+
+
+def _learn_frontend_exprs(plan: "Plan", source: Source, pool: str, w: str, g: str) -> dict[str, str]:
+    """`learn_exprs` for a frontend source (Dynamo): the router's per-worker gauges of the
+    pool's worker type averaged over the step (the last request's TTFT, ISL and ITL, the
+    active decode KV blocks), their maxima (prompt tokens queued or in prefill against the
+    last ISL: more than one prompt is a queue), and the plan's ISL and OSL means per step
+    (the frontend has no per-worker lengths: the decode context is the plan's)."""
+    labels = plan.spec.metrics.selector
+    sel = selector(labels)
+    wsel = selector(labels, f'{source.worker_type_label}="{escape_label_value(source.worker_types[pool])}"')
+    by = f"by ({source.worker_id_label}) "
+
+    def gauge(op: str, metric: str, agg: str = "avg") -> str:
+        return f"{agg} {by}({op}({metric}{wsel}[{g}]))"
+
+    return {
+        "ttft_ms": gauge("avg_over_time", source.worker_last_ttft_seconds),
+        "isl": gauge("avg_over_time", source.worker_last_isl),
+        "isl_max": gauge("max_over_time", source.worker_last_isl, "max"),
+        "prefill_tokens_max": gauge("max_over_time", source.worker_active_prefill_tokens, "max"),
+        "itl_ms": gauge("avg_over_time", source.worker_last_itl_seconds),
+        "kv_blocks": gauge("avg_over_time", source.worker_active_decode_blocks),
+        "plan_isl": _mean(source, "input_tokens", sel, w),
+        "plan_osl": _mean(source, "output_tokens", sel, w),
+    }
 
 
 def learn_capacity(source: Source, labels: Mapping[str, str], value: float) -> Optional[float]:

@@ -3,7 +3,10 @@
 One range query per series and pool (`scaler.sources.learn_exprs`: at most 8 per pool,
 16 for a disaggregated plan), over [start, end] at `step`: per pod and step, the means of
 the requests it finished (TTFT, ISL, OSL, ITL) and its gauges (requests waiting, running,
-KV usage), and the KV cache size. Bounded: at most MAX_STEPS steps (Prometheus itself
+KV usage), and the KV cache size. Dynamo (a frontend source) has per-worker router gauges
+instead (the last request's TTFT, ISL, ITL; prompt tokens in prefill; KV blocks): requests
+waiting, KV usage and running requests are derived from them with the block size and
+cache size given as flags, and the decode context is the plan's (`_samples`). Bounded: at most MAX_STEPS steps (Prometheus itself
 refuses 11,000 points per series) and MAX_SAMPLES pod-steps in all; each answer is bounded
 by the client (`PromClient`, MAX_BODY_BYTES).
 
@@ -32,6 +35,12 @@ MAX_STEPS = 10_000
 MAX_SAMPLES = 1_000_000  # pod-steps, over every pool
 PREFILL_KEYS = ("ttft_ms", "isl", "waiting")
 DECODE_KEYS = ("itl_ms", "isl", "osl", "kv_usage", "running", "kv_capacity")
+FRONTEND_PREFILL_KEYS = ("ttft_ms", "isl", "isl_max", "prefill_tokens_max")
+FRONTEND_DECODE_KEYS = ("itl_ms", "kv_blocks", "plan_isl", "plan_osl")
+# A frontend worker counts as queued in a step when its prompt tokens queued or in prefill
+# exceeded this many of the step's largest prompts (one prompt in prefill is no queue; the
+# margin absorbs a longer prompt starting before the last-ISL gauge has caught up)
+QUEUED_PROMPTS = 1.25
 # pods whose cache sizes differ by more than this fraction get a warning
 CAPACITY_SPREAD = 0.01
 
@@ -78,14 +87,32 @@ def pools_of(plan: Plan) -> tuple[str, str]:
     return ("worker", "worker") if plan.spec.mode == "agg" else ("prefill", "decode")
 
 
-def check_plan(plan: Plan, plan_file: str, tr: TimeRange) -> None:
-    """InputError (exit 2) for a plan or range this command cannot learn from."""
+@dataclass(frozen=True)
+class FrontendKv:
+    """What a frontend source (Dynamo) needs to turn KV blocks into usage and running
+    requests: the engine's block size and KV cache size (flags: the frontend has neither)."""
+
+    block_size: int
+    max_kv_tokens: float
+
+
+def check_plan(
+    plan: Plan, plan_file: str, tr: TimeRange, max_kv_tokens: Optional[float] = None, kv_block_size: Optional[int] = None
+) -> Optional[FrontendKv]:
+    """InputError (exit 2) for a plan, range or flags this command cannot learn from; for a
+    frontend source, the block size and cache size its decode samples need."""
     errors = []
     src = plan_source(plan)
-    if src.layout != "engine" or src.worker_running_requests is None:
-        errors.append(FieldError(plan_file, "spec.metrics.source", (
-            f"{src.name}: learning reads each engine pod's own series (sources vllm, sglang); {src.name}'s frontend "
-            "exports no running requests per worker: use `dynplan profile sweep`, or learn from the engines' series")))
+    frontend = src.layout == "frontend"
+    if frontend:
+        why = f"source {src.name}: its frontend reports KV blocks per worker, not"
+        if kv_block_size is None:
+            errors.append(FieldError(plan_file, "--kv-block-size", f"is required with {why} their size in tokens (the engine's KV block size)"))
+        if max_kv_tokens is None:
+            errors.append(FieldError(plan_file, "--max-kv-tokens", f"is required with {why} the cache size (vLLM logs "
+                                     "'GPU KV cache size: N tokens')"))
+    elif kv_block_size is not None:
+        errors.append(FieldError(plan_file, "--kv-block-size", f"applies to source dynamo; {src.name}'s engines report KV usage as a fraction"))
     if tr.steps > MAX_STEPS:
         errors.append(FieldError(plan_file, "--since", (
             f"{tr.steps} steps of {tr.step}s; at most {MAX_STEPS} are read per series: a longer --step or a shorter --since")))
@@ -96,43 +123,66 @@ def check_plan(plan: Plan, plan_file: str, tr: TimeRange) -> None:
             f"at least {2 * scrape}s")))
     if errors:
         raise InputError(errors)
+    if frontend:
+        assert kv_block_size is not None and max_kv_tokens is not None
+        return FrontendKv(kv_block_size, float(max_kv_tokens))
+    return None
 
 
-def _index(series: list[Series], tr: TimeRange) -> dict[tuple[str, int], float]:
+def _index(series: list[Series], tr: TimeRange, label: str) -> dict[tuple[str, int], float]:
+    """(worker, step) -> value; a series without the worker label (a plan-level mean) is worker ""."""
     out: dict[tuple[str, int], float] = {}
     for s in series:
-        pod = s.labels.get(POD_LABEL)
-        if pod is None:
-            continue
+        worker = s.labels.get(label, "")
         for t, v in s.points:
             k = int(round((t - tr.start) / tr.step))
             if 0 <= k < tr.steps and math.isfinite(v):
-                out[(pod, k)] = v
+                out[(worker, k)] = v
     return out
 
 
-def _samples(values: Mapping[str, dict[tuple[str, int], float]], tr: TimeRange) -> tuple[WorkerSample, ...]:
-    keys = sorted({pk for per in values.values() for pk in per})
+def _samples(
+    values: Mapping[str, dict[tuple[str, int], float]], tr: TimeRange, kv: Optional[FrontendKv] = None
+) -> tuple[WorkerSample, ...]:
+    """One WorkerSample per (worker, step) that has any value. Engine sources give every
+    field per pod; a frontend source (`kv` given) the per-worker gauges, from which requests
+    waiting (prompt tokens queued or in prefill beyond QUEUED_PROMPTS x the step's largest
+    last ISL), KV usage and running requests (KV tokens / the plan's context) are derived."""
+    keys = sorted({pk for key, per in values.items() for pk in per if pk[0]})
     out = []
-    for pod, k in keys:
-        def get(key: str) -> Optional[float]:
-            v = values.get(key, {}).get((pod, k))
+    for worker, k in keys:
+        def get(key: str, who: str = worker) -> Optional[float]:
+            v = values.get(key, {}).get((who, k))
             return None if v is None else v * LEARN_SCALE[key]
 
-        isl, osl = get("isl"), get("osl")
+        isl = get("isl")
+        if kv is None:
+            osl = get("osl")
+            context = None if isl is None or osl is None else isl + osl / 2.0  # Dynamo's decode context: ISL + OSL/2
+            waiting, kv_usage, running = get("waiting"), get("kv_usage"), get("running")
+        else:
+            p_isl, p_osl = get("plan_isl", ""), get("plan_osl", "")
+            context = None if p_isl is None or p_osl is None else p_isl + p_osl / 2.0
+            tokens, top = get("prefill_tokens_max"), get("isl_max")
+            waiting = None if tokens is None or not top else max(0.0, tokens / top - QUEUED_PROMPTS)
+            blocks = get("kv_blocks")
+            kv_tokens = None if blocks is None else blocks * kv.block_size
+            kv_usage = None if kv_tokens is None else kv_tokens / kv.max_kv_tokens
+            running = None if kv_tokens is None or not context else kv_tokens / context
         out.append(WorkerSample(
-            t=tr.start + k * tr.step, worker=pod, isl=isl, ttft_ms=get("ttft_ms"), waiting=get("waiting"),
-            context=None if isl is None or osl is None else isl + osl / 2.0,  # Dynamo's decode context: ISL + OSL/2
-            itl_ms=get("itl_ms"), kv_usage=get("kv_usage"), running=get("running"),
+            t=tr.start + k * tr.step, worker=worker, isl=isl, ttft_ms=get("ttft_ms"), waiting=waiting,
+            context=context, itl_ms=get("itl_ms"), kv_usage=kv_usage, running=running,
         ))
     return tuple(out)
 
 
-async def read_history(client: PromClient, plan: Plan, tr: TimeRange) -> History:
-    """The plan's per-pod history over `tr` (MetricsUnavailable when a query fails)."""
+async def read_history(client: PromClient, plan: Plan, tr: TimeRange, kv: Optional[FrontendKv] = None) -> History:
+    """The plan's per-pod (per-worker) history over `tr` (MetricsUnavailable when a query fails)."""
+    src = plan_source(plan)
     pre_pool, dec_pool = pools_of(plan)
+    pre_keys, dec_keys = (PREFILL_KEYS, DECODE_KEYS) if src.layout == "engine" else (FRONTEND_PREFILL_KEYS, FRONTEND_DECODE_KEYS)
     reads: list[tuple[str, str, str]] = []  # (pool, key, query)
-    for pool, keys in ((pre_pool, PREFILL_KEYS), (dec_pool, DECODE_KEYS)):
+    for pool, keys in ((pre_pool, pre_keys), (dec_pool, dec_keys)):
         exprs = learn_exprs(plan, pool, tr.step)
         for key in keys:
             if (pool, key) not in {(p, k) for p, k, _ in reads}:
@@ -141,31 +191,33 @@ async def read_history(client: PromClient, plan: Plan, tr: TimeRange) -> History
     by: dict[str, dict[str, dict[tuple[str, int], float]]] = {}
     pods: dict[str, set[str]] = {}
     capacity_points: dict[str, list[float]] = {}
-    src = plan_source(plan)
     for (pool, key, _), series in zip(reads, results):
         if key == "kv_capacity":
             for s in series:
                 pod = s.labels.get(POD_LABEL)
-                cap = learn_capacity(src, s.labels, s.points[-1][1] if s.points else math.nan)
-                if pod is None or cap is None:
+                if pod is None:
                     continue
                 values = [learn_capacity(src, s.labels, v) for _, v in s.points]
                 capacity_points.setdefault(pod, []).extend(c for c in values if c is not None and math.isfinite(c) and c > 0)
             continue
-        by.setdefault(pool, {})[key] = _index(series, tr)
-        pods.setdefault(pool, set()).update(p for p, _ in by[pool][key])
+        by.setdefault(pool, {})[key] = _index(series, tr, src.worker_id_label)
+        pods.setdefault(pool, set()).update(p for p, _ in by[pool][key] if p)
     for pool in dict.fromkeys((pre_pool, dec_pool)):
         if not pods.get(pool):
             sel = selector(plan.spec.metrics.selector, pool_extra(plan, pool))
+            who = "pods" if src.layout == "engine" else f"{src.worker_type_label}={src.worker_types[pool]} workers"
             raise InsufficientHistory(
-                f"no {src.name} series of the {pool} pool's pods match {sel} between {_iso(tr.start)} and {_iso(tr.end)}: "
+                f"no {src.name} series of the {pool} pool's {who} match {sel} between {_iso(tr.start)} and {_iso(tr.end)}: "
                 f"is the range right, and the selector (dynplan doctor -f PLAN)?")
-    pre = _samples({k: by.get(pre_pool, {}).get(k, {}) for k in PREFILL_KEYS}, tr)
-    dec = _samples({k: by.get(dec_pool, {}).get(k, {}) for k in DECODE_KEYS if k != "kv_capacity"}, tr)
+    pre = _samples({k: by.get(pre_pool, {}).get(k, {}) for k in pre_keys}, tr, kv)
+    dec = _samples({k: by.get(dec_pool, {}).get(k, {}) for k in dec_keys if k != "kv_capacity"}, tr, kv)
     if len(pre) + len(dec) > MAX_SAMPLES:
         raise InsufficientHistory(f"{len(pre) + len(dec)} pod-steps; at most {MAX_SAMPLES} are read: a longer --step")
     capacity = {pod: float(np.median(v)) for pod, v in capacity_points.items() if v}
     warnings = []
+    over = sum(1 for d in dec if d.kv_usage is not None and d.kv_usage > 1)
+    if over:
+        warnings.append(f"{over} decode step(s) with KV usage above 1, left out: are --kv-block-size and --max-kv-tokens right?")
     if capacity:
         lo, hi = min(capacity.values()), max(capacity.values())
         if hi > lo * (1 + CAPACITY_SPREAD):

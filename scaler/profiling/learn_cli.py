@@ -198,14 +198,17 @@ def load_plan_without_profile(plan_file: str) -> Any:
 @click.option("--prometheus-url", help="Read this Prometheus instead of the plan's spec.metrics.prometheus.url.")
 @click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="The scaler's credentials file, for a plan that names an entry.")
 @click.option("--max-kv-tokens", type=FiniteFloat(1, 1e12), help="The decode engine's KV cache size in tokens, when its series do not say.")
+@click.option("--kv-block-size", type=click.IntRange(1, 1 << 20), help="Source dynamo: tokens per KV block (the frontend reports blocks).")
 @click.option("--min-kv-coverage", type=FiniteFloat(0, 1), default=0.3, show_default=True, help="Refuse a history whose highest KV-usage point is below this.")
 @click.option("--min-samples", type=click.IntRange(1, 1000), default=3, show_default=True, help="Samples per ISL bin and per (context, KV usage) cell.")
 @handle_errors
 def learn(
     plan_file: str, since: int, until: float, step: int, out: str, prometheus_url: Optional[str],
-    credentials_file: Optional[str], max_kv_tokens: Optional[float], min_kv_coverage: float, min_samples: int,
+    credentials_file: Optional[str], max_kv_tokens: Optional[float], kv_block_size: Optional[int], min_kv_coverage: float,
+    min_samples: int,
 ) -> None:
-    """Fit a profile from the deployment's own Prometheus history (per-pod engine series)."""
+    """Fit a profile from the deployment's own Prometheus history (per-pod engine series, or
+    Dynamo's per-worker router gauges with --kv-block-size and --max-kv-tokens)."""
     from scaler.errors import MetricsUnavailable
     from scaler.profile_io import load_profile, write_profile
     from scaler.profiling import learn as lrn
@@ -217,7 +220,7 @@ def learn(
     if since < step:
         since = step
     tr = lrn.time_range(until, since, step)
-    lrn.check_plan(plan, plan_file, tr)
+    frontend_kv = lrn.check_plan(plan, plan_file, tr, max_kv_tokens, kv_block_size)
     access = plan.spec.metrics.prometheus
     # a history read is one long query per series, not a live tick: allow it more time
     access = access.model_copy(update={"timeout_seconds": max(access.timeout_seconds, 30.0),
@@ -227,7 +230,7 @@ def learn(
 
     async def read() -> Any:
         async with PromClient(access, credential=credential) as client:
-            return await lrn.read_history(client, plan, tr)
+            return await lrn.read_history(client, plan, tr, frontend_kv)
 
     try:
         history = asyncio.run(read())

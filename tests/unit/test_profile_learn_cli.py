@@ -1,5 +1,5 @@
-"""`dynplan profile learn`'s checks before and after Prometheus: refused sources and ranges
-(exit 2, naming the field or flag), the step grid, the KV cache size's origin, and the
+"""`dynplan profile learn`'s checks before and after Prometheus: flags a source needs, refused
+ranges (exit 2, naming the field or flag), the step grid, the KV cache size's origin, and the
 all-or-nothing write. The reads themselves: tests/integration/prometheus/test_profile_learn.py."""
 
 from __future__ import annotations
@@ -31,11 +31,15 @@ def learn(tmp_path: Path, doc: dict, *args: str) -> Result:
     return CliRunner().invoke(main, ["profile", "learn", "-f", str(plan), "-o", str(tmp_path / "out"), *args])
 
 
-def test_the_dynamo_source_is_refused_naming_the_field(tmp_path: Path) -> None:
+def test_the_dynamo_source_needs_the_block_and_cache_sizes(tmp_path: Path) -> None:
     out = learn(tmp_path, plan_doc("dynamo"), "--since", "1h")
     assert out.exit_code == 2
-    assert "plan.yaml: spec.metrics.source: dynamo: learning reads each engine pod's own series" in out.output
+    assert ("plan.yaml: --kv-block-size: is required with source dynamo: its frontend reports KV blocks per worker, "
+            "not their size in tokens") in out.output
+    assert "plan.yaml: --max-kv-tokens: is required with source dynamo" in out.output
     assert not (tmp_path / "out").exists()
+    out = learn(tmp_path, plan_doc("vllm"), "--since", "1h", "--kv-block-size", "16")
+    assert out.exit_code == 2 and "--kv-block-size: applies to source dynamo" in out.output
 
 
 def test_a_step_under_two_scrapes_and_too_many_steps_are_refused(tmp_path: Path) -> None:

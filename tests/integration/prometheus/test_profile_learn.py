@@ -3,7 +3,7 @@ history generated from known curves: the curves are recovered within tolerance, 
 profile round-trips through the loader and `dynplan capacity` answers on it as on the model
 the history came from; thin histories and missing flags are refused with their exit codes.
 
-History (vLLM and SGLang, aggregated): three pods scraped every 15 s, one load level per
+History (vLLM and SGLang, aggregated; Dynamo's router gauges at the end): three pods scraped every 15 s, one load level per
 pod per 60-s step. Each step: one ISL (OSL 400, so context = ISL + 200) and one KV usage,
 running requests = KV usage x max_kv_tokens / context, four requests finishing with TTFT
 and ITL from the known curves times 8% lognormal noise; every seventh step has requests
@@ -29,7 +29,7 @@ from prometheus import PromFactory
 from scaler.cli import main
 from scaler.core.interpolation import perf_model
 from scaler.core.profile import profile_from_raw
-from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, engine_history, scrape_times
+from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, engine_history, frontend_history, scrape_times
 from scaler.profile_io import load_profile, write_profile_json
 from scaler.sources import SOURCES
 
@@ -190,3 +190,65 @@ def test_thin_histories_are_refused_and_nothing_is_written(served: dict[str, Any
     assert f"no {served['source']} series of the worker pool's pods match " in proc.stderr
     assert "is the range right, and the selector (dynplan doctor -f PLAN)?" in proc.stderr
     assert not (tmp_path / "learned").exists()
+
+
+# -- Dynamo: the frontend's per-worker router gauges ---------------------------------------
+DYN_NS = "inference-llama-8b"
+BLOCK = 16
+
+
+def dynamo_history(start: float) -> tuple[OpenMetricsWriter, float]:
+    """Three decode-type workers (aggregated engines), one ISL per step for all (the context
+    is the plan's), each worker at another KV level; each scrape's gauges carry 8% noise;
+    every seventh worker-step has three prompts' tokens in prefill and a TTFT 300 ms longer."""
+    src = SOURCES["dynamo"]
+    rng = np.random.default_rng(11)
+    base = {"model": MODEL, "dynamo_namespace": DYN_NS}
+    requests: list[CompletedRequest] = []
+    points: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    steps = [(isl, m) for isl in ISLS for m in range(len(KVS))]
+    end = start + (len(steps) + 1) * STEP
+    for j, (isl, m) in enumerate(steps):
+        t0 = start + j * STEP
+        ctx = isl + OSL / 2
+        for off in (10.0, 30.0, 50.0):  # the plan-level ISL and OSL of the step
+            requests.append(CompletedRequest(t0 + off, isl, OSL, ttft_ms(isl) / 1000, 0.01, 4.0))
+        for p, worker in enumerate(PODS):
+            kv = KVS[(m + p) % len(KVS)]
+            queued = (j * len(PODS) + p) % 7 == 6
+            for s in scrape_times(t0 + SCRAPE, t0 + STEP, SCRAPE):
+                noise = lambda: float(rng.lognormal(0, 0.08))  # noqa: E731
+                for attr, v in (("worker_last_isl", isl), ("worker_last_ttft_seconds", ttft_ms(isl) * noise() / 1000 + (0.3 if queued else 0.0)),
+                                ("worker_last_itl_seconds", itl_ms(kv, ctx) * noise() / 1000),
+                                ("worker_active_prefill_tokens", 3 * isl if queued else isl),
+                                ("worker_active_decode_blocks", kv * MAX_KV / BLOCK)):
+                    points.setdefault((getattr(src, attr), worker), []).append((s, v))
+    w = frontend_history(requests, start=start, end=end, step=SCRAPE, labels=base, source=src)
+    for (metric, worker), pts in points.items():
+        w.gauge(metric, {**base, "worker_id": worker, "dp_rank": "0", "worker_type": "decode"}, pts)
+    return w, end
+
+
+def test_learn_from_dynamo_router_gauges(module_prom_factory: PromFactory, tmp_path: Path) -> None:
+    start = float((int(__import__("time").time()) // 3600 - 3) * 3600)
+    w, end = dynamo_history(start)
+    server = module_prom_factory(history=w)
+    doc = plan_dict(mode="agg", profile=None, ttft_ms=300.0, itl_ms=20.0, isl=2000.0, osl=OSL)
+    doc["spec"]["metrics"] = {"source": "dynamo", "selector": {"dynamo_namespace": DYN_NS}, "scrapeIntervalSeconds": SCRAPE,
+                              "prometheus": {"url": server.url}}
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(yaml.safe_dump(doc, sort_keys=False))
+    args = ["profile", "learn", "-f", str(plan), "--since", f"{int(end - start)}s", "--until", str(int(end)), "-o", str(tmp_path / "learned")]
+    proc = dynplan(*args)
+    assert proc.returncode == 2 and "--kv-block-size: is required with source dynamo" in proc.stderr
+    proc = dynplan(*args, "--kv-block-size", str(BLOCK), "--max-kv-tokens", str(int(MAX_KV)))
+    assert proc.returncode == 0, proc.stderr
+    learned = load_profile(tmp_path / "learned")
+    for isl, t in zip(learned.prefill_isl, learned.prefill_ttft_ms):
+        assert t == pytest.approx(ttft_ms(isl), rel=TOL_PREFILL)
+    assert len(learned.decode_kv_usage) == len(ISLS) * len(KVS)
+    for kv, ctx, itl in zip(learned.decode_kv_usage, learned.decode_context, learned.decode_itl_ms):
+        assert itl == pytest.approx(itl_ms(kv, ctx), rel=TOL_DECODE)
+    m = json.loads((tmp_path / "learned" / "measurement.json").read_text())
+    assert m["samples"]["prefill"]["excluded"]["queued"] == sum(1 for k in range(len(ISLS) * len(KVS) * len(PODS)) if k % 7 == 6)
+    assert m["maxKvTokens"] == {"value": MAX_KV, "from": "--max-kv-tokens"}
