@@ -95,3 +95,23 @@ def test_the_write_is_all_or_nothing(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"mine: -o: exists and is not a profile dynplan wrote \(no measurement.json\)"):
         write_all_or_nothing(mine, writes)
     assert (mine / "notes.txt").read_text() == "keep"
+
+
+def test_disaggregated_reads_each_part_from_its_pool() -> None:
+    from scaler.profiling.learn import DECODE_KEYS, PREFILL_KEYS, pools_of
+    from scaler.sources import learn_exprs
+
+    doc = plan_doc()
+    doc["spec"]["mode"] = "disagg"
+    doc["spec"]["metrics"]["selector"] = {"namespace": "inference", "model_name": "llama"}
+    doc["spec"]["pools"] = {n: {**p, "selector": {"pod": f"=~llama-{n}-.*"}} for n, p in plan_dict()["spec"]["pools"].items()}
+    plan = Plan.model_validate(doc)
+    assert pools_of(plan) == ("prefill", "decode")
+    pre, dec = learn_exprs(plan, "prefill", 60), learn_exprs(plan, "decode", 60)
+    assert all('pod=~"llama-prefill-.*"' in pre[k] for k in PREFILL_KEYS)
+    assert all('pod=~"llama-decode-.*"' in dec[k] for k in DECODE_KEYS)
+    assert pre["waiting"] == ('sum by (pod) (max_over_time({__name__=~"vllm[:_]num_requests_waiting",model_name="llama",'
+                              'namespace="inference",pod=~"llama-prefill-.*"}[59999ms]))')
+    # vLLM's cache info gauge has no model label: matched without it
+    assert dec["kv_capacity"] == ('last_over_time({__name__=~"vllm[:_]cache_config_info",namespace="inference",'
+                                  'pod=~"llama-decode-.*"}[59999ms])')
