@@ -213,14 +213,16 @@ def prometheus_rule_file(plan: str) -> str:
     return f"{rule_object_name(plan)}.prometheusrule.yaml"
 
 
-def rules_file(plan: str) -> str:
-    """The plan's rule groups as a plain Prometheus rule file (not a Kubernetes object)."""
-    return f"{_dns(plan)}.rules.yaml"
+def rules_file(namespace: str, plan: str) -> str:
+    """The plan's rule groups as a plain Prometheus rule file (not a Kubernetes object): with
+    the namespace, as it is copied into a Prometheus' rule_files directory that several
+    namespaces' plans may share."""
+    return f"{plan_ref(namespace, plan)}.rules.yaml"
 
 
-def rules_test_file(plan: str) -> str:
-    """The `promtool test rules` unit test of `rules_file(plan)`."""
-    return f"{_dns(plan)}.rules.test.yaml"
+def rules_test_file(namespace: str, plan: str) -> str:
+    """The `promtool test rules` unit test of `rules_file(namespace, plan)`."""
+    return f"{plan_ref(namespace, plan)}.rules.test.yaml"
 
 
 def configmap_file(namespace: str, plan: str) -> str:

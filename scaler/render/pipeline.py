@@ -109,7 +109,7 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
         for so in po.scaled_objects:
             files.append(RenderedFile(naming.scaled_object_file(so.plan, so.pool), render_template("scaledobject.yaml.j2", so=so, plan_file=plan_file), ROLE_OBJECT, origin))
         rule = po.prometheus_rule
-        rules_file = naming.rules_file(plan)
+        rules_file = naming.rules_file(namespace, plan)
         files.append(
             RenderedFile(
                 naming.prometheus_rule_file(plan),
@@ -120,7 +120,7 @@ def render(plans: Sequence[PlanObjects]) -> Rendering:
         )
         files.append(RenderedFile(rules_file, render_template("rules.yaml.j2", groups=rule.groups, plan=plan, plan_file=plan_file), ROLE_RULES, origin))
         test = rule_test(po.plan, rule.groups, rules_file)
-        files.append(RenderedFile(naming.rules_test_file(plan), render_template("rules-test.yaml.j2", test=test, plan_file=plan_file), ROLE_RULES_TEST, origin))
+        files.append(RenderedFile(naming.rules_test_file(namespace, plan), render_template("rules-test.yaml.j2", test=test, plan_file=plan_file), ROLE_RULES_TEST, origin))
         cm = po.configmap
         files.append(RenderedFile(naming.configmap_file(namespace, plan), render_template("configmap.yaml.j2", cm=cm, plan=plan, plan_file=plan_file), ROLE_OBJECT, origin))
         # the Grafana dashboard: its JSON (to import by hand) and the sidecar's ConfigMap

@@ -87,8 +87,8 @@ async def test_same_named_plans_of_two_namespaces_share_a_scaler(tmp_path: Path)
     # One Prometheus evaluating both teams' rules: every recorded series and alert is the team's own.
     written = [
         {(r.get("record") or r["alert"], tuple(sorted(r["labels"].items()))) for g in yaml.safe_load(
-            (out / naming.rules_file(PLAN)).read_text())["groups"] for r in g["rules"]}
-        for out in outs.values()
+            (out / naming.rules_file(ns, PLAN)).read_text())["groups"] for r in g["rules"]}
+        for ns, out in outs.items()
     ]
     assert written[0] and not written[0] & written[1]
     assert {dict(labels)[sources.NAMESPACE_LABEL] for rules in written for _, labels in rules} == set(TEAMS)

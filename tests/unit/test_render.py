@@ -66,14 +66,14 @@ def test_file_set_and_kustomization_resources(tmp_path: Path) -> None:
         "dynplan-plan-serving.qwen-agg.configmap.yaml",
         "dynplan-qwen-agg.prometheusrule.yaml",
         "dynplan-serving.qwen-agg.dashboard.json",
+        "inference.llama-disagg.rules.test.yaml",
+        "inference.llama-disagg.rules.yaml",
         "kustomization.yaml",
         "llama-disagg-decode.scaledobject.yaml",
         "llama-disagg-prefill.scaledobject.yaml",
-        "llama-disagg.rules.test.yaml",
-        "llama-disagg.rules.yaml",
         "qwen-agg-worker.scaledobject.yaml",
-        "qwen-agg.rules.test.yaml",
-        "qwen-agg.rules.yaml",
+        "serving.qwen-agg.rules.test.yaml",
+        "serving.qwen-agg.rules.yaml",
     ]
     kust = yaml.safe_load((out / "kustomization.yaml").read_text())
     # Only Kubernetes objects are resources; the plain rule files and their tests are not.
@@ -161,7 +161,7 @@ def test_rules_and_prometheus_rule_hold_the_same_groups(tmp_path: Path) -> None:
     out = tmp_path / "out"
     render_manifests([str(DISAGG)], str(out))
     rule = yaml.safe_load((out / "dynplan-llama-disagg.prometheusrule.yaml").read_text())
-    plain = yaml.safe_load((out / "llama-disagg.rules.yaml").read_text())
+    plain = yaml.safe_load((out / "inference.llama-disagg.rules.yaml").read_text())
     assert rule["spec"]["groups"] == plain["groups"]
     assert rule["metadata"]["labels"]["prometheus"] == "k8s"
     assert rule["metadata"]["labels"]["role"] == "recording-rules"
@@ -187,7 +187,7 @@ def test_rules_and_prometheus_rule_hold_the_same_groups(tmp_path: Path) -> None:
     )
     # Throughput-only plan: no per-worker group; explicit evaluation interval.
     render_manifests([str(AGG)], str(tmp_path / "agg"))
-    agg = yaml.safe_load((tmp_path / "agg" / "qwen-agg.rules.yaml").read_text())
+    agg = yaml.safe_load((tmp_path / "agg" / "serving.qwen-agg.rules.yaml").read_text())
     assert [(g["name"], g["interval"]) for g in agg["groups"]] == [("dynplan-qwen-agg-throughput", "45s"), ("dynplan-qwen-agg-slo", "45s")]
     assert agg["groups"][0]["rules"][1]["expr"] == (  # 90 s at 30-s scrapes: over 120 s
         "sum(increase(dynamo_frontend_input_sequence_tokens_sum{}[120s])) / "
@@ -253,7 +253,7 @@ def test_output_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
     link.symlink_to(real)
     render_manifests([str(DISAGG)], str(link))
     assert link.is_symlink() and link.resolve() == real.resolve()
-    assert "llama-disagg.rules.yaml" in tree(real) and "qwen-agg.rules.yaml" not in tree(real)
+    assert "inference.llama-disagg.rules.yaml" in tree(real) and "serving.qwen-agg.rules.yaml" not in tree(real)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]
 
 
@@ -314,18 +314,18 @@ def test_admission_failure_across_plans_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_duplicate_plan_names_are_rejected(tmp_path: Path) -> None:
-    # One render writes one directory: the plans' ConfigMaps differ (they carry the
-    # namespace) but the ScaledObject and rule files do not. Rendered separately, they may
-    # share a scaler (tests/integration/test_render_namespaces.py).
+    # One render writes one directory: the plans' ConfigMaps and rule files differ (they
+    # carry the namespace) but the ScaledObject and PrometheusRule files do not. Rendered
+    # separately, they may share a scaler (tests/integration/test_render_namespaces.py).
     shutil.copytree(SYNTHETIC_PROFILE_DIR, tmp_path / "profile")
     a = write_plan(tmp_path, plan_dict(), filename="a.yaml")
     b = write_plan(tmp_path, with_changes(plan_dict(), {"metadata.namespace": "other"}), filename="b.yaml")
     result = run("render", "manifests", "-f", str(a), "-f", str(b), "-o", str(tmp_path / "out"))
     assert result.exit_code == 2
-    assert f"error: {a}: metadata.name: another plan renders the same file 'llama-8b.rules.yaml': plans rendered together " \
+    assert f"error: {a}: metadata.name: another plan renders the same file 'dynplan-llama-8b.prometheusrule.yaml': plans rendered together " \
            "need distinct names (render same-named plans of different namespaces separately)" in result.stderr
-    assert f"error: {b}: metadata.name: another plan renders the same file 'llama-8b.rules.yaml'" in result.stderr
-    assert "configmap.yaml'" not in result.stderr
+    assert f"error: {b}: metadata.name: another plan renders the same file 'llama-8b-decode.scaledobject.yaml'" in result.stderr
+    assert "configmap.yaml'" not in result.stderr and "rules.yaml'" not in result.stderr
     assert not (tmp_path / "out").exists()
 
 
@@ -428,6 +428,6 @@ def test_rendered_file_names_come_from_naming_and_are_sanitised() -> None:
     assert naming.prometheus_rule_file("llama-8b") == "dynplan-llama-8b.prometheusrule.yaml"
     assert naming.configmap_file("inference", "llama-8b") == "dynplan-plan-inference.llama-8b.configmap.yaml"
     # every file name goes through the same DNS helper as the object names
-    assert naming.rules_file("Llama_8B") == "llama-8b.rules.yaml"
-    assert naming.rules_test_file("Llama_8B") == "llama-8b.rules.test.yaml"
+    assert naming.rules_file("Inference", "Llama_8B") == "inference.llama-8b.rules.yaml"
+    assert naming.rules_test_file("Inference", "Llama_8B") == "inference.llama-8b.rules.test.yaml"
     assert naming.rule_group_name("llama-8b", naming.WORKER_GROUP) == "dynplan-llama-8b-worker"

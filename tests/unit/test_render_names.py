@@ -19,6 +19,8 @@ SHARED = {
     "dashboard ConfigMap": naming.dashboard_configmap_name,
     "dashboard key": naming.dashboard_file,
     "dashboard uid": naming.dashboard_uid,
+    "plain rule file": naming.rules_file,  # one Prometheus' rule_files directory
+    "its promtool test": naming.rules_test_file,
 }
 
 
@@ -29,9 +31,12 @@ def test_names_carry_the_namespace_after_a_dot() -> None:
     assert naming.dashboard_configmap_name("team-a", "llama-8b") == "dynplan-dashboard-team-a.llama-8b"
     assert naming.dashboard_file("team-a", "llama-8b") == "dynplan-team-a.llama-8b.dashboard.json"
     assert naming.dashboard_configmap_file("team-a", "llama-8b") == "dynplan-dashboard-team-a.llama-8b.configmap.yaml"
-    # the objects in the plan's own namespace keep their names
+    assert naming.rules_file("team-a", "llama-8b") == "team-a.llama-8b.rules.yaml"
+    assert naming.rules_test_file("team-a", "llama-8b") == "team-a.llama-8b.rules.test.yaml"
+    # the objects in the plan's own namespace keep their names (and so their files)
     assert naming.scaled_object_name("llama-8b", "decode") == "llama-8b-decode"
     assert naming.rule_object_name("llama-8b") == "dynplan-llama-8b"
+    assert naming.prometheus_rule_file("llama-8b") == "dynplan-llama-8b.prometheusrule.yaml"
 
 
 def test_every_shared_name_is_distinct_per_namespace_and_plan() -> None:

@@ -115,7 +115,7 @@ async def test_every_panel_query_returns_data(tmp_path: Path, prom_factory) -> N
     assert any(f.name == f"dynplan-{NAMESPACE}.{PLAN}.dashboard.json" for f in rendering.files)
 
     prom = prom_factory(history=history, scrape_interval="15s", evaluation_interval="15s")
-    prom.backfill_rules(out / f"{PLAN}.rules.yaml", int(end - (len(windows) + 3) * T), int(end) + 1, eval_interval=f"{STEP}s")
+    prom.backfill_rules(out / f"{NAMESPACE}.{PLAN}.rules.yaml", int(end - (len(windows) + 3) * T), int(end) + 1, eval_interval=f"{STEP}s")
 
     doc["spec"]["metrics"]["prometheus"]["url"] = prom.url
     write_plans(plans, [doc])

@@ -86,7 +86,7 @@ def cluster(module_prom_factory: PromFactory, tmp_path_factory: pytest.TempPathF
         rendered = tmp_path_factory.mktemp("rendered")
         draft = tmp_path_factory.mktemp("draft")
         render_manifests([str(p) for p in _write(draft, "http://127.0.0.1:9")], str(rendered))
-        rules = [rendered / rules_file_name(name) for name in NS]
+        rules = [rendered / rules_file_name("inference", name) for name in NS]  # plan_dict's namespace
         server: PromServer = module_prom_factory(scrape_targets=[f"127.0.0.1:{p}" for p in ports], rule_files=rules)
         plans = tmp_path_factory.mktemp("plans")
         _write(plans, server.url)

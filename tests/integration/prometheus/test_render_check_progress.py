@@ -19,9 +19,9 @@ def test_promtool_runs_are_steps_on_a_terminal_and_silent_in_a_pipe(tmp_path: Pa
     assert code == 0, err
     assert out == ""
     # two rule files checked, then their two unit tests
-    for step in ("promtool  [------------------------------------]  0/4", "1/4  llama-disagg.rules.yaml",
-                 "2/4  qwen-agg.rules.yaml", "3/4  llama-disagg.rules.test.yaml",
-                 "[####################################]  4/4  qwen-agg.rules.test.yaml"):
+    for step in ("promtool  [------------------------------------]  0/4", "1/4  inference.llama-disagg.rules.yaml",
+                 "2/4  serving.qwen-agg.rules.yaml", "3/4  inference.llama-disagg.rules.test.yaml",
+                 "[####################################]  4/4  serving.qwen-agg.rules.test.yaml"):
         assert step in err, err
     bar, after = err.split("\x1b[?25h", 1)  # click shows the cursor again when the bar closes
     after = after.lstrip("\r\n").replace("\r\n", "\n")  # the pty's line discipline writes CR LF

@@ -145,7 +145,7 @@ def test_promtool_accepts_rules_and_runs_the_generated_tests(tmp_path: Path) -> 
         (tmp_path / f.name).write_text(f.text)
     assert promtool_checks(r, tmp_path) == []
     tests = [f.name for f in r.by_role(ROLE_RULES_TEST)]
-    assert tests == ["llama-disagg.rules.test.yaml", "qwen-agg.rules.test.yaml"]
+    assert tests == ["inference.llama-disagg.rules.test.yaml", "serving.qwen-agg.rules.test.yaml"]
     out = subprocess.run(["promtool", "test", "rules", *tests], cwd=tmp_path, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.count("SUCCESS") == 2, out.stdout + out.stderr
 
@@ -155,7 +155,7 @@ def test_generated_promtool_test_catches_wrong_rules(tmp_path: Path) -> None:
     average of averages fails it."""
     r = rendered(DISAGG)
     origin = {f.name: f.origin for f in r.files}
-    rules = "llama-disagg.rules.yaml"
+    rules = "inference.llama-disagg.rules.yaml"
     good = {f.name: f.text for f in r.files}
     mutations = {
         # the fixture's 60-s window and 10-s load window at the default 30-s scrapes: 120-s ranges
@@ -176,16 +176,16 @@ def test_generated_promtool_test_catches_wrong_rules(tmp_path: Path) -> None:
             (d / name).write_text(text.replace(old, new) if name == rules else text)
         assert old in good[rules], what
         assert checks.promtool_check_rules(d, [rules], origin) == [], what
-        errs = checks.promtool_test_rules(d, ["llama-disagg.rules.test.yaml"], origin)
+        errs = checks.promtool_test_rules(d, ["inference.llama-disagg.rules.test.yaml"], origin)
         assert len(errs) == 1 and "promtool test rules failed" in errs[0].message, what
 
 
 def test_promtool_check_rejects_prometheus3_only_fields(tmp_path: Path) -> None:
     r = rendered(AGG)
-    text = {f.name: f.text for f in r.files}["qwen-agg.rules.yaml"]
-    (tmp_path / "qwen-agg.rules.yaml").write_text(text.replace("  interval: 45s\n", "  interval: 45s\n  query_offset: 1m\n"))
-    (err,) = checks.promtool_check_rules(tmp_path, ["qwen-agg.rules.yaml"], {"qwen-agg.rules.yaml": str(AGG)})
-    assert err.file == str(AGG) and err.path == "qwen-agg.rules.yaml"
+    text = {f.name: f.text for f in r.files}["serving.qwen-agg.rules.yaml"]
+    (tmp_path / "serving.qwen-agg.rules.yaml").write_text(text.replace("  interval: 45s\n", "  interval: 45s\n  query_offset: 1m\n"))
+    (err,) = checks.promtool_check_rules(tmp_path, ["serving.qwen-agg.rules.yaml"], {"serving.qwen-agg.rules.yaml": str(AGG)})
+    assert err.file == str(AGG) and err.path == "serving.qwen-agg.rules.yaml"
     assert "query_offset" in err.message
 
 

@@ -106,7 +106,7 @@ def test_prometheus_records_every_series_from_the_rendered_rule_file(tmp_path: P
     out = tmp_path / "out"
     plan_file = write_plan(tmp_path, doc)
     render_manifests([str(plan_file)], str(out))
-    rule_file = out / "e2e.rules.yaml"
+    rule_file = out / "inference.e2e.rules.yaml"
     groups = yaml.safe_load(rule_file.read_text())["groups"]
     records = [r["record"] for g in groups if not g["name"].endswith("-slo") for r in g["rules"]]  # not the SLO group's
     plan = load_plan(str(plan_file)).plan
