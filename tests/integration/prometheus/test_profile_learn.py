@@ -154,6 +154,8 @@ def test_learn_recovers_the_curves_and_capacity(served: dict[str, Any], tmp_path
     # every seventh step of each pod was queued: left out of the prefill fit
     assert m["samples"]["prefill"]["excluded"]["queued"] == 16  # 5 + 5 + 6 of 40 steps per pod
     assert m["coverage"]["kvUsagePoints"][1] == pytest.approx(0.85, abs=1e-6)
+    checked = CliRunner().invoke(main, ["profile", "check", str(tmp_path / "learned")])
+    assert checked.exit_code == 0 and "learned from Prometheus history" in checked.output.splitlines()[0]
     # the planner's reading of both, inside the covered range
     ours, truth = perf_model(learned), perf_model(model_profile())
     for isl in (700.0, 3000.0, 6000.0):
