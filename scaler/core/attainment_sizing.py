@@ -2,18 +2,21 @@
 
 One throughput tick, given the predicted rate/ISL/OSL and the window just observed:
 
-1. **Learn** from the window (fast attack, slow release: a window that shows worse traffic
-   or a slower engine counts at once, calmer ones by 20% per interval, so a burst is
-   remembered and one calm window right after a scale-up does not undo it):
+1. **Learn** from the window (the traffic's shape with a fast attack and slow release: a
+   window that shows worse traffic counts at once, calmer ones by 20% per interval, so a
+   burst is remembered and one calm window right after a scale-up does not undo it):
    - `burst`: the window's peak one-minute rate over its mean. Intervals are minutes long;
      the bursts that queue requests are shorter, and sizing for the mean hides them.
    - `dispersion` V of the prefill queue (Allen-Cunneen's ca^2 + cs^2): the index of
      dispersion of the window's arrival counts (counted by the edge; ~ ca^2) plus 1 for the
      spread of prompt lengths.
-   - `prefill_slowdown`: observed / profiled TTFT in windows whose queue was negligible
-     (Erlang C < 5%), where the mean TTFT is the engine's pace.
+   - `prefill_slowdown`: the pace S / profiled TTFT in windows whose queue was small
+     (Erlang C < 5%), S solving S + W(S) = the mean TTFT, W the model's mean wait at the
+     window's dispersion on the replicas that served all of it (the smaller of the last two
+     asks). Fast attack, slow release, as the traffic's shape.
    - `decode_slowdown`: observed / profiled ITL at the concurrency each decode worker
-     carried (Little's law), the hardware's distance from its profile.
+     carried (Little's law), the hardware's distance from its profile: a constant, so
+     averaged (the first measurement, then 20% per window both ways), not attacked fast.
 2. **Forecast** the rate the fleet must carry until the next decision takes effect: the
    larger of the prediction and the last window (a forecast never sizes below what was just
    seen), times `burst`.
@@ -69,6 +72,9 @@ class AttainmentState:
     burst: float = 1.0
     decode_slowdown: float = 1.0
     prefill_slowdown: float = 1.0           # observed TTFT less the modelled wait / profiled TTFT
+    # windows each slowdown was measured in (the first measurement replaces the prior 1.0)
+    prefill_measured: int = 0
+    decode_measured: int = 0
     # start-up as observed from readiness: pool -> (when more replicas were asked for, how
     # many), and pool -> the shortest start-up consistent with what was seen (seconds)
     pending: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -136,6 +142,17 @@ def smooth(previous: float, observed: float, lo: float, hi: float, decay: float 
     return math.exp((1.0 - decay) * math.log(previous) + decay * math.log(observed))
 
 
+def average(previous: float, observed: float, lo: float, hi: float, seen: int, weight: float = DECAY) -> float:
+    """An exponentially weighted mean in log space, clamped to [lo, hi], the first
+    measurement (`seen` == 0) taken whole. For a constant of the hardware (a slowdown): its
+    windows scatter around it both ways (and queueing already biases them up), so it is
+    averaged, not attacked fast as a burst is."""
+    observed = min(max(observed, lo), hi)
+    if seen <= 0:
+        return observed
+    return math.exp((1.0 - weight) * math.log(previous) + weight * math.log(observed))
+
+
 def learn(
     state: AttainmentState,
     plan: Plan,
@@ -185,7 +202,10 @@ def learn(
         concurrency = rate * window.request_duration_s / workers
         profiled = model.decode.itl_at_concurrency(concurrency, decode_context(window.isl, window.osl))
         if profiled > 0:
-            state.decode_slowdown = smooth(state.decode_slowdown, window.itl_ms / profiled, 0.25, 10.0)
+            state.decode_slowdown = average(
+                state.decode_slowdown, window.itl_ms / profiled, 0.25, 10.0, state.decode_measured
+            )
+            state.decode_measured += 1
 
 
 def hold(

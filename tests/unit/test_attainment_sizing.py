@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from helpers import flat_profile, plan_dict
 from scaler.core.attainment import erlang_c, prefill_replicas
-from scaler.core.attainment_sizing import AttainmentState, hold, learn, smooth
+from scaler.core.attainment_sizing import AttainmentState, average, hold, learn, smooth
 from scaler.core.decision import Reason
 from scaler.core.interpolation import PerfModel, perf_model
 from scaler.core.observations import Observation, TrafficWindow
@@ -201,3 +201,22 @@ def test_prefill_slowdown_is_the_ttft_less_the_modelled_wait_on_the_servers_of_t
     state = AttainmentState()
     learn(state, plan, model, window, {"prefill": 8, "decode": 2})
     assert state.prefill_slowdown == pytest.approx((75.0 + wait_ms) / 75.0, rel=1e-4)
+
+
+def test_decode_slowdown_is_averaged_both_ways_from_its_first_measurement() -> None:
+    # a constant of the hardware: the first measurement replaces the prior, later ones move
+    # it 20% of the way in log space, down as well as up
+    assert average(1.0, 1.3, 0.25, 10.0, seen=0) == 1.3
+    assert average(1.3, 1.1, 0.25, 10.0, seen=1) == pytest.approx(math.exp(0.8 * math.log(1.3) + 0.2 * math.log(1.1)))
+    assert average(1.1, 1.3, 0.25, 10.0, seen=1) == pytest.approx(math.exp(0.8 * math.log(1.1) + 0.2 * math.log(1.3)))
+    assert average(1.0, 50.0, 0.25, 10.0, seen=3) == pytest.approx(math.exp(0.2 * math.log(10.0)))  # clamped first
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    state = AttainmentState()
+    # 10 req/s x 2 s on 2 decode workers: 10 sequences each, at the profile's ITL for them
+    profiled = model.decode.itl_at_concurrency(10.0, 3000.0 + 150.0 / 2)
+    learn(state, plan, model, _window(600, itl_ms=1.3 * profiled), {"prefill": 8, "decode": 2})
+    assert state.decode_slowdown == pytest.approx(1.3)
+    learn(state, plan, model, _window(600, itl_ms=1.1 * profiled), {"prefill": 8, "decode": 2})
+    assert state.decode_slowdown == pytest.approx(math.exp(0.8 * math.log(1.3) + 0.2 * math.log(1.1)))
+    assert state.decode_measured == 2
