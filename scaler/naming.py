@@ -179,7 +179,8 @@ def rule_group_name(plan: str, kind: str) -> str:
 
 # Names that land in a place shared by plans of several namespaces carry the namespace: the
 # plan ConfigMap and its key (the scaler's namespace, one flat /plans directory fed from
-# every watched namespace), the dashboard ConfigMap and its key (one Grafana folder). "."
+# every watched namespace), the dashboard ConfigMap, key and uid (one Grafana), the plain
+# rule file (one Prometheus' rule_files directory). "."
 # joins the two: namespaces and plan names are DNS-1123 labels, which cannot hold one, so
 # `<namespace>.<plan>` splits one way only (namespace a-b + plan c is `a-b.c`, namespace a +
 # plan b-c is `a.b-c`), and ConfigMap names (DNS-1123 subdomains) and keys allow it. At most
