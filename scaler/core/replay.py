@@ -318,27 +318,61 @@ def fold_windows(end: float, interval: float, intervals: int) -> int:
 class FoldRead:
     """What to read to decide one window on the fold (`fold_read`)."""
 
-    extend: bool  # the fold held goes on: fold the windows read into it (else start a new one)
+    extend: bool  # a fold held goes on: fold the windows read into it (else start a new one)
     count: int    # windows to read, oldest first, the last ending at the window decided
     behind: int   # of them, windows after the fold held, before the one decided (caught up)
+    from_next: bool = False  # the fold that goes on is the next one, built ahead (`next_fold_start`)
 
 
-def fold_read(end: float, first: float, interval: float, intervals: int, held: Optional[tuple[float, float]]) -> FoldRead:
+def fold_read(
+    end: float,
+    first: float,
+    interval: float,
+    intervals: int,
+    held: Optional[tuple[float, float]],
+    held_next: Optional[tuple[float, float]] = None,
+) -> FoldRead:
     """The windows to read to decide the window ending at `end`, the windows from `first`
     to it being new (`first` < `end`: the loop fell behind), for a loop holding a fold of
-    the windows ending from held[0] to held[1] (None: no fold).
+    the windows ending from held[0] to held[1] (None: no fold), and maybe the next fold,
+    built ahead, from held_next[0] to held_next[1].
 
     The fold held goes on while it starts at `fold_start(end)` and ends just before
-    `first`: only the new windows are read. Otherwise (a new fold start on the grid, a
-    first window, a gap) the fold is read again from history: every window from
-    `fold_start(end)` on. `dynplan serve`'s loop and the simulator both schedule their
-    folds here, so they fold the same windows."""
+    `first`: only the new windows are read. At a new fold start on the grid the next fold
+    goes on in the same way, if one was built ahead. Otherwise (a first window, a gap) the
+    fold is read again from history: every window from `fold_start(end)` on. `dynplan
+    serve`'s loop and the simulator both schedule their folds here, so they fold the same
+    windows."""
     if interval <= 0:  # no throughput grid: the window alone
         return FoldRead(False, 1, 0)
     behind = max(0, round((end - first) / interval))
     start = fold_start(end, interval, intervals)
     extend = held is not None and held == (start, first - interval)
-    return FoldRead(extend, behind + 1 if extend else round((end - start) / interval) + 1, behind)
+    from_next = not extend and held_next is not None and held_next == (start, first - interval)
+    if extend or from_next:
+        return FoldRead(True, behind + 1, behind, from_next)
+    return FoldRead(False, round((end - start) / interval) + 1, behind)
+
+
+def next_fold_start(end: float, interval: float, intervals: int) -> float:
+    """End of the oldest window of the fold after the one that decides `end`: the next fold
+    (from the next multiple of `intervals` x `interval` on) holds the windows from here on,
+    so a loop can fold them in as they come (`advance`'s `ahead`) and switch to it at the
+    grid instant instead of reading and replaying `intervals` - 1 windows at once."""
+    return fold_start(end + intervals * interval, interval, intervals)
+
+
+def fold_in(
+    plan: Plan, model: Optional[PerfModel], state: Optional[PlannerState], windows: Sequence[TrafficWindow], first_end: float
+) -> PlannerState:
+    """`state` (None: a fresh one) with `windows` (oldest first, the first ending at
+    `first_end`) folded in one by one, each decided as the fold decides it (`advance`): a
+    window `decide_window` skips leaves the state as it was."""
+    interval = float(plan.spec.scaling.throughput.interval_seconds)
+    current = new_state(plan) if state is None else state
+    for i, window in enumerate(windows):
+        current, _ = decide_window(plan, model, Observation(timestamp=first_end + i * interval, traffic=window), current)
+    return current
 
 
 def fold_held(read: FoldRead, held: Optional[tuple[float, float]], end: float, windows: int, interval: float) -> tuple[float, float]:
@@ -358,6 +392,7 @@ class Advanced:
     decision: Decision | Skipped   # on this window, or why it was skipped
     previous: Optional[Decision]   # the fold's decision on the window before (None if none)
     skipped: tuple[Skipped, ...]   # windows skipped in the fold, oldest first
+    ahead: Optional[PlannerState] = None  # the next fold built ahead (`advance`'s `ahead`), if asked for
 
 
 def advance(
@@ -367,11 +402,14 @@ def advance(
     prior: Sequence[TrafficWindow],
     obs: Observation,
     load: Optional[LoadState],
+    ahead: Optional[tuple[Optional[PlannerState], Sequence[TrafficWindow], float]] = None,
 ) -> Advanced:
     """Fold `prior` (the windows just before `obs`'s, oldest first) into `shadow` (None: a
     fresh state), decide `obs` (the newest window with what was observed at it: worker
     counts, and `load`, the load path's live state) on that fold, and fold the newest window
-    into it as well.
+    into it as well. With `ahead` = (the next fold so far or None, windows, end of the first
+    of them), those windows are also folded into the next fold (`fold_in`), returned as
+    `Advanced.ahead`.
 
     The fold holds the windows as history holds them: no worker counts and no load path, so
     a warm-up (which reads them from history) rebuilds it exactly. What was observed only
@@ -387,7 +425,8 @@ def advance(
     base.load = load
     state, result = decide_window(plan, model, obs, base)
     folded, _ = decide_window(plan, model, Observation(timestamp=obs.timestamp, traffic=obs.traffic), before.state)
-    return Advanced(state, folded, result, before.decision, before.skipped)
+    next_fold = None if ahead is None else fold_in(plan, model, ahead[0], ahead[1], ahead[2])
+    return Advanced(state, folded, result, before.decision, before.skipped, next_fold)
 
 
 def replay_load(

@@ -41,6 +41,7 @@ from scaler.core.replay import (
     load_observation,
     load_replay_ticks,
     load_settle,
+    next_fold_start,
     next_load_tick,
     rebuild_load,
     replay_windows,
@@ -140,6 +141,10 @@ class PlanLoop:
         self.shadow: Optional[PlannerState] = None
         self.shadow_start: Optional[float] = None
         self.shadow_end: Optional[float] = None
+        # the next fold, built ahead from its first window (core.replay.next_fold_start), and
+        # the ends of its oldest and newest windows
+        self.ahead: Optional[PlannerState] = None
+        self.ahead_held: tuple[float, float] = (0.0, 0.0)
         self.replayed = 0  # windows replayed by the latest warm-up
         self._rejected_ends: dict[float, None] = {}  # windows counted as rejected (insertion order)
         self._task: Optional[asyncio.Task[None]] = None
@@ -243,7 +248,8 @@ class PlanLoop:
                 raise err
             obs = _with_ready(throughput_observation(self.plan, end, windows[-1], workers), ready)
             load = rebuild_load(self.plan, load_history) if load_history else None
-            done, seconds = await self.compute.run(self._handle, "advance", None, windows[:-1], obs, load)
+            ahead = self._ahead_job(end, interval, windows, carry=False)
+            done, seconds = await self.compute.run(self._handle, "advance", None, windows[:-1], obs, load, ahead)
             skipped = list(done.skipped) + ([done.decision] if isinstance(done.decision, Skipped) else [])
             for skip in skipped:
                 self._rejected("warmup", skip)
@@ -254,6 +260,7 @@ class PlanLoop:
                 self._failed("warmup", err)
                 raise err
             self.state, self.shadow, self.shadow_start, self.shadow_end = done.state, done.shadow, end - (len(windows) - 1) * interval, end
+            self._keep_ahead(ahead, done.ahead, end, interval)
             self.replayed = len(windows)
             self.next_end = end + interval
             # the newest window decided (a rejected newest one is skipped, as live)
@@ -309,7 +316,8 @@ class PlanLoop:
         held = None
         if self.shadow is not None and self.shadow_start is not None and self.shadow_end is not None:
             held = (self.shadow_start, self.shadow_end)
-        read = fold_read(end, first, interval, self.warmup_intervals, held)
+        held_next = self.ahead_held if self.ahead is not None else None
+        read = fold_read(end, first, interval, self.warmup_intervals, held, held_next)
         extend, count, behind = read.extend, read.count, read.behind
         async with self._lock:
             try:
@@ -328,7 +336,10 @@ class PlanLoop:
             except WindowRejected as exc:  # the reader found no count in it (NaN, negative)
                 self.next_end = end + interval
                 if extend and count == 1:
+                    if read.from_next:
+                        self.shadow, self.shadow_start = self.ahead, self.ahead_held[0]
                     self.shadow_end = end  # skipped by the fold too, as a replay skips it
+                self.ahead = None  # the next fold is read from history at its start instead
                 self._rejected("throughput", Skipped(end, exc.reason, str(exc)))
                 raise
             except MetricsUnavailable as exc:
@@ -336,10 +347,13 @@ class PlanLoop:
                 raise
             window = windows[-1]
             obs = _with_ready(throughput_observation(self.plan, end, window, workers), ready)
-            shadow = self.shadow if extend else None
-            done = await self._advance(shadow, windows[:-1], obs)
+            shadow = (self.ahead if read.from_next else self.shadow) if extend else None
+            basis = held_next if read.from_next else held
+            ahead = self._ahead_job(end, interval, windows, carry=not read.from_next)
+            done = await self._advance(shadow, windows[:-1], obs, ahead)
             self.state, self.shadow = done.state, done.shadow
-            self.shadow_start, self.shadow_end = fold_held(read, held, end, len(windows), interval)
+            self.shadow_start, self.shadow_end = fold_held(read, basis, end, len(windows), interval)
+            self._keep_ahead(ahead, done.ahead, end, interval)
             for skipped in done.skipped:
                 self._rejected("throughput", skipped)
             if behind and self.metrics is not None:
@@ -353,8 +367,43 @@ class PlanLoop:
             self._publish(result, "throughput", end, window.requests, started)
             return result
 
-    async def _advance(self, shadow: Optional[PlannerState], prior: list[TrafficWindow], obs: Observation) -> Advanced:
-        done, seconds = await self.compute.run(self._handle, "advance", shadow, prior, obs, self.state.load)
+    def _ahead_job(
+        self, end: float, interval: float, windows: list[TrafficWindow], carry: bool
+    ) -> Optional[tuple[Optional[PlannerState], list[TrafficWindow], float]]:
+        """What to fold into the next fold with this window (`advance`'s `ahead`), or None.
+
+        The next fold (`core.replay.next_fold_start`) is built as its windows come, so at
+        its start on the grid the loop switches to it instead of reading and replaying
+        N - 1 windows at once (1,000 plans do that on the same instant). It is started with
+        the windows read now when they reach back to its first one, and carried on one
+        window at a time; anything else (a gap, a rejected window) drops it, and the next
+        fold start reads history as before."""
+        start = next_fold_start(end, interval, self.warmup_intervals)
+        first = end - (len(windows) - 1) * interval
+        if start > end:
+            return None
+        if carry and self.ahead is not None and self.ahead_held == (start, first - interval):
+            return (self.ahead, windows, first)
+        if first <= start:  # the windows read reach back to the next fold's first one
+            k = round((start - first) / interval)
+            return (None, windows[k:], start)
+        return None
+
+    def _keep_ahead(
+        self, job: Optional[tuple[Optional[PlannerState], list[TrafficWindow], float]], folded: Optional[PlannerState],
+        end: float, interval: float,
+    ) -> None:
+        if job is None or folded is None:
+            self.ahead = None
+            return
+        self.ahead = folded
+        self.ahead_held = (next_fold_start(end, interval, self.warmup_intervals), end)
+
+    async def _advance(
+        self, shadow: Optional[PlannerState], prior: list[TrafficWindow], obs: Observation,
+        ahead: Optional[tuple[Optional[PlannerState], list[TrafficWindow], float]] = None,
+    ) -> Advanced:
+        done, seconds = await self.compute.run(self._handle, "advance", shadow, prior, obs, self.state.load, ahead)
         if self.metrics is not None:
             self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(seconds)
         return done  # type: ignore[no-any-return]
