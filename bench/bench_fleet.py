@@ -60,6 +60,7 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -239,9 +240,12 @@ def write_backfill(path: Path, names: SeriesNames, n: int, start: int, end: int)
 
 
 # -- processes -----------------------------------------------------------------------------
+_LIBC = ctypes.CDLL(None)  # loaded before any fork: the child only calls into it
+
+
 def _die_with_parent() -> None:
     # PR_SET_PDEATHSIG: a child still running when this process dies (even by SIGKILL) gets SIGTERM
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)
+    _LIBC.prctl(1, signal.SIGTERM)
 
 
 def tree_env() -> dict[str, str]:
@@ -356,25 +360,51 @@ def decisions_from_log(log: Path) -> list[dict[str, Any]]:
     return out
 
 
-def log_events(log: Path, event: str) -> int:
+def log_events(log: Path, event: str, since: float = 0.0, until: float = math.inf) -> int:
+    """How many `event` lines the scaler logged between two Unix times."""
     n = 0
     with open(log, errors="replace") as f:
         for line in f:
-            if f'"event": "{event}"' in line or f'"event":"{event}"' in line:
+            if f'"{event}"' not in line:
+                continue
+            try:
+                doc = json.loads(line)
+                at = datetime.strptime(doc["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+            except (ValueError, KeyError):
+                continue
+            if doc.get("event") == event and since <= at <= until:
                 n += 1
     return n
 
 
 # -- the load ------------------------------------------------------------------------------
-async def wait_warm(client: ScalerClient, proc: subprocess.Popen, timeout: float) -> float:
-    """Seconds until every plan answers GetMetrics OK (one pool per plan: a plan decides both)."""
+def serving_count(metrics_url: str) -> Optional[int]:
+    """Plans the scaler's /decisions index says it serves (code OK); None without the index."""
+    try:
+        doc = json.loads(http_get(metrics_url + "/decisions", timeout=10))
+    except (OSError, ValueError):
+        return None
+    return sum(1 for p in doc.get("plans", []) if p.get("code") == "OK")
+
+
+async def wait_warm(client: ScalerClient, proc: subprocess.Popen, timeout: float, metrics_url: str) -> float:
+    """Seconds until every plan answers GetMetrics OK (one pool per plan: a plan decides both).
+
+    Polled through the scaler's /decisions index (one cheap request a second) until it says
+    every plan is served, then confirmed by a GetMetrics per plan: a thousand RPCs every
+    round would load the warm-up being timed."""
     t0 = time.monotonic()
     waiting = {(r.scaledObjectRef.namespace, r.scaledObjectRef.scalerMetadata["plan"]): r for r in client.requests}
+    plans = len(waiting)
     while waiting:
         if proc.poll() is not None:
             raise SystemExit(f"bench_fleet: dynplan serve exited ({proc.returncode}) during warm-up")
         if time.monotonic() - t0 > timeout:
             raise SystemExit(f"bench_fleet: {len(waiting)} plans still not answering after {timeout:.0f} s")
+        serving = await asyncio.to_thread(serving_count, metrics_url)
+        if serving is not None and serving < plans:
+            await asyncio.sleep(0.5)
+            continue
         keys = list(waiting)
         for k in range(0, len(keys), 200):
             batch = keys[k:k + 200]
@@ -495,7 +525,6 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
         env=tree_env(),
     )
     stack.callback(stop_process, scaler)
-    sampler = stack.enter_context(Sampler(scaler.pid))
 
     # the floor
     refs_file = work / "floor-refs.json"
@@ -505,6 +534,7 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
     stack.callback(stop_process, floor)
     assert floor.stdout is not None
     floor_port = json.loads(floor.stdout.readline())["port"]
+    sampler = stack.enter_context(Sampler(scaler.pid))  # its thread starts after the forks
 
     metrics_url = f"http://127.0.0.1:{metrics_port}"
     out: dict[str, Any] = {
@@ -527,7 +557,7 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
                 raise SystemExit(f"bench_fleet: dynplan serve is not listening (exit {scaler.poll()}); log: {scaler_log}")
             await asyncio.sleep(0.1)
         await clients["scaler"].connect()
-        await wait_warm(clients["scaler"], scaler, max(1.0, deadline - time.monotonic()))
+        await wait_warm(clients["scaler"], scaler, max(1.0, deadline - time.monotonic()), metrics_url)
         warm_s = time.monotonic() - t_scaler
         q_warm = query_counts(prom_url)
         out["warmup"] = {
@@ -596,7 +626,8 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
         "lag_gauge_max_seconds": max(lag_gauge.values()) if lag_gauge else None,
         "late": sum(1 for x in due_lags if x is None or x > INTERVAL),
         "caught_up_windows": out.pop("caught_up_windows"),
-        "failed_events": log_events(scaler_log, "decision_failed"),
+        "failed_in_run": log_events(scaler_log, "decision_failed", *window),
+        "failed_in_warmup": log_events(scaler_log, "decision_failed", until=window[0]),
     }
     out["rss_mb"] = {"max": round(sampler.max_mb, 1), "end": round(sampler.last_mb, 1), "processes": sampler.max_processes}
     p, s = out["paced"], out["saturation"]
@@ -643,7 +674,7 @@ def report(out: dict[str, Any]) -> str:
         f"decisions made in the run: {d['made_in_run']}; windows due: {d['windows_due']}, never decided {d['missing']}; "
         f"lag max {d['lag_max_seconds']} s, p99 {d['lag_p99_seconds']} s, gauge max {d['lag_gauge_max_seconds']} s; "
         f"due windows late > {out['interval_seconds']} s or never: {d['late']}; caught up: {d['caught_up_windows']:.0f}; "
-        f"failed: {d['failed_events']}",
+        f"failed reads: {d['failed_in_run']} in the run, {d['failed_in_warmup']} before",
         f"scaler RSS max {out['rss_mb']['max']:.0f} MB ({out['rss_mb']['processes']} process(es)), "
         f"CPU {out['cpu_seconds']['run']:.1f} s in the run ({out['cpu_seconds']['run_cores']:.2f} cores), "
         f"{out['cpu_seconds']['total']:.1f} s in all",

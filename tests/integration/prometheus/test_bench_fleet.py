@@ -74,7 +74,7 @@ def test_bench_fleet_reports_every_figure(tmp_path: Path) -> None:
     assert prom["run_seconds"] >= 1.9 * (SECONDS + SAT_SECONDS) and prom["ticks"] == pytest.approx(prom["run_seconds"] / 30, abs=0.01)
     assert _finite(prom["per_tick"]) and prom["per_tick"] >= 0 and _finite(prom["per_plan_per_tick"])
     d = out["decisions"]
-    assert d["missing"] == 0 and d["late"] == 0 and d["failed_events"] == 0 and d["caught_up_windows"] == 0
+    assert d["missing"] == 0 and d["late"] == 0 and d["failed_in_run"] == 0 and d["failed_in_warmup"] == 0 and d["caught_up_windows"] == 0
     # the gauge holds each plan's latest throughput decision, if one was made yet
     assert d["lag_gauge_max_seconds"] is None or -1 < d["lag_gauge_max_seconds"] < 30
     assert 50 < out["rss_mb"]["max"] < 4000 and out["rss_mb"]["processes"] >= 1
