@@ -25,7 +25,9 @@ One throughput tick, given the predicted rate/ISL/OSL and the window just observ
    interval; decode on the quantile of concurrent sequences at the ITL target / slowdown.
    Each pool gets half the miss budget 1 - spec.sla.attainment.
 4. **Hold**: a pool shrinks only to what every sizing of the last startupSeconds + interval
-   agreed on; a replica given up takes that long to come back.
+   agreed on (a replica given up takes that long to come back), but never holds more than
+   the sizing at the rate's upper quantile at the attainment level needs (log-normal, with
+   the log-sd the rate has shown from window to window), unless a backlog is waiting.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Optional
+
+from scipy.stats import norm
 
 from scaler.core.attainment import (
     POISSON_DISPERSION,
@@ -85,11 +89,10 @@ class AttainmentState:
     # to have served all through the window just closed (one asked for at its start serves
     # only after start-up)
     asked_before: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def rate_sigma(self) -> float:
-        """Log-sd of the rate forecast: the errors seen, at least the counting noise."""
-        return math.sqrt(max(self.rate_log_var or 0.0, self.count_log_var))
+    # how much the rate moves from one window to the next: the last window's rate and the
+    # exponentially weighted mean of log(rate / previous rate)^2 (None: not seen yet)
+    last_rate: Optional[float] = None
+    rate_change_var: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,8 @@ class AttainmentInputs:
     sized: Mapping[str, int]             # before the hold
     held: Mapping[str, int]              # after the hold (what goes to bounds and budget)
     hold_seconds: Mapping[str, float]    # start-up (configured or seen, the longer) + interval
+    rate_change_sd: Optional[float] = None  # log-sd of the rate from window to window
+    hold_ceiling: Optional[Mapping[str, int]] = None  # the most the hold keeps (the rate's upper quantile)
 
     def summary(self) -> str:
         """One line for `explain` and `capacity`."""
@@ -122,6 +127,8 @@ class AttainmentInputs:
             f"{self.decode_sequences_mean:.0f} mean, {self.decode_sequences_quantile:.0f} sized for, "
             f"{self.decode_sequences_per_replica:.0f} per replica (slowdown x{self.decode_slowdown:.2f}); "
             "scale-down held " + ", ".join(f"{p} {s:.0f} s" for p, s in self.hold_seconds.items())
+            + ("" if self.hold_ceiling is None else " at most to " + ", ".join(
+                f"{p} {n}" for p, n in self.hold_ceiling.items()))
         )
 
 
@@ -164,6 +171,11 @@ def learn(
     if window.requests < MIN_REQUESTS:
         return
     rate = window.rate
+    if state.last_rate is not None and state.last_rate > 0:
+        change = math.log(rate / state.last_rate) ** 2
+        prev = state.rate_change_var
+        state.rate_change_var = change if prev is None else (1.0 - DECAY) * prev + DECAY * change
+    state.last_rate = rate
     if window.peak_rate is not None and rate > 0:
         state.burst = smooth(state.burst, window.peak_rate / rate, 1.0, MAX_BURST)
     if window.arrival_dispersion is not None:
@@ -285,24 +297,35 @@ def size(
     context = decode_context(isl, osl)
     point = model.decode.most_loaded_within(itl_target, context)
     pools = plan.pools
-    sized: dict[str, int] = {}
     capacity: dict[str, float] = {}
-    prefill_count = prefill_replicas(planned, service, slack, miss, dispersion, backlog=backlog, drain_seconds=drain)
+
+    def counts(at: float) -> tuple[dict[str, int], int, DecodeSizing]:
+        p = prefill_replicas(at, service, slack, miss, dispersion, backlog=backlog, drain_seconds=drain)
+        d = _decode(model, at, osl, context, point, state.decode_slowdown, miss)
+        if spec.mode == "disagg":
+            return {"prefill": p, "decode": ceil_replicas(d.replicas)}, p, d
+        # one engine does both: the prefill queue's servers plus the decode sequences' share
+        return {"worker": ceil_replicas(p + d.replicas) if at > 0 or backlog > 0 else 0}, p, d
+
+    sized, prefill_count, dec = counts(planned)
     if spec.mode == "disagg":
-        gd = pools["decode"].gpus_per_replica
-        dec = _decode(model, planned, osl, context, point, state.decode_slowdown, miss)
-        sized["prefill"] = prefill_count
-        sized["decode"] = ceil_replicas(dec.replicas)
         capacity["prefill"] = model.prefill.thpt_per_gpu(isl) * pools["prefill"].gpus_per_replica
-        capacity["decode"] = point.thpt_per_gpu * gd
+        capacity["decode"] = point.thpt_per_gpu * pools["decode"].gpus_per_replica
         infeasible = {"prefill": service_ms > spec.sla.ttft_ms, "decode": not point.feasible}
     else:
-        # one engine does both: the prefill queue's servers plus the decode sequences' share
-        gw = pools["worker"].gpus_per_replica
-        dec = _decode(model, planned, osl, context, point, state.decode_slowdown, miss)
-        sized["worker"] = ceil_replicas(prefill_count + dec.replicas) if planned > 0 or backlog > 0 else 0
         infeasible = {"worker": service_ms > spec.sla.ttft_ms or not point.feasible}
-    final = hold(state, timestamp, sized, hold_seconds(plan, state)) if apply_hold else dict(sized)
+    final = dict(sized)
+    ceiling: Optional[dict[str, int]] = None
+    if apply_hold:
+        final = hold(state, timestamp, sized, hold_seconds(plan, state))
+        if state.rate_change_var is not None and backlog <= 0:
+            # The hold keeps capacity a returning load would need before a new replica is up;
+            # it need not keep more than the rate's upper quantile at the attainment level
+            # (log-normal, with the spread the rate has shown window to window) needs. With
+            # a backlog still waiting nothing is given up.
+            z = float(norm.ppf(spec.sla.attainment))
+            ceiling, _, _ = counts(planned * math.exp(z * math.sqrt(state.rate_change_var)))
+            final = {p: max(sized[p], min(final[p], ceiling[p])) for p in final}
     tail: Optional[float] = None
     if planned > 0 and prefill_count > 0:
         tail = wait_exceeds(prefill_count, planned, service, dispersion, max(slack, service / 2.0))
@@ -327,6 +350,8 @@ def size(
             sized=dict(sized),
             held=dict(final),
             hold_seconds=hold_seconds(plan, state),
+            rate_change_sd=None if state.rate_change_var is None else math.sqrt(state.rate_change_var),
+            hold_ceiling=ceiling,
         ),
     )
 

@@ -220,3 +220,58 @@ def test_decode_slowdown_is_averaged_both_ways_from_its_first_measurement() -> N
     learn(state, plan, model, _window(600, itl_ms=1.1 * profiled), {"prefill": 8, "decode": 2})
     assert state.decode_slowdown == pytest.approx(math.exp(0.8 * math.log(1.3) + 0.2 * math.log(1.1)))
     assert state.decode_measured == 2
+
+
+def test_the_hold_keeps_no_more_than_the_rates_upper_quantile_needs() -> None:
+    from scipy.stats import norm
+
+    from scaler.core.attainment_sizing import size
+
+    plan = _plan(ttft_ms=200.0, max_replicas={"prefill": 64, "decode": 64})
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+
+    def sized_after_a_peak(change_var: object, backlog: float = 0.0) -> tuple[dict[str, int], object]:
+        state = AttainmentState(rate_change_var=change_var)  # type: ignore[arg-type]
+        size(plan, model, state, rate=60.0, isl=3000.0, osl=150.0, timestamp=0.0)
+        out = size(plan, model, state, rate=10.0, isl=3000.0, osl=150.0, backlog=backlog, timestamp=60.0)
+        return out.replicas, out.inputs
+
+    # 60 req/s x 75 ms at V = 2: the peak sized prefill_replicas(60, ...) = 7 (4.5 Erlangs);
+    # 10 req/s needs 3: c = 2 leaves C(2, 0.75) = 0.2045 x e^(-2 (26.67 - 10) 0.125 / 2) = 2.5%
+    peak = prefill_replicas(60.0, 0.075, 0.125, 0.005, 2.0)
+    low = prefill_replicas(10.0, 0.075, 0.125, 0.005, 2.0)
+    assert erlang_c(2, 0.75) * math.exp(-16.667 * 0.125) == pytest.approx(0.0255, abs=2e-4)
+    assert (peak, low) == (7, 3)
+    # no spread seen yet: the time hold alone keeps the peak's 7
+    assert sized_after_a_peak(None)[0]["prefill"] == peak
+    # a rate that never moved (log-sd 0): nothing to hold for, down to 10 req/s' count at once
+    assert sized_after_a_peak(0.0)[0]["prefill"] == low
+    # log-sd 0.3: the 99% upper quantile is 10 x e^(2.326 x 0.3) = 20.1 req/s (1.51 Erlangs):
+    # c = 3 leaves C(3, 1.51) = 0.2403 x e^(-2 (40 - 20.1) 0.125 / 2) = 2.0%, c = 4 leaves
+    # C(4, 1.51) = 0.0761 x e^(-2 (53.3 - 20.1) 0.125 / 2) = 0.12% <= 0.5%: the hold keeps 4
+    upper = 10.0 * math.exp(float(norm.ppf(0.99)) * 0.3)
+    assert upper == pytest.approx(20.1, abs=0.05)
+    assert erlang_c(3, upper * 0.075) == pytest.approx(0.2403, abs=2e-3)
+    assert erlang_c(4, upper * 0.075) == pytest.approx(0.0761, abs=2e-3)
+    replicas, inputs = sized_after_a_peak(0.09)
+    assert replicas["prefill"] == 4
+    assert inputs.hold_ceiling["prefill"] == 4 and inputs.rate_change_sd == pytest.approx(0.3)  # type: ignore[attr-defined]
+    # a wide spread (log-sd 1: e^2.33 = 10x) keeps the whole hold
+    assert sized_after_a_peak(1.0)[0]["prefill"] == peak
+    # with a backlog waiting nothing is given up
+    assert sized_after_a_peak(0.0, backlog=1.0)[0]["prefill"] >= peak
+
+
+def test_learning_tracks_the_rates_spread_from_window_to_window() -> None:
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    state = AttainmentState()
+    learn(state, plan, model, _window(600), {"prefill": 8, "decode": 2})
+    assert state.rate_change_var is None and state.last_rate == 10.0
+    learn(state, plan, model, _window(1200), {"prefill": 8, "decode": 2})  # doubled
+    assert state.rate_change_var == pytest.approx(math.log(2.0) ** 2)
+    learn(state, plan, model, _window(1200), {"prefill": 8, "decode": 2})  # unchanged: 20% of the way to 0
+    assert state.rate_change_var == pytest.approx(0.8 * math.log(2.0) ** 2)
+    # a window with too few requests says nothing, and is not the next one's reference
+    learn(state, plan, model, _window(10), {"prefill": 8, "decode": 2})
+    assert state.last_rate == 20.0
