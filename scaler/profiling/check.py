@@ -180,6 +180,10 @@ def plot_png(profile: Profile, report: CheckReport, path: Path, title: str = "")
     ax_p.plot(xs, [model.prefill.ttft_ms(float(x)) for x in xs], color="#1f77b4", label="interpolated")
     ax_p.scatter(profile.prefill_isl, profile.prefill_ttft_ms, color="#1f77b4", s=14, zorder=3, label="profile points")
     ax_p.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax_p.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax_p.xaxis.set_minor_formatter(NullFormatter())  # the minor labels overlap on a short range
     ax_p.set_xlabel("ISL (tokens)")
     ax_p.set_ylabel("TTFT (ms)")
     ax_p.set_title("prefill")
