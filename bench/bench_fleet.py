@@ -692,15 +692,20 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _interrupt)
-    with ExitStack() as stack:
-        if args.workdir:
-            work = args.workdir
-            work.mkdir(parents=True, exist_ok=True)
-            if any(work.iterdir()):
-                raise SystemExit(f"bench_fleet: --workdir {work} is not empty")
-        else:
-            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dynplan-fleet-")))
-        out = run(args, work, stack)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored (`&`)
+    try:
+        with ExitStack() as stack:
+            if args.workdir:
+                work = args.workdir
+                work.mkdir(parents=True, exist_ok=True)
+                if any(work.iterdir()):
+                    raise SystemExit(f"bench_fleet: --workdir {work} is not empty")
+            else:
+                work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="dynplan-fleet-")))
+            out = run(args, work, stack)
+    except KeyboardInterrupt:
+        print("bench_fleet: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
     print(report(out))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, sort_keys=True) + "\n")
