@@ -25,9 +25,9 @@ from scaler.profile_io import load_profile
 
 KEY = "sk-test-7f3a9c"
 MAX_KV = 24_000
-# Steps of 15 ms and more, so the scheduling lag of a busy machine (tens of ms at worst) is a
+# Prefills of 46-130 ms and decode steps of 15 ms and more, so the scheduling lag of a busy machine (tens of ms at worst) is a
 # few percent of a decode point's ~0.5 s window.
-LATENCY = LatencyModel(prefill_base_ms=30.0, prefill_per_token_ms=0.04, step_base_ms=15.0, step_per_seq_ms=0.4,
+LATENCY = LatencyModel(prefill_base_ms=40.0, prefill_per_token_ms=0.06, step_base_ms=15.0, step_per_seq_ms=0.4,
                        step_per_kv_token_ms=0.0006, noise=0.02)
 OSL = 32
 # The model is linear in concurrency at each context, so two concurrencies a row (1 and the
@@ -36,11 +36,13 @@ GRID = ["--isl-max", "1500", "--isl-points", "4", "--repeats", "5", "--osl", str
         "--concurrency-points", "2", "--max-concurrency", "16"]
 PREFILL, DECODE = 4, 6
 POINTS = PREFILL + DECODE
-# Tolerances, swept vs the engine's model: TTFT carries the HTTP round trip and the scheduler
-# wake-ups of a busy 2-core machine (a few ms), ITL is timed over ~20 tokens per stream.
-TTFT_REL, TTFT_ABS_MS = 0.15, 10.0
-ITL_REL = 0.08
-THPT_REL = 0.08
+# Tolerances, swept vs the engine's model: TTFT carries the HTTP round trip and four thread
+# wake-ups (client, server, engine), a few ms on an idle machine and up to ~40 ms at a load
+# average of 10 on 2 cores; ITL is timed over ~30 tokens a stream (measured errors: TTFT
+# +3..+41 ms, ITL and throughput within 6.5%, docs/profiles.md "Accuracy and limits").
+TTFT_REL, TTFT_ABS_MS = 0.25, 15.0
+ITL_REL = 0.10
+THPT_REL = 0.10
 
 
 def _sweep(url: str, out: Path, *extra: str, key_file: Path | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
