@@ -135,7 +135,6 @@ class SweepRun:
     cfg: SweepConfig
     results: dict[str, Result] = field(default_factory=dict)
     stopped: Optional[str] = None  # None: complete
-    prompt_sizes: dict[int, tuple[int, int]] = field(default_factory=dict)  # target -> (words, tokens)
 
     @property
     def missing(self) -> list[str]:
@@ -154,9 +153,7 @@ class Measurer:
     _salts: random.Random = field(default_factory=lambda: random.Random(int.from_bytes(os.urandom(8), "big")))
 
     def _words(self, run: SweepRun, isl: int) -> int:
-        sizing = self.calibrator.size(isl)
-        run.prompt_sizes[isl] = (sizing.words, sizing.tokens)
-        return sizing.words
+        return self.calibrator.size(isl).words
 
     def _salt(self) -> int:
         # fresh per prompt and per run, so no measured prefill is a prefix-cache hit, even on resume
@@ -238,9 +235,10 @@ def measurement_doc(run: SweepRun, facts: dict[str, Any], arrays_dropped: tuple[
     """measurement.json: how, where, when, and every point's timings and spread."""
     from scaler import __version__
 
-    sizes = run.prompt_sizes
-    deviations = [abs(tokens - target) for target, (_, tokens) in sizes.items()]
     ordered = [run.results[k] for k in run.plan.keys if k in run.results]
+    # per target length, what the server counted (journalled points included, on resume)
+    counted = {r.target_isl: r.isl for r in ordered}
+    deviations = [abs(isl - target) for target, isl in counted.items()]
     return {
         "tool": "dynplan profile sweep",
         "dynplanVersion": __version__,
@@ -250,7 +248,7 @@ def measurement_doc(run: SweepRun, facts: dict[str, Any], arrays_dropped: tuple[
         "stoppedBy": run.stopped,
         "config": run.cfg.to_dict(),
         "prompts": {
-            "targets": len(sizes),
+            "targets": len(counted),
             "exact": sum(1 for d in deviations if d == 0),
             "maxDeviationTokens": max(deviations, default=0),
         },

@@ -17,7 +17,7 @@ import pytest
 
 from helpers import REPO, make_plan, plan_dict, write_plan
 from procs import closed_port
-from ptyrun import DYNPLAN
+from ptyrun import DYNPLAN, run_on_a_pty
 from scaler.core import planner
 from scaler.core.interpolation import perf_model
 from scaler.devtools.openai_engine import LatencyModel, OpenAIEngineServer, ServerConfig
@@ -65,13 +65,19 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def swept(engine: OpenAIEngineServer, key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def swept_on_a_pty(engine: OpenAIEngineServer, key_file: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, str]:
+    """The sweep with stderr on a terminal (the progress bar), stdout on a pipe."""
     out = tmp_path_factory.mktemp("sweep") / "profile"
-    proc = _sweep(engine.url, out, key_file=key_file)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[-1] == f"wrote {out}: Dynamo's layout (JSON and npz) and measurement.json"
-    assert KEY not in proc.stdout + proc.stderr
-    return out
+    argv = [*DYNPLAN, "profile", "sweep", "--url", engine.url, "--model", "test-model", "-o", str(out),
+            "--api-key-file", str(key_file), *GRID]
+    code, stdout, stderr = run_on_a_pty(argv)
+    assert code == 0, stderr
+    return out, stdout, stderr
+
+
+@pytest.fixture(scope="module")
+def swept(swept_on_a_pty: tuple[Path, str, str]) -> Path:
+    return swept_on_a_pty[0]
 
 
 def _model_profile(measurement: dict):
@@ -149,14 +155,13 @@ def test_ctrl_c_leaves_a_valid_partial_profile_and_resume_completes_it(engine: O
     assert doc["complete"] is False and doc["stoppedBy"] == "an interrupt"
     assert 0 < len(doc["missingPoints"]) <= DECODE - 4
     assert len(partial.decode_itl_ms) == DECODE - len(doc["missingPoints"])
-    refused = _sweep(engine.url, out, key_file=key_file)  # neither --resume nor --overwrite: DIR is kept
-    assert refused.returncode == 2 and f"{out} exists and is not empty; pass --overwrite to replace it" in refused.stderr
 
     done = _sweep(engine.url, out, "--resume", key_file=key_file)
     assert done.returncode == 0, done.stderr
     final = json.loads((out / "measurement.json").read_text())
     assert final["complete"] is True and final["missingPoints"] == [] and len(final["points"]) == POINTS
     assert final["startedAt"] == doc["startedAt"]
+    assert final["prompts"] == {"targets": 5, "exact": 5, "maxDeviationTokens": 0}  # the journalled points too
     assert final["points"][: PREFILL + 4] == doc["points"][: PREFILL + 4]  # measured once, kept
     assert not journal.parent.exists()
     assert len(load_profile(out).decode_itl_ms) == DECODE
@@ -198,3 +203,13 @@ def test_a_rejected_key_is_named_and_never_shown(engine: OpenAIEngineServer, tmp
     assert proc.returncode == 2
     assert "HTTP 401, the API key was rejected (--api-key-file)" in proc.stderr
     assert "sk-wrong" not in proc.stderr + proc.stdout
+
+
+def test_the_progress_bar_names_each_point_on_a_terminal_only(swept_on_a_pty: tuple[Path, str, str]) -> None:
+    out, stdout, stderr = swept_on_a_pty
+    assert stdout.splitlines()[-1] == f"wrote {out}: Dynamo's layout (JSON and npz) and measurement.json"
+    assert stdout.startswith("prefill: 4 points, ISL 100..1500") and "\r" not in stdout and "\x1b" not in stdout
+    steps = ("0/10  prefill/isl=100", "4/10  decode/isl=100/n=1", "9/10  decode/isl=1500/n=15", "[####################################]  10/10")
+    for step in steps:
+        assert step in stderr, stderr
+    assert KEY not in stdout + stderr
