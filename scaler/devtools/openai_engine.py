@@ -1,6 +1,7 @@
 """An OpenAI-compatible test engine with a known latency model, for `dynplan profile sweep`.
 
-Real HTTP (stdlib `ThreadingHTTPServer`), real SSE: `POST /v1/completions` streams one
+Real HTTP (stdlib `ThreadingHTTPServer`), real SSE: `POST /v1/completions` (and
+`/v1/chat/completions`, whose template adds CHAT_TEMPLATE_TOKENS) streams one
 chunked-transfer event per token, `usage` in a last event when
 `stream_options.include_usage` is set, then `data: [DONE]`, as vLLM does; `GET /v1/models`
 lists the model with `max_model_len`; `GET /metrics` exports `vllm:cache_config_info`
@@ -48,6 +49,7 @@ from typing import Any, Iterable, Sequence
 from scaler.core.profile import Profile, profile_from_raw
 
 BLOCK_SIZE = 16
+CHAT_TEMPLATE_TOKENS = 7  # what a chat template adds around one user message (role markers)
 _MAX_BODY = 8 << 20
 _CACHE_ENTRIES = 4096
 
@@ -299,7 +301,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         cfg = self.server.config
-        if self.path != "/v1/completions":
+        chat = self.path == "/v1/chat/completions"
+        if self.path != "/v1/completions" and not chat:
             self._error(404, f"no route {self.path}")
             return
         if not self._authorised():
@@ -309,7 +312,11 @@ class _Handler(BaseHTTPRequestHandler):
             if not 0 < length <= _MAX_BODY:
                 raise ValueError("bad length")
             doc = json.loads(self.rfile.read(length))
-            prompt, max_tokens = doc["prompt"], int(doc.get("max_tokens", 16))
+            if chat:
+                prompt = " ".join(str(m["content"]) for m in doc["messages"])
+            else:
+                prompt = doc["prompt"]
+            max_tokens = int(doc.get("max_tokens", 16))
             if not isinstance(prompt, str) or max_tokens < 1:
                 raise ValueError("bad prompt or max_tokens")
         except (ValueError, KeyError, TypeError):
@@ -318,7 +325,7 @@ class _Handler(BaseHTTPRequestHandler):
         if doc.get("model") != cfg.model:
             self._error(404, f"The model `{doc.get('model')}` does not exist.")
             return
-        prompt_tokens = count_tokens(prompt)
+        prompt_tokens = count_tokens(prompt) + (CHAT_TEMPLATE_TOKENS if chat else 0)
         if prompt_tokens + max_tokens > cfg.max_model_len:
             self._error(400, f"This model's maximum context length is {cfg.max_model_len} tokens.")
             return
@@ -330,11 +337,14 @@ class _Handler(BaseHTTPRequestHandler):
         engine.submit(req)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": max_tokens, "total_tokens": prompt_tokens + max_tokens}
         rid = f"cmpl-{uuid.uuid4().hex[:16]}"
+        kind = "chat.completion" if chat else "text_completion"
         if not doc.get("stream") or cfg.mode == "json":
             while (ev := req.pop(1.0)) is None or ev[0] != "done":
                 pass
-            self._json(200, {"id": rid, "object": "text_completion", "model": cfg.model,
-                             "choices": [{"index": 0, "text": " tok" * max_tokens, "finish_reason": "length"}], "usage": usage})
+            text = " tok" * max_tokens
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}} if chat else {"index": 0, "text": text}
+            self._json(200, {"id": rid, "object": kind, "model": cfg.model, "choices": [{**choice, "finish_reason": "length"}],
+                             "usage": usage})
             return
         include_usage = bool((doc.get("stream_options") or {}).get("include_usage"))
         self.send_response(200)
@@ -342,6 +352,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
         try:
+            if chat:  # as vLLM: a first chunk with the role and no content
+                self._chunk({"id": rid, "object": "chat.completion.chunk", "model": cfg.model,
+                             "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
             sent = 0
             while True:
                 ev = req.pop(1.0)
@@ -351,10 +364,11 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 sent += 1
                 finish = "length" if sent == max_tokens else None
-                self._chunk({"id": rid, "object": "text_completion", "created": int(ev[1]), "model": cfg.model,
-                             "choices": [{"index": 0, "text": " tok", "logprobs": None, "finish_reason": finish}]})
+                piece = {"delta": {"content": " tok"}} if chat else {"text": " tok", "logprobs": None}
+                self._chunk({"id": rid, "object": f"{kind}.chunk" if chat else kind, "created": int(ev[1]), "model": cfg.model,
+                             "choices": [{"index": 0, **piece, "finish_reason": finish}]})
             if include_usage:
-                self._chunk({"id": rid, "object": "text_completion", "model": cfg.model, "choices": [], "usage": usage})
+                self._chunk({"id": rid, "object": f"{kind}.chunk" if chat else kind, "model": cfg.model, "choices": [], "usage": usage})
             self._write(b"data: [DONE]\n\n")
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()

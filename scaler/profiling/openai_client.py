@@ -1,4 +1,5 @@
-"""A streaming client of an OpenAI-compatible `/v1/completions` endpoint, for timing.
+"""A streaming client of an OpenAI-compatible `/v1/completions` (or `/v1/chat/completions`)
+endpoint, for timing.
 
 `requests` (already a dependency) with `stream=True`; each request runs in a daemon thread
 of its own session, so a Ctrl-C or a time limit never waits for a stream to end, and at most
@@ -84,6 +85,7 @@ class Client:
     api_key: str | None = field(default=None, repr=False)
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
+    api: str = "completions"  # or "chat": /v1/chat/completions, the prompt as one user message
     _local: threading.local = field(default_factory=threading.local, repr=False, compare=False)
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -165,25 +167,30 @@ class Client:
         if url is not None:
             # the key goes only where the API is: another origin never sees it
             same = urllib.parse.urlsplit(url)[:2] == urllib.parse.urlsplit(self.base_url)[:2]
-            other = Client(url.rstrip("/"), self.model, self.api_key if same else None, self.timeout_s, self.connect_timeout_s)
+            other = Client(url.rstrip("/"), self.model, self.api_key if same else None, self.timeout_s, self.connect_timeout_s, self.api)
             resp = other.get("")
         else:
             resp = self.get("/metrics")
         return None if resp is None else resp.text
 
     def stream(self, prompt: str, max_tokens: int, *, deadline: float | None = None, ignore_eos: bool = True) -> StreamTiming:
-        """One streamed completion; every text chunk stamped on arrival (time.monotonic).
+        """One streamed completion (or chat completion); every chunk carrying generated text
+        is stamped on arrival (time.monotonic).
 
         `ignore_eos` and `min_tokens` (vLLM, SGLang; most servers ignore unknown fields) make
         the engine produce exactly `max_tokens`, as a profile needs; `ignore_eos=False` leaves
         them out for servers that refuse them. `deadline` (monotonic seconds) bounds the
         whole request; past it the stream is closed and EndpointUnavailable raised.
         """
-        path = "/v1/completions"
+        path = "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
         body: dict[str, Any] = {
-            "model": self.model, "prompt": prompt, "max_tokens": max_tokens,
+            "model": self.model, "max_tokens": max_tokens,
             "stream": True, "stream_options": {"include_usage": True}, "temperature": 0.0,
         }
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
         if ignore_eos:
             body.update(ignore_eos=True, min_tokens=max_tokens)
         end = min(deadline if deadline is not None else float("inf"), time.monotonic() + self.timeout_s)
@@ -230,7 +237,9 @@ class Client:
             if isinstance(doc.get("usage"), dict):
                 usage = doc["usage"]
             for choice in doc.get("choices") or ():
-                if isinstance(choice, dict) and choice.get("text"):
+                # completions: choices[].text; chat: choices[].delta.content (a role-only first chunk has none)
+                delta = choice.get("delta") if isinstance(choice, dict) else None
+                if isinstance(choice, dict) and (choice.get("text") or (isinstance(delta, dict) and delta.get("content"))):
                     chunks.append(now)
                     break
         if not done:

@@ -52,7 +52,7 @@ Result = PrefillResult | DecodeResult
 Progress = Callable[[int, int, str], None]
 
 METHOD = (
-    "dynplan profile sweep, client-side timing of an OpenAI-compatible /v1/completions stream. "
+    "dynplan profile sweep, client-side timing of an OpenAI-compatible stream (/v1/completions or /v1/chat/completions). "
     "Prefill: one request at a time (batch 1), max_tokens 1, distinct synthetic prompts; TTFT = first streamed "
     "token - request sent, median of the repeats; prefill_thpt_per_gpu = isl / ttft * 1000 / prefill GPUs. "
     "Decode: n concurrent requests of ISL isl and OSL osl (ignore_eos), the prompts sent once first with "

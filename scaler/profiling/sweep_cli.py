@@ -54,6 +54,9 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 @click.option("--ignore-eos/--no-ignore-eos", default=True, show_default=True, help="Send ignore_eos/min_tokens so every decode request makes --osl tokens.")
 @click.option("--time-limit", type=float, default=3600.0, show_default=True, help="Stop after this many seconds (a valid partial profile is kept).")
 @click.option("--request-timeout", type=float, default=600.0, show_default=True, help="Total deadline of one request, seconds.")
+@click.option("--api", type=click.Choice(["completions", "chat"]), default="completions", show_default=True,
+              help="Stream /v1/completions, or /v1/chat/completions (the prompt as one user message; its template's tokens count in ISL).")
+@click.option("--dry-run", is_flag=True, help="Print the points the sweep would measure (reads the endpoint's facts only) and exit.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted sweep into DIR with the same flags.")
 @click.option("--overwrite", is_flag=True, help="Replace DIR (and drop an interrupted sweep's journal).")
 @handle_errors
@@ -61,7 +64,7 @@ def sweep(
     url: str, model: str, output: str, api_key_file: Optional[str], isl_min: int, isl_max: Optional[int], isl_points: int,
     repeats: int, osl: int, context_points: int, concurrency_points: int, max_concurrency: int, max_kv_tokens: Optional[int],
     metrics_url: Optional[str], gpus: int, prefill_gpus: Optional[int], decode_gpus: Optional[int], tokenizer: Optional[str],
-    ignore_eos: bool, time_limit: float, request_timeout: float, resume: bool, overwrite: bool,
+    ignore_eos: bool, time_limit: float, request_timeout: float, api: str, dry_run: bool, resume: bool, overwrite: bool,
 ) -> None:
     """Measure a profile on a live OpenAI-compatible endpoint (vLLM, SGLang, Dynamo, TGI).
 
@@ -89,12 +92,12 @@ def sweep(
         raise _option_error("--resume", "--resume continues a sweep, --overwrite starts again: pick one")
     if out.exists() and not out.is_dir():
         raise _option_error("--output", f"{out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume):
+    if out.is_dir() and any(out.iterdir()) and not (overwrite or resume or dry_run):
         raise _option_error("--output", f"{out} exists and is not empty; pass --overwrite to replace it")
-    if journal_path.exists() and not (overwrite or resume):
+    if journal_path.exists() and not (overwrite or resume or dry_run):
         raise _option_error("--output", f"an interrupted sweep into {out} can be continued: pass --resume (or --overwrite to start again)")
     key = read_api_key(api_key_file) if api_key_file else None
-    client = Client(base, model, key, timeout_s=request_timeout)
+    client = Client(base, model, key, timeout_s=request_timeout, api=api)
 
     facts = sw.endpoint_facts(client, model, metrics_url)
     metrics = facts["metrics"]
@@ -130,8 +133,11 @@ def sweep(
         raise InputError([FieldError(opt, "", msg) for opt, msg in problems])
     plan = sp.plan_sweep(cfg)
     engine = sp.engine_name(metrics or "", entry.get("owned_by") if isinstance(entry.get("owned_by"), str) else None)
+    if dry_run:
+        _print_plan(plan, cfg, engine, kv_source)
+        return
     header = {
-        "journal": sw.JOURNAL_VERSION, "url": base, "model": model, "config": cfg.to_dict(), "tokenizer": tokenizer,
+        "journal": sw.JOURNAL_VERSION, "url": base, "model": model, "api": api, "config": cfg.to_dict(), "tokenizer": tokenizer,
         "ignoreEos": ignore_eos, "startedAt": sw.now_iso(),
     }
     journal, prior = sw.Journal.open(out, header, resume=resume)
@@ -163,7 +169,8 @@ def sweep(
         signal.signal(signal.SIGTERM, previous)
 
     facts_doc = {
-        "engine": engine, "model": model, "url": base, "maxKvTokens": max_kv_tokens, "maxKvTokensSource": kv_source,
+        "engine": engine, "model": model, "url": base, "api": f"/v1/{'chat/' if api == 'chat' else ''}completions",
+        "maxKvTokens": max_kv_tokens, "maxKvTokensSource": kv_source,
         "maxModelLen": max_len, "prefillGpus": cfg.prefill_gpus, "decodeGpus": cfg.decode_gpus,
         "tokenCounting": f"tokenizer {Path(tokenizer).name}" if tokenizer else "server usage.prompt_tokens (calibrated)",
         "startedAt": journal.header.get("startedAt"), "endedAt": sw.now_iso(), "seconds": round(time.monotonic() - started, 1),
@@ -187,6 +194,18 @@ def sweep(
         raise EndpointUnavailable(f"{failure}; {message}")
     click.echo(f"{'interrupted' if interrupted else 'error'}: {message}", err=True)
     sys.exit(130 if interrupted else 1)
+
+
+def _print_plan(plan: Any, cfg: Any, engine: str, kv_source: str) -> None:
+    rows: dict[int, list[int]] = {}
+    for d in plan.decode:
+        rows.setdefault(d.isl, []).append(d.concurrency)
+    decode_requests = sum(2 * d.concurrency for d in plan.decode)  # the warm-up and the measured batch
+    click.echo(f"engine {engine}; max_kv_tokens {cfg.max_kv_tokens} ({kv_source})")
+    click.echo(f"prefill: {len(plan.prefill)} points x {cfg.repeats} requests, ISL " + " ".join(str(p.isl) for p in plan.prefill))
+    click.echo(f"decode: {len(plan.decode)} points, OSL {cfg.osl}, {decode_requests} requests")
+    for isl, ns in rows.items():
+        click.echo(f"  ISL {isl}: concurrency " + " ".join(str(n) for n in ns))
 
 
 def _summary(out: Path) -> None:

@@ -14,14 +14,18 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from click.testing import CliRunner
 
 from helpers import REPO, make_plan, plan_dict, write_plan
 from procs import closed_port
 from ptyrun import DYNPLAN, run_on_a_pty
 from scaler.core import planner
 from scaler.core.interpolation import perf_model
-from scaler.devtools.openai_engine import LatencyModel, OpenAIEngineServer, ServerConfig
+from scaler.devtools.openai_engine import CHAT_TEMPLATE_TOKENS, LatencyModel, OpenAIEngineServer, ServerConfig, count_tokens
 from scaler.profile_io import load_profile
+from scaler.profiling.openai_client import Client
+from scaler.profiling.prompts import prompt_text
+from scaler.profiling.sweep_cli import sweep
 
 KEY = "sk-test-7f3a9c"
 MAX_KV = 24_000
@@ -213,3 +217,27 @@ def test_the_progress_bar_names_each_point_on_a_terminal_only(swept_on_a_pty: tu
     for step in steps:
         assert step in stderr, stderr
     assert KEY not in stdout + stderr
+
+
+def test_dry_run_prints_the_grid_and_writes_nothing(engine: OpenAIEngineServer, key_file: Path, tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    args = ["--url", engine.url, "--model", "test-model", "-o", str(out), "--api-key-file", str(key_file), *GRID, "--dry-run"]
+    result = CliRunner().invoke(sweep, args)
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "engine vllm; max_kv_tokens 24000 (vllm:cache_config_info num_gpu_blocks x block_size)\n"
+        "prefill: 4 points x 5 requests, ISL 100 567 1033 1500\n"
+        "decode: 6 points, OSL 32, 100 requests\n"  # each batch twice: warm-up, measured
+        "  ISL 100: concurrency 1 16\n"
+        "  ISL 800: concurrency 1 16\n"
+        "  ISL 1500: concurrency 1 15\n"
+    )
+    assert sorted(tmp_path.iterdir()) == []
+
+
+def test_chat_completions_stream_and_count_the_template(engine: OpenAIEngineServer) -> None:
+    prompt = prompt_text(100, 1)
+    timing = Client(engine.url, "test-model", KEY, api="chat").stream(prompt, 4)
+    assert (timing.prompt_tokens, timing.completion_tokens) == (count_tokens(prompt) + CHAT_TEMPLATE_TOKENS, 4)
+    assert len(timing.chunk_times) == 4  # the role-only first chunk carries no token
+    assert list(timing.chunk_times) == sorted(timing.chunk_times) and timing.ttft_ms > 0
