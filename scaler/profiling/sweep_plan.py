@@ -7,7 +7,8 @@ Method (the one Dynamo's pre-deployment profiler uses, measured from the client 
   [isl_min, isl_max]; each ISL `repeats` times with distinct prompts (no prefix-cache hit).
   TTFT is the median; `prefill_thpt_per_gpu = isl / ttft_ms * 1000 / prefill_gpus`.
 - Decode: for `context_points` ISLs and OSL `osl`, `n` concurrent requests for n from 1 up to
-  the most the KV cache holds (`max_kv_tokens // (isl + osl)`, capped by max_concurrency).
+  the most the KV cache holds (`max_kv_tokens // (isl + osl)`, in whole 16-token blocks,
+  capped by max_concurrency).
   ITL (the median over the streams) and throughput (n / ITL) come from the steady window in
   which all n streams are decoding (after the last first token, before the first last
   token), so neither the batch's prefills nor its tail are counted. `x_kv_usage = n * (isl + osl/2) / max_kv_tokens` and
@@ -113,11 +114,17 @@ def even_grid(lo: int, hi: int, n: int) -> tuple[int, ...]:
     return tuple(sorted({round(lo + (hi - lo) * i / (n - 1)) for i in range(n)}))
 
 
+KV_BLOCK = 16  # vLLM's default block size: a request holds whole blocks
+
+
 def concurrency_grid(isl: int, osl: int, max_kv_tokens: int, cap: int, n: int) -> tuple[int, ...]:
     """1, then evenly up to the most requests of `isl + osl` tokens the KV cache holds (at
     most `cap`): the planner reads the high-usage end (the best throughput within an ITL
-    target), so the points are spread linearly as Dynamo's profiler spreads them."""
-    most = max(1, min(cap, max_kv_tokens // (isl + osl)))
+    target), so the points are spread linearly as Dynamo's profiler spreads them. Each
+    request's tokens are rounded up to whole KV blocks, so the heaviest batch fits at its
+    end and the engine never preempts part of it."""
+    per_request = -(-(isl + osl) // KV_BLOCK) * KV_BLOCK
+    most = max(1, min(cap, max_kv_tokens // per_request))
     return even_grid(1, most, n)
 
 

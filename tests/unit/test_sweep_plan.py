@@ -26,6 +26,8 @@ def test_concurrency_reaches_the_kv_capacity_or_the_cap() -> None:
     # 24000 // (2000 + 24) = 11 fit: the cache binds
     assert sp.concurrency_grid(2000, 24, 24_000, 16, 3) == (1, 6, 11)
     assert sp.concurrency_grid(30_000, 24, 24_000, 16, 3) == (1,)  # not even one fits: one, and the engine queues
+    # whole 16-token blocks: 1025 tokens hold 1040, so 3100 tokens take 2 such requests, not 3
+    assert sp.concurrency_grid(1000, 25, 3100, 16, 2) == (1, 2)
 
 
 def test_the_plan_measures_prefill_then_decode_rows_light_to_heavy() -> None:
