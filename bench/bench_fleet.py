@@ -66,7 +66,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import yaml
 
-from bench.grpc_client import PoolRef, Run, ScalerClient, cpu_seconds, descendants, latency_summary, tree_rss_mb
+from bench.grpc_client import PoolRef, Run, ScalerClient, cpu_seconds, descendants, latency_summary, tree_pss_mb, tree_rss_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = ROOT / "examples" / "profiles" / "h200-llama3.1-8b-fp8-tp1"
@@ -318,6 +318,7 @@ class Sampler:
         self.pid = pid
         self.max_mb = 0.0
         self.last_mb = 0.0
+        self.max_pss_mb = 0.0
         self.max_processes = 1
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -330,10 +331,12 @@ class Sampler:
     def sample(self) -> None:
         try:
             self.last_mb = tree_rss_mb(self.pid)
+            pss = tree_pss_mb(self.pid)
             self.max_processes = max(self.max_processes, len(descendants(self.pid)))
         except OSError:
             return
         self.max_mb = max(self.max_mb, self.last_mb)
+        self.max_pss_mb = max(self.max_pss_mb, pss)
 
     def __enter__(self) -> "Sampler":
         self._thread.start()
@@ -629,7 +632,8 @@ def run(args: argparse.Namespace, work: Path, stack: ExitStack) -> dict[str, Any
         "failed_in_run": log_events(scaler_log, "decision_failed", *window),
         "failed_in_warmup": log_events(scaler_log, "decision_failed", until=window[0]),
     }
-    out["rss_mb"] = {"max": round(sampler.max_mb, 1), "end": round(sampler.last_mb, 1), "processes": sampler.max_processes}
+    out["rss_mb"] = {"max": round(sampler.max_mb, 1), "end": round(sampler.last_mb, 1), "processes": sampler.max_processes,
+                     "pss_max": round(sampler.max_pss_mb, 1)}
     p, s = out["paced"], out["saturation"]
     out["targets"] = {
         "p99_within_1.5x_floor": p["p99_ratio"] <= TARGETS["p99_ratio_max"],
@@ -675,7 +679,8 @@ def report(out: dict[str, Any]) -> str:
         f"lag max {d['lag_max_seconds']} s, p99 {d['lag_p99_seconds']} s, gauge max {d['lag_gauge_max_seconds']} s; "
         f"due windows late > {out['interval_seconds']} s or never: {d['late']}; caught up: {d['caught_up_windows']:.0f}; "
         f"failed reads: {d['failed_in_run']} in the run, {d['failed_in_warmup']} before",
-        f"scaler RSS max {out['rss_mb']['max']:.0f} MB ({out['rss_mb']['processes']} process(es)), "
+        f"scaler RSS max {out['rss_mb']['max']:.0f} MB ({out['rss_mb']['processes']} process(es), summed; "
+        f"PSS max {out['rss_mb']['pss_max']:.0f} MB), "
         f"CPU {out['cpu_seconds']['run']:.1f} s in the run ({out['cpu_seconds']['run_cores']:.2f} cores), "
         f"{out['cpu_seconds']['total']:.1f} s in all",
         "targets: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in out["targets"].items()),

@@ -84,6 +84,22 @@ def tree_rss_mb(pid: int) -> float:
     return total
 
 
+def tree_pss_mb(pid: int) -> float:
+    """Proportional set size of a process and its descendants, MB: each shared page (a forked
+    child's copy-on-write pages, the libraries) split between the processes sharing it, so
+    the sum is what the tree costs the machine, unlike summed RSS."""
+    total = 0.0
+    for p in descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024.0
+                    break
+        except OSError:
+            pass
+    return total
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its live descendants (and of children they waited for)."""
     tick = os.sysconf("SC_CLK_TCK")

@@ -78,6 +78,7 @@ def test_bench_fleet_reports_every_figure(tmp_path: Path) -> None:
     # the gauge holds each plan's latest throughput decision, if one was made yet
     assert d["lag_gauge_max_seconds"] is None or -1 < d["lag_gauge_max_seconds"] < 30
     assert 50 < out["rss_mb"]["max"] < 4000 and out["rss_mb"]["processes"] >= 1
+    assert 10 < out["rss_mb"]["pss_max"] <= out["rss_mb"]["max"] * 1.01  # shared pages split, never more
     assert out["cpu_seconds"]["total"] > 0 and out["cpu_seconds"]["run"] >= 0
     assert set(out["targets"]) == {"p99_within_1.5x_floor", "saturation_at_least_0.8x_floor",
                                    "never_more_than_one_interval_late", "rss_below_500mb"}
