@@ -587,9 +587,16 @@ def recorded_query(
     window_seconds: int,
     pool: Optional[str] = None,
     range_seconds: Optional[int] = None,
+    namespace: Optional[str] = None,
 ) -> str:
-    """The instant query that reads a recorded series back for one plan (and pool)."""
-    labels = {PLAN_LABEL: plan_name, **({POOL_LABEL: pool} if pool is not None else {})}
+    """The instant query that reads a recorded series back for one plan (and pool); with
+    `namespace`, only the series the plan's own rules wrote (`dynplan_namespace`: two
+    namespaces' plans of one name may share a Prometheus)."""
+    labels = {
+        PLAN_LABEL: plan_name,
+        **({NAMESPACE_LABEL: namespace} if namespace is not None else {}),
+        **({POOL_LABEL: pool} if pool is not None else {}),
+    }
     return record_name(source, series, window_seconds, range_seconds) + selector(labels)
 
 
@@ -603,6 +610,7 @@ def read_query(
     extra: str = "",
     pool: Optional[str] = None,
     range_seconds: Optional[int] = None,
+    namespace: Optional[str] = None,
 ) -> str:
     """The query the scaler sends for one series: recorded when it exists, raw otherwise.
 
@@ -614,7 +622,7 @@ def read_query(
     raw = raw_expr(source, series, labels, window_seconds, extra, range_seconds)
     if not use_recording_rules:
         return raw
-    return f"{recorded_query(source, series, plan_name, window_seconds, pool, range_seconds)} or on() ({raw})"
+    return f"{recorded_query(source, series, plan_name, window_seconds, pool, range_seconds, namespace)} or on() ({raw})"
 
 
 def is_recorded(labels: Mapping[str, str]) -> bool:
@@ -729,7 +737,7 @@ def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: 
         rec_pool = pool
     return read_query(
         source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool,
-        query_range(window_seconds, m.scrape_interval_seconds),
+        query_range(window_seconds, m.scrape_interval_seconds), plan.namespace,
     )
 
 
@@ -739,7 +747,7 @@ def plan_shared_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool
     if not plan.spec.metrics.use_recording_rules:
         return None
     rec_pool = None if series.kind == "throughput" else pool
-    match = ((PLAN_LABEL, plan.name),) + (((POOL_LABEL, rec_pool),) if rec_pool is not None else ())
+    match = ((PLAN_LABEL, plan.name), (NAMESPACE_LABEL, plan.namespace)) + (((POOL_LABEL, rec_pool),) if rec_pool is not None else ())
     return SharedQuery(plan_record_name(plan, series, window_seconds), match)
 
 

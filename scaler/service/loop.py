@@ -52,6 +52,7 @@ from scaler.core.replay import (
 )
 from scaler.errors import MetricsUnavailable, NoDecisionYet, StaleDecision, WindowRejected
 from scaler.planfile import LoadedPlan
+from scaler.prom.reader import throughput_queries
 from scaler.service.compute import Compute, PlanHandle, ThreadCompute
 from scaler.service.logs import log_event
 from scaler.service.metrics import ServiceMetrics
@@ -243,7 +244,10 @@ class PlanLoop:
             # Planner work (predictor fits can be slow) runs off the event loop so RPCs
             # keep being answered meanwhile.
             if not windows:
-                err = MetricsUnavailable(f"plan {self.key}: Prometheus returned no history up to {end:.0f}")
+                err = MetricsUnavailable(
+                    f"plan {self.key}: Prometheus returned no history up to {end:.0f}: no request count in {n} windows; "
+                    f"query: {throughput_queries(self.plan)['requests']}"
+                )
                 self._failed("warmup", err)
                 raise err
             obs = _with_ready(throughput_observation(self.plan, end, windows[-1], workers), ready)

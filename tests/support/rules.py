@@ -38,10 +38,10 @@ def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput",
     """A rule file with every series the scaler reads for `plan`, from scaler.sources.
 
     Test-only stand-in for the generator's renderer: record_name / raw_expr with the plan's
-    selector, the range its scrape interval needs and a `dynplan_plan` label, one group per kind, for the series the plan reads
+    selector, the range its scrape interval needs and the `dynplan_plan` and `dynplan_namespace` labels, one group per kind, for the series the plan reads
     (`plan_series`: the attainment sizing's signals only for plans sized by attainment).
     """
-    from scaler.sources import PLAN_LABEL, SOURCES, plan_range, plan_series, raw_expr, record_name
+    from scaler.sources import NAMESPACE_LABEL, PLAN_LABEL, SOURCES, plan_range, plan_series, raw_expr, record_name
 
     src = SOURCES[plan.spec.metrics.source]
     windows = {
@@ -56,7 +56,7 @@ def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput",
             {
                 "record": record_name(src, s, w, plan_range(plan, kind)),
                 "expr": raw_expr(src, s, plan.spec.metrics.selector, w, range_seconds=plan_range(plan, kind)),
-                "labels": {PLAN_LABEL: plan.name},
+                "labels": {PLAN_LABEL: plan.name, NAMESPACE_LABEL: plan.namespace},
             }
             for s in plan_series(plan, kind)
         ]

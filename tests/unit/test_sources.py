@@ -128,7 +128,7 @@ def test_vllm_per_worker_load_is_per_pod_and_reads_either_kv_gauge() -> None:
                     f" / sum by (pod) (increase({N('vllm:time_to_first_token_seconds_count', sel)}[10s]))")
     assert sources.worker_pools(plan) == ("prefill", "decode")
     q = sources.plan_read_query(plan, sources.SERIES_BY_KEY["last_ttft_ms"], 10, "decode")
-    assert q.startswith('dynplan_plan_pod:vllm:time_to_first_token_seconds:mean10s{dynplan_plan="llama-8b",dynplan_pool="decode"} or on() (')
+    assert q.startswith('dynplan_plan_pod:vllm:time_to_first_token_seconds:mean10s{dynplan_namespace="inference",dynplan_plan="llama-8b",dynplan_pool="decode"} or on() (')
 
 
 def test_sglang_means_from_counters_ranks_collapsed_and_pools_by_engine_type() -> None:

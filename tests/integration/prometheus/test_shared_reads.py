@@ -25,7 +25,7 @@ from scaler.prom import (
     throughput_series,
 )
 from scaler.prom.reader import WORKER_SERIES
-from scaler.sources import PLAN_LABEL, plan_record_name
+from scaler.sources import NAMESPACE_LABEL, PLAN_LABEL, plan_record_name
 
 T = 30  # throughput interval
 L = 10  # load interval
@@ -65,11 +65,11 @@ def env(module_prom_factory: PromFactory) -> dict[str, Any]:
         first = half if name == "gamma" else start
         for j, s in enumerate(throughput_series(probe)):
             rec = plan_record_name(probe, s, T)
-            w.gauge(rec, {PLAN_LABEL: name}, _points(first, end, lambda i, k=k, j=j: 10.0 * (k + 1) + j + (i % 7)))
+            w.gauge(rec, {PLAN_LABEL: name, NAMESPACE_LABEL: "inference"}, _points(first, end, lambda i, k=k, j=j: 10.0 * (k + 1) + j + (i % 7)))
         for j, s in enumerate(WORKER_SERIES):
             rec = plan_record_name(probe, s, L)
             for wid, wtype in (("p0", "prefill"), ("d0", "decode"), ("d1", "decode")):
-                labels = {PLAN_LABEL: name, "worker_id": f"{name}-{wid}", "worker_type": wtype}
+                labels = {PLAN_LABEL: name, NAMESPACE_LABEL: "inference", "worker_id": f"{name}-{wid}", "worker_type": wtype}
                 w.gauge(rec, labels, _points(first, end, lambda i, k=k, j=j: 1.0 + k + j + (i % 3)))
         for pool in ("prefill", "decode"):
             labels = {"namespace": "inference", "deployment": f"{name}-{pool}"}
