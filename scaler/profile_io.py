@@ -206,6 +206,7 @@ def write_profile(profile: Profile, directory: Path) -> None:
         target = directory / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.parent / f".{target.name}.tmp"
+        arrays: dict[str, Any] = {k: np.asarray(v, dtype=np.float64) for k, v in data.items()}
         with open(tmp, "wb") as f:
-            np.savez(f, **{k: np.asarray(v, dtype=np.float64) for k, v in data.items()})
+            np.savez(f, **arrays)
         tmp.replace(target)
