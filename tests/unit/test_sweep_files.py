@@ -111,3 +111,55 @@ def test_the_api_key_file_holds_one_key_and_is_never_quoted(tmp_path: Path) -> N
     assert "sk-abc" not in str(exc.value)
     with pytest.raises(InputError, match="cannot read the key file"):
         read_api_key(str(tmp_path / "absent"))
+
+
+class _FakeMeasurer:
+    """Measures from a script: a point's key -> a result, or an exception to raise (once each)."""
+
+    def __init__(self, plan: sp.SweepPlan, failures: dict[str, list[Exception]], clock: list[float]) -> None:
+        self.results = {sp.result_key(r): r for r in _results(plan)}
+        self.failures, self.clock, self.calls = failures, clock, []
+
+    def _measure(self, key: str) -> sp.PrefillResult | sp.DecodeResult:
+        self.calls.append(key)
+        self.clock[0] += 1.0  # each point takes a second
+        if self.failures.get(key):
+            raise self.failures[key].pop(0)
+        return self.results[key]
+
+    def prefill(self, run: sw.SweepRun, point: sp.PrefillPoint, deadline: float) -> sp.PrefillResult:
+        return self._measure(point.key)  # type: ignore[return-value]
+
+    def decode(self, run: sw.SweepRun, point: sp.DecodePoint, deadline: float) -> sp.DecodeResult:
+        return self._measure(point.key)  # type: ignore[return-value]
+
+
+def test_run_sweep_retries_a_point_once_then_fails_with_the_rest_journalled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from scaler.errors import EndpointUnavailable
+
+    monkeypatch.setattr(sw, "_RETRY_PAUSE_S", 0.0)
+    plan = sp.plan_sweep(CFG)
+    clock = [0.0]
+    key = plan.keys[5]
+    fake = _FakeMeasurer(plan, {plan.keys[2]: [EndpointUnavailable("blip")], key: [EndpointUnavailable("a"), EndpointUnavailable("b")]}, clock)
+    journal, _ = sw.Journal.open(tmp_path / "p", HEADER, resume=False)
+    run = sw.SweepRun(plan, CFG)
+    seen: list[tuple[int, int, str]] = []
+    with pytest.raises(EndpointUnavailable, match="b"):
+        sw.run_sweep(run, fake, journal, deadline=1e9, progress=lambda d, t, k: seen.append((d, t, k)), clock=lambda: clock[0])  # type: ignore[arg-type]
+    assert fake.calls == [*plan.keys[:3], plan.keys[2], plan.keys[3], plan.keys[4], key, key]  # one retry per point
+    assert list(run.results) == list(plan.keys[:5])
+    _, prior = sw.Journal.open(tmp_path / "p", HEADER, resume=True)
+    assert [sp.result_key(r) for r in prior] == list(plan.keys[:5])
+    assert seen[0] == (0, len(plan.keys), plan.keys[0]) and seen[-1] == (5, len(plan.keys), key)
+
+
+def test_run_sweep_stops_at_the_deadline_between_points(tmp_path: Path) -> None:
+    plan = sp.plan_sweep(CFG)
+    clock = [0.0]
+    fake = _FakeMeasurer(plan, {}, clock)
+    journal, _ = sw.Journal.open(tmp_path / "p", HEADER, resume=False)
+    run = sw.SweepRun(plan, CFG, {plan.keys[0]: fake.results[plan.keys[0]]})  # resumed: the first is done
+    sw.run_sweep(run, fake, journal, deadline=3.0, clock=lambda: clock[0])  # type: ignore[arg-type]
+    assert run.stopped == "the time limit"
+    assert fake.calls == list(plan.keys[1:4]) and run.missing == list(plan.keys[4:])
