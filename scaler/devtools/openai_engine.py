@@ -307,6 +307,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not self._authorised():
             return
+        if cfg.fail_after is not None and self.server.count_completion() > cfg.fail_after:
+            self.close_connection = True
+            self._error(503, "Service Unavailable")
+            return
         try:
             length = int(self.headers.get("Content-Length", "0"))
             if not 0 < length <= _MAX_BODY:
@@ -390,6 +394,7 @@ class ServerConfig:
     max_model_len: int = 8192
     mode: str = "sse"  # "sse" | "json"
     api_key: str | None = field(default=None, repr=False)  # as vLLM's --api-key: /v1/* needs "Bearer KEY"
+    fail_after: int | None = None  # completions answered before every later one gets HTTP 503 (an engine gone bad)
 
 
 class _Server(ThreadingHTTPServer):
@@ -397,6 +402,14 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # a decode batch connects all at once; socketserver's default is 5
     config: ServerConfig
     engine: Engine
+    completions = 0
+    _count_lock = threading.Lock()
+
+    def count_completion(self) -> int:
+        """This completion request's number, from 1."""
+        with self._count_lock:
+            self.completions += 1
+            return self.completions
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         import sys

@@ -241,3 +241,29 @@ def test_chat_completions_stream_and_count_the_template(engine: OpenAIEngineServ
     assert (timing.prompt_tokens, timing.completion_tokens) == (count_tokens(prompt) + CHAT_TEMPLATE_TOKENS, 4)
     assert len(timing.chunk_times) == 4  # the role-only first chunk carries no token
     assert list(timing.chunk_times) == sorted(timing.chunk_times) and timing.ttft_ms > 0
+
+
+def test_an_endpoint_failing_mid_sweep_exits_3_and_keeps_what_was_measured(tmp_path: Path) -> None:
+    out = tmp_path / "p"
+    # 2 calibration requests, then per prefill point one sizing probe and 5 repeats: 13 requests
+    # measure the first point, the 14th fails, and so does its retry
+    with OpenAIEngineServer(LatencyModel(noise=0.0, time_scale=0.2), max_kv_tokens=MAX_KV, config=ServerConfig(fail_after=13)) as server:
+        result = CliRunner().invoke(sweep, ["--url", server.url, "--model", "test-model", "-o", str(out), *GRID])
+    assert result.exit_code == 3, result.output
+    assert result.output == (
+        f"error: {server.url}/v1/completions: HTTP 503: "
+        '{"object": "error", "message": "Service Unavailable", "type": "BadRequestError", "code": 503}; '
+        "sweep stopped by an endpoint failure after 1 of 10 points; no profile written: the points measured so far "
+        "do not make a valid one; --resume continues it\n"
+    )
+    assert not out.exists()
+    journal = (tmp_path / ".p.sweep" / "journal.jsonl").read_text().splitlines()
+    assert len(journal) == 2 and '"target_isl": 100' in journal[1]
+
+
+def test_a_url_that_is_not_an_openai_api_exits_2(engine: OpenAIEngineServer, tmp_path: Path) -> None:
+    result = CliRunner().invoke(sweep, ["--url", f"{engine.url}/elsewhere", "--model", "test-model", "-o", str(tmp_path / "p")])
+    assert result.exit_code == 2
+    assert result.output == (
+        f"error: {engine.url}/elsewhere/v1/models: HTTP 404: not an OpenAI-compatible endpoint\n"
+    )
