@@ -223,3 +223,11 @@ def _summary(out: Path) -> None:
         f"{p.decode_thpt_per_gpu.min():.0f}..{p.decode_thpt_per_gpu.max():.0f} tokens/s/GPU (max_kv_tokens {p.max_kv_tokens:.0f})"
     )
     click.echo(f"wrote {out}: Dynamo's layout (JSON and npz) and measurement.json")
+    for context in sorted(set(p.decode_context.tolist())):
+        top = float(p.decode_kv_usage[p.decode_context == context].max())
+        if top < 0.9:  # the planner holds ITL flat above it: optimistic if the engine is loaded further
+            click.echo(
+                f"warning: context {context:.0f} measured up to KV usage {top:.0%} only (--max-concurrency); "
+                "above it the planner holds its ITL flat",
+                err=True,
+            )

@@ -216,6 +216,9 @@ def test_the_progress_bar_names_each_point_on_a_terminal_only(swept_on_a_pty: tu
     steps = ("0/10  prefill/isl=100", "4/10  decode/isl=100/n=1", "9/10  decode/isl=1500/n=15", "[####################################]  10/10")
     for step in steps:
         assert step in stderr, stderr
+    # --max-concurrency 16 holds the short contexts below a full cache: said, not hidden
+    assert "warning: context 116 measured up to KV usage 8% only (--max-concurrency)" in stderr
+    assert "warning: context 816 measured up to KV usage 54% only" in stderr and "context 1516" not in stderr
     assert KEY not in stdout + stderr
 
 
