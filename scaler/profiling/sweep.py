@@ -152,7 +152,7 @@ class Measurer:
     ignore_eos: bool = True
     _salts: random.Random = field(default_factory=lambda: random.Random(int.from_bytes(os.urandom(8), "big")))
 
-    def _words(self, run: SweepRun, isl: int) -> int:
+    def _words(self, isl: int) -> int:
         return self.calibrator.size(isl).words
 
     def _salt(self) -> int:
@@ -160,7 +160,7 @@ class Measurer:
         return self._salts.getrandbits(62)
 
     def prefill(self, run: SweepRun, point: PrefillPoint, deadline: float) -> PrefillResult:
-        words = self._words(run, point.isl)
+        words = self._words(point.isl)
         streams = [
             self.client.stream(prompt_text(words, self._salt()), 1, deadline=deadline, ignore_eos=self.ignore_eos)
             for _ in range(self.repeats)
@@ -168,7 +168,7 @@ class Measurer:
         return prefill_result(point.isl, streams)
 
     def decode(self, run: SweepRun, point: DecodePoint, deadline: float) -> DecodeResult:
-        words = self._words(run, point.isl)
+        words = self._words(point.isl)
         prompts = [prompt_text(words, self._salt()) for _ in range(point.concurrency)]
         # Warm the prefix cache with the same prompts, so the measured batch's prefills are
         # cheap and its steady window long (what Dynamo's profiler does); an engine without a
