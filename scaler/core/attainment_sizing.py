@@ -15,8 +15,8 @@ One throughput tick, given the predicted rate/ISL/OSL and the window just observ
      window's dispersion on the replicas that served all of it (the smaller of the last two
      asks). Fast attack, slow release, as the traffic's shape.
    - `decode_slowdown`: observed / profiled ITL at the concurrency each decode worker
-     carried (Little's law), the hardware's distance from its profile: a constant, so
-     averaged (the first measurement, then 20% per window both ways), not attacked fast.
+     carried (Little's law), the hardware's distance from its profile: a constant, so the
+     mean of the last MEMORY windows' (in log space), not the worst window's.
 2. **Forecast** the rate the fleet must carry until the next decision takes effect: the
    larger of the prediction and the last window (a forecast never sizes below what was just
    seen), times `burst`.
@@ -54,6 +54,10 @@ from scaler.core.throughput import ceil_replicas, decode_context
 
 # A learned value comes down by this weight per calmer window (in log space).
 DECAY = 0.2
+# Windows a mean of the hardware or of the rate's spread remembers (the decode slowdown, the
+# rate's window-to-window spread): 24 minutes at the default 180 s interval, fewer than
+# the 32 a restarted scaler replays.
+MEMORY = 8
 # Fewer requests than this in a window say nothing about tails or dispersion.
 MIN_REQUESTS = 20
 MAX_DISPERSION = 1000.0
@@ -76,9 +80,9 @@ class AttainmentState:
     burst: float = 1.0
     decode_slowdown: float = 1.0
     prefill_slowdown: float = 1.0           # observed TTFT less the modelled wait / profiled TTFT
-    # windows each slowdown was measured in (the first measurement replaces the prior 1.0)
-    prefill_measured: int = 0
-    decode_measured: int = 0
+    # log(observed / profiled ITL) of the last MEMORY windows that measured it (decode_slowdown
+    # is their mean)
+    decode_ratios: list[float] = field(default_factory=list)
     # start-up as observed from readiness: pool -> (when more replicas were asked for, how
     # many), and pool -> the shortest start-up consistent with what was seen (seconds)
     pending: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -89,10 +93,15 @@ class AttainmentState:
     # to have served all through the window just closed (one asked for at its start serves
     # only after start-up)
     asked_before: dict[str, int] = field(default_factory=dict)
-    # how much the rate moves from one window to the next: the last window's rate and the
-    # exponentially weighted mean of log(rate / previous rate)^2 (None: not seen yet)
+    # how much the rate moves from one window to the next: the last window's rate and
+    # log(rate / previous rate)^2 of the last MEMORY windows
     last_rate: Optional[float] = None
-    rate_change_var: Optional[float] = None
+    rate_changes: list[float] = field(default_factory=list)
+
+    @property
+    def rate_change_var(self) -> Optional[float]:
+        """Mean squared log change of the rate between windows (None: none seen yet)."""
+        return sum(self.rate_changes) / len(self.rate_changes) if self.rate_changes else None
 
 
 @dataclass(frozen=True)
@@ -149,15 +158,11 @@ def smooth(previous: float, observed: float, lo: float, hi: float, decay: float 
     return math.exp((1.0 - decay) * math.log(previous) + decay * math.log(observed))
 
 
-def average(previous: float, observed: float, lo: float, hi: float, seen: int, weight: float = DECAY) -> float:
-    """An exponentially weighted mean in log space, clamped to [lo, hi], the first
-    measurement (`seen` == 0) taken whole. For a constant of the hardware (a slowdown): its
-    windows scatter around it both ways (and queueing already biases them up), so it is
-    averaged, not attacked fast as a burst is."""
-    observed = min(max(observed, lo), hi)
-    if seen <= 0:
-        return observed
-    return math.exp((1.0 - weight) * math.log(previous) + weight * math.log(observed))
+def remember(values: list[float], value: float, memory: int = MEMORY) -> None:
+    """Append `value`, keeping the newest `memory` values. A finite memory, shorter than the
+    warm-up a restarted scaler replays, so the restarted one's mean is the same number."""
+    values.append(value)
+    del values[:-memory]
 
 
 def learn(
@@ -172,9 +177,7 @@ def learn(
         return
     rate = window.rate
     if state.last_rate is not None and state.last_rate > 0:
-        change = math.log(rate / state.last_rate) ** 2
-        prev = state.rate_change_var
-        state.rate_change_var = change if prev is None else (1.0 - DECAY) * prev + DECAY * change
+        remember(state.rate_changes, math.log(rate / state.last_rate) ** 2)
     state.last_rate = rate
     if window.peak_rate is not None and rate > 0:
         state.burst = smooth(state.burst, window.peak_rate / rate, 1.0, MAX_BURST)
@@ -214,10 +217,10 @@ def learn(
         concurrency = rate * window.request_duration_s / workers
         profiled = model.decode.itl_at_concurrency(concurrency, decode_context(window.isl, window.osl))
         if profiled > 0:
-            state.decode_slowdown = average(
-                state.decode_slowdown, window.itl_ms / profiled, 0.25, 10.0, state.decode_measured
-            )
-            state.decode_measured += 1
+            # a constant of the hardware: its windows scatter around it both ways, so it is
+            # their mean (in log space, clamped), not the worst window's
+            remember(state.decode_ratios, math.log(min(max(window.itl_ms / profiled, 0.25), 10.0)))
+            state.decode_slowdown = math.exp(sum(state.decode_ratios) / len(state.decode_ratios))
 
 
 def hold(

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from helpers import flat_profile, plan_dict
 from scaler.core.attainment import erlang_c, prefill_replicas
-from scaler.core.attainment_sizing import AttainmentState, average, hold, learn, smooth
+from scaler.core.attainment_sizing import MEMORY, AttainmentState, hold, learn, remember, smooth
 from scaler.core.decision import Reason
 from scaler.core.interpolation import PerfModel, perf_model
 from scaler.core.observations import Observation, TrafficWindow
@@ -203,13 +203,13 @@ def test_prefill_slowdown_is_the_ttft_less_the_modelled_wait_on_the_servers_of_t
     assert state.prefill_slowdown == pytest.approx((75.0 + wait_ms) / 75.0, rel=1e-4)
 
 
-def test_decode_slowdown_is_averaged_both_ways_from_its_first_measurement() -> None:
-    # a constant of the hardware: the first measurement replaces the prior, later ones move
-    # it 20% of the way in log space, down as well as up
-    assert average(1.0, 1.3, 0.25, 10.0, seen=0) == 1.3
-    assert average(1.3, 1.1, 0.25, 10.0, seen=1) == pytest.approx(math.exp(0.8 * math.log(1.3) + 0.2 * math.log(1.1)))
-    assert average(1.1, 1.3, 0.25, 10.0, seen=1) == pytest.approx(math.exp(0.8 * math.log(1.1) + 0.2 * math.log(1.3)))
-    assert average(1.0, 50.0, 0.25, 10.0, seen=3) == pytest.approx(math.exp(0.2 * math.log(10.0)))  # clamped first
+def test_decode_slowdown_is_the_mean_of_the_last_windows() -> None:
+    # a constant of the hardware: the mean of the last MEMORY windows' ratios in log space
+    # (the first measurement replaces the prior at once), down as well as up
+    values: list[float] = []
+    for v in range(MEMORY + 3):
+        remember(values, float(v))
+    assert values == [float(v) for v in range(3, MEMORY + 3)]
     plan = _plan()
     model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
     state = AttainmentState()
@@ -218,8 +218,14 @@ def test_decode_slowdown_is_averaged_both_ways_from_its_first_measurement() -> N
     learn(state, plan, model, _window(600, itl_ms=1.3 * profiled), {"prefill": 8, "decode": 2})
     assert state.decode_slowdown == pytest.approx(1.3)
     learn(state, plan, model, _window(600, itl_ms=1.1 * profiled), {"prefill": 8, "decode": 2})
-    assert state.decode_slowdown == pytest.approx(math.exp(0.8 * math.log(1.3) + 0.2 * math.log(1.1)))
-    assert state.decode_measured == 2
+    assert state.decode_slowdown == pytest.approx(math.sqrt(1.3 * 1.1))  # geometric mean
+    # a window far off the profile counts as the clamp (10x), not as itself
+    learn(state, plan, model, _window(600, itl_ms=50.0 * profiled), {"prefill": 8, "decode": 2})
+    assert state.decode_slowdown == pytest.approx((1.3 * 1.1 * 10.0) ** (1 / 3))
+    # MEMORY windows at 1.2 later, the old ones are forgotten
+    for _ in range(MEMORY):
+        learn(state, plan, model, _window(600, itl_ms=1.2 * profiled), {"prefill": 8, "decode": 2})
+    assert state.decode_slowdown == pytest.approx(1.2)
 
 
 def test_the_hold_keeps_no_more_than_the_rates_upper_quantile_needs() -> None:
@@ -231,7 +237,7 @@ def test_the_hold_keeps_no_more_than_the_rates_upper_quantile_needs() -> None:
     model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
 
     def sized_after_a_peak(change_var: object, backlog: float = 0.0) -> tuple[dict[str, int], object]:
-        state = AttainmentState(rate_change_var=change_var)  # type: ignore[arg-type]
+        state = AttainmentState(rate_changes=[] if change_var is None else [change_var])  # type: ignore[list-item]
         size(plan, model, state, rate=60.0, isl=3000.0, osl=150.0, timestamp=0.0)
         out = size(plan, model, state, rate=10.0, isl=3000.0, osl=150.0, backlog=backlog, timestamp=60.0)
         return out.replicas, out.inputs
@@ -270,8 +276,8 @@ def test_learning_tracks_the_rates_spread_from_window_to_window() -> None:
     assert state.rate_change_var is None and state.last_rate == 10.0
     learn(state, plan, model, _window(1200), {"prefill": 8, "decode": 2})  # doubled
     assert state.rate_change_var == pytest.approx(math.log(2.0) ** 2)
-    learn(state, plan, model, _window(1200), {"prefill": 8, "decode": 2})  # unchanged: 20% of the way to 0
-    assert state.rate_change_var == pytest.approx(0.8 * math.log(2.0) ** 2)
+    learn(state, plan, model, _window(1200), {"prefill": 8, "decode": 2})  # unchanged: the mean of ln2^2 and 0
+    assert state.rate_change_var == pytest.approx(math.log(2.0) ** 2 / 2)
     # a window with too few requests says nothing, and is not the next one's reference
     learn(state, plan, model, _window(10), {"prefill": 8, "decode": 2})
     assert state.last_rate == 20.0
