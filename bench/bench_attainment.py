@@ -88,15 +88,19 @@ def report(s: Scenario, summary: dict) -> list[str]:
     target = summary["sla"].get("attainment")
     pols = summary["policies"]
     print(f"target {target}; simulated in {summary['_seconds']:.0f} s")
-    print(f"{'policy':22s} {'both':>7s} {'TTFT':>7s} {'ITL':>7s} {'GPU-h':>7s} {'x static':>8s} {'x oracle':>8s}")
+    print(f"{'policy':22s} {'both':>7s} {'TTFT':>7s} {'ITL':>7s} {'GPU-h':>7s} {'x static':>8s} {'x oracle':>8s}"
+          "  GPU-h per pool")
     for name, p in pols.items():
         a = p.get("attainment") or {}
         label = name
         fleet = p.get("fleet")
         if name == "static-sweep" and isinstance(fleet, dict):
             label = "static " + ",".join(str(v) for v in fleet.values())
+        # where the GPU-hours go: per pool (the oracle reports none)
+        by_pool = " ".join(f"{k} {v:.2f}" for k, v in (p.get("gpuHoursByPool") or {}).items())
         print(f"{label:22s} {_pct(a.get('both'))} {_pct(a.get('ttft'))} {_pct(a.get('itl'))} "
-              f"{_num(p.get('gpuHours')):>7s} {_num(p.get('gpuHoursVsStatic')):>8s} {_num(p.get('gpuHoursVsOracle')):>8s}")
+              f"{_num(p.get('gpuHours')):>7s} {_num(p.get('gpuHoursVsStatic')):>8s} {_num(p.get('gpuHoursVsOracle')):>8s}"
+              f"  {by_pool}")
     misses: list[str] = []
     plan = pols.get("plan", {})
     both = (plan.get("attainment") or {}).get("both")
