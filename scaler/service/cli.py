@@ -59,6 +59,7 @@ def _prometheus_access(allow: tuple[str, ...], credentials_file: Optional[str]) 
 @click.option("--profile-root", "profile_roots", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Plans' spec.profile must lie under the plans directory or this directory (repeatable); without it a plan may name any directory (a warning is logged).")
 @click.option("--prometheus-concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Queries in flight at once per Prometheus access, shared by the plans using it.")
 @click.option("--planner-processes", default=1, show_default=True, type=click.IntRange(0, 64), help="Child processes the decisions are computed in, so planning never delays an RPC; 0 computes in threads of the serving process.")
+@click.option("--decision-spread", "decision_spread", default=5.0, show_default=True, type=click.FloatRange(0, 60), help="Plans act on a due window at fixed offsets spread over up to this many seconds (at most interval/6), so many plans do not wake at once; 0: all at once.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", default="json", show_default=True, type=click.Choice(LOG_FORMATS), help="Every line on stderr is a JSON object (json) or 'TIME LEVEL LOGGER: message' (text).")
 @handle_errors
@@ -79,6 +80,7 @@ def serve(
     prometheus_concurrency: int,
     profile_roots: tuple[str, ...],
     planner_processes: int,
+    decision_spread: float,
     log_level: str,
     log_format: str,
 ) -> None:
@@ -114,5 +116,6 @@ def serve(
         prometheus_concurrency=prometheus_concurrency,
         profile_roots=tuple(Path(r) for r in profile_roots) if profile_roots else None,
         planner_processes=planner_processes,
+        decision_spread_seconds=decision_spread,
     )
     run(config)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Protocol
 
@@ -92,6 +93,12 @@ class LoopSettings:
     warmup_intervals: Optional[int] = None
     # Retry delay after a failed tick; None -> min(5 s, interval / 4) (core.replay.retry_delay).
     retry_seconds: Optional[float] = None
+    # Plans act on their due events up to this much later, each at its own fixed offset
+    # (min(this, shortest interval / 6) x a hash of the plan's key): 1,000 plans due on one
+    # grid instant then wake spread over seconds instead of all at once, which kept RPCs
+    # waiting behind a second of plan work. What is read is unchanged (the same instants);
+    # replicas share the offsets. 0: every plan at once.
+    spread_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -558,15 +565,24 @@ class PlanLoop:
         self.next_load = load_end
         return True
 
+    @property
+    def offset(self) -> float:
+        """When this plan acts after its events are due (`LoopSettings.spread_seconds`): the
+        same for all its events, so their order is the order of their due times."""
+        shortest = min(i for i in (self.throughput_interval_seconds, self.load_interval_seconds, self.interval) if i)
+        spread = min(self.settings.spread_seconds, shortest / 6)
+        return spread * (zlib.crc32(self.key.encode()) / 2**32) if spread > 0 else 0.0
+
     def next_due(self) -> Optional[tuple[str, float]]:
         """The next event, ("throughput" or "load", when it is due): the earlier one; a tie
         goes to the throughput window. Ordered by due time, not by kind, so a loop that was
         busy past both does them in the order an idle one did."""
         events = []
+        offset = self.offset
         if self.next_end is not None and self.throughput_interval_seconds is not None:
-            events.append(("throughput", self.next_end + self.settle))
+            events.append(("throughput", self.next_end + self.settle + offset))
         if self.next_load is not None and self.load_interval_seconds is not None:
-            events.append(("load", self.next_load + self.load_settle))
+            events.append(("load", self.next_load + self.load_settle + offset))
         return min(events, key=lambda e: (e[1], e[0] != "throughput")) if events else None
 
     async def step(self) -> float:

@@ -227,7 +227,6 @@ class PlanRegistry:
         # profile directory holds one are reloaded, not every plan.
         touched = {entry[0] for entry in set(support).symmetric_difference(self._support_fp or ())}
         self._support_fp = support
-        files = list(stats)
         changed = False
         for path, fp in stats.items():
             profile_changed = bool(touched) and self._uses(path, touched)
@@ -235,7 +234,7 @@ class PlanRegistry:
                 continue
             self._plan_fp[path] = fp
             changed |= await self._load(path, profile_changed)
-        removed = [p for p in self._plan_fp if p not in files]
+        removed = [p for p in self._plan_fp if p not in stats]  # a dict: 1,000 plans, not 1,000,000 comparisons
         # A file that lost a duplicate-name race gets the plan once its rival goes
         # ("create new, delete old" renames a plan file): it takes over before the rival
         # is retired, adopting its decision, so the plan is never missing meanwhile.

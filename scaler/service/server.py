@@ -150,6 +150,8 @@ class ServeConfig:
     # planner processes the decisions run in (scaler.service.compute); 0: threads of this
     # process (`dynplan serve` defaults to 1: the RPCs' tail stays clear of planning)
     planner_processes: int = 0
+    # plans act on due windows spread over up to this many seconds (LoopSettings.spread_seconds)
+    decision_spread_seconds: float = 5.0
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -179,6 +181,7 @@ class ScalerServer:
             staleness_factor=config.staleness_factor,
             settle_seconds=config.settle_seconds,
             warmup_intervals=config.warmup_intervals,
+            spread_seconds=config.decision_spread_seconds,
         )
         self.registry = PlanRegistry(
             config.plans_dir, self._make_plan_loop, metrics=self.metrics, run_loops=run_loops,
