@@ -37,6 +37,7 @@ from scaler.prom.client import DEFAULT_CONCURRENCY, PromClient
 from scaler.prom.credentials import Credentials, check_access
 from scaler.prom.reader import PromReader
 from scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.service.collector import Collector
 from scaler.service.compute import Compute, ProcessCompute, ThreadCompute
 from scaler.service.decisions import decision_document, index_document
 from scaler.service.logs import log_event
@@ -193,6 +194,8 @@ class ScalerServer:
         self.metrics_port: Optional[int] = None
         self._metrics_server: Optional[MetricsServer] = None
         self._watch: Optional[asyncio.Task[None]] = None
+        self.collector = Collector()
+        self._gc: Optional[asyncio.Task[None]] = None
 
     def _reader(self, loaded: LoadedPlan) -> Reader:
         access = loaded.plan.spec.metrics.prometheus
@@ -276,10 +279,11 @@ class ScalerServer:
         if isinstance(self.compute, ProcessCompute):
             await asyncio.to_thread(self.compute.start)  # spawned before the first warm-up needs them
         await self.registry.scan()
-        # Plans, profiles and models are long-lived: keep them out of the cyclic GC's
-        # generations so collections stay short while RPCs are answered.
+        # Plans, profiles and models are long-lived: out of the collector's way from here on
+        # (scaler.service.collector: young generations every second, the heap every 10 min).
         gc.collect()
         gc.freeze()
+        self._gc = asyncio.get_running_loop().create_task(self.collector.run(), name="dynplan-gc")
         await self.health.set(READINESS, SERVING)
         await self.health.set("", SERVING)
         self._watch = asyncio.get_running_loop().create_task(self.registry.watch(self.config.reload_seconds))
@@ -290,12 +294,13 @@ class ScalerServer:
     async def stop(self, grace: Optional[float] = None) -> None:
         """Graceful: stop accepting, let in-flight RPCs finish, cancel streams and loops."""
         await self.health.enter_graceful_shutdown()
-        if self._watch is not None:
-            self._watch.cancel()
-            try:
-                await self._watch
-            except asyncio.CancelledError:
-                pass
+        for task in (self._watch, self._gc):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         # Streams end now (OK, KEDA reconnects to a live replica) instead of holding the
         # grace period open: it is for unary calls in flight.
         self.registry.end_streams()
