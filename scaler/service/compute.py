@@ -25,23 +25,72 @@ import pickle
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Protocol
 
 from scaler.core.interpolation import PerfModel
+from scaler.core.load_scaling import LoadState
 from scaler.core.plan import Plan
-from scaler.core.replay import advance, decide_window, replay_load
+from scaler.core.planner import PlannerState
+from scaler.core.replay import Advanced, advance, decide_window, replay_load
 from scaler.errors import PlannerUnavailable
 from scaler.service.logs import log_event
 
 log = logging.getLogger("dynplan.compute")
 
+def _advance_on(
+    plan: Plan, model: Optional[PerfModel], shadow: Any, prior: Any, obs: Any, state: Optional[PlannerState], ahead: Any
+) -> Advanced:
+    """`advance` with the load path's live state taken from the plan's current state."""
+    return advance(plan, model, shadow, prior, obs, None if state is None else state.load, ahead)
+
+
+def _with_load(plan: Plan, model: Optional[PerfModel], state: PlannerState, load: Optional[LoadState]) -> PlannerState:
+    """The state with the load path's regressions replaced (rebuilt from history)."""
+    return replace(state, load=load)
+
+
 # The planner functions a job may name; each takes (plan, model, *args).
 FUNCTIONS: dict[str, Callable[..., Any]] = {
     "advance": advance,
+    "advance_on": _advance_on,
     "decide_window": decide_window,
     "replay_load": replay_load,
+    "with_load": _with_load,
 }
+
+
+class Packed:
+    """A planner state kept pickled in the serving process (`ProcessCompute`): the loop only
+    hands it back to the planner process, and one bytes object instead of about a hundred
+    tracked objects per state keeps the serving process's garbage collections short (1,000
+    plans replace three states each per interval)."""
+
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes) -> None:
+        self.blob = blob
+
+
+def _pack(value: Any) -> Any:
+    """The planner's answer with its states packed (Advanced, (state, result), a state)."""
+    if isinstance(value, PlannerState):
+        return Packed(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    if isinstance(value, Advanced):
+        return replace(value, state=_pack(value.state), shadow=_pack(value.shadow),
+                       ahead=None if value.ahead is None else _pack(value.ahead))
+    if isinstance(value, tuple) and value and isinstance(value[0], PlannerState):
+        return (_pack(value[0]), *value[1:])
+    return value
+
+
+def _unpack(value: Any) -> Any:
+    """A job's argument with packed states restored (also inside a tuple: `ahead`)."""
+    if isinstance(value, Packed):
+        return pickle.loads(value.blob)
+    if isinstance(value, tuple):
+        return tuple(_unpack(v) for v in value)
+    return value
 
 
 @dataclass(frozen=True)
@@ -122,7 +171,8 @@ def _planner_main(conn: multiprocessing.connection.Connection) -> None:
             continue
         ok: bool
         try:
-            value: Any = _timed(fn, plans[key], models.get(fingerprint) if fingerprint else None, args)
+            result, seconds = _timed(fn, plans[key], models.get(fingerprint) if fingerprint else None, tuple(_unpack(a) for a in args))
+            value: Any = (_pack(result), seconds)
             ok = True
         except Exception as exc:  # noqa: BLE001 - the loop reports it as its own
             value, ok = exc, False

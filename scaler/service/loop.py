@@ -296,7 +296,7 @@ class PlanLoop:
         async with self._lock:
             if self.throughput_interval_seconds is not None:
                 history = await self._load_history(end)
-                self.state.load = rebuild_load(self.plan, history)
+                self.state, _ = await self.compute.run(self._handle, "with_load", self.state, rebuild_load(self.plan, history))
                 return len(history)
             # load only: the last ticks are decided again too (core.replay.replay_load)
             assert self.load_interval_seconds is not None
@@ -414,7 +414,7 @@ class PlanLoop:
         self, shadow: Optional[PlannerState], prior: list[TrafficWindow], obs: Observation,
         ahead: Optional[tuple[Optional[PlannerState], list[TrafficWindow], float]] = None,
     ) -> Advanced:
-        done, seconds = await self.compute.run(self._handle, "advance", shadow, prior, obs, self.state.load, ahead)
+        done, seconds = await self.compute.run(self._handle, "advance_on", shadow, prior, obs, self.state, ahead)
         if self.metrics is not None:
             self.metrics.compute.labels(self.plan.namespace, self.plan.name).observe(seconds)
         return done  # type: ignore[no-any-return]

@@ -19,7 +19,7 @@ from scaler.core.planner import new_state
 from scaler.core.replay import WorkerTick
 from scaler.errors import PlannerUnavailable
 from scaler.planfile import LoadedPlan
-from scaler.service.compute import ProcessCompute, ThreadCompute
+from scaler.service.compute import Packed, ProcessCompute, ThreadCompute
 from scaler.service.loop import LoopSettings, PlanLoop
 
 T = 60.0
@@ -96,6 +96,7 @@ async def test_a_killed_planner_fails_its_job_and_is_started_again() -> None:
         obs = Observation(timestamp=E, traffic=_window(1))
         (state, decision), seconds = await compute.run(handle, "decide_window", obs, new_state(loaded.plan))
         assert decision.pools["prefill"].replicas >= 1 and seconds > 0
+        assert isinstance(state, Packed)  # states stay pickled in the serving process
         (pid,) = compute.pids()
         # a long replay in flight when the process dies fails as PlannerUnavailable
         long = [_window(k) for k in range(1500)]
