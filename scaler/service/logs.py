@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sys
 import threading
 from datetime import datetime, timezone
@@ -100,12 +101,76 @@ def formatter(log_format: str) -> logging.Formatter:
     raise ValueError(f"log format {log_format!r} is not one of {', '.join(LOG_FORMATS)}")
 
 
+# Lines waiting for the writer thread at most; beyond, lines are dropped and counted (a
+# stuck stderr must neither stop the event loop nor grow without bound).
+MAX_PENDING_LINES = 20_000
+
+
+class BackgroundStreamHandler(logging.Handler):
+    """Formats each record where it is logged, writes it from a thread.
+
+    With 1,000 plans a decision burst logs a thousand 2-3 kB lines within seconds; written
+    on the event loop (a write and a flush each, to a pipe that may be full) they kept
+    KEDA's RPCs waiting. The order of lines is kept (one writer); `flush` writes what is
+    pending from the calling thread (the shutdown path's last word)."""
+
+    def __init__(self, stream: IO[str], max_pending: int = MAX_PENDING_LINES) -> None:
+        super().__init__()
+        self.stream = stream
+        self.dropped = 0
+        self._pending: "queue.Queue[Optional[str]]" = queue.Queue(maxsize=max_pending)
+        self._write_lock = threading.Lock()
+        threading.Thread(target=self._run, name="dynplan-log-writer", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
+            return
+        try:
+            self._pending.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1
+
+    def _write(self, line: str) -> None:
+        with self._write_lock:
+            if self.dropped:
+                self.stream.write(json.dumps({"event": "log_lines_dropped", "count": self.dropped}) + "\n")
+                self.dropped = 0
+            self.stream.write(line + "\n")
+
+    def _run(self) -> None:
+        while True:
+            line = self._pending.get()
+            if line is None:
+                return
+            try:
+                self._write(line)
+                if self._pending.empty():
+                    self.stream.flush()
+            except Exception:  # noqa: BLE001 - a closed stream: nothing left to tell
+                pass
+
+    def flush(self) -> None:
+        while True:
+            try:
+                line = self._pending.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self._write(line)
+        with self._write_lock:
+            self.stream.flush()
+
+
 def configure_logging(level: str, log_format: str = "json", stream: Optional[IO[str]] = None) -> None:
-    """Route every log record of the process to `stream` (stderr) in one format.
+    """Route every log record of the process to `stream` (stderr) in one format, written
+    from a thread (`BackgroundStreamHandler`).
 
     dynplan's loggers log at `level`; other libraries at WARNING and above (their INFO and
     DEBUG chatter is not the scaler's)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler = BackgroundStreamHandler(stream if stream is not None else sys.stderr)
     handler.setFormatter(formatter(log_format))
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -50,6 +50,8 @@ def _emit_everything() -> None:
     thread = threading.Thread(target=lambda: 1 / 0, name="metrics-http")
     thread.start()
     thread.join()
+    for handler in logging.getLogger().handlers:  # lines are written from a thread
+        handler.flush()
 
 
 def test_json_every_line_is_one_object(stream: io.StringIO) -> None:
@@ -93,6 +95,7 @@ def test_debug_level_applies_to_dynplan_only(stream: io.StringIO) -> None:
     configure_logging("debug", "json", stream)
     logging.getLogger("dynplan.server").debug("ours")
     logging.getLogger("urllib3.connectionpool").debug("theirs")
+    logging.getLogger().handlers[0].flush()
     assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == ["ours"]
 
 
@@ -116,3 +119,41 @@ def test_events_carry_their_fields_on_the_record() -> None:
     assert seen[0].levelno == logging.ERROR and seen[0].getMessage() == "plan_load_failed"
     with pytest.raises(ValueError, match="reserved"):
         log_event(logger, "x", level=logging.INFO, **{"message": "clash"})
+
+
+class _StuckStream(io.StringIO):
+    """A stream whose writes wait until released (stderr into a full pipe)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(10)
+        return super().write(text)
+
+
+def test_a_stuck_stream_never_blocks_the_logging_thread_and_keeps_the_order() -> None:
+    from scaler.service.logs import BackgroundStreamHandler, JsonFormatter
+
+    out = _StuckStream()
+    handler = BackgroundStreamHandler(out, max_pending=5)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger("dynplan.test.background")
+    log.propagate, log.handlers[:] = False, [handler]
+    try:
+        import time
+
+        t0 = time.perf_counter()
+        for i in range(20):
+            log_event(log, "tick", logging.WARNING, i=i)
+        assert time.perf_counter() - t0 < 1.0  # 20 records while every write is stuck
+        out.release.set()
+        handler.flush()
+        docs = [json.loads(line) for line in out.getvalue().splitlines()]
+        ticks = [d["i"] for d in docs if d.get("event") == "tick"]
+        assert ticks == sorted(ticks) and len(ticks) >= 5  # in order; at most 5 waited (+1 being written)
+        dropped = [d for d in docs if d.get("event") == "log_lines_dropped"]
+        assert sum(d["count"] for d in dropped) == 20 - len(ticks)
+    finally:
+        log.handlers[:] = []
