@@ -14,6 +14,8 @@ latest good decision keeps serving until it is older than the staleness bound.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
 import zlib
@@ -127,12 +129,14 @@ class PlanLoop:
         clock: Callable[[], float] = time.time,
         on_change: Optional[Callable[[], None]] = None,
         compute: Optional[Compute] = None,
+        gate: Optional[asyncio.Semaphore] = None,
     ) -> None:
         self.loaded = loaded
         self.plan = loaded.plan
         self.model = loaded.model
         # where decide/advance/replays run (threads here, or the planner processes)
         self.compute: Compute = compute if compute is not None else ThreadCompute()
+        self.gate = gate  # shared by the scaler's loops (see _gated)
         self._handle: PlanHandle = self.compute.register(self.plan, self.model)
         self.reader = reader
         self.settings = settings
@@ -191,7 +195,7 @@ class PlanLoop:
             return self.settings.retry_seconds
         return retry_delay(self.interval)
 
-    @property
+    @functools.cached_property
     def warmup_intervals(self) -> int:
         """Throughput windows replayed at start-up (and the catch-up horizon)."""
         return self.settings.warmup_intervals or warmup_intervals(self.plan)
@@ -531,10 +535,16 @@ class PlanLoop:
 
     async def run(self) -> None:
         """Warm up, then tick on the grid (and on the load grid) until cancelled."""
-        while not await self.start_up():
+        while True:
+            async with self._gated():
+                if await self.start_up():
+                    break
             await asyncio.sleep(self.retry)
         while True:
-            wait = await self.step()
+            wait = self.wait()
+            if wait <= 0:
+                async with self._gated():
+                    wait = await self.step()
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -584,6 +594,19 @@ class PlanLoop:
         if self.next_load is not None and self.load_interval_seconds is not None:
             events.append(("load", self.next_load + self.load_settle + offset))
         return min(events, key=lambda e: (e[1], e[0] != "throughput")) if events else None
+
+    def _gated(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """At most `gate`'s count of plans read, plan and publish at once: when a shared
+        read's answer comes, only they wake, so the event loop never runs a thousand plans'
+        steps in one iteration while an RPC waits."""
+        return self.gate if self.gate is not None else contextlib.nullcontext()
+
+    def wait(self) -> float:
+        """Seconds until the next event is due (0: now), as `step` would return them."""
+        due_event = self.next_due()
+        if due_event is None:
+            return 3600.0
+        return max(0.0, due_event[1] - self.clock())
 
     async def step(self) -> float:
         """Run the next event if it is due; returns the seconds to wait before calling again

@@ -153,6 +153,8 @@ class ServeConfig:
     planner_processes: int = 0
     # plans act on due windows spread over up to this many seconds (LoopSettings.spread_seconds)
     decision_spread_seconds: float = 5.0
+    # plans reading, planning and publishing at once (the rest wait their turn)
+    decision_concurrency: int = 8
 
 
 def split_host_port(value: str) -> tuple[str, int]:
@@ -178,6 +180,7 @@ class ScalerServer:
         self._shared: dict[str, SharedReads] = {}  # the plans' shared reads, per client
         self._reader_factory = reader_factory  # (LoadedPlan) -> Reader; default: Prometheus
         self.compute: Compute = ProcessCompute(config.planner_processes) if config.planner_processes > 0 else ThreadCompute()
+        self.gate = asyncio.Semaphore(config.decision_concurrency)  # plans deciding at once (PlanLoop._gated)
         self.settings = LoopSettings(
             staleness_factor=config.staleness_factor,
             settle_seconds=config.settle_seconds,
@@ -226,6 +229,7 @@ class ScalerServer:
             metrics=self.metrics,
             on_change=self.registry.notify,
             compute=self.compute,
+            gate=self.gate,
         )
 
     def _decisions(self, key: Optional[tuple[str, str]]) -> Optional[Callable[[], dict[str, Any]]]:
