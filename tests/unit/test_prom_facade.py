@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import scaler.prom
-from scaler.prom import client, credentials, reader
+from scaler.prom import batch, client, credentials, reader
 
 
 def _public(module: object) -> set[str]:
@@ -22,8 +22,8 @@ def _public(module: object) -> set[str]:
     return names
 
 
-def test_all_lists_every_public_name_of_client_credentials_and_reader() -> None:
-    want = _public(client) | _public(credentials) | _public(reader)
+def test_all_lists_every_public_name_of_batch_client_credentials_and_reader() -> None:
+    want = _public(batch) | _public(client) | _public(credentials) | _public(reader)
     assert want <= set(scaler.prom.__all__), sorted(want - set(scaler.prom.__all__))
     assert set(scaler.prom.__all__) <= set(dir(scaler.prom))
     assert {"PromReader", "read_workers_history", "THROUGHPUT_SERIES", "check_access"} <= set(scaler.prom.__all__)
