@@ -4,12 +4,9 @@ loads on first use; errors are reported the same way by all of them (`scaler.cli
 
 from __future__ import annotations
 
-import importlib
-
 import click
-from click.shell_completion import CompletionItem
 
-from scaler.clikit import handle_errors
+from scaler.clikit import LazyGroup, handle_errors
 
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, str] = {
@@ -39,24 +36,9 @@ _SHORT_HELP: dict[str, str] = {
 }
 
 
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
-
-    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
-        items = [CompletionItem(n, help=_SHORT_HELP.get(n)) for n in self.list_commands(ctx) if n.startswith(incomplete)]
-        # the group's own options (--help, --version), as click.Group adds them
-        return items + click.Command.shell_complete(self, ctx, incomplete)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = _COMMANDS.get(name)
-        if target is None:
-            return None
-        module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:  # a command whose module is absent
-            raise click.ClickException(f"command {name!r} is not available: {exc}") from None
+class _LazyGroup(LazyGroup):
+    commands_table = _COMMANDS
+    completion_help = _SHORT_HELP
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

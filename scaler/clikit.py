@@ -8,15 +8,50 @@ from `scaler.errors`, which the pure core imports and which therefore has no cli
 from __future__ import annotations
 
 import functools
+import importlib
 import math
 import sys
 from typing import Any, Callable, Optional, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from scaler.errors import DynplanError, InputError, exit_code_for
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LazyGroup(click.Group):
+    """A command group whose commands load on first use: `commands` maps each name to its
+    "module:attribute"; `completion_help` (name -> what click's get_short_help_str() gives) lets
+    shell completion list them without importing them all; `label` prefixes the name in
+    the error for a command whose module is absent ("profile sweep")."""
+
+    commands_table: dict[str, str] = {}
+    completion_help: dict[str, str] = {}
+    label: str = ""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands_table)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        if not self.completion_help:
+            return super().shell_complete(ctx, incomplete)
+        items = [CompletionItem(n, help=self.completion_help.get(n)) for n in self.list_commands(ctx) if n.startswith(incomplete)]
+        # the group's own options (--help, --version), as click.Group adds them
+        return items + click.Command.shell_complete(self, ctx, incomplete)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        target = self.commands_table.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        try:
+            command: click.Command = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:  # a command whose module is absent
+            shown = f"{self.label} {name}" if self.label else name
+            raise click.ClickException(f"command {shown!r} is not available: {exc}") from None
+        return command
 
 
 class FiniteFloat(click.ParamType):

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-
 import click
+
+from scaler.clikit import LazyGroup
 
 # name -> "module:attribute" of a click command
 _COMMANDS: dict[str, str] = {
@@ -14,19 +14,9 @@ _COMMANDS: dict[str, str] = {
 }
 
 
-class _LazyGroup(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(_COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        target = _COMMANDS.get(name)
-        if target is None:
-            return None
-        module, attr = target.split(":")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:  # a command whose module is absent
-            raise click.ClickException(f"command 'profile {name}' is not available: {exc}") from None
+class _LazyGroup(LazyGroup):
+    commands_table = _COMMANDS
+    label = "profile"
 
 
 @click.group(cls=_LazyGroup)
