@@ -353,5 +353,5 @@ class ProcessCompute:
         await asyncio.gather(*(asyncio.to_thread(p.stop, timeout) for p in procs))
 
     def pids(self) -> list[int]:
-        """Process ids of the running planner processes (the benchmark sums their RSS)."""
+        """Process ids of the running planner processes."""
         return [p.process.pid for p in self._procs if p is not None and p.alive and p.process.pid is not None]

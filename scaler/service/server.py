@@ -176,8 +176,8 @@ class ScalerServer:
     ) -> None:
         self.config = config
         self.metrics = ServiceMetrics()
-        self._clients: dict[str, PromClient] = {}  # one per distinct Prometheus access
-        self._shared: dict[str, SharedReads] = {}  # the plans' shared reads, per client
+        # one client per distinct Prometheus access, and the reads its plans share
+        self._reads: dict[str, SharedReads] = {}
         self._reader_factory = reader_factory  # (LoadedPlan) -> Reader; default: Prometheus
         self.compute: Compute = ProcessCompute(config.planner_processes) if config.planner_processes > 0 else ThreadCompute()
         self.gate = asyncio.Semaphore(config.decision_concurrency)  # plans deciding at once (PlanLoop._gated)
@@ -207,19 +207,22 @@ class ScalerServer:
         if self._reader_factory is not None:
             return self._reader_factory(loaded)
         key = access.model_dump_json()
-        client = self._clients.get(key)
-        if client is None:
+        reads = self._reads.get(key)
+        if reads is None:
             # Close the clients no loaded plan uses (a reload changed a plan's access): each
             # holds query threads. The version being replaced is still loaded, so at most
             # one stale client per plan lives until its next reload.
             used = {plan.spec.metrics.prometheus.model_dump_json() for plan in self.registry.plans()}
-            for stale in [k for k in self._clients if k not in used]:
-                self._clients.pop(stale).close()
-                self._shared.pop(stale, None)
+            for stale in [k for k in self._reads if k not in used]:
+                self._reads.pop(stale).client.close()
             client = PromClient(access, credential=credential, max_concurrency=self.config.prometheus_concurrency)
-            self._clients[key] = client
-            self._shared[key] = SharedReads(client)
-        return PromReader(client, self._shared[key])
+            reads = self._reads[key] = SharedReads(client)
+        return PromReader(reads.client, reads)
+
+    @property
+    def _clients(self) -> dict[str, PromClient]:
+        """The Prometheus client of each distinct access."""
+        return {k: r.client for k, r in self._reads.items()}
 
     def _make_plan_loop(self, loaded: LoadedPlan) -> PlanLoop:
         return PlanLoop(
@@ -312,9 +315,9 @@ class ScalerServer:
             await self.server.stop(self.config.grace_seconds if grace is None else grace)
         await self.registry.close()
         await self.compute.close()
-        clients, self._clients, self._shared = list(self._clients.values()), {}, {}
-        for client in clients:
-            client.close()
+        reads, self._reads = list(self._reads.values()), {}
+        for r in reads:
+            r.client.close()
         if self._metrics_server is not None:
             await self._metrics_server.close()
 
