@@ -2,14 +2,17 @@
 
 One throughput tick, given the predicted rate/ISL/OSL and the window just observed:
 
-1. **Learn** from the window (the traffic's shape with a fast attack and slow release: a
-   window that shows worse traffic counts at once, calmer ones by 20% per interval, so a
-   burst is remembered and one calm window right after a scale-up does not undo it):
+1. **Learn** from the window (the burst and the prefill pace with a fast attack and slow
+   release: a window that shows worse traffic counts at once, calmer ones by 20% per
+   interval, so a burst is remembered and one calm window right after a scale-up does not
+   undo it):
    - `burst`: the window's peak one-minute rate over its mean. Intervals are minutes long;
      the bursts that queue requests are shorter, and sizing for the mean hides them.
    - `dispersion` V of the prefill queue (Allen-Cunneen's ca^2 + cs^2): the index of
      dispersion of the window's arrival counts (counted by the edge; ~ ca^2) plus 1 for the
-     spread of prompt lengths.
+     spread of prompt lengths. A property of the traffic, estimated: the mean of the last
+     MEMORY windows' values, not the worst (each window's is a ratio of a variance of six
+     counts to their mean, scattered widely both ways; the burst keeps its fast attack).
    - `prefill_slowdown`: the pace S / profiled TTFT in windows whose queue was small
      (Erlang C < 5%), S solving S + W(S) = the mean TTFT, W the model's mean wait at the
      window's dispersion on the replicas that served all of it (the smaller of the last two
@@ -54,9 +57,9 @@ from scaler.core.throughput import ceil_replicas, decode_context
 
 # A learned value comes down by this weight per calmer window (in log space).
 DECAY = 0.2
-# Windows a mean of the hardware or of the rate's spread remembers (the decode slowdown, the
-# rate's window-to-window spread): 24 minutes at the default 180 s interval, fewer than
-# the 32 a restarted scaler replays.
+# Windows a mean of the hardware or of the traffic remembers (the decode slowdown, the
+# arrivals' dispersion, the rate's window-to-window spread): 24 minutes at the default 180 s
+# interval, fewer than the 32 a restarted scaler replays.
 MEMORY = 8
 # Fewer requests than this in a window say nothing about tails or dispersion.
 MIN_REQUESTS = 20
@@ -83,6 +86,9 @@ class AttainmentState:
     # log(observed / profiled ITL) of the last MEMORY windows that measured it (decode_slowdown
     # is their mean)
     decode_ratios: list[float] = field(default_factory=list)
+    # V (counted dispersion + SERVICE_SCV) of the last MEMORY windows that counted it
+    # (dispersion is their mean)
+    dispersions: list[float] = field(default_factory=list)
     # start-up as observed from readiness: pool -> (when more replicas were asked for, how
     # many), and pool -> the shortest start-up consistent with what was seen (seconds)
     pending: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -183,8 +189,12 @@ def learn(
         state.burst = smooth(state.burst, window.peak_rate / rate, 1.0, MAX_BURST)
     if window.arrival_dispersion is not None:
         # Allen-Cunneen: V = ca^2 + cs^2, the arrivals' clumping as the edge counted it plus
-        # the spread of prompt lengths (exponential-like service, cs^2 = 1)
-        state.dispersion = smooth(state.dispersion, window.arrival_dispersion + SERVICE_SCV, 1.0, MAX_DISPERSION)
+        # the spread of prompt lengths (exponential-like service, cs^2 = 1). One window's
+        # count is Allan's variance of six 30-s bins over their mean: a noisy, right-skewed
+        # estimate of the traffic's index of dispersion, whose unbiased pooled estimate is
+        # the plain mean of the windows' (not the largest of them, which a fast attack took)
+        remember(state.dispersions, min(max(window.arrival_dispersion + SERVICE_SCV, 1.0), MAX_DISPERSION))
+        state.dispersion = sum(state.dispersions) / len(state.dispersions)
     prefill_pool = "prefill" if plan.spec.mode == "disagg" else "worker"
     # the mean wait is modelled on the servers of the whole window: a scale-up asked for at
     # its start served only after start-up, so the smaller of the two asks

@@ -122,9 +122,38 @@ def test_learning_reads_burst_dispersion_and_slowdowns() -> None:
     # the model's mean wait at V = 12 on 8 replicas at 10 req/s is under a microsecond, so the
     # pace is the mean TTFT itself
     assert state.prefill_slowdown == pytest.approx(1.2, rel=1e-4)
-    # a calmer window releases by 20% in log space
-    learn(state, plan, model, _window(600, seconds=60.0, peak_rate=15.0, arrival_dispersion=1.0), {"prefill": 8})
-    assert state.dispersion == pytest.approx(math.exp(0.8 * math.log(12.0) + 0.2 * math.log(2.0)))
+    # a calmer window releases the burst by 20% in log space; the dispersion is the mean of
+    # the windows' (12 and 1 + 1)
+    learn(state, plan, model, _window(600, seconds=60.0, peak_rate=10.5, arrival_dispersion=1.0), {"prefill": 8})
+    assert state.burst == pytest.approx(math.exp(0.8 * math.log(1.5) + 0.2 * math.log(1.05)))
+    assert state.dispersion == pytest.approx(7.0)
+
+
+def test_dispersion_is_the_mean_of_the_last_windows_not_the_worst() -> None:
+    # each window's count is a noisy ratio estimate (a variance of six 30-s bins over their
+    # mean); the traffic's dispersion is their pooled, plain mean over the last MEMORY
+    # windows: down as well as up, clamped to [1, MAX_DISPERSION]
+    from scaler.core.attainment_sizing import MAX_DISPERSION
+
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    state = AttainmentState()
+    for counted in (9.0, 29.0, 19.0):
+        learn(state, plan, model, _window(600, arrival_dispersion=counted), {"prefill": 8, "decode": 2})
+    assert state.dispersion == pytest.approx((10.0 + 30.0 + 20.0) / 3)  # each + 1 for prompt lengths
+    # a window without the signal (None: the series is missing) leaves it as it was
+    learn(state, plan, model, _window(600), {"prefill": 8, "decode": 2})
+    assert state.dispersion == pytest.approx(20.0)
+    # a window too small to say anything is not counted either
+    learn(state, plan, model, _window(5, arrival_dispersion=500.0), {"prefill": 8, "decode": 2})
+    assert state.dispersion == pytest.approx(20.0)
+    learn(state, plan, model, _window(600, arrival_dispersion=1e9), {"prefill": 8, "decode": 2})
+    assert state.dispersion == pytest.approx((10.0 + 30.0 + 20.0 + MAX_DISPERSION) / 4)
+    # MEMORY windows at V = 3 later, the old ones are forgotten
+    for _ in range(MEMORY):
+        learn(state, plan, model, _window(600, arrival_dispersion=2.0), {"prefill": 8, "decode": 2})
+    assert state.dispersion == pytest.approx(3.0)
+    assert len(state.dispersions) == MEMORY
 
 
 def test_missing_signals_are_warnings_not_zeros() -> None:
