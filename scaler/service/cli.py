@@ -21,7 +21,7 @@ log = logging.getLogger("dynplan.server")
 def _host_port(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> Optional[str]:
     if not value:  # '' disables (--metrics-listen '')
         return None
-    from scaler.service.server import split_host_port
+    from scaler.service.options import split_host_port
 
     try:
         split_host_port(value)
@@ -58,7 +58,8 @@ def _prometheus_access(allow: tuple[str, ...], credentials_file: Optional[str]) 
 @click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="YAML file of named Prometheus credentials (token or basic auth, TLS, the URL prefixes each may be sent to); plans name an entry.")
 @click.option("--profile-root", "profile_roots", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Plans' spec.profile must lie under the plans directory or this directory (repeatable); without it a plan may name any directory (a warning is logged).")
 @click.option("--prometheus-concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Queries in flight at once per Prometheus access, shared by the plans using it.")
-@click.option("--planner-processes", default=1, show_default=True, type=click.IntRange(0, 64), help="Child processes the decisions are computed in, so planning never delays an RPC; 0 computes in threads of the serving process.")
+@click.option("--one-process", is_flag=True, help="Read, plan and serve in one process (the default runs the decisions in a child process so that no decision work delays an RPC).")
+@click.option("--planner-processes", default=0, show_default=True, type=click.IntRange(0, 64), help="Further child processes the planning is computed in (for many plans on many cores); 0 computes in threads of the deciding process.")
 @click.option("--decision-spread", "decision_spread", default=5.0, show_default=True, type=click.FloatRange(0, 60), help="Plans act on a due window at fixed offsets spread over up to this many seconds (at most interval/6), so many plans do not wake at once; 0: all at once.")
 @click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--log-format", default="json", show_default=True, type=click.Choice(LOG_FORMATS), help="Every line on stderr is a JSON object (json) or 'TIME LEVEL LOGGER: message' (text).")
@@ -79,6 +80,7 @@ def serve(
     credentials_file: Optional[str],
     prometheus_concurrency: int,
     profile_roots: tuple[str, ...],
+    one_process: bool,
     planner_processes: int,
     decision_spread: float,
     log_level: str,
@@ -98,7 +100,8 @@ def serve(
     if not profile_roots:
         log_event(log, "profiles_unrestricted", logging.WARNING,
                   detail="no --profile-root: plans may make the scaler read any directory as a profile")
-    from scaler.service.server import ServeConfig, TlsConfig, run
+    from scaler.service.main import run
+    from scaler.service.options import ServeConfig, TlsConfig
 
     tls = TlsConfig(Path(tls_cert), Path(tls_key), Path(tls_client_ca) if tls_client_ca else None) if tls_cert and tls_key else None
     config = ServeConfig(
@@ -117,5 +120,8 @@ def serve(
         profile_roots=tuple(Path(r) for r in profile_roots) if profile_roots else None,
         planner_processes=planner_processes,
         decision_spread_seconds=decision_spread,
+        decider_process=not one_process,
+        log_level=log_level,
+        log_format=log_format,
     )
     run(config)

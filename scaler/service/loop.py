@@ -23,7 +23,6 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping, Optional, Protocol
 
 from scaler.core.decision import Decision
-from scaler.core.interpolation import PerfModel
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import PlannerState, new_state
@@ -47,15 +46,15 @@ from scaler.core.replay import (
     next_fold_start,
     next_load_tick,
     rebuild_load,
-    replay_windows,
     retry_delay,
     throughput_observation,
     warmup_intervals,
     windows_due,
 )
-from scaler.errors import MetricsUnavailable, NoDecisionYet, StaleDecision, WindowRejected
+from scaler.errors import MetricsUnavailable, WindowRejected
 from scaler.planfile import LoadedPlan
 from scaler.prom.reader import throughput_queries
+from scaler.service.answers import PlanAnswer, check_fresh
 from scaler.service.compute import Compute, PlanHandle, ThreadCompute
 from scaler.service.logs import log_event
 from scaler.service.metrics import ServiceMetrics
@@ -111,6 +110,9 @@ class Snapshot:
     made_at: float                 # wall clock (seconds) when it was made
     window_end: Optional[float]    # grid time of the throughput window, if any
     traffic_requests: Optional[float]  # requests in the latest throughput window
+
+    def replicas(self, pool: str) -> int:
+        return self.decision.replicas(pool)
 
     def active(self, pool: str) -> bool:
         return (self.traffic_requests or 0.0) > 0 or self.decision.replicas(pool) > 0
@@ -208,16 +210,23 @@ class PlanLoop:
     def current(self) -> Snapshot:
         """The decision to serve now, or why there is none (both map to UNAVAILABLE)."""
         snap = self.latest
-        why = f"; last error: {self.last_error}" if self.last_error else ""
-        if snap is None:
-            raise NoDecisionYet(f"plan {self.key} has no decision yet (waiting for Prometheus){why}")
-        age = self.clock() - snap.made_at
-        if age > self.staleness_bound:
-            raise StaleDecision(
-                f"plan {self.key}: the latest good decision is {age:.1f}s old, above the staleness bound "
-                f"of {self.staleness_bound:g}s ({self.settings.staleness_factor:g} x interval {self.interval:g}s){why}"
-            )
+        check_fresh(self.key, None if snap is None else snap.made_at, self.last_error, self.clock(),
+                    self.settings.staleness_factor, self.interval)
+        assert snap is not None
         return snap
+
+    def answer(self) -> PlanAnswer:
+        """What the serving process answers from (`scaler.service.answers`)."""
+        snap = self.latest
+        return PlanAnswer(
+            namespace=self.plan.namespace, name=self.plan.name, mode=self.plan.spec.mode,
+            pools=tuple(self.plan.pool_names), staleness_factor=self.settings.staleness_factor,
+            interval=self.interval,
+            replica_counts=None if snap is None else tuple((p, snap.decision.replicas(p)) for p in self.plan.pool_names),
+            made_at=None if snap is None else snap.made_at,
+            traffic_requests=None if snap is None else snap.traffic_requests,
+            last_error=self.last_error,
+        )
 
     def adopt(self, snapshot: Optional[Snapshot]) -> None:
         """Serve a previous version's decision until this loop makes its own (hot reload)."""

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from scaler.core.plan import Plan
-from scaler.errors import FieldError, MetadataError, PlanError, PlanNotFound
+from scaler.errors import FieldError, PlanError
 from scaler.planfile import LoadedPlan, load_plan
+from scaler.service.answers import check_pool, not_found
 from scaler.service.config import PoolRef
 from scaler.service.logs import log_event
 from scaler.service.loop import PlanLoop
@@ -200,13 +201,8 @@ class PlanRegistry:
     def lookup(self, ref: PoolRef) -> PlanLoop:
         plan_loop = self.index.get((ref.namespace, ref.plan))
         if plan_loop is None:
-            # Same answer whether the plan is absent or lives in another namespace.
-            raise PlanNotFound(f"no plan {ref.plan!r} in namespace {ref.namespace!r}")
-        if ref.pool not in plan_loop.plan.pool_names:
-            raise MetadataError(
-                f"trigger metadata key 'pool': plan {ref.plan!r} has no pool {ref.pool!r} "
-                f"(mode {plan_loop.plan.spec.mode}: {', '.join(plan_loop.plan.pool_names)})"
-            )
+            raise not_found(ref)
+        check_pool(ref, plan_loop.plan.spec.mode, tuple(plan_loop.plan.pool_names))
         return plan_loop
 
     def plans(self) -> list[Plan]:

@@ -17,10 +17,8 @@ from scaler.errors import DynplanError, MetadataError, grpc_status_for
 from scaler.naming import metric_name
 from scaler.proto import externalscaler_pb2 as pb
 from scaler.proto import externalscaler_pb2_grpc as pb_grpc
+from scaler.service.answers import PlanView, ServedPlan
 from scaler.service.config import PoolRef, parse_metadata
-from scaler.service.loop import PlanLoop
-from scaler.service.metrics import ServiceMetrics
-from scaler.service.registry import PlanRegistry
 
 log = logging.getLogger("dynplan.rpc")
 T = TypeVar("T")
@@ -38,17 +36,17 @@ def metric_spec(ref: PoolRef) -> pb.GetMetricSpecResponse:
 class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
     def __init__(
         self,
-        registry: PlanRegistry,
+        registry: PlanView,
         *,
-        metrics: Optional[ServiceMetrics] = None,
+        count: Optional[Callable[[str, str], None]] = None,
         heartbeat_seconds: float = 5.0,
     ) -> None:
-        self.registry = registry
-        self.metrics = metrics
+        self.registry = registry  # the PlanRegistry (one process) or the serving process's AnswerBook
+        self.count = count  # (method, status code) of every answered call, for /metrics
         self.heartbeat_seconds = heartbeat_seconds
 
     # -- helpers ------------------------------------------------------------------------
-    def _resolve(self, request: pb.ScaledObjectRef) -> tuple[PoolRef, PlanLoop]:
+    def _resolve(self, request: pb.ScaledObjectRef) -> tuple[PoolRef, ServedPlan]:
         ref = parse_metadata(request.namespace, request.scalerMetadata)
         return ref, self.registry.lookup(ref)
 
@@ -64,8 +62,8 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
         return result
 
     def _count(self, method: str, code: str) -> None:
-        if self.metrics is not None:
-            self.metrics.rpcs.labels(method, code).inc()
+        if self.count is not None:
+            self.count(method, code)
 
     # -- unary --------------------------------------------------------------------------
     async def GetMetricSpec(self, request: pb.ScaledObjectRef, context: grpc.aio.ServicerContext) -> pb.GetMetricSpecResponse:
@@ -79,7 +77,7 @@ class ExternalScalerServicer(pb_grpc.ExternalScalerServicer):
                 raise MetadataError(
                     f"metricName {request.metricName!r} is not this trigger's metric (expected {expected!r})"
                 )
-            replicas = plan_loop.current().decision.replicas(ref.pool)
+            replicas = plan_loop.current().replicas(ref.pool)
             return pb.GetMetricsResponse(
                 metricValues=[pb.MetricValue(metricName=expected, metricValue=int(replicas), metricValueFloat=float(replicas))]
             )

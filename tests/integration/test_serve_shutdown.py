@@ -230,7 +230,7 @@ def test_a_stuck_worker_thread_cannot_hold_the_exit() -> None:
         "import threading, time\n"
         "from scaler.service.logs import configure_logging\n"
         "configure_logging('info')\n"
-        "from scaler.service.server import ShutdownBound\n"
+        "from scaler.service.exiting import ShutdownBound\n"
         "threading.Thread(target=time.sleep, args=(3600,), name='stuck-read').start()\n"
         "ShutdownBound(0.5).start()\n"
         "print('armed', flush=True)\n"
