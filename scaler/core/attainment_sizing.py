@@ -16,7 +16,10 @@ One throughput tick, given the predicted rate/ISL/OSL and the window just observ
    - `prefill_slowdown`: the pace S / profiled TTFT in windows whose queue was small
      (Erlang C < 5%), S solving S + W(S) = the mean TTFT, W the model's mean wait at the
      window's dispersion on the replicas that served all of it (the smaller of the last two
-     asks). Fast attack, slow release, as the traffic's shape.
+     asks). A constant of the hardware and the prompt mix, so the mean of the last MEMORY
+     windows' (in log space), as the decode slowdown; but a window just closed that shows a
+     slower pace counts in full for the next decision (the interval right after it), and
+     only for that one.
    - `decode_slowdown`: observed / profiled ITL at the concurrency each decode worker
      carried (Little's law), the hardware's distance from its profile: a constant, so the
      mean of the last MEMORY windows' (in log space), not the worst window's.
@@ -86,6 +89,9 @@ class AttainmentState:
     # log(observed / profiled ITL) of the last MEMORY windows that measured it (decode_slowdown
     # is their mean)
     decode_ratios: list[float] = field(default_factory=list)
+    # log(pace / profiled TTFT) of the last MEMORY windows that measured it (prefill_slowdown:
+    # their mean, or the window just closed's if larger)
+    prefill_ratios: list[float] = field(default_factory=list)
     # V (counted dispersion + SERVICE_SCV) of the last MEMORY windows that counted it
     # (dispersion is their mean)
     dispersions: list[float] = field(default_factory=list)
@@ -179,6 +185,9 @@ def learn(
     ready: Mapping[str, int],
 ) -> None:
     """Update burst, dispersion, the forecast's error and the slowdowns from one window."""
+    # the window just closed's pace counts in full for one decision only
+    if state.prefill_ratios:
+        state.prefill_slowdown = math.exp(sum(state.prefill_ratios) / len(state.prefill_ratios))
     if window.requests < MIN_REQUESTS:
         return
     rate = window.rate
@@ -214,7 +223,14 @@ def learn(
             pace = service_from_ttft(servers, rate, window.ttft_ms / 1000.0, v, 0.5 * profiled)
             ratio = (window.ttft_ms / 1000.0 if pace is None else pace) / profiled
             if 0 < ratio <= MAX_PREFILL_SLOWDOWN:
-                state.prefill_slowdown = smooth(state.prefill_slowdown, ratio, 0.5, MAX_PREFILL_SLOWDOWN)
+                # the pace of the hardware and the prompt mix: the mean of the last windows'
+                # (they scatter both ways), unless the window just closed was slower; then it
+                # holds for the interval right after it, whose traffic is most like its own,
+                # and is forgotten one window later unless the next shows it again
+                latest = math.log(max(ratio, 0.5))
+                remember(state.prefill_ratios, latest)
+                mean = sum(state.prefill_ratios) / len(state.prefill_ratios)
+                state.prefill_slowdown = math.exp(max(mean, latest))
     decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"
     workers = int(ready.get(decode_pool, 0))
     if (

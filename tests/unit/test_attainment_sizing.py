@@ -232,6 +232,34 @@ def test_prefill_slowdown_is_the_ttft_less_the_modelled_wait_on_the_servers_of_t
     assert state.prefill_slowdown == pytest.approx((75.0 + wait_ms) / 75.0, rel=1e-4)
 
 
+def test_prefill_pace_is_the_mean_of_the_last_windows_or_the_newest_if_slower() -> None:
+    # 8 replicas at 10 req/s, profiled TTFT 75 ms: the model's wait is nil (C(8, 1.1) < 5%),
+    # so each window's pace is its mean TTFT / 75 ms
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    state = AttainmentState()
+    ready = {"prefill": 8, "decode": 2}
+    learn(state, plan, model, _window(600, ttft_ms=1.2 * 75.0), ready)
+    assert state.prefill_slowdown == pytest.approx(1.2, rel=1e-4)
+    # a faster window: the mean of the two in log space, at once (no slow release)
+    learn(state, plan, model, _window(600, ttft_ms=75.0), ready)
+    assert state.prefill_slowdown == pytest.approx(math.sqrt(1.2), rel=1e-4)
+    # a slower one counts in full for the next decision...
+    learn(state, plan, model, _window(600, ttft_ms=1.5 * 75.0), ready)
+    assert state.prefill_slowdown == pytest.approx(1.5, rel=1e-4)
+    # ...and only for that one: a window that measures no pace leaves the mean of the three
+    learn(state, plan, model, _window(600, ttft_ms=None), ready)
+    assert state.prefill_slowdown == pytest.approx((1.2 * 1.0 * 1.5) ** (1 / 3), rel=1e-4)
+    # so does a window too small to measure anything
+    learn(state, plan, model, _window(10), ready)
+    assert state.prefill_slowdown == pytest.approx((1.2 * 1.0 * 1.5) ** (1 / 3), rel=1e-4)
+    # MEMORY windows at 1.1 later, the old ones are forgotten
+    for _ in range(MEMORY):
+        learn(state, plan, model, _window(600, ttft_ms=1.1 * 75.0), ready)
+    assert state.prefill_slowdown == pytest.approx(1.1, rel=1e-4)
+    assert len(state.prefill_ratios) == MEMORY
+
+
 def test_decode_slowdown_is_the_mean_of_the_last_windows() -> None:
     # a constant of the hardware: the mean of the last MEMORY windows' ratios in log space
     # (the first measurement replaces the prior at once), down as well as up
