@@ -12,8 +12,9 @@ bound: a request misses "both" when it misses either), and each pool is sized on
 
       P(W > t) = C(c, a) * exp(-2 (c/S - rate) t / V),   a = rate * S (Erlangs)
 
-  and the pool gets the fewest c with P(W > slack) <= its miss budget. V is learned from the
-  observed mean wait (below), so the formula is calibrated on the traffic it sizes for.
+  and the pool gets the fewest c with P(W > slack) <= its miss budget. V is counted from the
+  traffic (the index of dispersion of its arrivals, scaler.core.attainment_sizing), so the
+  formula is calibrated on the traffic it sizes for.
 - **Decode** is an infinite-server system in concurrent sequences: N = rate x D requests in
   flight, D = OSL x ITL their decode time. N fluctuates (Poisson: variance = mean, times a
   dispersion for burstier traffic), and every replica holds at most n_max sequences at the
