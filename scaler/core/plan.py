@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictFloat, ValidationInfo, 
 from pydantic.alias_generators import to_camel
 
 from scaler import naming
-from scaler.core.profile import MAX_PROFILE_POINTS
+from scaler.core.limits import MAX_PROFILE_POINTS
 
 API_VERSION = "dynplan/v1alpha1"
 KIND = "Plan"

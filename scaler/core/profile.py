@@ -12,15 +12,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from scaler.core.limits import MAX_PROFILE_POINTS
+
 PREFILL_KEYS = ("prefill_isl", "prefill_ttft", "prefill_thpt_per_gpu")
 DECODE_KEYS = ("x_kv_usage", "y_context_length", "z_itl", "z_thpt_per_gpu")
 MIN_PREFILL_POINTS = 4
 MIN_DECODE_POINTS = 4
-# At most this many points per table (prefill, decode). Profiler sweeps have tens to a few
-# hundred (the example decode table: 54); the bound keeps every profile that loads small
-# enough to check, model and render quickly (docs/plan-spec.md, "Limits").
-MAX_PROFILE_POINTS = 8192
-
 
 @dataclass(frozen=True, eq=False)
 class Profile:

@@ -1,17 +1,18 @@
-"""Where the planner's work runs: in threads of the serving process, or in planner processes.
+"""Where the planner's work runs: in threads of the deciding process, or in planner processes.
 
 A decision is pure CPU (`scaler.core`: predictor updates, queueing tails, replays of a fold's
-windows) and Python threads share one interpreter lock with the event loop that answers
-KEDA: 1,000 plans deciding on one grid instant then show up in the RPCs' tail. With
-`--planner-processes N` (N >= 1, `dynplan serve`'s default 1) the work runs in N child
-processes instead: the event loop only sends each job (the plan's state and the windows
-read, a few kB) and receives the result, both pickled on two helper threads. Each plan's
-jobs go to one process, which keeps the plan and its performance model from the first job
-on (a model is sent once per profile), so a job carries only what changes.
+windows). `dynplan serve` already keeps that work out of the process that answers KEDA (the
+decider process, scaler.service.front), so by default (`--planner-processes 0`,
+`ThreadCompute`, also what `explain` and in-process tests use) jobs run in the decider's
+threads. With `--planner-processes N` (N >= 1) they run in N further child processes, for
+many plans on many cores (or to keep `--one-process`'s RPCs clear of planning): the loop
+only sends each job (the plan's state and the windows read, a few kB) and receives the
+result, both pickled on two helper threads. Each plan's jobs go to one process, which keeps
+the plan and its performance model from the first job on (a model is sent once per
+profile), so a job carries only what changes.
 
 A process that dies fails its jobs in flight with PlannerUnavailable (the loop reads those
 windows again, as after a failed Prometheus read) and is started again on the next job.
-With 0 (`ThreadCompute`, what `explain` and in-process tests use) jobs run in threads.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ import multiprocessing.connection
 import os
 import queue
 import signal
+import sys
 import threading
 from typing import Any, Optional
 
@@ -33,12 +34,28 @@ from scaler.service.server import ScalerServer
 log = logging.getLogger("dynplan.decider")
 PUBLISH_PERIOD = 1.0  # answers are compared at least this often (a failed read changes only the error text)
 COALESCE = 0.05  # after a change, wait this long so a burst of decisions goes in one message
+# The decider's CPU priority below the serving process's: when both want the CPU (a
+# decision burst, a busy node), the kernel runs the RPCs first. Decisions have seconds to
+# spare (a window is read a settle delay after it closes); an RPC has milliseconds.
+NICENESS = 10
+
+
+def main(argv: list[str]) -> None:
+    """`python -m scaler.service.decider FD`: FD is this end of the serving process's socket
+    pair; the first message on it is the ServeConfig."""
+    conn = multiprocessing.connection.Connection(int(argv[1]))
+    try:
+        config = conn.recv()
+    except (EOFError, OSError):
+        return  # the serving process is gone already
+    decider_main(conn, config)
 
 
 def decider_main(conn: multiprocessing.connection.Connection, config: ServeConfig) -> None:
-    """The process's entry point (spawned)."""
+    """The decider's life: set up, decide until told to stop (or the pipe closes), exit."""
     # Ctrl-C in a terminal signals the whole process group: the serving process decides.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(NICENESS)
     configure_logging(config.log_level, config.log_format)
     event_loop = asyncio.new_event_loop()
     try:
@@ -140,3 +157,7 @@ async def _run(conn: multiprocessing.connection.Connection, config: ServeConfig)
             log_event(log, "shutdown_timeout", logging.WARNING, timeoutSeconds=config.shutdown_seconds / 2)
             flush_logs()
             os._exit(0)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

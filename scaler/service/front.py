@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import multiprocessing
 import multiprocessing.connection
 import queue
+import socket
+import subprocess
+import sys
 import threading
 import time
 from typing import Any, Optional
@@ -38,17 +40,21 @@ MAX_BACKOFF = 30.0
 
 
 class _Decider:
-    """One decider process and the threads that carry its pipe."""
+    """One decider process (`python -m scaler.service.decider FD`, its end of a socket pair
+    as FD) and the threads that carry its pipe. A plain subprocess rather than a
+    multiprocessing one: nothing is forked, and no resource-tracker process comes along."""
 
     def __init__(self, config: ServeConfig, front: "FrontServer") -> None:
-        from scaler.service.decider import decider_main  # the serving process needs only its name
-
-        ctx = multiprocessing.get_context("spawn")  # never fork a process that runs gRPC
-        ours, theirs = ctx.Pipe()
-        self.conn = ours
-        self.process = ctx.Process(target=decider_main, args=(theirs, config), name="dynplan-decider")
-        self.process.start()
-        theirs.close()
+        ours, theirs = socket.socketpair()
+        self.conn = multiprocessing.connection.Connection(ours.detach())
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "scaler.service.decider", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        self.conn.send(config)  # its first message; the credentials in it never touch argv or the environment
         self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outbox: queue.SimpleQueue[Optional[tuple[Any, ...]]] = queue.SimpleQueue()
         loop = asyncio.get_running_loop()
@@ -80,13 +86,22 @@ class _Decider:
     def stop(self, timeout: float) -> Optional[int]:
         """Ask it to stop, wait up to `timeout`, then kill it (blocking: call in a thread)."""
         self.send(("stop",))
-        self.process.join(timeout)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.join(1.0)
+            self.process.wait(1.0)
         self._outbox.put(None)
         self.conn.close()
-        return self.process.exitcode
+        return self.process.returncode
+
+
+def _reap(process: "subprocess.Popen[bytes]", timeout: float) -> None:
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:  # its pipe closed but it lingers: it is replaced anyway
+        process.kill()
+        process.wait(1.0)
 
 
 def _settle(future: "asyncio.Future[Any]", value: Any = None) -> None:
@@ -162,10 +177,10 @@ class FrontServer:
             await asyncio.shield(decider.exited)
             if self._stopping:
                 return
-            await asyncio.to_thread(decider.process.join, 2.0)
+            await asyncio.to_thread(_reap, decider.process, 2.0)
             self._ready = False
             await self.rpc.ready(False)
-            log_event(log, "decider_exited", logging.ERROR, exitCode=decider.process.exitcode,
+            log_event(log, "decider_exited", logging.ERROR, exitCode=decider.process.returncode,
                       restartInSeconds=backoff, serving="the answers received, until they are stale")
             started = time.monotonic()
             await asyncio.sleep(backoff)

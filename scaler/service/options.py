@@ -121,8 +121,8 @@ class ServeConfig:
     credentials: Optional[Credentials] = None
     # directories spec.profile may point into besides the plans directory; None: anywhere
     profile_roots: Optional[tuple[Path, ...]] = None
-    # planner processes the decisions run in (scaler.service.compute); 0: threads of this
-    # process (`dynplan serve` defaults to 1: the RPCs' tail stays clear of planning)
+    # further processes the planning runs in (scaler.service.compute); 0: threads of the
+    # deciding process (`dynplan serve`'s default)
     planner_processes: int = 0
     # plans act on due windows spread over up to this many seconds (LoopSettings.spread_seconds)
     decision_spread_seconds: float = 5.0
