@@ -235,6 +235,7 @@ def test_values_change_what_they_name() -> None:
     docs = by_kind(helm_template({
         "fullnameOverride": "dynplan-scaler-b",
         "replicaCount": 3,
+        "minReadySeconds": 120,
         "image": {"repository": "registry.example/dynplan", "digest": "sha256:" + "a" * 64},
         "scaler": {"grpcPort": 9443, "prometheusAllow": ["https://thanos-query.monitoring:10902"],
                    "extraArgs": ["--log-level=debug"]},
@@ -256,7 +257,7 @@ def test_values_change_what_they_name() -> None:
         "ServiceMonitor/dynplan-scaler-b",
     ]
     deployment = docs["Deployment/dynplan-scaler-b"]
-    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["replicas"] == 3 and deployment["spec"]["minReadySeconds"] == 120
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "dynplan-scaler-b"
     assert pod["terminationGracePeriodSeconds"] == 45 and pod["nodeSelector"] == {"pool": "system"}
