@@ -28,7 +28,7 @@ import threading
 import time
 from typing import Any, Optional
 
-from scaler.errors import InputError
+from scaler.errors import FieldError, InputError
 from scaler.service.answers import AnswerBook, BookUpdate
 from scaler.service.logs import log_event
 from scaler.service.options import ServeConfig
@@ -121,7 +121,8 @@ class FrontServer:
         self.restarts = 0
         self._counts: dict[tuple[str, str], int] = {}
         self._decider: Optional[_Decider] = None
-        self._first: Optional[asyncio.Future[Optional[list[Any]]]] = None  # loaded (None), failed, or exited
+        # the first decider's start: None once its plans are loaded, its FieldErrors if it failed
+        self._first: Optional[asyncio.Future[Optional[list[FieldError]]]] = None
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._ready = False
@@ -142,8 +143,11 @@ class FrontServer:
                     _settle(self._first)
         elif kind == "started":
             self.metrics_port = msg[1]
-        elif kind == "failed" and self._first is not None:
-            _settle(self._first, msg[1])
+        elif kind == "failed":
+            if self._first is not None and not self._first.done():
+                _settle(self._first, msg[1])  # the start ends with it (exit 2)
+            else:  # a decider started again could not start: said here, then tried again
+                log_event(log, "decider_start_failed", logging.ERROR, errors=[str(e) for e in msg[1]])
 
     async def start(self) -> int:
         """Bind, mark live, start the decider and wait for its plans; the gRPC port."""
@@ -155,10 +159,11 @@ class FrontServer:
         self.port = port
         self._first = asyncio.get_running_loop().create_future()
         self._decider = _Decider(self.config, self)
-        await asyncio.wait({self._first, self._decider.exited}, return_when=asyncio.FIRST_COMPLETED)
+        waits: set[asyncio.Future[Any]] = {self._first, self._decider.exited}
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         # (messages and the pipe's end arrive in order: a "failed" sent before exiting is in)
-        if self._first.done() and self._first.result():
-            errors = self._first.result()
+        errors = self._first.result() if self._first.done() else None
+        if errors:
             await asyncio.to_thread(self._decider.stop, 2.0)
             raise InputError(errors)
         loop = asyncio.get_running_loop()

@@ -93,6 +93,7 @@ def scaler(plans: Path) -> Iterator[dict[str, Any]]:
             pass
         assert decided.is_set(), (proc.poll(), events[-5:])
         (listening,) = [e for e in events if e.get("event") == "listening"]
+        _served(f"127.0.0.1:{listening['port']}")
         yield {"grpc": f"127.0.0.1:{listening['port']}", "metrics": f"127.0.0.1:{listening['metricsPort']}", "events": events}
     finally:
         proc.terminate()
@@ -100,6 +101,24 @@ def scaler(plans: Path) -> Iterator[dict[str, Any]]:
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _served(address: str, within: float = 5.0) -> None:
+    """Until the serving process answers PLAN: the decider hands a decision over within
+    about 50 ms of logging it (scaler.service.decider)."""
+    from scaler.proto import externalscaler_pb2_grpc as pb_grpc
+
+    deadline = time.monotonic() + within
+    with grpc.insecure_channel(address) as channel:
+        stub = pb_grpc.ExternalScalerStub(channel)
+        ref = pb.ScaledObjectRef(name=f"{PLAN}-decode", namespace=NAMESPACE, scalerMetadata={"plan": PLAN, "pool": "decode"})
+        while True:
+            try:
+                stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref, metricName=f"dynplan-{PLAN}-decode"), timeout=3)
+                return
+            except grpc.RpcError:
+                assert time.monotonic() < deadline, "the decision logged was never served"
+                time.sleep(0.05)
 
 
 def get(address: str, path: str) -> tuple[int, Any]:

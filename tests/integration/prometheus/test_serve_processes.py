@@ -1,6 +1,7 @@
 """`dynplan serve`'s two processes (scaler.service.front, scaler.service.decider), for real:
 the decider killed is started again while the serving process keeps answering the
-decisions it had (readiness NOT_SERVING meanwhile), the RPCs the serving process answers
+decisions it had (readiness NOT_SERVING meanwhile; a decider that cannot start says why and
+is tried again later), the RPCs the serving process answers
 are counted on the decider's /metrics, and a serving process killed takes its decider with it."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -140,12 +142,24 @@ async def test_the_decider_killed_is_restarted_and_the_answers_it_sent_are_serve
             os.kill(decider, signal.SIGKILL)
             exited = await log.wait("decider_exited", within=10)
             assert exited["exitCode"] == -signal.SIGKILL
-            # meanwhile: not ready, and the decision received before is still the answer
-            assert await _readiness(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
-            kept = await answer()
-            assert kept is not None and (kept.raw_int, kept.active) == (before.raw_int, before.active)
-            started = await log.wait("decider_started", within=10)
-            assert started["restarts"] == 1 and started["deciderPid"] != decider
+            # something else takes the metrics port meanwhile: the next decider cannot start,
+            # says why, and the one after it (2 s later) starts once the port is free
+            squatter = socket.socket()
+            squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            squatter.bind(("127.0.0.1", mport))
+            squatter.listen()
+            try:
+                # meanwhile: not ready, and the decision received before is still the answer
+                assert await _readiness(channel) == health_pb2.HealthCheckResponse.NOT_SERVING
+                kept = await answer()
+                assert kept is not None and (kept.raw_int, kept.active) == (before.raw_int, before.active)
+                failed = await log.wait("decider_start_failed", within=20)
+                assert failed["errors"] == [f"--metrics-listen: cannot listen on 127.0.0.1:{mport} (Address already in use)"]
+                assert (await log.wait("decider_exited", count=2, within=10))["restartInSeconds"] == 2.0
+            finally:
+                squatter.close()
+            started = await log.wait("decider_started", count=2, within=10)
+            assert started["restarts"] == 2 and started["deciderPid"] != decider
 
             async def ready_again() -> bool:
                 return await _readiness(channel) == health_pb2.HealthCheckResponse.SERVING
