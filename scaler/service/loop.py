@@ -471,6 +471,7 @@ class PlanLoop:
         """A window skipped without a decision: counted, logged, and the reason kept for
         the UNAVAILABLE message should the latest good decision go stale."""
         self.last_error = f"plan {self.key}: {skipped.detail}"
+        self._changed()
         if skipped.end in self._rejected_ends:
             return  # a warm-up retried, or a catch-up re-reading it: counted and logged once
         self._rejected_ends[skipped.end] = None
@@ -481,8 +482,13 @@ class PlanLoop:
         log_event(errlog, "window_rejected", logging.WARNING, namespace=self.plan.namespace, plan=self.plan.name,
                   kind=kind, windowEnd=skipped.end, reason=skipped.reason, error=skipped.detail)
 
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
     def _failed(self, kind: str, exc: BaseException) -> None:
         self.last_error = str(exc)
+        self._changed()  # the UNAVAILABLE text names the last error: the serving process gets it now
         if self.metrics is not None:
             self.metrics.query_errors.labels(self.plan.namespace, self.plan.name, kind).inc()
         log_event(errlog, "decision_failed", logging.WARNING,
@@ -524,8 +530,7 @@ class PlanLoop:
             decision=decision.to_dict(),
             **extra,
         )
-        if self.on_change is not None:
-            self.on_change()
+        self._changed()
 
     # -- running ------------------------------------------------------------------------
     def start(self) -> None:
@@ -665,4 +670,5 @@ class PlanLoop:
 
     def _crashed(self, exc: BaseException) -> None:
         self.last_error = f"internal error: {exc!r}"
+        self._changed()
         errlog.exception("decision loop error for plan %s", self.key, exc_info=exc)
