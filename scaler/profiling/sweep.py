@@ -39,7 +39,6 @@ from scaler.profiling.sweep_plan import (
     prefill_result,
     profile_arrays,
     result_from_dict,
-    result_key,
 )
 
 JOURNAL_VERSION = 1

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 import yaml
 

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import pytest
 
 from helpers import EXAMPLES, SYNTHETIC_PROFILE_DIR
 from scaler.errors import FieldError, PlanError, ProfileError

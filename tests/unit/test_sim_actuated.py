@@ -11,7 +11,6 @@ import pytest
 
 from helpers import flat_profile, plan_dict, with_changes
 from scaler.core.interpolation import perf_model
-from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.sim.actuation import config_from_plan
 from scaler.sim.engine import EngineConfig, StopRule, simulate

@@ -3,14 +3,13 @@ the oracle bound, and the report's definitions."""
 
 from __future__ import annotations
 
-from typing import Mapping, Optional
+from typing import Mapping
 
 import numpy as np
 import pytest
 
 from helpers import flat_profile, linear_profile, make_plan
 from scaler.core.interpolation import perf_model
-from scaler.core.observations import TrafficWindow, WorkerLoad
 from scaler.core.planner import capacity
 from scaler.sim.engine import EngineConfig, simulate
 from scaler.sim.oracle import oracle, smallest_passing

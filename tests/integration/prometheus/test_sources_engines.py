@@ -27,7 +27,7 @@ from scaler.core.interpolation import perf_model
 from scaler.core.observations import Observation, TrafficWindow, WorkerLoad
 from scaler.core.plan import Plan
 from scaler.core.planner import decide, new_state
-from scaler.devtools.backfill import CompletedRequest, OpenMetricsWriter, engine_history
+from scaler.devtools.backfill import CompletedRequest, engine_history
 from scaler.devtools.frontend_exporter import SyntheticEngines
 from scaler.errors import MetricsUnavailable
 from scaler.prom import PromClient, read_traffic_detail, read_workers
