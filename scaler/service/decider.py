@@ -7,7 +7,7 @@ It sends the serving process each plan's `PlanAnswer` when it changes, and count
 the serving process reports. Pipe messages:
 
 - to the serving process: ("started", metrics port), ("book", BookUpdate), ("failed", [FieldError, ...]);
-- from it: ("rpcs", {(method, code): n}), ("stop",). Its end of the pipe closing is a stop too,
+- from it: ("rpcs", {(method, code): n}, restarts of the decider so far) once a second, ("stop",). Its end of the pipe closing is a stop too,
   so a serving process that dies takes this one with it.
 """
 
@@ -149,6 +149,7 @@ async def _run(conn: multiprocessing.connection.Connection, config: ServeConfig)
             if msg[0] == "rpcs":
                 for (method, code), n in msg[1].items():
                     core.count_rpc(method, code, n)
+                core.metrics.decider_restarts.set(msg[2])
     finally:
         publisher.cancel()
         try:

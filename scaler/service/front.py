@@ -204,9 +204,9 @@ class FrontServer:
             self._flush_counts()
 
     def _flush_counts(self) -> None:
-        if self._counts and self._decider is not None and not self._decider.exited.done():
+        if self._decider is not None and not self._decider.exited.done():
             counts, self._counts = self._counts, {}
-            self._decider.send(("rpcs", counts))
+            self._decider.send(("rpcs", counts, self.restarts))
 
     async def stop(self, grace: Optional[float] = None) -> None:
         """Graceful: stop accepting, let calls in flight finish, end streams, stop the decider."""

@@ -160,6 +160,11 @@ class ServiceMetrics:
         )
         self.plans = Gauge("dynplan_plans_loaded", "Plans currently served.", registry=r)
         self.rpcs = Counter("dynplan_grpc_requests", "External scaler RPCs answered.", ("method", "code"), registry=r)
+        self.decider_restarts = Gauge(
+            "dynplan_decider_restarts",
+            "Times the serving process has started the decider process again since it started (0 in one process).",
+            registry=r,
+        )
 
     # -- decisions ----------------------------------------------------------------------
     def record_decision(self, namespace: str, decision: Decision, made_at: float) -> None:

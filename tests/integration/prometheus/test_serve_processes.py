@@ -168,6 +168,11 @@ async def test_the_decider_killed_is_restarted_and_the_answers_it_sent_are_serve
             again = await answer()
             assert again is not None and again.raw_int == before.raw_int  # same history, same decision
             assert "dynplan_plans_loaded 1.0" in await asyncio.to_thread(_scrape, mport)  # the new decider's /metrics
+
+            async def restarts_counted() -> bool:
+                return "dynplan_decider_restarts 2.0" in await asyncio.to_thread(_scrape, mport)
+
+            await _until(restarts_counted, 5, "the restarts are not on /metrics")
         # the serving process killed: its decider sees the pipe close and exits
         new_decider = started["deciderPid"]
         proc.kill()
