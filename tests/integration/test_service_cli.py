@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import grpc
+import pytest
 from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -35,11 +36,12 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "'json', 'text'" in result.output
 
 
-async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [[], ["--one-process"]], ids=["two-processes", "one-process"])
+async def test_serve_process_health_and_sigterm(tmp_path: Path, flags: list[str]) -> None:
     write_plans(tmp_path, [test_plan("llama-8b", "http://127.0.0.1:1", "x")])
     proc = subprocess.Popen(
         [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(tmp_path), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0"],
+         "--metrics-listen", "127.0.0.1:0", *flags],
         cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )
     lines: list[str] = []
@@ -58,6 +60,8 @@ async def test_serve_process_health_and_sigterm(tmp_path: Path) -> None:
         [listening] = [json.loads(line) for line in lines if '"event": "listening"' in line]
         port = listening["port"]
         assert listening["plans"] == 1 and listening["level"] == "INFO" and listening["logger"] == "dynplan.server"
+        # the decider's process id, unless everything runs in this one
+        assert ("deciderPid" in listening) == (not flags) and listening.get("deciderPid") != proc.pid
         address = f"127.0.0.1:{port}"
         async with grpc.aio.insecure_channel(address) as ch:
             health = health_pb2_grpc.HealthStub(ch)
