@@ -159,6 +159,28 @@ def dispersion_from_wait(
     return max(observed_wait_seconds, 0.0) / unit
 
 
+def dispersion_from_misses(
+    servers: int, rate: float, service_seconds: float, slack_seconds: float, miss_fraction: float, requests: float
+) -> Optional[float]:
+    """The dispersion V at which the tail formula gives the fraction of a window's requests
+    that waited past the slack (measured: the TTFT histogram's bucket at the SLA):
+    V = 2 (c/S - rate) slack / ln(C(c, a) / miss). A window with no miss bounds V from above
+    only; it counts as half a miss of its `requests` (the resolution it measured at).
+
+    None when the window cannot say: no load or servers, saturated, or more misses than
+    Erlang C's probability of waiting (no V explains them: a backlog, not the tail)."""
+    if rate <= 0 or servers <= 0 or service_seconds <= 0 or slack_seconds <= 0 or requests <= 0:
+        return None
+    offered = rate * service_seconds
+    if servers <= offered + _MIN_SPARE_ERLANGS:
+        return None
+    waiting = erlang_c(servers, offered)
+    miss = max(miss_fraction, 0.5 / requests)
+    if not miss < waiting:
+        return None
+    return 2.0 * (servers / service_seconds - rate) * slack_seconds / math.log(waiting / miss)
+
+
 def concurrency_quantile(mean: float, dispersion: float, miss_fraction: float) -> float:
     """The (1 - miss) quantile of concurrent sequences: mean + z sqrt(dispersion x mean).
 

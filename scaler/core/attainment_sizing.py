@@ -48,6 +48,7 @@ from scaler.core.attainment import (
     POISSON_DISPERSION,
     DecodeSizing,
     decode_replicas,
+    dispersion_from_misses,
     erlang_c,
     prefill_replicas,
     service_from_ttft,
@@ -196,14 +197,6 @@ def learn(
     state.last_rate = rate
     if window.peak_rate is not None and rate > 0:
         state.burst = smooth(state.burst, window.peak_rate / rate, 1.0, MAX_BURST)
-    if window.arrival_dispersion is not None:
-        # Allen-Cunneen: V = ca^2 + cs^2, the arrivals' clumping as the edge counted it plus
-        # the spread of prompt lengths (exponential-like service, cs^2 = 1). One window's
-        # count is Allan's variance of six 30-s bins over their mean: a noisy, right-skewed
-        # estimate of the traffic's index of dispersion, whose unbiased pooled estimate is
-        # the plain mean of the windows' (not the largest of them, which a fast attack took)
-        remember(state.dispersions, min(max(window.arrival_dispersion + SERVICE_SCV, 1.0), MAX_DISPERSION))
-        state.dispersion = sum(state.dispersions) / len(state.dispersions)
     prefill_pool = "prefill" if plan.spec.mode == "disagg" else "worker"
     # the mean wait is modelled on the servers of the whole window: a scale-up asked for at
     # its start served only after start-up, so the smaller of the two asks
@@ -231,6 +224,7 @@ def learn(
                 remember(state.prefill_ratios, latest)
                 mean = sum(state.prefill_ratios) / len(state.prefill_ratios)
                 state.prefill_slowdown = math.exp(max(mean, latest))
+    _learn_dispersion(state, plan, model, window, servers)
     decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"
     workers = int(ready.get(decode_pool, 0))
     if (
@@ -247,6 +241,50 @@ def learn(
             # their mean (in log space, clamped), not the worst window's
             remember(state.decode_ratios, math.log(min(max(window.itl_ms / profiled, 0.25), 10.0)))
             state.decode_slowdown = math.exp(sum(state.decode_ratios) / len(state.decode_ratios))
+
+
+def _learn_dispersion(state: AttainmentState, plan: Plan, model: PerfModel, window: TrafficWindow, servers: int) -> None:
+    """The window's V into the mean of the last MEMORY windows'.
+
+    Allen-Cunneen: V = ca^2 + cs^2, the arrivals' clumping as the edge counted it plus the
+    spread of prompt lengths (exponential-like service, cs^2 = 1). One window's count is
+    Allan's variance of six 30-s bins over their mean: a noisy, right-skewed estimate whose
+    unbiased pooled estimate is the plain mean of the windows' (not the largest of them).
+
+    Where the window measured its fraction of TTFTs over the SLA (`ttft_miss`), V is
+    calibrated on that outcome: the V at which the tail formula gives that fraction on the
+    window's servers, pace and peak rate (what the sizing uses). The 30-s count overstates
+    the clumping at the seconds a prefill queue builds over (2-6x on the shared traces), so
+    a window within the pool's miss budget sheds that margin; a window over the budget
+    never lowers V below its count (its queue was a transient: a rate jump, a backlog, which
+    the stationary tail does not describe), and raises it where the measured V is higher.
+    A window without a miss only bounds V from above. The mean of the last MEMORY values is
+    what a restarted scaler's replay rebuilds.
+    """
+    counted = None if window.arrival_dispersion is None else window.arrival_dispersion + SERVICE_SCV
+    value = counted
+    if window.ttft_miss is not None and window.isl is not None:
+        service = model.prefill.ttft_ms(window.isl) * state.prefill_slowdown / 1000.0
+        # the fraction is counted above the histogram's bucket at the SLA (ttftBucketMs when
+        # the SLA is not a bucket bound): the wait past that bucket's slack
+        rules = plan.spec.rules
+        bound_ms = rules.ttft_bucket_ms if rules.ttft_bucket_ms is not None else plan.spec.sla.ttft_ms
+        slack = bound_ms / 1000.0 - service
+        peak = window.peak_rate if window.peak_rate is not None else window.rate
+        measured = dispersion_from_misses(servers, peak, service, slack, window.ttft_miss, window.requests)
+        if measured is not None:
+            budget = (1.0 - plan.spec.sla.attainment) / 2.0
+            if counted is None:
+                value = measured
+            elif window.ttft_miss > budget:
+                value = max(measured, counted)
+            elif window.ttft_miss > 0:
+                value = measured
+            else:
+                value = min(measured, counted)
+    if value is not None:
+        remember(state.dispersions, min(max(value, 1.0), MAX_DISPERSION))
+        state.dispersion = sum(state.dispersions) / len(state.dispersions)
 
 
 def hold(

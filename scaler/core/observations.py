@@ -48,13 +48,18 @@ class TrafficWindow:
     arrival_dispersion: Optional[float] = None
     # requests waiting for prefill when the window closed (queued, not yet started)
     backlog: Optional[float] = None
+    # fraction of the window's first tokens whose TTFT was above the SLA (the TTFT
+    # histogram's bucket at spec.rules.ttftBucketMs, default spec.sla.ttftMs: 1 - bucket /
+    # count): the measured outcome the prefill tail is calibrated on
+    ttft_miss: Optional[float] = None
 
     def __post_init__(self) -> None:
         if not (self.window_seconds > 0):
             raise ValueError("window_seconds must be positive")
         if not math.isfinite(self.requests) or self.requests < 0:
             raise ValueError(f"requests must be a finite number >= 0, got {self.requests}")
-        for name in ("isl", "osl", "ttft_ms", "itl_ms", "request_duration_s", "peak_rate", "arrival_dispersion", "backlog"):
+        for name in ("isl", "osl", "ttft_ms", "itl_ms", "request_duration_s", "peak_rate", "arrival_dispersion", "backlog",
+                     "ttft_miss"):
             object.__setattr__(self, name, finite_or_none(getattr(self, name)))
 
     @property
@@ -86,6 +91,7 @@ _LIMITS: tuple[tuple[str, float, float], ...] = (
     ("request_duration_s", 0.0, MAX_DURATION_S),
     ("peak_rate", 0.0, MAX_RATE),
     ("arrival_dispersion", 0.0, MAX_DISPERSION),
+    ("ttft_miss", 0.0, 1.0),
 )
 
 

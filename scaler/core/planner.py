@@ -214,6 +214,7 @@ def _attainment_tick(
             ("peak rate", window.peak_rate, "the burst factor keeps what it learned"),
             ("arrival dispersion", window.arrival_dispersion, "the dispersion keeps what it learned"),
             ("backlog", window.backlog, "no backlog drain"),
+            ("fraction of TTFTs over the SLA", window.ttft_miss, "the dispersion is the arrivals' count alone"),
         )
         if value is None and not window.idle
     )

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from scaler.core.attainment import (
     concurrency_quantile,
     decode_replicas,
+    dispersion_from_misses,
     dispersion_from_wait,
     erlang_c,
     mean_wait_seconds,
@@ -45,6 +46,18 @@ def test_mean_wait_is_mm1_at_poisson_dispersion() -> None:
     assert dispersion_from_wait(1, 5.0, 0.1, 0.1) == pytest.approx(2.0)
     assert dispersion_from_wait(1, 20.0, 0.1, 1.0) is None  # saturated window
     assert dispersion_from_wait(0, 5.0, 0.1, 0.1) is None
+
+
+def test_dispersion_from_misses_inverts_the_tail() -> None:
+    # M/M/1 at 5 req/s, S = 0.1 s: C = 0.5, and at V = 2 P(W > 0.2 s) = 0.5 e^-1: the
+    # measured fraction gives V = 2 back
+    assert dispersion_from_misses(1, 5.0, 0.1, 0.2, 0.5 * math.exp(-1.0), 1000) == pytest.approx(2.0)
+    # none of 1000 missed: half a miss, V = 2 x 5 x 0.2 / ln(0.5 / 0.0005) = 0.2895 at most
+    assert dispersion_from_misses(1, 5.0, 0.1, 0.2, 0.0, 1000) == pytest.approx(2.0 / math.log(1000.0))
+    # more misses than Erlang C's waiting (0.5): no V explains them; saturated; no servers
+    assert dispersion_from_misses(1, 5.0, 0.1, 0.2, 0.6, 1000) is None
+    assert dispersion_from_misses(1, 20.0, 0.1, 0.2, 0.1, 1000) is None
+    assert dispersion_from_misses(0, 5.0, 0.1, 0.2, 0.1, 1000) is None
 
 
 def test_prefill_replicas_hand_computed() -> None:

@@ -162,6 +162,41 @@ def test_missing_signals_are_warnings_not_zeros() -> None:
     d = decide(plan, model, Observation(timestamp=60, traffic=_window(600)), new_state(plan))
     assert any("no backlog" in w for w in d.warnings)
     assert any("no peak rate" in w for w in d.warnings)
+    assert any("no fraction of TTFTs over the SLA" in w for w in d.warnings)
+    d = decide(plan, model, Observation(timestamp=60, traffic=_window(600, ttft_miss=0.0)), new_state(plan))
+    assert not any("TTFTs over the SLA" in w for w in d.warnings)
+
+
+def test_dispersion_is_calibrated_on_the_measured_misses() -> None:
+    # 10 req/s at the peak on 4 prefill replicas of S = 75 ms (SLA 200 ms: slack 125 ms),
+    # 600 requests, 30 counted (29 + 1): C(4, 0.75) = 0.007662 (Erlang B 0.4286, 0.1385,
+    # 0.03346, 0.006234; / (1 - 0.1875 x 0.9938)); 2 (4/0.075 - 10) x 0.125 = 10.833
+    plan = _plan()
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    c = erlang_c(4, 0.75)
+    assert c == pytest.approx(0.007662, abs=1e-6)
+    unit = 2 * (4 / 0.075 - 10.0) * 0.125
+
+    def learned(miss: object, counted: float = 29.0) -> float:
+        state = AttainmentState()
+        # no mean TTFT: the pace stays the profile's (S = 75 ms exactly)
+        window = _window(600, peak_rate=10.0, arrival_dispersion=counted, ttft_ms=None, ttft_miss=miss)
+        learn(state, plan, model, window, {"prefill": 4, "decode": 2})
+        return state.dispersion
+
+    # 0.4% missed, within the 0.5% budget: V = 10.833 / ln(0.007662 / 0.004) = 16.7, the
+    # margin the 30-s count (30) held above it is shed
+    assert learned(0.004) == pytest.approx(unit / math.log(c / 0.004)) == pytest.approx(16.66, abs=0.05)
+    # none missed: half a miss of 600 bounds V at 10.833 / ln(0.007662 x 1200) = 4.88
+    assert learned(0.0) == pytest.approx(unit / math.log(c * 1200)) == pytest.approx(4.88, abs=0.01)
+    # ... a bound only: a count below it is kept
+    assert learned(0.0, counted=2.0) == pytest.approx(3.0)
+    # 0.6% missed, over the budget: never below the count, and above it where the misses say
+    assert learned(0.006) == pytest.approx(unit / math.log(c / 0.006)) == pytest.approx(44.4, abs=0.1)
+    assert learned(0.006, counted=59.0) == pytest.approx(60.0)
+    # more misses than Erlang C's waiting, or no measurement: the count, as before
+    assert learned(0.01) == pytest.approx(30.0)
+    assert learned(None) == pytest.approx(30.0)
 
 
 rates = st.floats(min_value=0.0, max_value=200.0)
