@@ -108,6 +108,8 @@ class EngineConfig:
     # half a period: the HPA's phase is unrelated to the scaler's ticks, and half a period is
     # the mean delay from a decision to the sync that reads it.
     hpa_phase_seconds: Optional[float] = None
+    # the TTFT histogram's bucket bound at the SLA (ms): windows report the fraction above it
+    ttft_bound_ms: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("disagg", "agg"):
@@ -169,7 +171,7 @@ class Engine:
         self._isl = workload.isl.tolist()
         self._osl = workload.osl.tolist()
         self._arr = workload.t.tolist()
-        self._window = WindowStats(self._arr, workload.isl)
+        self._window = WindowStats(self._arr, workload.isl, config.ttft_bound_ms)
         self.prefill_end = [math.nan] * n
         self.finish = [math.nan] * n
         self._heap: list = []

@@ -21,16 +21,19 @@ class WindowStats:
     since the last `reset` (completions and first tokens), arrivals looked up by time."""
 
     __slots__ = ("_arrivals", "_isl_cum", "first_tokens", "ttft_ms_sum", "completed_requests", "osl_sum",
-                 "duration_sum", "decode_seconds", "decode_tokens")
+                 "duration_sum", "decode_seconds", "decode_tokens", "_ttft_bound_ms", "ttft_over")
 
-    def __init__(self, arrivals: Sequence[float], isl: np.ndarray) -> None:
+    def __init__(self, arrivals: Sequence[float], isl: np.ndarray, ttft_bound_ms: Optional[float] = None) -> None:
         self._arrivals = arrivals
+        # the TTFT histogram's bucket bound at the SLA (None: no such bucket, no ttft_miss)
+        self._ttft_bound_ms = ttft_bound_ms
         self._isl_cum = np.concatenate([[0.0], np.cumsum(isl, dtype=np.float64)])
         self.reset()
 
     def reset(self) -> None:
         self.first_tokens = 0
         self.ttft_ms_sum = 0.0
+        self.ttft_over = 0
         self.completed_requests = 0
         self.osl_sum = 0.0
         self.duration_sum = 0.0
@@ -40,6 +43,8 @@ class WindowStats:
     def first_token(self, ttft_ms: float) -> None:
         self.first_tokens += 1
         self.ttft_ms_sum += ttft_ms
+        if self._ttft_bound_ms is not None and ttft_ms > self._ttft_bound_ms:
+            self.ttft_over += 1
 
     def completed(self, osl: int, duration: float, decode_seconds: float) -> None:
         """A request finished after `duration` s; `decode_seconds` from first to last token."""
@@ -53,7 +58,8 @@ class WindowStats:
     def window(self, t: float, seconds: float, backlog: Optional[float] = None) -> TrafficWindow:
         """The window ending at t. Arrivals and their mean ISL count at arrival (over the last
         `seconds`), and so does the peak rate (`peak_rate`); OSL, duration and ITL at
-        completion; TTFT at the first token (since the last reset). ITL is token-weighted (a
+        completion; TTFT and the fraction of TTFTs above the SLA bound (`ttft_miss`, as the
+        histogram's bucket at the bound gives it) at the first token (since the last reset). ITL is token-weighted (a
         histogram of every token gap), as the frontend's inter-token-latency histogram is.
         `backlog`: requests waiting for prefill at t (the engine counts them)."""
         lo = bisect_left(self._arrivals, t - seconds)
@@ -71,6 +77,7 @@ class WindowStats:
             peak_rate=peak_rate(self._arrivals, t, seconds),
             arrival_dispersion=arrival_dispersion(self._arrivals, t, seconds),
             backlog=backlog,
+            ttft_miss=self.ttft_over / self.first_tokens if self.first_tokens and self._ttft_bound_ms is not None else None,
         )
 
 
