@@ -257,6 +257,7 @@ class SeriesDef:
     kind: str
     metric: str      # the Source attribute that names the metric
     # recording-rule operation: increase | mean | avg_over_time | peak_rate | dispersion | gauge_sum
+    # | over_bound (the fraction of a histogram's observations above the plan's SLA bucket)
     op: str
     scale: float = 1.0
     unit: str = ""
@@ -279,6 +280,8 @@ SERIES: tuple[SeriesDef, ...] = (
     SeriesDef("peak_rate", "throughput", "requests_started", "peak_rate", unit="requests/s", sizing="attainment"),
     SeriesDef("arrival_dispersion", "throughput", "requests_started", "dispersion", sizing="attainment"),
     SeriesDef("backlog", "throughput", "backlog", "gauge_sum", unit="requests", sizing="attainment"),
+    # the measured outcome the prefill tail is calibrated on: TTFTs above the SLA bucket
+    SeriesDef("ttft_miss", "throughput", "ttft_seconds", "over_bound", unit="fraction", sizing="attainment"),
 )
 SERIES_BY_KEY: dict[str, SeriesDef] = {s.key: s for s in SERIES}
 ATTAINMENT_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.sizing == "attainment")
@@ -446,6 +449,25 @@ def dispersion_expr(source: Source, sel: str, window_seconds: int) -> str:
     )
 
 
+def le_matcher(bound_ms: float) -> str:
+    """A histogram bucket's `le` matcher at a bound in ms, as exporters write the bound in
+    seconds: Go's client `1`, Python's `1.0`."""
+    seconds = bound_ms / 1000
+    if seconds == int(seconds):
+        return f'le=~"{int(seconds)}|{int(seconds)}\\\\.0"'
+    return f'le="{seconds!r}"'
+
+
+def over_bound_expr(source: Source, attr: str, sel_labels: Mapping[str, str], extra: str, w: str, bound_ms: float) -> str:
+    """The fraction of a histogram's observations over the window above `bound_ms`:
+    1 - increase(bucket{le=bound}) / increase(count). Empty (no value) when the histogram
+    has no bucket at exactly that bound, NaN when nothing was observed."""
+    base = getattr(source, attr)
+    bucket = series_selector(base + "_bucket", selector(sel_labels, _join(extra, le_matcher(bound_ms))))
+    count = series_selector(base + "_count", selector(sel_labels, extra))
+    return f"1 - sum(increase({bucket}[{w}])) / sum(increase({count}[{w}]))"
+
+
 def _gauge_sum(g: GaugeRef, labels: Mapping[str, str], extra: str) -> str:
     sel = selector({k: v for k, v in labels.items() if k not in g.without}, _join(g.matchers, "" if g.plan_wide else extra))
     return f"sum({_collapse(g.repeats, series_selector(g.metric, sel))})"
@@ -508,6 +530,7 @@ def raw_expr(
     window_seconds: int,
     extra: str = "",
     range_seconds: Optional[int] = None,
+    bound_ms: Optional[float] = None,
 ) -> str:
     """The PromQL that computes a series from the source metrics (rule `expr` and fallback).
 
@@ -521,6 +544,7 @@ def raw_expr(
     avg_over_time. Longer than the window, a mean or an average is taken over the range,
     and the request count is the range's, scaled to the window (`* W / R`: the window's
     share at the range's mean rate). The burst signals keep their own sub-windows.
+    `bound_ms`: the histogram bucket an `over_bound` series counts above (the plan's SLA).
     """
     sel = selector(labels, extra)
     W = int(window_seconds)
@@ -540,6 +564,10 @@ def raw_expr(
             return dispersion_expr(source, sel, window_seconds)
         if series.op == "gauge_sum":
             return gauge_sum_expr(getattr(source, series.metric), labels, extra, source.gateway_backlog)
+        if series.op == "over_bound":
+            if bound_ms is None:
+                raise ValueError(f"series {series.key} needs the bucket bound it counts above")
+            return over_bound_expr(source, series.metric, labels, extra, w, bound_ms)
         return _mean(source, series.metric, sel, w)
     if source.layout == "engine":
         return _engine_worker_expr(source, series, sel, w)
@@ -571,6 +599,9 @@ def record_name(source: Source, series: SeriesDef, window_seconds: int, range_se
         if series.op == "gauge_sum":
             # an instant: no window in the name (named after the first gauge tried)
             return f"{PLAN_LABEL}:{getattr(source, series.metric)[0].metric}:sum"
+        if series.op == "over_bound":
+            # the plan's own bound (its SLA bucket): the plan label tells plans apart
+            return f"{PLAN_LABEL}:{getattr(source, series.metric)}:over_sla_fraction{w}"
         return f"{PLAN_LABEL}:{getattr(source, series.metric)}:mean{w}"
     if source.layout == "engine":
         # per pod (one rule per pool, told apart by the pool label)
@@ -611,6 +642,7 @@ def read_query(
     pool: Optional[str] = None,
     range_seconds: Optional[int] = None,
     namespace: Optional[str] = None,
+    bound_ms: Optional[float] = None,
 ) -> str:
     """The query the scaler sends for one series: recorded when it exists, raw otherwise.
 
@@ -619,7 +651,7 @@ def read_query(
     expression otherwise; the choice is made per evaluation (per step in a range query).
     The two are told apart by the `dynplan_plan` label, which only recorded series carry.
     """
-    raw = raw_expr(source, series, labels, window_seconds, extra, range_seconds)
+    raw = raw_expr(source, series, labels, window_seconds, extra, range_seconds, bound_ms)
     if not use_recording_rules:
         return raw
     return f"{recorded_query(source, series, plan_name, window_seconds, pool, range_seconds, namespace)} or on() ({raw})"
@@ -671,7 +703,7 @@ def ready_shared(api_version: str, kind: str, namespace: str, name: str) -> Opti
 
 # -- a plan's view of the table ------------------------------------------------------------
 # Engine layout, disaggregated: the series read from the prefill pool (the rest from decode).
-PREFILL_SERIES = frozenset({"ttft_ms", "backlog"})
+PREFILL_SERIES = frozenset({"ttft_ms", "backlog", "ttft_miss"})
 
 
 def plan_source(plan: "Plan") -> Source:
@@ -718,7 +750,16 @@ def plan_raw_expr(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Op
     if series.kind == "throughput":
         pool = series_pool(plan, series)
     rng = query_range(window_seconds, plan.spec.metrics.scrape_interval_seconds)
-    return raw_expr(plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool), rng)
+    return raw_expr(
+        plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool), rng, ttft_bound_ms(plan)
+    )
+
+
+def ttft_bound_ms(plan: "Plan") -> float:
+    """The TTFT histogram's bucket a plan counts misses above: `spec.rules.ttftBucketMs`,
+    default the SLA (the bound the rendered SLI rules use)."""
+    r = plan.spec.rules
+    return float(r.ttft_bucket_ms if r.ttft_bucket_ms is not None else plan.spec.sla.ttft_ms)
 
 
 def plan_record_name(plan: "Plan", series: SeriesDef, window_seconds: int) -> str:
@@ -737,7 +778,7 @@ def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: 
         rec_pool = pool
     return read_query(
         source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool,
-        query_range(window_seconds, m.scrape_interval_seconds), plan.namespace,
+        query_range(window_seconds, m.scrape_interval_seconds), plan.namespace, ttft_bound_ms(plan),
     )
 
 
@@ -833,6 +874,8 @@ def series_inputs(plan: "Plan", series: SeriesDef, pool: Optional[str] = None) -
         return tuple(
             (g.metric, selector({k: v for k, v in labels.items() if k not in g.without}, _join(g.matchers, extra))) for g in refs
         )
+    if series.op == "over_bound":
+        return ((f"{getattr(source, series.metric)}_bucket", sel),)
     if series.op == "mean":
         num, den = source.ratios.get(series.metric, (f"{getattr(source, series.metric)}_sum", f"{getattr(source, series.metric)}_count"))
         return ((den, sel),)

@@ -71,6 +71,9 @@ THROUGHPUT_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.kind == 
 WORKER_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.kind == "worker")
 # Counts and rates: a negative value is not one (a gauge decremented twice), so no value.
 _NON_NEGATIVE = frozenset({"peak_rate", "arrival_dispersion", "backlog"})
+# Fractions of observations (1 - bucket / count), and the float rounding accepted around [0, 1].
+_FRACTIONS = frozenset({"ttft_miss"})
+_ROUNDING = 1e-9
 
 
 @dataclass(frozen=True)
@@ -239,9 +242,14 @@ def _single(plan: Plan, key: str, samples: list[Sample]) -> Optional[float]:
 
 def _value(key: str, v: Optional[float]) -> Optional[float]:
     """A series' value in the scaler's unit; None for no value (NaN, no result, a negative
-    count or rate)."""
+    count or rate, a fraction outside [0, 1] beyond rounding)."""
     if v is None or not math.isfinite(v) or (key in _NON_NEGATIVE and v < 0):
         return None
+    if key in _FRACTIONS:
+        # 1 - bucket / count rounds a window with every observation in the bucket to -1e-16
+        if not -_ROUNDING <= v <= 1.0 + _ROUNDING:
+            return None
+        v = min(max(v, 0.0), 1.0)
     return v * SERIES_BY_KEY[key].scale
 
 

@@ -22,9 +22,9 @@ def keys(plan, kind: str = "throughput") -> list[str]:
 
 def test_dynamo_sizing_reads_what_it_always_read_and_attainment_adds_its_signals() -> None:
     assert keys(make_plan(sizing="dynamo", interval_seconds=180)) == BASE
-    assert keys(make_plan(sizing="attainment", interval_seconds=180)) == BASE + ["peak_rate", "arrival_dispersion", "backlog"]
+    assert keys(make_plan(sizing="attainment", interval_seconds=180)) == BASE + ["peak_rate", "arrival_dispersion", "backlog", "ttft_miss"]
     # below two 30-s bins there is no dispersion (None, as in the simulator)
-    assert keys(make_plan(sizing="attainment", interval_seconds=45)) == BASE + ["peak_rate", "backlog"]
+    assert keys(make_plan(sizing="attainment", interval_seconds=45)) == BASE + ["peak_rate", "backlog", "ttft_miss"]
     # a load-only plan reads the request count for activation, nothing else
     assert keys(make_plan(sizing="attainment", throughput=False, load=True)) == BASE
     assert set(throughput_queries(make_plan(sizing="dynamo"))) == set(BASE)
@@ -33,6 +33,25 @@ def test_dynamo_sizing_reads_what_it_always_read_and_attainment_adds_its_signals
         "prefill": 'max(kube_deployment_status_replicas_ready{deployment="llama-prefill",namespace="inference"})',
         "decode": 'max(kube_deployment_status_replicas_ready{deployment="llama-decode",namespace="inference"})',
     }
+
+
+def test_ttft_miss_is_the_fraction_above_the_sla_bucket() -> None:
+    plan = make_plan(sizing="attainment", interval_seconds=180)
+    series = sources.SERIES_BY_KEY["ttft_miss"]
+    bound = sources.ttft_bound_ms(plan)
+    assert bound == plan.spec.sla.ttft_ms
+    ttft = "dynamo_frontend_time_to_first_token_seconds"
+    assert sources.plan_raw_expr(plan, series, 180) == (
+        f'1 - sum(increase({ttft}_bucket{{dynamo_namespace="inference-llama-8b",le="0.2"}}[180s]))'
+        f' / sum(increase({ttft}_count{{dynamo_namespace="inference-llama-8b"}}[180s]))'
+    )
+    assert sources.plan_record_name(plan, series, 180) == f"dynplan_plan:{ttft}:over_sla_fraction180s"
+    # the read falls back to the raw expression where the rule has no sample yet
+    assert sources.plan_read_query(plan, series, 180).endswith(f"or on() ({sources.plan_raw_expr(plan, series, 180)})")
+    assert sources.le_matcher(800) == 'le="0.8"'
+    assert sources.le_matcher(1000) == 'le=~"1|1\\\\.0"'
+    with pytest.raises(ValueError, match="bucket bound"):
+        sources.raw_expr(sources.SOURCES["dynamo"], series, SEL, 180)
 
 
 def test_peak_rate_expression_by_window_length() -> None:
@@ -202,9 +221,9 @@ def test_burst_signals_are_read_only_where_their_bins_hold_two_scrapes() -> None
     def attainment_keys(scrape: int, window: int = 180) -> list[str]:
         return keys(engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=window, scrape=scrape))
 
-    assert attainment_keys(15) == BASE + ["peak_rate", "arrival_dispersion", "backlog"]
-    assert attainment_keys(30) == BASE + ["peak_rate", "backlog"]  # 30-s bins: one scrape each
-    assert attainment_keys(31) == BASE + ["backlog"]  # the 60-s sub-window: under two scrapes
+    assert attainment_keys(15) == BASE + ["peak_rate", "arrival_dispersion", "backlog", "ttft_miss"]
+    assert attainment_keys(30) == BASE + ["peak_rate", "backlog", "ttft_miss"]  # 30-s bins: one scrape each
+    assert attainment_keys(31) == BASE + ["backlog", "ttft_miss"]  # the 60-s sub-window: under two scrapes
     warned = dict(sources.source_warnings(engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=180, scrape=30)))
     assert "arrival_dispersion without a value" in warned["spec.metrics.scrapeIntervalSeconds"]
 

@@ -1,5 +1,5 @@
 """The attainment sizing's signals from a real Prometheus: peak rate, arrival dispersion,
-backlog and ready replicas, read raw and recorded, with known arrivals per 30 s; and the
+backlog, the fraction of TTFTs over the SLA bucket and ready replicas, read raw and recorded, with known arrivals per 30 s; and the
 scaler's decisions on them (the real PlanLoop and `explain`) equal the core's `decide`.
 
 History: 30-s bins of known arrival counts, scraped every 15 s, windows of 180 s ending on
@@ -54,6 +54,9 @@ DECODE_WORKERS = {"d-0": 40.0, "d-1": 60.0}  # per-worker gauge (active decode b
 ISL, OSL, TTFT_S, ITL_S, DURATION_S = 1024.0, 128.0, 0.125, 0.0078125, 0.5
 # Selectors: all signals; only the older backlog gauge; no backlog gauge, no ready counts.
 FULL, OLD_GAUGE, BARE = "ns-full", "ns-old", "ns-bare"
+# The TTFT bucket the plans count misses above (one of the synthetic frontend's bounds, above
+# TTFT_S: none of FULL's requests miss); SLOW: every 4th request's TTFT is SLOW_TTFT_S, over it.
+BUCKET_MS, SLOW, SLOW_TTFT_S = 220.0, "ns-slow", 0.375
 
 
 def arrival_times(start: float) -> list[float]:
@@ -74,7 +77,8 @@ def expected_window(k: int, start: float, waiting: Optional[float]) -> TrafficWi
     n = sum(BINS[k])
     means: dict[str, Any] = {}
     if n:
-        means = dict(isl=ISL, osl=OSL, ttft_ms=TTFT_S * 1000.0, itl_ms=ITL_S * 1000.0, request_duration_s=DURATION_S)
+        means = dict(isl=ISL, osl=OSL, ttft_ms=TTFT_S * 1000.0, itl_ms=ITL_S * 1000.0, request_duration_s=DURATION_S,
+                     ttft_miss=0.0)
     return TrafficWindow(
         window_seconds=float(T),
         requests=float(n),
@@ -106,6 +110,7 @@ def make_doc(name: str, url: str, dynamo_namespace: str, *, recorded: bool = Fal
         "useRecordingRules": recorded,
         "scrapeIntervalSeconds": 1,  # ranges = windows, as this test's windows were written for (the scrape-interval rule: test_sources_scrape30.py)
     }
+    doc["spec"]["rules"] = {"ttftBucketMs": BUCKET_MS}
     return doc
 
 
@@ -125,6 +130,9 @@ def history(start: float, end: float) -> OpenMetricsWriter:
         if ns in (FULL, OLD_GAUGE):
             ten = [(t, 10 * n) for t, n in levels]
             frontend_backlog(ten, start=first, end=end, step=STEP, labels=labels, gauges=[1], writer=w)
+    slow = [CompletedRequest(r.t, r.isl, r.osl, SLOW_TTFT_S if i % 4 == 3 else r.ttft_s, r.itl_s, r.duration_s, started_t=r.started_t)
+            for i, r in enumerate(reqs)]
+    frontend_history(slow, start=first, end=end, step=STEP, labels={"model": "llama", "dynamo_namespace": SLOW}, writer=w)
     times = [first + i * STEP for i in range(int((end - first) // STEP) + 1)]
     for wid, blocks in DECODE_WORKERS.items():
         labels = {"model": "llama", "dynamo_namespace": FULL, "worker_id": wid, "worker_type": "decode"}
@@ -161,6 +169,24 @@ async def test_raw_signals_are_the_simulators_definitions(grid: dict[str, Any]) 
             reading = await read_traffic_detail(client, plan, at=end)
             assert set(reading.paths.values()) == {"raw"}, reading.paths
             assert reading.window == expected_window(k, grid["start"], float(WAITING[k])), k
+
+
+async def test_ttft_miss_is_the_fraction_over_the_sla_bucket(grid: dict[str, Any]) -> None:
+    """1 - bucket{le=SLA} / count over the window: every 4th request over the bucket."""
+    plan = plan_at(grid["server"], "slow", SLOW)
+    arrivals = arrival_times(grid["start"])
+    async with PromClient(plan.spec.metrics.prometheus) as client:
+        for k, end in enumerate(grid["ends"]):
+            reading = await read_traffic_detail(client, plan, at=end)
+            assert reading.paths["ttft_miss"] == "raw"
+            assert 'le="0.22"' in reading.queries["ttft_miss"]
+            inside = [i for i, t in enumerate(arrivals) if end - T <= t < end]
+            if not inside:
+                assert reading.window.ttft_miss is None  # 0/0 on an idle window: no value
+                continue
+            over = sum(1 for i in inside if i % 4 == 3)
+            assert reading.window.ttft_miss == pytest.approx(over / len(inside), abs=1e-12), k
+            assert 0 < over < len(inside)
 
 
 async def test_backlog_prefers_the_stage_gauge_then_the_queued_gauge_then_none(grid: dict[str, Any]) -> None:

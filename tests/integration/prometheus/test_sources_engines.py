@@ -46,13 +46,18 @@ WINDOWS: list[list[tuple[float, float, float, float, float, float]]] = [
     [],  # idle
     [(10, 4096, 17, 1.0, 0.0625, 4.0), (50, 1024, 1, 0.25, 0.0, 0.25)],
 ]
+# The TTFT bucket each source's plan counts misses above (one of its engine's bounds).
+TTFT_BUCKET_MS = {"vllm": 250.0, "sglang": 200.0}
 # Load levels per pod, constant: (running, waiting, kv)
 LOAD = {"llama-prefill-0": (2, 3, 0.25), "llama-prefill-1": (1, 1, 0.125), "llama-decode-0": (8, 0, 0.5), "llama-decode-1": (4, 2, 0.75)}
 
 
-def expected_window(reqs: list[tuple[float, float, float, float, float, float]], backlog: float) -> TrafficWindow:
+def expected_window(
+    reqs: list[tuple[float, float, float, float, float, float]], backlog: float, bucket_ms: Optional[float] = None
+) -> TrafficWindow:
     """By hand: decode pods give count, ISL, OSL, duration and the token-weighted ITL (one
-    observation per token after the first); prefill pods the TTFT of every request."""
+    observation per token after the first); prefill pods the TTFT of every request, and the
+    fraction of them above `bucket_ms`."""
     n = len(reqs)
     if n == 0:
         return TrafficWindow(window_seconds=T, requests=0.0, peak_rate=0.0, backlog=backlog)
@@ -70,6 +75,7 @@ def expected_window(reqs: list[tuple[float, float, float, float, float, float]],
         peak_rate=n / T,
         arrival_dispersion=(second - first) ** 2 / (second + first),
         backlog=backlog,
+        ttft_miss=None if bucket_ms is None else sum(1 for r in reqs if r[3] * 1000.0 > bucket_ms) / n,
     )
 
 
@@ -85,6 +91,7 @@ def make_plan(source: str, url: str, *, recorded: bool = False, name: str = "eng
             "prometheus": {"url": url},
         },
     })
+    doc["spec"]["rules"] = {"ttftBucketMs": TTFT_BUCKET_MS[source]}
     if source == "vllm" and mode == "disagg":
         for pool, sel in POOL_SELECTORS.items():
             doc["spec"]["pools"][pool]["selector"] = sel
@@ -135,7 +142,8 @@ def history(request: pytest.FixtureRequest, module_prom_factory: PromFactory, tm
 
 
 def assert_same_window(got: TrafficWindow, want: TrafficWindow) -> None:
-    for f in ("window_seconds", "requests", "isl", "osl", "ttft_ms", "itl_ms", "request_duration_s", "peak_rate", "arrival_dispersion", "backlog"):
+    for f in ("window_seconds", "requests", "isl", "osl", "ttft_ms", "itl_ms", "request_duration_s", "peak_rate", "arrival_dispersion", "backlog",
+              "ttft_miss"):
         g, e = getattr(got, f), getattr(want, f)
         assert (g is None and e is None) or g == pytest.approx(e, rel=1e-9), (f, got, want)
 
@@ -147,7 +155,7 @@ async def test_raw_windows_are_exact_and_the_decision_is_the_cores(history: dict
     async with PromClient(plan.spec.metrics.prometheus) as client:
         for k, reqs in enumerate(WINDOWS):
             reading = await read_traffic_detail(client, plan, at=history["start"] + (k + 1) * T)
-            want = expected_window(reqs, backlog)
+            want = expected_window(reqs, backlog, TTFT_BUCKET_MS[history["source"]])
             assert_same_window(reading.window, want)
             assert "raw" in set(reading.paths.values()) and "recorded" not in set(reading.paths.values())
             got_d = decide(plan, model, Observation(timestamp=0.0, traffic=reading.window), new_state(plan))
