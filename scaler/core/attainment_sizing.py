@@ -258,8 +258,9 @@ def _learn_dispersion(state: AttainmentState, plan: Plan, model: PerfModel, wind
     a window within the pool's miss budget sheds that margin; a window over the budget
     never lowers V below its count (its queue was a transient: a rate jump, a backlog, which
     the stationary tail does not describe), and raises it where the measured V is higher.
-    A window without a miss only bounds V from above. The mean of the last MEMORY values is
-    what a restarted scaler's replay rebuilds.
+    A window without a miss only bounds V from above. Without a count (30-s scrapes), the
+    learned V stands in for it. The mean of the last MEMORY values is what a restarted
+    scaler's replay rebuilds.
     """
     counted = None if window.arrival_dispersion is None else window.arrival_dispersion + SERVICE_SCV
     value = counted
@@ -274,14 +275,15 @@ def _learn_dispersion(state: AttainmentState, plan: Plan, model: PerfModel, wind
         measured = dispersion_from_misses(servers, peak, service, slack, window.ttft_miss, window.requests)
         if measured is not None:
             budget = (1.0 - plan.spec.sla.attainment) / 2.0
-            if counted is None:
-                value = measured
-            elif window.ttft_miss > budget:
-                value = max(measured, counted)
+            # what the window is measured against: its count, or (none: 30-s scrapes leave
+            # the 30-s bins without a value) what was learned
+            reference = counted if counted is not None else state.dispersion
+            if window.ttft_miss > budget:
+                value = max(measured, reference)
             elif window.ttft_miss > 0:
                 value = measured
             else:
-                value = min(measured, counted)
+                value = min(measured, reference)
     if value is not None:
         remember(state.dispersions, min(max(value, 1.0), MAX_DISPERSION))
         state.dispersion = sum(state.dispersions) / len(state.dispersions)

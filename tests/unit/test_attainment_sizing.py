@@ -197,6 +197,14 @@ def test_dispersion_is_calibrated_on_the_measured_misses() -> None:
     # more misses than Erlang C's waiting, or no measurement: the count, as before
     assert learned(0.01) == pytest.approx(30.0)
     assert learned(None) == pytest.approx(30.0)
+    # no count (30-s scrapes leave the 30-s bins empty): the learned V (the prior, 2) stands
+    # in for it
+    state = AttainmentState()
+    learn(state, plan, model, _window(600, peak_rate=10.0, ttft_ms=None, ttft_miss=0.004), {"prefill": 4, "decode": 2})
+    assert state.dispersion == pytest.approx(unit / math.log(c / 0.004))
+    state = AttainmentState()
+    learn(state, plan, model, _window(600, peak_rate=10.0, ttft_ms=None, ttft_miss=0.0), {"prefill": 4, "decode": 2})
+    assert state.dispersion == pytest.approx(2.0)
 
 
 rates = st.floats(min_value=0.0, max_value=200.0)
