@@ -162,14 +162,6 @@ def sli_record(window_seconds: int) -> str:
     return SLI_RECORD.format(sources.window(window_seconds))
 
 
-def _le_matcher(bound_ms: float) -> str:
-    """The bucket bound in seconds as exporters write it: Go's client `1`, Python's `1.0`."""
-    seconds = bound_ms / 1000
-    if seconds == int(seconds):
-        return f'le=~"{int(seconds)}|{int(seconds)}\\\\.0"'
-    return f'le="{seconds!r}"'
-
-
 def sli_bound_ms(plan: Plan, sli: str) -> float:
     r, sla = plan.spec.rules, plan.spec.sla
     if sli == "ttft":
@@ -182,12 +174,8 @@ def sli_expr(plan: Plan, sli: str, attr: str, key: str, window_seconds: int) -> 
     source = sources.plan_source(plan)
     pool = sources.series_pool(plan, sources.SERIES_BY_KEY[key])
     extra = sources.pool_extra(plan, pool)
-    base = getattr(source, attr)
-    le = _le_matcher(sli_bound_ms(plan, sli))
-    bucket = sources.series_selector(base + "_bucket", sources.selector(plan.spec.metrics.selector, ",".join(p for p in (extra, le) if p)))
-    count = sources.series_selector(base + "_count", sources.selector(plan.spec.metrics.selector, extra))
-    w = sources.window(window_seconds)
-    return f"1 - sum(increase({bucket}[{w}])) / sum(increase({count}[{w}]))"
+    return sources.over_bound_expr(source, attr, plan.spec.metrics.selector, extra, sources.window(window_seconds),
+                                   sli_bound_ms(plan, sli))
 
 
 def _scaler(plan: Plan, metric: str, extra: str = "") -> str:
