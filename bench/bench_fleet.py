@@ -195,6 +195,8 @@ def plan_values(i: int, times: list[int]) -> Iterator[tuple[str, dict[str, str],
         row = {
             "requests": rate * INTERVAL, "isl": isl, "osl": osl, "ttft_ms": ttft, "itl_ms": itl,
             "request_duration_s": ttft + osl * itl, "backlog": float(max(0, round(rate / 10 + rng.gauss(0, 1)))),
+            # fraction of TTFTs over the SLA bucket: a few percent, more when busy
+            "ttft_miss": min(1.0, max(0.0, 0.002 * rate * (1 + 0.3 * rng.gauss(0, 1)))),
             "prefill.active_prefill_tokens": isl * rate * ttft, "prefill.active_decode_blocks": 0.0,
             "prefill.last_ttft_ms": ttft, "prefill.last_isl": isl, "prefill.last_itl_ms": 0.0,
             "decode.active_prefill_tokens": 0.0, "decode.active_decode_blocks": rate * (ttft + osl * itl) * (isl + osl) / 16,
@@ -213,6 +215,12 @@ def write_backfill(path: Path, names: SeriesNames, n: int, start: int, end: int)
     family by family (OpenMetrics wants each family's samples together). (series, samples)."""
     times = list(range(start, end + 1, INTERVAL))
     families: dict[str, list[str]] = {}
+    # every series a plan reads has values here, else each plan would fall back to its own query
+    # and the figure of queries per tick would measure the benchmark, not the scaler
+    written = {key for key, _, _ in plan_values(0, times[:1])}
+    missing = (set(names.throughput) | set(names.worker)) - written
+    if missing:
+        raise SystemExit(f"bench_fleet: no backfilled values for the series {sorted(missing)}: add them to plan_values")
     for i in range(n):
         # plan 0's selector with plan i's name and namespace (whatever labels the reads select on)
         own = {plan_name(0): plan_name(i), namespace(0): namespace(i)}
