@@ -458,7 +458,9 @@ def parse_args(argv: Optional[list[str]]) -> argparse.Namespace:
     ap.add_argument("--seconds", type=float, default=65.0, help="paced load per target (floor and scaler each)")
     ap.add_argument("--rate", type=float, default=600.0, help="paced GetMetrics/s over every plan and pool")
     ap.add_argument("--segment", type=float, default=1.0, help="seconds per target before switching (paced)")
-    ap.add_argument("--saturation-seconds", type=float, default=10.0, help="back-to-back load per target")
+    # 30 s: each target's segments span a whole decision cycle (the 30-s grid), so neither gets
+    # more of the decider's burst than the other by where its segments fall (10 s gave 0.73-1.03x)
+    ap.add_argument("--saturation-seconds", type=float, default=30.0, help="back-to-back load per target")
     ap.add_argument("--saturation-segment", type=float, default=2.5)
     ap.add_argument("--callers", type=int, default=64, help="back-to-back callers (saturation)")
     ap.add_argument("--channels", type=int, default=4, help="client connections per target")
