@@ -17,9 +17,11 @@ POOL_KEY = "pool"
 KNOWN_POOLS: tuple[str, ...] = tuple(sorted({p for pools in POOL_NAMES_BY_MODE.values() for p in pools}))
 # Keys KEDA itself reads and forwards anyway (external scaler trigger metadata and TLS).
 KEDA_KEYS = frozenset({"scalerAddress", "enableTLS", "unsafeSsl", "caCert", "tlsClientCert", "tlsClientKey"})
+_ALLOWED_KEYS = KEDA_KEYS | {PLAN_KEY, POOL_KEY}
+_POOLS = frozenset(KNOWN_POOLS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PoolRef:
     """Which pool a ScaledObject scales: (namespace of the ScaledObject, plan name, pool)."""
 
@@ -34,8 +36,9 @@ def parse_metadata(namespace: str, metadata: Mapping[str, str]) -> PoolRef:
     Unknown keys are rejected rather than ignored: a misspelt key (`pol: decode`) must not
     silently scale the wrong thing. KEDA's own keys pass.
     """
-    unknown = sorted(k for k in metadata if k not in (PLAN_KEY, POOL_KEY) and k not in KEDA_KEYS)
+    unknown = [k for k in metadata if k not in _ALLOWED_KEYS]
     if unknown:
+        unknown.sort()
         raise MetadataError(
             f"unknown trigger metadata key {unknown[0]!r} (dynplan reads '{PLAN_KEY}' and '{POOL_KEY}'; "
             f"KEDA's own keys {', '.join(sorted(KEDA_KEYS))} are ignored)"
@@ -48,7 +51,7 @@ def parse_metadata(namespace: str, metadata: Mapping[str, str]) -> PoolRef:
         raise MetadataError(
             f"trigger metadata key '{POOL_KEY}' is missing or empty (one of: {', '.join(KNOWN_POOLS)})"
         )
-    if pool not in KNOWN_POOLS:
+    if pool not in _POOLS:
         raise MetadataError(f"trigger metadata key '{POOL_KEY}': unknown pool {pool!r} (one of: {', '.join(KNOWN_POOLS)})")
     if not namespace:
         raise MetadataError("ScaledObjectRef.namespace is empty")
