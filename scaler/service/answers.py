@@ -80,6 +80,36 @@ class PlanView(Protocol):
     async def wait_changed(self, version: int, timeout: float) -> int: ...
 
 
+class Changes:
+    """A version that moves on every change, and waiting for it to move: what the streams
+    (StreamIsActive, StreamMetricSpec) wait on, in the registry and in the AnswerBook alike."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.closing = False  # set at shutdown: open streams end
+        self._changed = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake everyone waiting for a change."""
+        self.version += 1
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    def end_streams(self) -> None:
+        """Shutting down: every stream waiting for a change returns (see `closing`)."""
+        self.closing = True
+        self.notify()
+
+    async def wait_changed(self, version: int, timeout: float) -> int:
+        """Wait until the version moves past `version` or `timeout` passes; return the version."""
+        if self.version == version:
+            try:
+                await asyncio.wait_for(self._changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+        return self.version
+
+
 @dataclass(frozen=True)
 class PlanAnswer:
     """One plan as the decider serves it: its pools, its latest good decision's replicas
@@ -133,16 +163,14 @@ class _Entry:
         return a
 
 
-class AnswerBook:
+class AnswerBook(Changes):
     """The serving process's table of answers (a PlanView), fed by `apply` on its event loop."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
         self.clock = clock
         self.answers: dict[PlanKey, PlanAnswer] = {}
-        self.version = 0
         self.loaded = False
-        self.closing = False
-        self._changed = asyncio.Event()
 
     def apply(self, update: BookUpdate) -> None:
         if update.full:
@@ -158,16 +186,7 @@ class AnswerBook:
                                  traffic_requests=old.traffic_requests)
             self.answers[answer.key] = answer
         self.loaded = self.loaded or update.loaded
-        self._notify()
-
-    def _notify(self) -> None:
-        self.version += 1
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
-
-    def end_streams(self) -> None:
-        self.closing = True
-        self._notify()
+        self.notify()
 
     def lookup(self, ref: PoolRef) -> _Entry:
         answer = self.answers.get((ref.namespace, ref.plan))
@@ -175,14 +194,6 @@ class AnswerBook:
             raise not_found(ref)
         check_pool(ref, answer.mode, answer.pools)
         return _Entry(answer, self.clock)
-
-    async def wait_changed(self, version: int, timeout: float) -> int:
-        if self.version == version:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        return self.version
 
 
 def book_changes(sent: Mapping[PlanKey, PlanAnswer], now: Mapping[PlanKey, PlanAnswer]) -> tuple[tuple[PlanAnswer, ...], tuple[PlanKey, ...]]:

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 from scaler.core.plan import Plan
 from scaler.errors import FieldError, PlanError
 from scaler.planfile import LoadedPlan, load_plan
-from scaler.service.answers import check_pool, not_found
+from scaler.service.answers import Changes, check_pool, not_found
 from scaler.service.config import PoolRef
 from scaler.service.logs import log_event
 from scaler.service.loop import PlanLoop
@@ -144,7 +144,7 @@ class LoadFailure:
     message: str
 
 
-class PlanRegistry:
+class PlanRegistry(Changes):
     """The live set of plans and their decision loops."""
 
     def __init__(
@@ -156,6 +156,7 @@ class PlanRegistry:
         run_loops: bool = True,
         profile_roots: Optional[tuple[Path, ...]] = None,
     ) -> None:
+        super().__init__()  # Changes: `notify` on a new plan version or a new decision
         self.directory = Path(directory)
         # where spec.profile may point: None = anywhere; else these and the plans directory
         self.profile_roots = None if profile_roots is None else (self.directory, *profile_roots)
@@ -170,32 +171,7 @@ class PlanRegistry:
         self._duplicates: dict[Path, tuple[str, str]] = {}  # file -> the key another file owns
         self._skipped: set[str] = set()  # subtrees of the last walk that were skipped (logged once)
         self._leaving: set[Path] = set()  # files removed in the scan under way
-        self.version = 0
-        self._changed = asyncio.Event()
         self.loaded = False
-        self.closing = False  # set at shutdown: open streams end
-
-    # -- change notification ------------------------------------------------------------
-    def notify(self) -> None:
-        """Wake everyone waiting for a change (new plan version or new decision)."""
-        self.version += 1
-        event, self._changed = self._changed, asyncio.Event()
-        event.set()
-
-    def end_streams(self) -> None:
-        """Shutting down: every stream waiting for a change returns (see `closing`)."""
-        self.closing = True
-        self.notify()
-
-    async def wait_changed(self, version: int, timeout: float) -> int:
-        """Wait until the version moves past `version` or `timeout` passes; return the version."""
-        if self.version == version:
-            event = self._changed
-            try:
-                await asyncio.wait_for(event.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
-        return self.version
 
     # -- lookups (what the servicer calls; never blocks) --------------------------------
     def lookup(self, ref: PoolRef) -> PlanLoop:
