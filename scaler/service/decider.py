@@ -17,10 +17,8 @@ import asyncio
 import logging
 import multiprocessing.connection
 import os
-import queue
 import signal
 import sys
-import threading
 from typing import Any, Optional
 
 from scaler.errors import InputError
@@ -28,6 +26,7 @@ from scaler.service.answers import BookUpdate, PlanAnswer, PlanKey, book_changes
 from scaler.service.exiting import exit_unless_done, flush_logs
 from scaler.service.logs import configure_logging, log_event
 from scaler.service.options import ServeConfig
+from scaler.service.pipe import ThreadedPipe
 from scaler.service.registry import PlanRegistry
 from scaler.service.server import ScalerServer
 
@@ -66,55 +65,11 @@ def decider_main(conn: multiprocessing.connection.Connection, config: ServeConfi
     exit_unless_done(min(1.0, config.shutdown_seconds))
 
 
-class _Pipe:
-    """The pipe with a sender thread (a slow serving process never blocks the event loop)
-    and a receiver thread feeding `inbox` (None: the pipe closed)."""
-
-    def __init__(self, conn: multiprocessing.connection.Connection, event_loop: asyncio.AbstractEventLoop) -> None:
-        self.conn = conn
-        self.inbox: asyncio.Queue[Optional[tuple[Any, ...]]] = asyncio.Queue()
-        self._outbox: queue.SimpleQueue[Optional[tuple[Any, ...]]] = queue.SimpleQueue()
-        self._sent = threading.Event()
-        self._loop = event_loop
-        threading.Thread(target=self._send, name="dynplan-decider-send", daemon=True).start()
-        threading.Thread(target=self._receive, name="dynplan-decider-recv", daemon=True).start()
-
-    def send(self, msg: tuple[Any, ...]) -> None:
-        self._outbox.put(msg)
-
-    def flush(self, timeout: float) -> None:
-        """Wait (in a thread) until what was sent so far is written, or `timeout`."""
-        self._sent.clear()
-        self._outbox.put(None)
-        self._sent.wait(timeout)
-
-    def _send(self) -> None:
-        while True:
-            msg = self._outbox.get()
-            if msg is None:
-                self._sent.set()
-                continue
-            try:
-                self.conn.send(msg)
-            except (OSError, ValueError, EOFError):
-                return  # the serving process is gone: the receiver sees it too
-
-    def _receive(self) -> None:
-        while True:
-            try:
-                msg = self.conn.recv()
-            except (EOFError, OSError):
-                msg = None
-            self._loop.call_soon_threadsafe(self.inbox.put_nowait, msg)
-            if msg is None:
-                return
-
-
 def answers_now(registry: PlanRegistry) -> dict[PlanKey, PlanAnswer]:
     return {key: plan_loop.answer() for key, plan_loop in registry.index.items()}
 
 
-async def publish_answers(registry: PlanRegistry, pipe: _Pipe) -> None:
+async def publish_answers(registry: PlanRegistry, pipe: ThreadedPipe) -> None:
     """Send the whole book once, then what changed, until cancelled."""
     sent = answers_now(registry)
     pipe.send(("book", BookUpdate(answers=tuple(sent.values()), loaded=registry.loaded, full=True)))
@@ -130,7 +85,9 @@ async def publish_answers(registry: PlanRegistry, pipe: _Pipe) -> None:
 
 
 async def _run(conn: multiprocessing.connection.Connection, config: ServeConfig) -> None:
-    pipe = _Pipe(conn, asyncio.get_running_loop())
+    inbox: asyncio.Queue[Optional[tuple[Any, ...]]] = asyncio.Queue()  # None: the pipe closed
+    pipe = ThreadedPipe(conn, asyncio.get_running_loop(), inbox.put_nowait, lambda: inbox.put_nowait(None),
+                        name="dynplan-decider")
     core = ScalerServer(config, serve_rpcs=False)
     try:
         await core.start_decisions()
@@ -143,7 +100,7 @@ async def _run(conn: multiprocessing.connection.Connection, config: ServeConfig)
     publisher = asyncio.get_running_loop().create_task(publish_answers(core.registry, pipe), name="dynplan-publish")
     try:
         while True:
-            msg = await pipe.inbox.get()
+            msg = await inbox.get()
             if msg is None or msg[0] == "stop":
                 break
             if msg[0] == "rpcs":

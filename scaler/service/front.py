@@ -20,11 +20,9 @@ import asyncio
 import gc
 import logging
 import multiprocessing.connection
-import queue
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Optional
 
@@ -32,6 +30,7 @@ from scaler.errors import FieldError, InputError
 from scaler.service.answers import AnswerBook, BookUpdate
 from scaler.service.logs import log_event
 from scaler.service.options import ServeConfig
+from scaler.service.pipe import ThreadedPipe
 from scaler.service.rpc import RpcServer
 
 log = logging.getLogger("dynplan.server")
@@ -41,12 +40,12 @@ MAX_BACKOFF = 30.0
 
 class _Decider:
     """One decider process (`python -m scaler.service.decider FD`, its end of a socket pair
-    as FD) and the threads that carry its pipe. A plain subprocess rather than a
+    as FD) and the pipe to it. A plain subprocess rather than a
     multiprocessing one: nothing is forked, and no resource-tracker process comes along."""
 
     def __init__(self, config: ServeConfig, front: "FrontServer") -> None:
         ours, theirs = socket.socketpair()
-        self.conn = multiprocessing.connection.Connection(ours.detach())
+        conn = multiprocessing.connection.Connection(ours.detach())
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "scaler.service.decider", str(theirs.fileno())],
@@ -54,34 +53,13 @@ class _Decider:
             )
         finally:
             theirs.close()
-        self.conn.send(config)  # its first message; the credentials in it never touch argv or the environment
+        conn.send(config)  # its first message; the credentials in it never touch argv or the environment
         self.exited: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._outbox: queue.SimpleQueue[Optional[tuple[Any, ...]]] = queue.SimpleQueue()
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=self._receive, args=(loop, front), name="dynplan-front-recv", daemon=True).start()
-        threading.Thread(target=self._send, name="dynplan-front-send", daemon=True).start()
+        self.pipe = ThreadedPipe(conn, asyncio.get_running_loop(), front._on_message,
+                                 lambda: _settle(self.exited), name="dynplan-front")
 
     def send(self, msg: tuple[Any, ...]) -> None:
-        self._outbox.put(msg)
-
-    def _send(self) -> None:
-        while True:
-            msg = self._outbox.get()
-            if msg is None:
-                return
-            try:
-                self.conn.send(msg)
-            except (OSError, ValueError, EOFError):
-                return
-
-    def _receive(self, loop: asyncio.AbstractEventLoop, front: "FrontServer") -> None:
-        while True:
-            try:
-                msg = self.conn.recv()
-            except (EOFError, OSError):
-                break
-            loop.call_soon_threadsafe(front._on_message, msg)
-        loop.call_soon_threadsafe(_settle, self.exited)
+        self.pipe.send(msg)
 
     def stop(self, timeout: float) -> Optional[int]:
         """Ask it to stop, wait up to `timeout`, then kill it (blocking: call in a thread)."""
@@ -91,8 +69,7 @@ class _Decider:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(1.0)
-        self._outbox.put(None)
-        self.conn.close()
+        self.pipe.close()
         return self.process.returncode
 
 
