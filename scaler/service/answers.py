@@ -55,6 +55,11 @@ def check_fresh(
         )
 
 
+def is_active(traffic_requests: Optional[float], replicas: int) -> bool:
+    """IsActive: the window had requests, or the pool is asked to keep replicas."""
+    return (traffic_requests or 0.0) > 0 or replicas > 0
+
+
 class Served(Protocol):
     """A decision being served: replicas and activity per pool."""
 
@@ -134,7 +139,7 @@ class PlanAnswer:
         return dict(self.replica_counts or ()).get(pool, 0)
 
     def active(self, pool: str) -> bool:
-        return (self.traffic_requests or 0.0) > 0 or self.replicas(pool) > 0
+        return is_active(self.traffic_requests, self.replicas(pool))
 
 
 @dataclass(frozen=True)

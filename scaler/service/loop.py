@@ -54,7 +54,7 @@ from scaler.core.replay import (
 from scaler.errors import MetricsUnavailable, WindowRejected
 from scaler.planfile import LoadedPlan
 from scaler.prom.reader import throughput_queries
-from scaler.service.answers import PlanAnswer, check_fresh
+from scaler.service.answers import PlanAnswer, check_fresh, is_active
 from scaler.service.compute import Compute, PlanHandle, ThreadCompute
 from scaler.service.logs import log_event
 from scaler.service.metrics import ServiceMetrics
@@ -115,7 +115,7 @@ class Snapshot:
         return self.decision.replicas(pool)
 
     def active(self, pool: str) -> bool:
-        return (self.traffic_requests or 0.0) > 0 or self.decision.replicas(pool) > 0
+        return is_active(self.traffic_requests, self.decision.replicas(pool))
 
 
 class PlanLoop:
