@@ -1,17 +1,21 @@
 """A `promtool test rules` file for each rendered rule set.
 
-Input series are shaped like the source's frontend metrics (histogram `_sum`/`_count`,
-counters, per-worker gauges, with the plan's selector labels plus the usual scrape labels)
-and come from a synthetic scenario: per-step request arrivals, completions and per-request
-values. The expected values are computed here from those per-step events (sums of events
-inside each window), not from the counters promtool reads, so a wrong window, selector,
-label or operator in a rule makes the test fail.
+Input series are shaped like the source's frontend metrics (histogram `_sum`/`_count`, the
+TTFT's `_bucket`, counters, per-worker gauges, with the plan's selector labels plus the
+usual scrape labels) and come from a synthetic scenario: per-step request arrivals,
+completions and per-request values. The expected values are computed here from those
+per-step events (sums of events inside each window), not from the counters promtool reads,
+so a wrong window, selector, label or operator in a rule makes the test fail.
 
 Plans sized by attainment also get the burst signals and the backlog: the peak one-minute
 rate and the index of dispersion of 30-s counts are computed from the per-step arrivals
 (sums over sub-windows and bins, the simulator's definitions on promtool's 30-s grid), the
 backlog from the per-step levels of the frontends' stage gauges, which go stale in the last
-window so that the older queued-requests gauge is read there.
+window so that the older queued-requests gauge is read there. Their `ttft_miss` (the fraction
+of TTFTs over the SLA bucket) reads TTFT `_bucket` series at half the bound, the bound, twice
+the bound and +Inf, from per-step misses that differ by frontend (pool) and phase; a
+whole-second bound is written `1` by one frontend and `1.0` by the other (Go's and Python's
+clients; engines write `1.0`), and the decoys' buckets hold only good TTFTs.
 
 Engine sources (vLLM, SGLang; `engine_throughput_case`, `engine_worker_case`): two pods per
 pool carry the plan's selector and a value each pool matcher selects (sampled from its
@@ -28,8 +32,9 @@ range, and its request count scaled back to the window as the rule does.
 Exactness: windows are whole multiples of the input interval and start at a sample, so
 `increase()` needs no extrapolation; per-request values are dyadic fractions, so every sum
 is exact in float64 and Python's division gives Prometheus's bit-identical result
-(promtool 2.42 compares values exactly). Ratios of whole counts (peak rate, dispersion) are
-computed with the same float operations in the same order as the rule's PromQL.
+(promtool 2.42 compares values exactly). Ratios of whole counts (peak rate, dispersion,
+`1 - good / all` of `ttft_miss`) are computed with the same float operations in the same
+order as the rule's PromQL.
 """
 
 from __future__ import annotations
@@ -160,6 +165,49 @@ def _expected(labels: Mapping[str, str], record: str, value: float) -> Sample:
     return Sample(record + sources.selector(labels), value)
 
 
+# TTFTs over the `ttft_miss` bound: quarters of a step's completions (rounded up) by
+# (phase 0: frontend 0, frontend 1), (phase 1: ...), so the fraction differs by window.
+_TTFT_MISS_QUARTERS = ((1, 2), (3, 0))
+
+
+def _ttft_misses(completions: int, quarters: int) -> int:
+    return -(-completions * quarters // 4)
+
+
+def _le_text(seconds: float, python: bool) -> str:
+    """A bucket bound as exporters write it: Go's and Rust's clients `1`, Python's `1.0`."""
+    return str(int(seconds)) if seconds == int(seconds) and not python else repr(seconds)
+
+
+def _ttft_bucket_inputs(
+    base: str, labels: Mapping[str, str], bound_ms: float, counts: Sequence[int], misses: Sequence[int], python: bool
+) -> list[InputSeries]:
+    """A TTFT histogram's buckets for per-step completions and misses: at half the bound,
+    at the bound (the good ones), at twice the bound (half the misses fall below it) and
+    +Inf, so a matcher that picks any other bucket than the bound's reads other counts."""
+    seconds = bound_ms / 1000
+    good = [c - m for c, m in zip(counts, misses)]
+    buckets = {
+        _le_text(seconds / 2, python): [g // 2 for g in good],
+        _le_text(seconds, python): good,
+        _le_text(seconds * 2, python): [g + m // 2 for g, m in zip(good, misses)],
+        "+Inf": list(counts),
+    }
+    return [InputSeries(_series(base + "_bucket", dict(labels, le=le)), _cumulative([float(v) for v in values]))
+            for le, values in buckets.items()]
+
+
+def _ttft_bound_ms(plan: Plan) -> float:
+    """The bucket `ttft_miss` counts above, restated: `spec.rules.ttftBucketMs`, else the SLA."""
+    bucket = plan.spec.rules.ttft_bucket_ms
+    return float(bucket if bucket is not None else plan.spec.sla.ttft_ms)
+
+
+def _ttft_miss_fraction(good: int, observed: int) -> Optional[float]:
+    """The rule's `1 - good / all`, in its float operations; None (NaN) with no observation."""
+    return None if observed == 0 else 1 - float(good) / float(observed)
+
+
 def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
     """Three windows: traffic, different (bursty) traffic, idle (arrivals stop; last
     completions drain)."""
@@ -185,6 +233,12 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
     def value(key: str, f: int, j: int) -> float:
         return _PER_REQUEST[key][min(phase(j), 1)][f]
 
+    def misses(f: int, j: int) -> int:
+        return _ttft_misses(completions(f, j), _TTFT_MISS_QUARTERS[min(phase(j), 1)][f])
+
+    rule_by_key = {r.series_key: r for r in group.rules}
+    miss_rule = rule_by_key.get("ttft_miss")
+    bound_ms = _ttft_bound_ms(plan)
     inputs: list[InputSeries] = []
     frontends = [_frontend_labels(plan, f) for f in range(FRONTENDS)]
     for f, labels in enumerate(frontends):
@@ -197,6 +251,10 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             sums = [completions(f, j) * value(key, f, j) for j in range(1, steps + 1)]
             inputs.append(InputSeries(_series(base + "_count", labels), _cumulative(counts)))
             inputs.append(InputSeries(_series(base + "_sum", labels), _cumulative(sums)))
+        if miss_rule is not None:
+            # one frontend writes whole-second bounds as Go does (`1`), the other as Python (`1.0`)
+            inputs.extend(_ttft_bucket_inputs(source.ttft_seconds, labels, bound_ms, [completions(f, j) for j in range(1, steps + 1)],
+                                              [misses(f, j) for j in range(1, steps + 1)], python=f == 1))
     for decoy in _decoy_labels(plan):
         for name in [source.requests_started, source.requests_total] if source.requests_started else [source.requests_total]:
             inputs.append(InputSeries(_series(name, decoy), _cumulative([97.0] * steps)))
@@ -204,8 +262,9 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             base = getattr(source, sources.SERIES_BY_KEY[key].metric)
             inputs.append(InputSeries(_series(base + "_count", decoy), _cumulative([97.0] * steps)))
             inputs.append(InputSeries(_series(base + "_sum", decoy), _cumulative([99991.0] * steps)))
+        if miss_rule is not None:  # all good: a selector that lets one in lowers the fraction
+            inputs.extend(_ttft_bucket_inputs(source.ttft_seconds, decoy, bound_ms, [97] * steps, [0] * steps, python=False))
 
-    rule_by_key = {r.series_key: r for r in group.rules}
     plan_label = rules.own_labels(plan)
     count_fn = arrivals if source.requests_started else completions
     if "backlog" in rule_by_key:
@@ -234,6 +293,11 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             if rule is not None and got is not None:  # None: NaN on an idle window
                 expectations.append(Expectation(rule.record, t, (_expected(plan_label, rule.record, got),)))
         n = sum(completions(f, j) for f in range(FRONTENDS) for j in in_window)
+        if miss_rule is not None:
+            good = sum(completions(f, j) - misses(f, j) for f in range(FRONTENDS) for j in in_window)
+            fraction = _ttft_miss_fraction(good, n)
+            if fraction is not None:
+                expectations.append(Expectation(miss_rule.record, t, (_expected(plan_label, miss_rule.record, fraction),)))
         if n == 0:
             continue  # 0/0: the mean is NaN on an idle window, which the scaler treats as idle
         for key in _PER_REQUEST:
@@ -549,7 +613,14 @@ def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
         v = _PER_REQUEST[key][min(phase(j), 1)][p % 2]
         return v * (2.0 if pool == "prefill" else 1.0)  # each pool's own values
 
+    def misses(pool: str, p: int, j: int) -> int:
+        quarters = _TTFT_MISS_QUARTERS[min(phase(j), 1)][p % 2]
+        return _ttft_misses(completions(p, j), quarters if pool == "prefill" else (quarters + 1) % 4)
+
     series_pool = {r.series_key: sources.series_pool(plan, sources.SERIES_BY_KEY[r.series_key]) for r in group.rules}
+    rule_by_key = {r.series_key: r for r in group.rules}
+    miss_rule = rule_by_key.get("ttft_miss")
+    bound_ms = _ttft_bound_ms(plan)
     inputs: list[InputSeries] = []
     for n, (pool, _, labels) in enumerate(pods):
         p = n % 2
@@ -558,11 +629,15 @@ def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
         for key, attr in _ENGINE_MEANS.items():
             sums = [completions(p, j) * value(key, pool, p, j) for j in range(1, steps + 1)]
             inputs.extend(_mean_inputs(source, attr, labels, counts, sums))
+        if miss_rule is not None:
+            inputs.extend(_ttft_bucket_inputs(source.ttft_seconds, labels, bound_ms, [completions(p, j) for j in range(1, steps + 1)],
+                                              [misses(pool, p, j) for j in range(1, steps + 1)], python=True))
     for decoy in _engine_decoys(plan):
         inputs.append(InputSeries(_series(source.requests_total, decoy), _cumulative([97.0] * steps)))
         for attr in _ENGINE_MEANS.values():
             inputs.extend(_mean_inputs(source, attr, decoy, [97.0] * steps, [99991.0] * steps))
-    rule_by_key = {r.series_key: r for r in group.rules}
+        if miss_rule is not None:
+            inputs.extend(_ttft_bucket_inputs(source.ttft_seconds, decoy, bound_ms, [97] * steps, [0] * steps, python=True))
     backlog_at: Callable[[int], Optional[float]] = lambda i: None  # noqa: E731
     if "backlog" in rule_by_key:
         backlog_pool = series_pool["backlog"]
@@ -625,6 +700,13 @@ def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
             total = sum(completions(p, j) * value(key, pool, p, j) for p, pool in members for j in in_window)
             rec = rule_by_key[key].record
             expectations.append(Expectation(rec, t, (_expected(plan_label, rec, total / n_done),)))
+        if miss_rule is not None:
+            members = [(n % 2, pool) for n, (pool, _, _) in enumerate(pods) if pool == series_pool["ttft_miss"]]
+            observed = sum(completions(p, j) for p, _ in members for j in in_window)
+            good = sum(completions(p, j) - misses(pool, p, j) for p, pool in members for j in in_window)
+            fraction = _ttft_miss_fraction(good, observed)
+            if fraction is not None:
+                expectations.append(Expectation(miss_rule.record, t, (_expected(plan_label, miss_rule.record, fraction),)))
     return RuleTestCase(f"{group.name}: synthetic engine pods", step, tuple(inputs), tuple(expectations))
 
 
