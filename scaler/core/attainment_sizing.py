@@ -102,6 +102,9 @@ class AttainmentState:
     startup_seen: dict[str, float] = field(default_factory=dict)
     # recent sizings (timestamp, pool -> replicas) for the scale-down hold
     recent: list[tuple[float, dict[str, int]]] = field(default_factory=list)
+    # when this state's first sizing was made: before it, the hold knows nothing of what was
+    # asked for
+    sizing_since: Optional[float] = None
     # what the tick before the last asked for, per pool: with the last ask, the replicas sure
     # to have served all through the window just closed (one asked for at its start serves
     # only after start-up)
@@ -290,19 +293,31 @@ def _learn_dispersion(state: AttainmentState, plan: Plan, model: PerfModel, wind
 
 
 def hold(
-    state: AttainmentState, timestamp: float, sized: Mapping[str, int], hold_seconds: Mapping[str, float]
+    state: AttainmentState,
+    timestamp: float,
+    sized: Mapping[str, int],
+    hold_seconds: Mapping[str, float],
+    ready: Optional[Mapping[str, int]] = None,
 ) -> dict[str, int]:
     """Shrink a pool only to what every sizing of its last hold_seconds agreed on.
 
-    Entries older than the longest hold are dropped, so the state stays bounded.
+    Where the sizings seen do not yet span a pool's hold (a scaler started against a running
+    deployment, with no history to replay), the replicas observed `ready` stand in for the
+    sizings before the first: they were asked for by someone within the span, for all the
+    scaler knows. Entries older than the longest hold are dropped, so the state stays bounded.
     """
     longest = max(hold_seconds.values(), default=0.0)
+    if state.sizing_since is None:
+        state.sizing_since = timestamp
     state.recent = [(t, r) for t, r in state.recent if timestamp - longest < t <= timestamp]
     state.recent.append((timestamp, dict(sized)))
     out: dict[str, int] = {}
     for pool, want in sized.items():
         start = timestamp - hold_seconds.get(pool, 0.0)
-        out[pool] = max([want] + [r.get(pool, 0) for t, r in state.recent if t > start])
+        kept = [want] + [r.get(pool, 0) for t, r in state.recent if t > start]
+        if ready is not None and pool in ready and state.sizing_since > start:
+            kept.append(int(ready[pool]))
+        out[pool] = max(kept)
     return out
 
 
@@ -351,8 +366,10 @@ def size(
     backlog: float = 0.0,
     timestamp: float = 0.0,
     apply_hold: bool = True,
+    ready: Optional[Mapping[str, int]] = None,
 ) -> AttainmentSizing:
-    """Replicas per pool for the plan's attainment target (before bounds and budget)."""
+    """Replicas per pool for the plan's attainment target (before bounds and budget).
+    `ready`: replicas observed ready (only counts the edge saw), for the hold's start."""
     spec = plan.spec
     miss = (1.0 - spec.sla.attainment) / 2.0
     planned = max(rate, 0.0) * state.burst
@@ -386,7 +403,7 @@ def size(
     final = dict(sized)
     ceiling: Optional[dict[str, int]] = None
     if apply_hold:
-        final = hold(state, timestamp, sized, hold_seconds(plan, state))
+        final = hold(state, timestamp, sized, hold_seconds(plan, state), ready)
         if state.rate_change_var is not None and backlog <= 0:
             # The hold keeps capacity a returning load would need before a new replica is up;
             # it need not keep more than the rate's upper quantile at the attainment level

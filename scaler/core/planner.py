@@ -205,7 +205,8 @@ def _attainment_tick(
         reason = Reason.SCALE
     backlog = window.backlog or 0.0
     sizing = attainment_sizing.size(
-        plan, model, state.attainment, rate=rate, isl=isl, osl=osl, backlog=backlog, timestamp=obs.timestamp
+        plan, model, state.attainment, rate=rate, isl=isl, osl=osl, backlog=backlog, timestamp=obs.timestamp,
+        ready=observed_ready or None,
     )
     # an unknown signal is not a zero: say which the decision went without
     missing = tuple(

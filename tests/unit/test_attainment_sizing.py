@@ -4,6 +4,7 @@ hand-computed cases and its properties (more load never fewer replicas, bounds h
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -381,3 +382,30 @@ def test_learning_tracks_the_rates_spread_from_window_to_window() -> None:
     # a window with too few requests says nothing, and is not the next one's reference
     learn(state, plan, model, _window(10), {"prefill": 8, "decode": 2})
     assert state.last_rate == 20.0
+
+
+def test_a_scaler_without_history_holds_the_ready_replicas_for_one_hold_span() -> None:
+    holds = {"prefill": 270.0, "decode": 270.0}  # start-up 90 + interval 180
+    state = AttainmentState()
+    # first sizing at 180 s says 4 of the 5 running: nothing seen before 180, so the 5 ready
+    # (asked for by whoever ran the deployment) stand in for the sizings of (-90, 180]
+    assert hold(state, 180.0, {"prefill": 4, "decode": 2}, holds, {"prefill": 5, "decode": 3}) == {"prefill": 5, "decode": 3}
+    # at 360 the span (90, 360] still starts before the first sizing: ready still counts
+    assert hold(state, 360.0, {"prefill": 3, "decode": 2}, holds, {"prefill": 5, "decode": 3}) == {"prefill": 5, "decode": 3}
+    # at 540 the sizings span (270, 540]: they alone decide (360's 3, 540's 2), ready 5 does not
+    assert hold(state, 540.0, {"prefill": 2, "decode": 1}, holds, {"prefill": 5, "decode": 3}) == {"prefill": 3, "decode": 2}
+    # a pool whose ready count was not observed has no such floor
+    fresh = AttainmentState()
+    assert hold(fresh, 180.0, {"prefill": 4, "decode": 2}, holds, {"prefill": 5}) == {"prefill": 5, "decode": 2}
+    assert hold(AttainmentState(), 180.0, {"prefill": 4, "decode": 2}, holds) == {"prefill": 4, "decode": 2}
+
+
+def test_the_first_decision_does_not_shrink_below_the_observed_ready_replicas() -> None:
+    plan = _plan(interval_seconds=60)  # hold: startupSeconds 120 + 60
+    model = flat_model(prefill_thpt=40000.0, ttft_ms=75.0, decode_thpt=10000.0)
+    low = Observation(timestamp=60, traffic=_window(60.0))
+    alone = decide(plan, model, low, new_state(plan))
+    running = {n: alone.replicas(n) + 2 for n in ("prefill", "decode")}
+    held = decide(plan, model, replace(low, ready_replicas=running), new_state(plan))
+    assert {n: held.replicas(n) for n in running} == running
+    assert Reason.HELD in held.pools["prefill"].reasons
