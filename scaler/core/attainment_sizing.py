@@ -261,6 +261,9 @@ def _learn_dispersion(state: AttainmentState, plan: Plan, model: PerfModel, wind
     a window within the pool's miss budget sheds that margin; a window over the budget
     never lowers V below its count (its queue was a transient: a rate jump, a backlog, which
     the stationary tail does not describe), and raises it where the measured V is higher.
+    Nor is margin shed where the rate's usual move from one window to the next (its learned
+    log-sd) would take the window's peak load past its servers: the stationary tail the
+    calibration inverts does not describe the next window there (burst-dominated traffic).
     A window without a miss only bounds V from above. Without a count (30-s scrapes), the
     learned V stands in for it. The mean of the last MEMORY values is what a restarted
     scaler's replay rebuilds.
@@ -281,7 +284,11 @@ def _learn_dispersion(state: AttainmentState, plan: Plan, model: PerfModel, wind
             # what the window is measured against: its count, or (none: 30-s scrapes leave
             # the 30-s bins without a value) what was learned
             reference = counted if counted is not None else state.dispersion
-            if window.ttft_miss > budget:
+            # the stationary tail describes the next window only where the rate's usual move
+            # from one window to the next still fits the window's servers
+            volatile = state.rate_change_var is not None and (
+                peak * service * math.exp(math.sqrt(state.rate_change_var)) >= servers)
+            if window.ttft_miss > budget or volatile:
                 value = max(measured, reference)
             elif window.ttft_miss > 0:
                 value = measured

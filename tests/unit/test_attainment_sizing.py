@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Optional
 
 import pytest
 from hypothesis import given, settings
@@ -178,8 +179,8 @@ def test_dispersion_is_calibrated_on_the_measured_misses() -> None:
     assert c == pytest.approx(0.007662, abs=1e-6)
     unit = 2 * (4 / 0.075 - 10.0) * 0.125
 
-    def learned(miss: object, counted: float = 29.0) -> float:
-        state = AttainmentState()
+    def learned(miss: object, counted: float = 29.0, change_sd: Optional[float] = None) -> float:
+        state = AttainmentState(rate_changes=[] if change_sd is None else [change_sd**2])
         # no mean TTFT: the pace stays the profile's (S = 75 ms exactly)
         window = _window(600, peak_rate=10.0, arrival_dispersion=counted, ttft_ms=None, ttft_miss=miss)
         learn(state, plan, model, window, {"prefill": 4, "decode": 2})
@@ -188,6 +189,13 @@ def test_dispersion_is_calibrated_on_the_measured_misses() -> None:
     # 0.4% missed, within the 0.5% budget: V = 10.833 / ln(0.007662 / 0.004) = 16.7, the
     # margin the 30-s count (30) held above it is shed
     assert learned(0.004) == pytest.approx(unit / math.log(c / 0.004)) == pytest.approx(16.66, abs=0.05)
+    # ... unless the rate's usual move between windows would overrun the 4 servers: 0.75
+    # Erlangs x e^sd >= 4 from sd = ln(5.33) = 1.674; then the stationary tail does not
+    # describe the next window and the count is kept (misses or none)
+    assert learned(0.004, change_sd=1.6) == pytest.approx(16.66, abs=0.05)
+    assert learned(0.004, change_sd=1.7) == pytest.approx(30.0)
+    assert learned(0.0, change_sd=1.7) == pytest.approx(30.0)
+    assert learned(0.006, change_sd=1.7) == pytest.approx(44.4, abs=0.1)
     # none missed: half a miss of 600 bounds V at 10.833 / ln(0.007662 x 1200) = 4.88
     assert learned(0.0) == pytest.approx(unit / math.log(c * 1200)) == pytest.approx(4.88, abs=0.01)
     # ... a bound only: a count below it is kept
