@@ -11,6 +11,8 @@ import functools
 import importlib
 import math
 import sys
+import time
+from datetime import datetime
 from typing import Any, Callable, Optional, TypeVar
 
 import click
@@ -73,6 +75,34 @@ class FiniteFloat(click.ParamType):
             bracket = "(" if self.low_open else "["
             self.fail(f"{value!r} is not a finite number in {bracket}{self.low:g}, {self.high:g}]", param, ctx)
         return x
+
+
+class Instant(click.ParamType):
+    """A point in time, for every command that takes one (explain --at, profile learn
+    --until): `now`, Unix seconds, or an RFC 3339 time with its zone (`2026-12-01T10:00:00Z`,
+    `...+01:00`) -> Unix seconds. A time without a zone is refused rather than guessed."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip()
+        if text == "now":
+            return time.time()
+        try:
+            t = float(text)
+        except ValueError:
+            try:
+                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                self.fail(f"{value!r} is not 'now', Unix seconds or an RFC 3339 time", param, ctx)
+            if dt.tzinfo is None:
+                self.fail(f"{value!r} has no time zone (add Z for UTC)", param, ctx)
+            t = dt.timestamp()
+        if not (math.isfinite(t) and 0 < t < 1e11):
+            self.fail(f"{value!r} is not a time", param, ctx)
+        return t
 
 
 def report_error(exc: DynplanError) -> int:

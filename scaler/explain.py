@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import click
 
-from scaler.clikit import handle_errors
+from scaler.clikit import Instant, handle_errors
 from scaler.core.attainment_sizing import AttainmentInputs
 from scaler.core.decision import Decision, LoadPoolInputs, PoolDecision, Reason, ThroughputInputs
 from scaler.errors import (
@@ -47,21 +47,6 @@ MAX_DOCUMENT_BYTES = 4 << 20  # a decision document is a few KiB; a scaler answe
 SCALER_TIMEOUT_SECONDS = 10.0  # the whole exchange with --scaler: connect, send, read
 _HOST = re.compile(r"\A(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?)\Z")
 _NAME = re.compile(r"\A[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
-
-
-def parse_time(value: str) -> float:
-    """Unix seconds or ISO 8601 (naive = UTC)."""
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError([FieldError("--at", "", f"{value!r} is neither Unix seconds nor ISO 8601")]) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.timestamp()
 
 
 @dataclass(frozen=True)
@@ -472,7 +457,8 @@ def render_table(doc: Explanation) -> str:
 @click.command("explain")
 @click.option("-f", "--file", "plan_file", type=click.Path(dir_okay=False), help="Plan file (decide from Prometheus).")
 @click.option("--output", "-o", type=click.Choice(["table", "json"]), default="table", show_default=True)
-@click.option("--at", "at", default=None, help="Decide as of this time (Unix seconds or ISO 8601); default now.")
+@click.option("--at", "at", type=Instant(), default=None,
+              help="Decide as of this time: now, Unix seconds or RFC 3339 (2026-12-01T10:00:00Z); default now.")
 @click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="The scaler's credentials file (as dynplan serve --credentials), for a plan that names an entry.")
 @click.option("--prometheus-url", "prometheus_url", default=None, metavar="URL",
               help="Read this Prometheus instead of the plan's (e.g. a kubectl port-forward).")
@@ -481,13 +467,14 @@ def render_table(doc: Explanation) -> str:
 @click.option("--plan", "plan_ref", default=None, metavar="NAMESPACE/NAME", help="With --scaler: the plan (default: -f's).")
 @handle_errors
 def explain(
-    plan_file: Optional[str], output: str, at: Optional[str], credentials_file: Optional[str],
+    plan_file: Optional[str], output: str, at: Optional[float], credentials_file: Optional[str],
     prometheus_url: Optional[str], scaler: Optional[str], plan_ref: Optional[str],
 ) -> None:
     """Print the decision the scaler would make now (or, with --scaler, the one it serves),
     with every input and the reason."""
     if scaler is not None:
-        _explain_scaler(scaler, plan_ref, plan_file, output, {"--at": at, "--credentials": credentials_file,
+        _explain_scaler(scaler, plan_ref, plan_file, output, {"--at": None if at is None else str(at),
+                                                              "--credentials": credentials_file,
                                                               "--prometheus-url": prometheus_url})
         return
     if plan_file is None:
@@ -500,7 +487,7 @@ def explain(
     # The loop's own log events (decision_failed, empty-series warnings) would reach
     # stderr through logging's last resort; explain reports them itself, once.
     logging.getLogger("dynplan").addHandler(logging.NullHandler())
-    when = parse_time(at) if at is not None else None
+    when = at
     notes: list[str] = []
     doc = asyncio.run(explain_decision(plan_file, when, credentials_file, prometheus_url, notes))
     for note in notes:

@@ -10,14 +10,13 @@ import math
 import re
 import shutil
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
 import click
 
-from scaler.clikit import FiniteFloat, handle_errors
+from scaler.clikit import FiniteFloat, Instant, handle_errors
 
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 MAX_SINCE_SECONDS = 366 * 86400
@@ -45,32 +44,6 @@ class Duration(click.ParamType):
         if not 1 <= seconds <= MAX_SINCE_SECONDS:
             self.fail(f"{value!r} must be between 1s and {MAX_SINCE_SECONDS // 86400}d", param, ctx)
         return seconds
-
-
-class Instant(click.ParamType):
-    """`now`, Unix seconds, or an RFC 3339 time (`2026-12-01T10:00:00Z`) -> Unix seconds."""
-
-    name = "time"
-
-    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> float:
-        if isinstance(value, float):
-            return value
-        text = str(value).strip()
-        if text == "now":
-            return time.time()
-        try:
-            t = float(text)
-        except ValueError:
-            try:
-                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-            except ValueError:
-                self.fail(f"{value!r} is not 'now', Unix seconds or an RFC 3339 time", param, ctx)
-            if dt.tzinfo is None:
-                self.fail(f"{value!r} has no time zone (add Z for UTC)", param, ctx)
-            t = dt.timestamp()
-        if not (math.isfinite(t) and 0 < t < 1e11):
-            self.fail(f"{value!r} is not a time", param, ctx)
-        return t
 
 
 def _iso(t: float) -> str:

@@ -88,11 +88,15 @@ async def test_serve_process_health_and_sigterm(tmp_path: Path, flags: list[str]
 
 def test_explain_time_and_failure_exit_codes(tmp_path: Path) -> None:
     from procs import closed_port
-    from scaler.explain import parse_time
+    from scaler.clikit import Instant
 
-    assert parse_time("2026-01-01T00:00:00Z") == 1767225600.0
-    assert parse_time("2026-01-01T01:00:00+01:00") == 1767225600.0
-    assert parse_time("1767225600.5") == 1767225600.5
+    # explain --at and profile learn --until read times with the same parser
+    parse = Instant().convert
+    assert parse("2026-01-01T00:00:00Z", None, None) == 1767225600.0
+    assert parse("2026-01-01T01:00:00+01:00", None, None) == 1767225600.0
+    assert parse("1767225600.5", None, None) == 1767225600.5
+    naive = CliRunner().invoke(main, ["explain", "-f", "unused.yaml", "--at", "2026-01-01T00:00:00"])
+    assert naive.exit_code == 2 and "has no time zone (add Z for UTC)" in naive.output
     write_plans(tmp_path, [test_plan("llama-8b", f"http://127.0.0.1:{closed_port()}", "x")])
     plan = str(tmp_path / "llama-8b-inference.yaml")
     bad = CliRunner().invoke(main, ["explain", "-f", plan, "--at", "yesterday-ish"])

@@ -198,7 +198,7 @@ def test_explain_scaler_prints_the_served_decision(scaler: dict[str, Any]) -> No
     cases = [
         (["--plan", f"{NAMESPACE}/ghost"], 2, f"error: the scaler at {scaler['metrics']} has no plan 'ghost' in namespace '{NAMESPACE}' (--plan)"),
         (["--plan", "nope"], 2, "error: --plan: 'nope' is not NAMESPACE/NAME (DNS-1123 labels)"),
-        (["--plan", f"{NAMESPACE}/{PLAN}", "--at", "0"], 2, "error: --at: does not apply with --scaler (the scaler decides from its own reads)"),
+        (["--plan", f"{NAMESPACE}/{PLAN}", "--at", "1767225600"], 2, "error: --at: does not apply with --scaler (the scaler decides from its own reads)"),
         (["--plan", f"{NAMESPACE}/nowhere"], 3, "error: plan inference/nowhere has no decision yet (waiting for Prometheus); last error: "),
     ]
     for args, code, message in cases:
