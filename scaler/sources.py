@@ -24,6 +24,7 @@ the one pool gives everything. docs/metrics-sources.md lists every series per so
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Mapping, Optional
 
@@ -751,15 +752,8 @@ def plan_raw_expr(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Op
         pool = series_pool(plan, series)
     rng = query_range(window_seconds, plan.spec.metrics.scrape_interval_seconds)
     return raw_expr(
-        plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool), rng, ttft_bound_ms(plan)
+        plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool), rng, plan.bucket_bound_ms("ttft")
     )
-
-
-def ttft_bound_ms(plan: "Plan") -> float:
-    """The TTFT histogram's bucket a plan counts misses above: `spec.rules.ttftBucketMs`,
-    default the SLA (the bound the rendered SLI rules use)."""
-    r = plan.spec.rules
-    return float(r.ttft_bucket_ms if r.ttft_bucket_ms is not None else plan.spec.sla.ttft_ms)
 
 
 def plan_record_name(plan: "Plan", series: SeriesDef, window_seconds: int) -> str:
@@ -778,7 +772,7 @@ def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: 
         rec_pool = pool
     return read_query(
         source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool,
-        query_range(window_seconds, m.scrape_interval_seconds), plan.namespace, ttft_bound_ms(plan),
+        query_range(window_seconds, m.scrape_interval_seconds), plan.namespace, plan.bucket_bound_ms("ttft"),
     )
 
 
@@ -817,6 +811,117 @@ def source_errors(plan: "Plan") -> list[tuple[str, str]]:
     return out
 
 
+# -- the exporters' default histogram buckets (upper bounds, `le`), per source ---------------
+# Keyed by the `Source` attribute naming each histogram. A bound the plan counts above
+# (`spec.rules.ttftBucketMs` / `itlBucketMs`, default the SLA) must be one of them unless the
+# deployment configures its own buckets (`source_warnings`). Dynamo: the frontend's
+# DYN_METRICS_<NAME> (min, max, count) defaults, spaced by `log_buckets`; vLLM:
+# vllm/v1/metrics/loggers.py (token histograms: 1-2-5 steps up to max_model_len, here 8192;
+# ITL has the buckets of the TPOT histogram it replaced); SGLang: metrics/collector.py.
+
+
+def log_buckets(lo: float, hi: float, count: int) -> tuple[float, ...]:
+    """Dynamo's bucket rule: 0, then count-1 log-spaced values ending at `hi`, 2 significant figures."""
+    if not (0 < lo < hi and count >= 2):
+        raise ValueError("need 0 < lo < hi and count >= 2")
+    out = [0.0]
+    for i in range(1, count):
+        v = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (count - 1))
+        scale = 10.0 ** (1 - math.floor(math.log10(v)))
+        r = math.floor(v * scale + 0.5) / scale
+        if r != out[-1]:
+            out.append(r)
+    return tuple(out)
+
+
+_VLLM_LATENCY = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+_VLLM_TOKENS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+DEFAULT_BUCKETS: dict[str, dict[str, tuple[float, ...]]] = {
+    "dynamo": {
+        "ttft_seconds": log_buckets(0.001, 480.0, 18),
+        "itl_seconds": log_buckets(0.001, 2.0, 13),
+        "request_duration_seconds": log_buckets(1.0, 512.0, 10),
+        "input_tokens": log_buckets(50.0, 128000.0, 12),
+        "output_tokens": log_buckets(50.0, 32000.0, 10),
+    },
+    "vllm": {
+        "ttft_seconds": (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+                         20.0, 40.0, 80.0, 160.0, 640.0, 2560.0),
+        "itl_seconds": (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0),
+        "request_duration_seconds": _VLLM_LATENCY,
+        "queue_seconds": _VLLM_LATENCY,
+        "input_tokens": _VLLM_TOKENS,
+        "output_tokens": _VLLM_TOKENS,
+    },
+    "sglang": {
+        "ttft_seconds": (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400),
+        "itl_seconds": (0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.035, 0.040, 0.060, 0.080,
+                        0.100, 0.200, 0.400, 0.600, 0.800, 1.000, 2.000, 4.000, 6.000, 8.000),
+        "request_duration_seconds": (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400, 600,
+                                     1200, 1800, 2400),
+        "queue_seconds": (0.0, 0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100, 200, 300),
+    },
+}
+
+
+def _default_bounds_near(source: Source, attr: str, seconds: float) -> Optional[tuple[Optional[float], Optional[float]]]:
+    """None when `seconds` is one of the source's default bucket bounds for histogram `attr`
+    (or no defaults are known), else the nearest default bounds below and above it."""
+    bounds = DEFAULT_BUCKETS.get(source.name, {}).get(attr)
+    if not bounds or any(abs(b - seconds) <= 1e-9 * max(1.0, seconds) for b in bounds):
+        return None
+    below = [b for b in bounds if 0 < b < seconds]
+    above = [b for b in bounds if b > seconds]
+    return (max(below) if below else None), (min(above) if above else None)
+
+
+def bucket_warnings(plan: "Plan") -> list[tuple[str, str]]:
+    """(field, message) for a bound the plan counts above (the TTFT-miss fraction, the SLO
+    alerts' SLIs) that the source's exporter does not have among its default buckets: with
+    default buckets those series stay empty (the sizing then runs on the counted dispersion
+    alone, the SLI has no value). A deployment with its own buckets can ignore it."""
+    tp, rules = plan.spec.scaling.throughput, plan.spec.rules
+    source = plan_source(plan)
+    uses = {
+        "ttft": [what for what, on in (("the fraction of TTFTs over it the attainment sizing calibrates on",
+                                        tp.enabled and tp.sizing == "attainment"),
+                                       ("the TTFT SLI of the SLO alerts", rules.alerts)) if on],
+        "itl": ["the ITL SLI of the SLO alerts"] if rules.alerts else [],
+    }
+    out: list[tuple[str, str]] = []
+    for sli, attr, bucket_field, sla_field in (("ttft", "ttft_seconds", "ttftBucketMs", "ttftMs"),
+                                               ("itl", "itl_seconds", "itlBucketMs", "itlMs")):
+        if not uses[sli]:
+            continue
+        bound_ms = plan.bucket_bound_ms(sli)
+        near = _default_bounds_near(source, attr, bound_ms / 1000.0)
+        if near is None:
+            continue
+        below, above = near
+        shown = " and ".join(f"{b * 1000:g} ms" for b in (below, above) if b is not None)
+        given = getattr(rules, f"{sli}_bucket_ms") is not None
+        path = f"spec.rules.{bucket_field}" if given else f"spec.sla.{sla_field}"
+        fix = (f"set spec.rules.{bucket_field} to one of them (the one below counts every request over the SLA, "
+               f"the safe side where it is well above the service time; the one above makes the SLI that bound's; "
+               f"docs/plan-spec.md)")
+        out.append((path, f"{bound_ms:g} ms is not a bucket bound of {source.name}'s default {sli.upper()} histogram "
+                          f"({getattr(source, attr)}; nearest {shown}): with the default buckets "
+                          f"{' and '.join(uses[sli])} {'stay' if len(uses[sli]) > 1 else 'stays'} empty; {fix}, or give the "
+                          f"exporter a bucket at {bound_ms:g} ms"))
+    return out
+
+
+def unreadable_series(plan: "Plan") -> tuple[str, ...]:
+    """Keys of the series the plan's attainment sizing would read that its scrape interval
+    leaves without a value (`defined`): the scaler does not read them, and the simulator
+    drops them from its windows, so both decide on the same signals."""
+    tp, scrape = plan.spec.scaling.throughput, plan.spec.metrics.scrape_interval_seconds
+    if not (tp.enabled and tp.sizing == "attainment"):
+        return ()
+    return tuple(s.key for s in ATTAINMENT_SERIES
+                 if defined(s, tp.interval_seconds) and not defined(s, tp.interval_seconds, scrape))
+
+
 def source_warnings(plan: "Plan") -> list[tuple[str, str]]:
     """(field, message) for windows read over a longer range than themselves (shorter than
     RANGE_SCRAPES scrapes), burst signals the scrape interval leaves without a value, and
@@ -834,13 +939,15 @@ def source_warnings(plan: "Plan") -> list[tuple[str, str]]:
                         f"{scrape}): its rates and averages are read over the last {rng}s (decisions still every {seconds}s, "
                         f"each smoothed over {rng}s and lagging a change by up to {rng}s); set spec.metrics.scrapeIntervalSeconds "
                         f"to the real scrape interval"))
-    if tp.enabled and tp.sizing == "attainment":
-        lost = [s.key for s in ATTAINMENT_SERIES if defined(s, tp.interval_seconds) and not defined(s, tp.interval_seconds, scrape)]
-        if lost:
-            out.append(("spec.metrics.scrapeIntervalSeconds", f"{scrape}s scrapes leave {', '.join(lost)} without a value (their "
-                        f"{PEAK_STEP}-s bins and {PEAK_WINDOW}-s sub-windows need {MIN_SCRAPES} scrapes each): not read, the "
-                        f"attainment sizing keeps what it learned"))
+    lost = unreadable_series(plan)
+    if lost:
+        out.append(("spec.metrics.scrapeIntervalSeconds", f"{scrape}s scrapes leave {', '.join(lost)} without a value (their "
+                    f"{PEAK_STEP}-s bins and {PEAK_WINDOW}-s sub-windows need {MIN_SCRAPES} scrapes each): not read, the "
+                    f"attainment sizing keeps what it learned, and holds far fewer requests within the SLA on bursty traffic "
+                    f"(README, attainment benchmark); scrape the {'frontends' if plan_source(plan).layout != 'engine' else 'engines'} "
+                    f"every {PEAK_STEP // MIN_SCRAPES}s or less"))
     source = plan_source(plan)
+    out += bucket_warnings(plan)
     for label in m.selector:
         if label in ("model", "model_name") and label != source.model_label:
             out.append((f"spec.metrics.selector.{label}", f"{source.name} puts the model in label {source.model_label!r}, "
@@ -979,3 +1086,17 @@ def learn_capacity(source: Source, labels: Mapping[str, str], value: float) -> O
     except (KeyError, ValueError):
         return None
     return product
+
+
+def bound_bucket(plan: "Plan", series: SeriesDef, pool: Optional[str] = None) -> tuple[str, str, str]:
+    """An `over_bound` series' histogram buckets, for `dynplan doctor`: (the `_bucket`
+    metric, the plan's selector for it, that selector with the `le` matcher at the plan's
+    `bucket_bound_ms("ttft")`, as `over_bound_expr` reads it). When the last matches
+    nothing the series has no value at any time. Throughput series use their `series_pool`."""
+    if series.op != "over_bound":
+        raise ValueError(f"series {series.key} counts no histogram bucket")
+    if series.kind == "throughput":
+        pool = series_pool(plan, series)
+    labels, extra = plan.spec.metrics.selector, pool_extra(plan, pool)
+    metric = f"{getattr(plan_source(plan), series.metric)}_bucket"
+    return metric, selector(labels, extra), selector(labels, _join(extra, le_matcher(plan.bucket_bound_ms("ttft"))))

@@ -274,8 +274,7 @@ def _learn_dispersion(state: AttainmentState, plan: Plan, model: PerfModel, wind
         service = model.prefill.ttft_ms(window.isl) * state.prefill_slowdown / 1000.0
         # the fraction is counted above the histogram's bucket at the SLA (ttftBucketMs when
         # the SLA is not a bucket bound): the wait past that bucket's slack
-        rules = plan.spec.rules
-        bound_ms = rules.ttft_bucket_ms if rules.ttft_bucket_ms is not None else plan.spec.sla.ttft_ms
+        bound_ms = plan.bucket_bound_ms("ttft")
         slack = bound_ms / 1000.0 - service
         peak = window.peak_rate if window.peak_rate is not None else window.rate
         measured = dispersion_from_misses(servers, peak, service, slack, window.ttft_miss, window.requests)

@@ -631,6 +631,17 @@ class Plan(_Model):
     def pools(self) -> dict[str, Pool]:
         return {name: self.pool(name) for name in self.pool_names}
 
+    def bucket_bound_ms(self, sli: str) -> float:
+        """The latency histogram's bucket bound (ms) the plan counts as good, for its TTFT or
+        ITL: `spec.rules.ttftBucketMs` / `itlBucketMs`, default the SLA. The one rule for the
+        SLI, the TTFT-miss fraction and the simulator's count of it."""
+        r, sla = self.spec.rules, self.spec.sla
+        if sli == "ttft":
+            return float(r.ttft_bucket_ms if r.ttft_bucket_ms is not None else sla.ttft_ms)
+        if sli == "itl":
+            return float(r.itl_bucket_ms if r.itl_bucket_ms is not None else sla.itl_ms)
+        raise ValueError(f"sli must be 'ttft' or 'itl', not {sli!r}")
+
 
 def semantic_errors(plan: Plan) -> list[tuple[str, str]]:
     """Cross-field checks pydantic cannot express per field: (field path, message) pairs."""

@@ -32,7 +32,6 @@ what a request and a load level add, for the live exporter and the backfill alik
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 from typing import Mapping, Optional, Self, Sequence
@@ -40,31 +39,10 @@ from typing import Mapping, Optional, Self, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_wsgi_server
 
-from scaler.sources import SOURCES, Source
+from scaler.sources import DEFAULT_BUCKETS, SOURCES, Source
 
-
-def log_buckets(lo: float, hi: float, count: int) -> tuple[float, ...]:
-    """Dynamo's bucket rule: 0, then count-1 log-spaced values ending at `hi`, 2 significant figures."""
-    if not (0 < lo < hi and count >= 2):
-        raise ValueError("need 0 < lo < hi and count >= 2")
-    out = [0.0]
-    for i in range(1, count):
-        v = math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (count - 1))
-        scale = 10.0 ** (1 - math.floor(math.log10(v)))
-        r = math.floor(v * scale + 0.5) / scale
-        if r != out[-1]:
-            out.append(r)
-    return tuple(out)
-
-
-# Keyed by the `Source` attribute naming each histogram.
-BUCKETS: dict[str, tuple[float, ...]] = {
-    "ttft_seconds": log_buckets(0.001, 480.0, 18),
-    "itl_seconds": log_buckets(0.001, 2.0, 13),
-    "request_duration_seconds": log_buckets(1.0, 512.0, 10),
-    "input_tokens": log_buckets(50.0, 128000.0, 12),
-    "output_tokens": log_buckets(50.0, 32000.0, 10),
-}
+# Dynamo's defaults (scaler.sources.DEFAULT_BUCKETS), keyed by the `Source` attribute naming each histogram.
+BUCKETS = DEFAULT_BUCKETS["dynamo"]
 HISTOGRAMS: tuple[str, ...] = tuple(BUCKETS)
 NAMESPACE_LABEL = "dynamo_namespace"
 DP_RANK_LABEL = "dp_rank"
@@ -270,30 +248,8 @@ class SyntheticFrontend(_Served):
 
 
 # -- engine sources (vLLM, SGLang): what each engine pod exports ----------------------------
-# Default buckets per source, keyed by the Source attribute naming each histogram. vLLM:
-# vllm/v1/metrics/loggers.py (token histograms: 1-2-5 steps up to max_model_len, here 8192;
-# ITL has the buckets of the TPOT histogram it replaced); SGLang: metrics/collector.py.
-_VLLM_LATENCY = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
-_VLLM_TOKENS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
-ENGINE_BUCKETS: dict[str, dict[str, tuple[float, ...]]] = {
-    "vllm": {
-        "ttft_seconds": (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-                         20.0, 40.0, 80.0, 160.0, 640.0, 2560.0),
-        "itl_seconds": (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0),
-        "request_duration_seconds": _VLLM_LATENCY,
-        "queue_seconds": _VLLM_LATENCY,
-        "input_tokens": _VLLM_TOKENS,
-        "output_tokens": _VLLM_TOKENS,
-    },
-    "sglang": {
-        "ttft_seconds": (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400),
-        "itl_seconds": (0.002, 0.004, 0.006, 0.008, 0.010, 0.015, 0.020, 0.025, 0.030, 0.035, 0.040, 0.060, 0.080,
-                        0.100, 0.200, 0.400, 0.600, 0.800, 1.000, 2.000, 4.000, 6.000, 8.000),
-        "request_duration_seconds": (0.1, 0.2, 0.4, 0.6, 0.8, 1, 2, 4, 6, 8, 10, 20, 40, 60, 80, 100, 200, 400, 600,
-                                     1200, 1800, 2400),
-        "queue_seconds": (0.0, 0.1, 0.2, 0.5, 1, 2, 3, 4, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 100, 200, 300),
-    },
-}
+# Default buckets per source: scaler.sources.DEFAULT_BUCKETS (the sources table).
+ENGINE_BUCKETS = {name: DEFAULT_BUCKETS[name] for name in ("vllm", "sglang")}
 # SGLang's KV pool size behind token_usage (num_used_tokens / max_total_num_tokens)
 SGLANG_MAX_TOTAL_TOKENS = 200000
 # SGLang scheduler gauges are exported once per rank: two TP ranks repeat each value

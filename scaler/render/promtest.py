@@ -832,7 +832,7 @@ def _sli_inputs(plan: Plan, sli: str, attr: str, key: str, model: _Sli) -> list[
     n = len(model.bad)
     all_ = [_PER_STEP] * n
     good = [_PER_STEP - b for b in model.bad]
-    bound = _le(rules.sli_bound_ms(plan, sli))
+    bound = _le(plan.bucket_bound_ms(sli))
     inputs = []
     for labels in pods:
         inputs.append(InputSeries(_series(base + "_count", labels), (), text(all_)))

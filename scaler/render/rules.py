@@ -162,20 +162,13 @@ def sli_record(window_seconds: int) -> str:
     return SLI_RECORD.format(sources.window(window_seconds))
 
 
-def sli_bound_ms(plan: Plan, sli: str) -> float:
-    r, sla = plan.spec.rules, plan.spec.sla
-    if sli == "ttft":
-        return r.ttft_bucket_ms if r.ttft_bucket_ms is not None else sla.ttft_ms
-    return r.itl_bucket_ms if r.itl_bucket_ms is not None else sla.itl_ms
-
-
 def sli_expr(plan: Plan, sli: str, attr: str, key: str, window_seconds: int) -> str:
     """1 - (observations in the bucket at the SLA bound) / (all observations) over the window."""
     source = sources.plan_source(plan)
     pool = sources.series_pool(plan, sources.SERIES_BY_KEY[key])
     extra = sources.pool_extra(plan, pool)
     return sources.over_bound_expr(source, attr, plan.spec.metrics.selector, extra, sources.window(window_seconds),
-                                   sli_bound_ms(plan, sli))
+                                   plan.bucket_bound_ms(sli))
 
 
 def _scaler(plan: Plan, metric: str, extra: str = "") -> str:

@@ -85,7 +85,7 @@ def compare(
         startup_delay_seconds=DEFAULT_STARTUP_SECONDS,
         startup_delay_by_pool=startup,
         mode=plan.spec.mode,
-        ttft_bound_ms=plan.spec.rules.ttft_bucket_ms or plan.spec.sla.ttft_ms,
+        ttft_bound_ms=plan.bucket_bound_ms("ttft"),
     )
     target = target_attainment(plan)
     gpus = {n: p.gpus_per_replica for n, p in plan.pools.items()}

@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from scaler.devtools.backfill import CompletedRequest, frontend_backlog, frontend_history
 from scaler.devtools.fake_frontend import LoadModel, Replay
-from scaler.devtools.frontend_exporter import BUCKETS, SyntheticFrontend, log_buckets
-from scaler.sources import SOURCES
+from scaler.devtools.frontend_exporter import BUCKETS, SyntheticFrontend
+from scaler.sources import SOURCES, log_buckets
 from scaler.traces import Request
 
 SRC = SOURCES["dynamo"]

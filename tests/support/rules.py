@@ -41,7 +41,7 @@ def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput",
     selector, the range its scrape interval needs and the `dynplan_plan` and `dynplan_namespace` labels, one group per kind, for the series the plan reads
     (`plan_series`: the attainment sizing's signals only for plans sized by attainment).
     """
-    from scaler.sources import NAMESPACE_LABEL, PLAN_LABEL, SOURCES, plan_range, plan_series, raw_expr, record_name, ttft_bound_ms
+    from scaler.sources import NAMESPACE_LABEL, PLAN_LABEL, SOURCES, plan_range, plan_series, raw_expr, record_name
 
     src = SOURCES[plan.spec.metrics.source]
     windows = {
@@ -55,7 +55,7 @@ def recording_rules(plan: Any, path: Path, kinds: Sequence[str] = ("throughput",
         rules = [
             {
                 "record": record_name(src, s, w, plan_range(plan, kind)),
-                "expr": raw_expr(src, s, plan.spec.metrics.selector, w, range_seconds=plan_range(plan, kind), bound_ms=ttft_bound_ms(plan)),
+                "expr": raw_expr(src, s, plan.spec.metrics.selector, w, range_seconds=plan_range(plan, kind), bound_ms=plan.bucket_bound_ms("ttft")),
                 "labels": {PLAN_LABEL: plan.name, NAMESPACE_LABEL: plan.namespace},
             }
             for s in plan_series(plan, kind)

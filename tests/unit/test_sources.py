@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import make_plan, plan_dict, with_changes
+from helpers import make_plan, not_about_buckets, plan_dict, with_changes
 from scaler import naming, sources
 from scaler.core.plan import Plan
 from scaler.prom.reader import ready_queries, throughput_queries
@@ -38,7 +38,7 @@ def test_dynamo_sizing_reads_what_it_always_read_and_attainment_adds_its_signals
 def test_ttft_miss_is_the_fraction_above_the_sla_bucket() -> None:
     plan = make_plan(sizing="attainment", interval_seconds=180)
     series = sources.SERIES_BY_KEY["ttft_miss"]
-    bound = sources.ttft_bound_ms(plan)
+    bound = plan.bucket_bound_ms("ttft")
     assert bound == plan.spec.sla.ttft_ms
     ttft = "dynamo_frontend_time_to_first_token_seconds"
     assert sources.plan_raw_expr(plan, series, 180) == (
@@ -185,12 +185,12 @@ def test_validation_says_what_a_source_cannot_read() -> None:
 
 def test_windows_shorter_than_four_scrapes_warn_that_they_are_read_over_four() -> None:
     plan = engine_plan("vllm", mode="agg", load=True, scrape=30)  # load interval 10 s, throughput 60 s
-    warned = dict(sources.source_warnings(plan))
+    warned = dict(not_about_buckets(sources.source_warnings(plan)))
     assert sorted(warned) == ["spec.scaling.load.intervalSeconds", "spec.scaling.throughput.intervalSeconds"]
     assert "read over the last 120s" in warned["spec.scaling.load.intervalSeconds"]
     assert "decisions still every 10s" in warned["spec.scaling.load.intervalSeconds"]
     fast = engine_plan("vllm", mode="agg", load=True, scrape=2)  # 4 x 2 s <= 10 s
-    assert sources.source_warnings(fast) == []
+    assert not_about_buckets(sources.source_warnings(fast)) == []
     wrong_label = Plan.model_validate(with_changes(plan_dict(), {"spec.metrics.source": "vllm", "spec.mode": "agg", "spec.metrics.selector": {"model": "m"}}))
     assert "model_name" in dict(sources.source_warnings(wrong_label)).get("spec.metrics.selector.model", "")
 
@@ -258,3 +258,38 @@ def test_the_demo_reads_the_fake_engine_pods(source: str) -> None:
         assert f'pod="llama-{pool}-0"' in text
     waiting = "vllm:num_requests_waiting" if source == "vllm" else "sglang:num_queue_reqs"
     assert any(line.startswith(waiting) and 'pod="llama-prefill-0"' in line and line.endswith(" 2.0") for line in text.splitlines())
+
+
+def test_a_bound_the_exporters_default_buckets_lack_is_a_warning_naming_the_bounds_either_side() -> None:
+    # Dynamo's default TTFT buckets (DYN_METRICS_TTFT 0.001..480 s, 18) hold 0.47 and 1.0 s but
+    # not 0.8; its ITL buckets (0.001..2 s, 13) hold 0.024 and 0.045 but not 0.025
+    assert {0.47, 1.0} <= set(sources.DEFAULT_BUCKETS["dynamo"]["ttft_seconds"])
+    assert 0.8 not in sources.DEFAULT_BUCKETS["dynamo"]["ttft_seconds"]
+    plan = Plan.model_validate(with_changes(plan_dict(sizing="attainment"), {"spec.sla": {"ttftMs": 800, "itlMs": 25}}))
+    warned = dict(sources.bucket_warnings(plan))
+    assert sorted(warned) == ["spec.sla.itlMs", "spec.sla.ttftMs"]
+    assert "nearest 470 ms and 1000 ms" in warned["spec.sla.ttftMs"]
+    assert "set spec.rules.ttftBucketMs to one of them (the one below counts every request over the SLA" in warned["spec.sla.ttftMs"]
+    assert "the fraction of TTFTs over it the attainment sizing calibrates on and the TTFT SLI" in warned["spec.sla.ttftMs"]
+    assert "nearest 24 ms and 45 ms" in warned["spec.sla.itlMs"] and "ITL SLI of the SLO alerts stays empty" in warned["spec.sla.itlMs"]
+    # bounds that are buckets: nothing to say; a bucket field that is not one is named itself
+    aligned = with_changes(plan_dict(sizing="attainment"), {"spec.sla": {"ttftMs": 800, "itlMs": 25},
+                                                            "spec.rules": {"ttftBucketMs": 1000, "itlBucketMs": 45}})
+    assert sources.bucket_warnings(Plan.model_validate(aligned)) == []
+    off = with_changes(aligned, {"spec.rules": {"ttftBucketMs": 900, "itlBucketMs": 45}})
+    assert [p for p, _ in sources.bucket_warnings(Plan.model_validate(off))] == ["spec.rules.ttftBucketMs"]
+    # vLLM's own defaults: 0.25 and 0.5 s are bounds, 0.3 is not
+    vllm = with_changes(plan_dict(sizing="attainment"), {"spec.sla": {"ttftMs": 300, "itlMs": 25},
+                                                         "spec.metrics.source": "vllm"})
+    assert "nearest 250 ms and 500 ms" in dict(sources.bucket_warnings(Plan.model_validate(vllm)))["spec.sla.ttftMs"]
+    # nothing counts above it (dynamo sizing, no alerts): no warning
+    quiet = with_changes(plan_dict(sizing="dynamo"), {"spec.sla": {"ttftMs": 800, "itlMs": 25}, "spec.rules": {"alerts": False}})
+    assert sources.bucket_warnings(Plan.model_validate(quiet)) == []
+
+
+def test_the_scrape_interval_decides_which_attainment_series_are_read() -> None:
+    at30 = Plan.model_validate(with_changes(plan_dict(sizing="attainment", interval_seconds=180), {"spec.metrics.scrapeIntervalSeconds": 30}))
+    at15 = Plan.model_validate(with_changes(plan_dict(sizing="attainment", interval_seconds=180), {"spec.metrics.scrapeIntervalSeconds": 15}))
+    assert sources.unreadable_series(at30) == ("arrival_dispersion",)
+    assert sources.unreadable_series(at15) == ()
+    assert "scrape the frontends every 15s or less" in dict(sources.source_warnings(at30))["spec.metrics.scrapeIntervalSeconds"]
