@@ -10,7 +10,10 @@ when that gives no value, looks for the source metrics the series is computed fr
   traffic, or a window shorter than two scrapes: the measured scrape interval is named);
 - missing: no series of the source metrics matches the selector; the hint says whether the
   metric exists under other labels (wrong selector, with an example), under its other
-  name (renamed in engine version X), or not at all (not scraped, or another source).
+  name (renamed in engine version X), or not at all (not scraped, or another source). A
+  histogram that has buckets for the selector but none at the bound an `over_bound` series
+  counts above (`ttft_miss`: spec.rules.ttftBucketMs, default the SLA) is missing too: that
+  series can never have a value; the hint names the histogram's bounds either side.
 
 Exit 0 when nothing is missing, 2 when something is, 3 when Prometheus cannot be reached.
 """
@@ -34,6 +37,8 @@ from scaler.prom.reader import ready_queries
 from scaler.sources import (
     RENAMES,
     SeriesDef,
+    bound_bucket,
+    le_matcher,
     plan_raw_expr,
     plan_series,
     plan_source,
@@ -109,6 +114,53 @@ async def _empty_hint(client: PromClient, plan: Plan, metric: str, sel: str, win
     return f"{metric} is scraped ({n:.0f} samples in the {window}s window) but the window holds no value: no traffic yet?"
 
 
+def _le_seconds(le: str) -> Optional[float]:
+    try:
+        return float(le)
+    except ValueError:
+        return None
+
+
+def _neighbours(bounds: list[float], at: float) -> tuple[Optional[float], Optional[float]]:
+    """The bounds nearest below and above `at` that a plan can count above (None where
+    there is none): positive (Dynamo's first bucket is le=0) and finite (+Inf)."""
+    below = [b for b in bounds if 0 < b < at]
+    above = [b for b in bounds if b > at and math.isfinite(b)]
+    return (max(below) if below else None), (min(above) if above else None)
+
+
+async def _bound_missing(client: PromClient, plan: Plan, series: SeriesDef, pool: Optional[str]) -> Optional[tuple[str, str]]:
+    """(selector, hint) when an `over_bound` series' histogram has buckets for the selector
+    but none at the plan's bound, else None (no buckets at all: the usual missing hints)."""
+    metric, sel, at_bound = bound_bucket(plan, series, pool)
+    if await _count(client, series_selector(metric, sel)) == 0 or await _count(client, series_selector(metric, at_bound)) > 0:
+        return None
+    bound_ms = plan.bucket_bound_ms("ttft")
+    field = (f"spec.rules.ttftBucketMs: {bound_ms:g} ms" if plan.spec.rules.ttft_bucket_ms is not None
+             else f"spec.sla.ttftMs: {bound_ms:g} ms, spec.rules.ttftBucketMs unset")
+    at = bound_ms / 1000
+    # numerically: exporters write "1" or "1.0", and the same bound once per pod
+    values = {_le_seconds(s.labels.get("le", "")) for s in await client.instant(f"count by (le) ({series_selector(metric, sel)})")}
+    bounds = sorted(v for v in values if v is not None and not math.isnan(v))
+    below, above = _neighbours(bounds, at)
+    near = [b for b in (below, above) if b is not None]
+    head = f"{metric} has no bucket at le={at:g} ({field}), so {series.key} never has a value: "
+    if at in bounds:
+        # the bound is there, written in a way the matcher does not take
+        return at_bound, head + (f"a bucket at {at:g} s is there, spelled so that the matcher {le_matcher(bound_ms)} "
+                                 "misses it; the sizing runs on the counted dispersion alone")
+    if not near:
+        return at_bound, head + "the histogram has no finite bucket bound; the sizing runs on the counted dispersion alone"
+    named = " and ".join(f"{b:g}" for b in near)
+    ms = " or ".join(f"{b * 1000:g}" for b in near)
+    return at_bound, (
+        head + f"its nearest bound{'s are' if len(near) > 1 else ' is'} {named} s; set spec.rules.ttftBucketMs to "
+        f"{'one of them' if len(near) > 1 else 'it'} ({ms}; the one below counts every request over the SLA, the safe "
+        "side for the sizing, the one above makes the SLI that bound's; docs/plan-spec.md); meanwhile the sizing runs "
+        "on the counted dispersion alone"
+    )
+
+
 async def _check(client: PromClient, plan: Plan, series: SeriesDef, window: int, pool: Optional[str]) -> Check:
     query = plan_raw_expr(plan, series, window, pool)
     read_pool = series_pool(plan, series) if series.kind == "throughput" else pool
@@ -118,6 +170,10 @@ async def _check(client: PromClient, plan: Plan, series: SeriesDef, window: int,
     if samples:
         value = samples[0].value if series.kind == "throughput" else float(len(samples))
         return Check(series.key, read_pool, FOUND, value, sel, query)
+    if series.op == "over_bound":
+        missing = await _bound_missing(client, plan, series, pool)
+        if missing is not None:
+            return Check(series.key, read_pool, MISSING, None, missing[0], query, missing[1])
     for metric, msel in inputs:
         if await _count(client, series_selector(metric, msel)) > 0:
             return Check(series.key, read_pool, EMPTY, None, msel, query, await _empty_hint(client, plan, metric, msel, query_range(window, plan.spec.metrics.scrape_interval_seconds)))

@@ -1,7 +1,8 @@
 """`dynplan doctor` as a subprocess against a real Prometheus scraping synthetic vLLM engine
 pods: every series found (exit 0), a pool selector that matches nothing (missing, with the
 selector hint; exit 2), a vLLM too old for the ITL histogram (the rename hint), an idle
-window (empty, not missing), and Prometheus unreachable (exit 3)."""
+window (empty, not missing), a TTFT bound that is none of vLLM's buckets (missing, naming
+the bounds either side) and Prometheus unreachable (exit 3)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import pytest
 from click.testing import CliRunner
@@ -24,24 +25,32 @@ from scaler.devtools.frontend_exporter import SyntheticEngines
 from scaler.sources import SOURCES
 
 POOLS = {"prefill": {"pod": "=~llama-prefill-.*"}, "decode": {"pod": "=~llama-decode-.*"}}
+# plan_dict's 200-ms SLA is none of vLLM's TTFT bounds (... 0.1, 0.25, 0.5 ...): the plans
+# count ttft_miss above 250 ms, as a user told by the doctor would
+BOUND = {"spec.rules.ttftBucketMs": 250}
 
 
-def plan_file(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True) -> Path:
+def plan_file(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True,
+              changes: Optional[dict[str, Any]] = None) -> Path:
     doc = with_changes(plan_dict(name="doc", load=load, sizing="attainment", interval_seconds=60), {
         "spec.scaling.load.intervalSeconds": 5,
         "spec.metrics": {"source": "vllm", "selector": {"namespace": "inference"}, "scrapeIntervalSeconds": 1,
                          "prometheus": {"url": url, "timeoutSeconds": 2, "retries": 0}},
+        **(BOUND if changes is None else changes),
     })
     for pool, sel in pools.items():
         doc["spec"]["pools"][pool]["selector"] = sel
     return write_plan(tmp_path, doc, profile=linear_profile(), filename=name)
 
 
-def doctor(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True) -> tuple[int, dict[str, Any], str]:
-    """The doctor in this process (click's runner: exit code, stdout, stderr); the last
-    test runs it as a subprocess."""
-    path = plan_file(tmp_path, url, pools=pools, name=name, load=load)
-    result = CliRunner().invoke(main, ["doctor", "-f", str(path), "-o", "json"])
+def doctor(tmp_path: Path, url: str, *, pools: dict = POOLS, name: str = "plan.yaml", load: bool = True,
+           changes: Optional[dict[str, Any]] = None, output: str = "json") -> tuple[int, Any, str]:
+    """The doctor in this process (click's runner: exit code, stdout as JSON or text,
+    stderr); the last test runs it as a subprocess."""
+    path = plan_file(tmp_path, url, pools=pools, name=name, load=load, changes=changes)
+    result = CliRunner().invoke(main, ["doctor", "-f", str(path), "-o", output])
+    if output == "text":
+        return result.exit_code, result.stdout, result.stderr
     body = json.loads(result.stdout) if result.stdout.strip() else {}
     return result.exit_code, body, result.stderr
 
@@ -119,6 +128,48 @@ def test_an_old_vllm_gets_the_rename_hint(engines: Any, tmp_path: Path) -> None:
     itl = by_key(body)[("itl_ms", "decode")]
     assert rc == 2 and itl["status"] == "missing"
     assert "vllm:time_per_output_token_seconds is there" in itl["hint"] and "0.11" in itl["hint"]
+
+
+def test_a_ttft_sla_that_is_no_bucket_is_missing_with_the_bounds_either_side(engines: Any, tmp_path: Path) -> None:
+    _, server = engines
+    rc, body, err = doctor(tmp_path, server.url, load=False, changes={"spec.sla.ttftMs": 300})
+    checks = by_key(body)
+    assert rc == 2, (err, body)
+    miss = checks[("ttft_miss", "prefill")]
+    assert miss["status"] == "missing" and miss["value"] is None
+    assert 'le="0.3"' in miss["selector"] and 'pod=~"llama-prefill-.*"' in miss["selector"]
+    assert miss["hint"] == (
+        "vllm:time_to_first_token_seconds_bucket has no bucket at le=0.3 (spec.sla.ttftMs: 300 ms, spec.rules.ttftBucketMs "
+        "unset), so ttft_miss never has a value: its nearest bounds are 0.25 and 0.5 s; set "
+        "spec.rules.ttftBucketMs to one of them (250 or 500; the one below counts every request over the SLA, the safe "
+        "side for the sizing, the one above makes the SLI that bound's; docs/plan-spec.md); meanwhile the sizing runs "
+        "on the counted dispersion alone"
+    )
+    # the only missing series but the ready counts (which have a fallback)
+    assert sorted(k for k, c in checks.items() if c["status"] == "missing") == [
+        ("ready_replicas", "decode"), ("ready_replicas", "prefill"), ("ttft_miss", "prefill")]
+
+
+@pytest.mark.parametrize("changes, bound", [
+    ({"spec.sla.ttftMs": 300, "spec.rules.ttftBucketMs": 250}, 'le="0.25"'),  # the documented fix
+    ({"spec.sla.ttftMs": 1000}, 'le=~"1|1\\\\.0"'),  # Python's client writes whole seconds as "1.0"
+])
+def test_a_ttft_bound_that_is_a_bucket_is_not_missing(engines: Any, tmp_path: Path, changes: dict[str, Any], bound: str) -> None:
+    _, server = engines
+    rc, body, err = doctor(tmp_path, server.url, load=False, changes=changes)
+    check = by_key(body)[("ttft_miss", "prefill")]
+    assert rc == 0, (err, body)
+    assert check["status"] in ("found", "empty") and bound in check["query"], check
+
+
+def test_a_bound_outside_the_buckets_names_the_one_neighbour(engines: Any, tmp_path: Path) -> None:
+    _, server = engines
+    rc, out, _ = doctor(tmp_path, server.url, load=False, output="text",
+                        changes={"spec.sla.ttftMs": 0.5, "spec.rules.ttftBucketMs": 0.5})
+    assert rc == 2
+    assert "MISSING  ttft_miss [prefill]\n" in out and "3 missing" in out  # and the two ready counts
+    assert ("hint: vllm:time_to_first_token_seconds_bucket has no bucket at le=0.0005 (spec.rules.ttftBucketMs: 0.5 ms), "
+            "so ttft_miss never has a value: its nearest bound is 0.001 s; set spec.rules.ttftBucketMs to it (1; ") in out
 
 
 def test_prometheus_unreachable_exits_3(tmp_path: Path) -> None:
