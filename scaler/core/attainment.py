@@ -181,6 +181,54 @@ def dispersion_from_misses(
     return 2.0 * (servers / service_seconds - rate) * slack_seconds / math.log(waiting / miss)
 
 
+def service_from_outcome(
+    servers: int,
+    rate: float,
+    peak: float,
+    observed_ttft_seconds: float,
+    bound_seconds: float,
+    miss_fraction: float,
+    requests: float,
+    low_seconds: float,
+    high_seconds: float,
+    prior_seconds: float,
+    points: int = 61,
+) -> Optional[float]:
+    """The service time S at which a window's two measured outcomes agree with the model,
+    where its queue was not negligible: its fraction of TTFTs over the bound gives the
+    dispersion V(S) (`dispersion_from_misses` at the peak rate, against the bound's slack
+    bound - S), and S plus the model's mean wait at V(S) and the mean rate must equal the
+    observed mean TTFT. Mean and tail together tell a slower engine (S up, the whole
+    distribution moves) from clumped arrivals (V up, the tail grows), which the mean alone
+    cannot, though not always uniquely: S + W(S, V(S)) can fall and rise again, and two S
+    explain the window. Then the one nearer `prior_seconds` (the pace learned so far, in
+    log terms) is taken: a window that fits two engines does not move the belief further
+    than it must. Scanned on a log grid of `points` from `low_seconds` to the smallest of
+    `high_seconds`, the observed mean and the bound: the S where the mismatch changes sign
+    (linear between grid points), else the S of the smallest mismatch. None when no S there
+    gives a V (saturated, or more misses than Erlang C's waiting)."""
+    top = min(high_seconds, observed_ttft_seconds, bound_seconds)
+    if servers <= 0 or not rate > 0 or not low_seconds > 0 or not top > low_seconds or points < 2:
+        return None
+    step = math.log(top / low_seconds) / (points - 1)
+    scanned: list[tuple[float, float]] = []  # (S, S + W(S, V(S)) - observed)
+    for k in range(points):
+        s = low_seconds * math.exp(k * step)
+        v = dispersion_from_misses(servers, peak, s, bound_seconds - s, miss_fraction, requests)
+        if v is None:
+            continue
+        wait = mean_wait_seconds(servers, rate, s, v)
+        if math.isfinite(wait):
+            scanned.append((s, s + wait - observed_ttft_seconds))
+    if not scanned:
+        return None
+    roots = [s0 for s0, e0 in scanned if e0 == 0.0]
+    roots += [s0 + (s1 - s0) * e0 / (e0 - e1) for (s0, e0), (s1, e1) in zip(scanned, scanned[1:]) if (e0 < 0) != (e1 < 0)]
+    if roots:
+        return min(roots, key=lambda r: abs(math.log(r / prior_seconds)) if prior_seconds > 0 else -r)
+    return min(scanned, key=lambda p: abs(p[1]))[0]
+
+
 def concurrency_quantile(mean: float, dispersion: float, miss_fraction: float) -> float:
     """The (1 - miss) quantile of concurrent sequences: mean + z sqrt(dispersion x mean).
 

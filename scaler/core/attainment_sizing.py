@@ -51,6 +51,7 @@ from scaler.core.attainment import (
     dispersion_from_misses,
     erlang_c,
     prefill_replicas,
+    service_from_outcome,
     service_from_ttft,
     wait_exceeds,
 )
@@ -210,6 +211,7 @@ def learn(
         profiled = model.prefill.ttft_ms(window.isl) / 1000.0
         # the queue saw the window's peak rate, not its mean
         peak = window.peak_rate if window.peak_rate is not None else rate
+        ratio: Optional[float] = None
         if profiled > 0 and erlang_c(servers, peak * profiled * state.prefill_slowdown) < QUIET_QUEUE:
             # few waited: the mean TTFT is the service time plus the model's mean wait at the
             # window's own dispersion (clumped arrivals wait even at a low Erlang C), so the
@@ -218,15 +220,25 @@ def learn(
             v = window.arrival_dispersion + SERVICE_SCV if window.arrival_dispersion is not None else state.dispersion
             pace = service_from_ttft(servers, rate, window.ttft_ms / 1000.0, v, 0.5 * profiled)
             ratio = (window.ttft_ms / 1000.0 if pace is None else pace) / profiled
-            if 0 < ratio <= MAX_PREFILL_SLOWDOWN:
-                # the pace of the hardware and the prompt mix: the mean of the last windows'
-                # (they scatter both ways), unless the window just closed was slower; then it
-                # holds for the interval right after it, whose traffic is most like its own,
-                # and is forgotten one window later unless the next shows it again
-                latest = math.log(max(ratio, 0.5))
-                remember(state.prefill_ratios, latest)
-                mean = sum(state.prefill_ratios) / len(state.prefill_ratios)
-                state.prefill_slowdown = math.exp(max(mean, latest))
+        elif profiled > 0 and window.ttft_miss is not None:
+            # a queue that was not negligible: the mean alone cannot tell a slower engine from
+            # clumped arrivals, the mean and the miss fraction together can (the pace of
+            # loaded windows, which a well-sized pool always is, was never learned before)
+            pace = service_from_outcome(
+                servers, rate, peak, window.ttft_ms / 1000.0, plan.bucket_bound_ms("ttft") / 1000.0,
+                window.ttft_miss, window.requests, 0.5 * profiled, MAX_PREFILL_SLOWDOWN * profiled,
+                profiled * state.prefill_slowdown,
+            )
+            ratio = None if pace is None else pace / profiled
+        if ratio is not None and 0 < ratio <= MAX_PREFILL_SLOWDOWN:
+            # the pace of the hardware and the prompt mix: the mean of the last windows'
+            # (they scatter both ways), unless the window just closed was slower; then it
+            # holds for the interval right after it, whose traffic is most like its own,
+            # and is forgotten one window later unless the next shows it again
+            latest = math.log(max(ratio, 0.5))
+            remember(state.prefill_ratios, latest)
+            mean = sum(state.prefill_ratios) / len(state.prefill_ratios)
+            state.prefill_slowdown = math.exp(max(mean, latest))
     _learn_dispersion(state, plan, model, window, servers)
     decode_pool = "decode" if plan.spec.mode == "disagg" else "worker"
     workers = int(ready.get(decode_pool, 0))

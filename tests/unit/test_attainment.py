@@ -147,3 +147,34 @@ def test_service_from_ttft_takes_the_modelled_wait_out() -> None:
     # even the floor's wait exceeds the TTFT observed: the model cannot say
     assert service_from_ttft(1, 50.0, 0.02, 1000.0, 0.019) is None
     assert service_from_ttft(0, 10.0, 0.3, 12.0, 0.01) is None
+
+
+def test_the_pace_of_a_loaded_window_comes_from_its_mean_and_its_misses_together() -> None:
+    from scaler.core.attainment import service_from_outcome
+
+    # 4 replicas of S = 75 ms at 30 req/s (2.25 Erlangs): C(4, 2.25) = 0.2412, far from a
+    # quiet queue. With V = 40 against a 200-ms bound (slack 125 ms): 2 (53.33 - 30) 0.125 /
+    # 40 = 0.1458, so 0.2412 x e^-0.1458 = 20.8% of 2000 requests miss, and the mean TTFT is
+    # S + C (V/2) / (c/S - rate) = 75 + 0.2412 x 20 / 23.33 s = 281.7 ms
+    c = erlang_c(4, 2.25)
+    assert c == pytest.approx(0.2412, abs=1e-4)
+    miss = c * math.exp(-2 * (4 / 0.075 - 30) * 0.125 / 40)
+    ttft = 0.075 + mean_wait_seconds(4, 30.0, 0.075, 40.0)
+    assert (miss, ttft) == (pytest.approx(0.2085, abs=1e-4), pytest.approx(0.2817, abs=1e-4))
+    assert dispersion_from_misses(4, 30.0, 0.075, 0.125, miss, 2000) == pytest.approx(40.0)
+    # from those two outcomes alone (a 50-ms profile: an engine 1.5x slower) the pace comes
+    # back; the mean alone, read without clumping (V = 2), would have put it at 116 ms
+    assert service_from_outcome(4, 30.0, 30.0, ttft, 0.2, miss, 2000, 0.025, 0.15, 0.05) == pytest.approx(0.075, rel=0.01)
+    assert service_from_ttft(4, 30.0, ttft, 2.0, 0.025) == pytest.approx(0.1162, abs=1e-4)
+    # at V = 10 two S explain the window (75 ms, and ~84 ms with V = 6.3): the one nearer the
+    # pace learned so far is taken
+    miss10 = c * math.exp(-2 * (4 / 0.075 - 30) * 0.125 / 10)
+    ttft10 = 0.075 + mean_wait_seconds(4, 30.0, 0.075, 10.0)
+    s10 = service_from_outcome(4, 30.0, 30.0, ttft10, 0.2, miss10, 2000, 0.025, 0.15, 0.1)
+    assert s10 is not None and 0.082 < s10 < 0.086
+    v10 = dispersion_from_misses(4, 30.0, s10, 0.2 - s10, miss10, 2000)
+    assert v10 is not None and s10 + mean_wait_seconds(4, 30.0, s10, v10) == pytest.approx(ttft10, rel=0.01)
+    assert service_from_outcome(4, 30.0, 30.0, ttft10, 0.2, miss10, 2000, 0.025, 0.15, 0.05) == pytest.approx(0.075, rel=0.01)
+    # nothing to solve: no load, or a saturated window (no V explains it)
+    assert service_from_outcome(4, 0.0, 0.0, ttft, 0.2, miss, 2000, 0.025, 0.15, 0.05) is None
+    assert service_from_outcome(4, 60.0, 60.0, ttft, 0.2, miss, 2000, 0.07, 0.15, 0.05) is None
