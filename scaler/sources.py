@@ -6,7 +6,7 @@ source's metrics. The generator renders the same expression as a recording rule 
 evaluates the raw expression itself, so both paths give the same numbers.
 
 Plans with `sizing: attainment` (the default) also read the window's peak one-minute
-arrival rate, the index of dispersion of its 30-s arrival counts and the backlog waiting
+arrival rate, the index of dispersion of its arrival counts (`dispersion_bin`) and the backlog waiting
 for a first token (`ATTAINMENT_SERIES`), and the ready replicas of each pool from
 kube-state-metrics (`ready_query`); `sizing: dynamo` plans read exactly the other series.
 docs/decision-logic.md ("Signals from Prometheus") gives each expression and how it
@@ -288,15 +288,25 @@ SERIES_BY_KEY: dict[str, SeriesDef] = {s.key: s for s in SERIES}
 ATTAINMENT_SERIES: tuple[SeriesDef, ...] = tuple(s for s in SERIES if s.sizing == "attainment")
 
 
+def dispersion_bin(scrape_seconds: int) -> int:
+    """The bin the index of dispersion counts arrivals in: the shortest multiple of PEAK_STEP
+    that holds MIN_SCRAPES scrapes (30 s up to 15-s scrapes, 60 s at kube-prometheus-stack's
+    30 s), so that every scrape interval the burst signals allow has a count. Longer bins
+    count more of the rate's drift as clumping; the miss calibration sheds what the tail does
+    not need."""
+    need = MIN_SCRAPES * max(int(scrape_seconds), 1)
+    return PEAK_STEP * max(1, -(-need // PEAK_STEP))
+
+
 def defined(series: SeriesDef, window_seconds: int, scrape_seconds: int = 1) -> bool:
     """Whether the series can have a value for a window of this length at this scrape
-    interval: the index of dispersion needs two 30-s bins (the simulator's definition gives
-    None below that, and so does the reader); the burst signals' fixed sub-windows (the
-    minute of the peak rate, or the window itself when shorter; the 30-s bins) must hold
-    MIN_SCRAPES scrapes, else their increase() is empty at every evaluation."""
+    interval: the index of dispersion needs two of its bins (`dispersion_bin`; the
+    simulator's definition gives None below that, and so does the reader); the peak rate's
+    minute (or the window itself when shorter) must hold MIN_SCRAPES scrapes, else its
+    increase() is empty at every evaluation."""
     need = MIN_SCRAPES * int(scrape_seconds)
     if series.op == "dispersion":
-        return int(window_seconds) // PEAK_STEP >= 2 and PEAK_STEP >= need
+        return int(window_seconds) // dispersion_bin(scrape_seconds) >= 2
     if series.op == "peak_rate":
         return min(int(window_seconds), PEAK_WINDOW) >= need
     return True
@@ -424,26 +434,28 @@ def peak_rate_expr(source: Source, sel: str, window_seconds: int) -> str:
     return f"max_over_time(({minute})[{subquery_range(W - PEAK_WINDOW)}:{window(PEAK_STEP)}])"
 
 
-def dispersion_expr(source: Source, sel: str, window_seconds: int) -> str:
-    """The index of dispersion of the window's 30-s arrival counts by Allan's estimator: the
-    mean squared difference of neighbouring bins over twice the mean bin.
+def dispersion_expr(source: Source, sel: str, window_seconds: int, bin_seconds: int = PEAK_STEP) -> str:
+    """The index of dispersion of the window's arrival counts in bins of `bin_seconds`
+    (`dispersion_bin`) by Allan's estimator: the mean squared difference of neighbouring
+    bins over twice the mean bin.
 
-    n = floor(W / 30) bins end at t, t - 30 s, ... (the simulator's bins, on the 30-s grid
-    of the subqueries); the n - 1 differences are `increase[30s] - increase[30s] offset 30s`
-    at the n - 1 bin ends that have a bin before them inside the window. Means are
-    sum_over_time / count_over_time (exact for whole counts in every Prometheus version). An
-    idle window is 0/0 = NaN (no value). Two bins: (c2 - c1)^2 / (c2 + c1), no subquery."""
-    W = int(window_seconds)
-    bins = W // PEAK_STEP
+    n = floor(W / B) bins end at t, t - B, ... (the simulator's bins, on the B grid of the
+    subqueries: window ends are multiples of B); the n - 1 differences are `increase[B] -
+    increase[B] offset B` at the n - 1 bin ends that have a bin before them inside the
+    window. Means are sum_over_time / count_over_time (exact for whole counts in every
+    Prometheus version). An idle window is 0/0 = NaN (no value). Two bins: (c2 - c1)^2 /
+    (c2 + c1), no subquery."""
+    W, B = int(window_seconds), int(bin_seconds)
+    bins = W // B
     if bins < 2:
-        raise ValueError(f"the index of dispersion needs a window of at least {2 * PEAK_STEP}s, not {W}s")
-    now = _arrivals(source, sel, PEAK_STEP)
-    before = _arrivals(source, sel, PEAK_STEP, PEAK_STEP)
+        raise ValueError(f"the index of dispersion needs a window of at least {2 * B}s, not {W}s")
+    now = _arrivals(source, sel, B)
+    before = _arrivals(source, sel, B, B)
     if bins == 2:
         return f"({now} - {before}) ^ 2 / ({now} + {before})"
-    step = window(PEAK_STEP)
-    diff = f"(({now} - {before}) ^ 2)[{subquery_range((bins - 2) * PEAK_STEP)}:{step}]"
-    count = f"({now})[{subquery_range((bins - 1) * PEAK_STEP)}:{step}]"
+    step = window(B)
+    diff = f"(({now} - {before}) ^ 2)[{subquery_range((bins - 2) * B)}:{step}]"
+    count = f"({now})[{subquery_range((bins - 1) * B)}:{step}]"
     return (
         f"(sum_over_time({diff}) / count_over_time({diff}))"
         f" / (2 * sum_over_time({count}) / count_over_time({count}))"
@@ -532,6 +544,7 @@ def raw_expr(
     extra: str = "",
     range_seconds: Optional[int] = None,
     bound_ms: Optional[float] = None,
+    bin_seconds: int = PEAK_STEP,
 ) -> str:
     """The PromQL that computes a series from the source metrics (rule `expr` and fallback).
 
@@ -545,7 +558,8 @@ def raw_expr(
     avg_over_time. Longer than the window, a mean or an average is taken over the range,
     and the request count is the range's, scaled to the window (`* W / R`: the window's
     share at the range's mean rate). The burst signals keep their own sub-windows.
-    `bound_ms`: the histogram bucket an `over_bound` series counts above (the plan's SLA).
+    `bound_ms`: the histogram bucket an `over_bound` series counts above (the plan's SLA);
+    `bin_seconds`: the index of dispersion's bin (`dispersion_bin`).
     """
     sel = selector(labels, extra)
     W = int(window_seconds)
@@ -562,7 +576,7 @@ def raw_expr(
         if series.op == "peak_rate":
             return peak_rate_expr(source, sel, window_seconds)
         if series.op == "dispersion":
-            return dispersion_expr(source, sel, window_seconds)
+            return dispersion_expr(source, sel, window_seconds, bin_seconds)
         if series.op == "gauge_sum":
             return gauge_sum_expr(getattr(source, series.metric), labels, extra, source.gateway_backlog)
         if series.op == "over_bound":
@@ -577,7 +591,9 @@ def raw_expr(
     return f"avg by ({by}) (avg_over_time({metric}{sel}[{w}]))"
 
 
-def record_name(source: Source, series: SeriesDef, window_seconds: int, range_seconds: Optional[int] = None) -> str:
+def record_name(
+    source: Source, series: SeriesDef, window_seconds: int, range_seconds: Optional[int] = None, bin_seconds: int = PEAK_STEP
+) -> str:
     """Recording-rule name, `level:metric:operations` (Prometheus naming practice). The
     duration in a name is the range the rule reads over (`raw_expr`): the window unless the
     scrape interval needs a longer one; the request count, a count per window, names both
@@ -595,8 +611,8 @@ def record_name(source: Source, series: SeriesDef, window_seconds: int, range_se
             # the highest 1-minute rate over the window (its own sub-windows: no range)
             return f"{PLAN_LABEL}:{arrivals}:max_rate{window(PEAK_WINDOW)}_{window(window_seconds)}"
         if series.op == "dispersion":
-            # the index of dispersion of 30-s increases over the window
-            return f"{PLAN_LABEL}:{arrivals}:dispersion_increase{window(PEAK_STEP)}_{window(window_seconds)}"
+            # the index of dispersion of the bins' increases over the window
+            return f"{PLAN_LABEL}:{arrivals}:dispersion_increase{window(bin_seconds)}_{window(window_seconds)}"
         if series.op == "gauge_sum":
             # an instant: no window in the name (named after the first gauge tried)
             return f"{PLAN_LABEL}:{getattr(source, series.metric)[0].metric}:sum"
@@ -620,6 +636,7 @@ def recorded_query(
     pool: Optional[str] = None,
     range_seconds: Optional[int] = None,
     namespace: Optional[str] = None,
+    bin_seconds: int = PEAK_STEP,
 ) -> str:
     """The instant query that reads a recorded series back for one plan (and pool); with
     `namespace`, only the series the plan's own rules wrote (`dynplan_namespace`: two
@@ -629,7 +646,7 @@ def recorded_query(
         **({NAMESPACE_LABEL: namespace} if namespace is not None else {}),
         **({POOL_LABEL: pool} if pool is not None else {}),
     }
-    return record_name(source, series, window_seconds, range_seconds) + selector(labels)
+    return record_name(source, series, window_seconds, range_seconds, bin_seconds) + selector(labels)
 
 
 def read_query(
@@ -644,6 +661,7 @@ def read_query(
     range_seconds: Optional[int] = None,
     namespace: Optional[str] = None,
     bound_ms: Optional[float] = None,
+    bin_seconds: int = PEAK_STEP,
 ) -> str:
     """The query the scaler sends for one series: recorded when it exists, raw otherwise.
 
@@ -652,10 +670,11 @@ def read_query(
     expression otherwise; the choice is made per evaluation (per step in a range query).
     The two are told apart by the `dynplan_plan` label, which only recorded series carry.
     """
-    raw = raw_expr(source, series, labels, window_seconds, extra, range_seconds, bound_ms)
+    raw = raw_expr(source, series, labels, window_seconds, extra, range_seconds, bound_ms, bin_seconds)
     if not use_recording_rules:
         return raw
-    return f"{recorded_query(source, series, plan_name, window_seconds, pool, range_seconds, namespace)} or on() ({raw})"
+    recorded = recorded_query(source, series, plan_name, window_seconds, pool, range_seconds, namespace, bin_seconds)
+    return f"{recorded} or on() ({raw})"
 
 
 def is_recorded(labels: Mapping[str, str]) -> bool:
@@ -752,14 +771,15 @@ def plan_raw_expr(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Op
         pool = series_pool(plan, series)
     rng = query_range(window_seconds, plan.spec.metrics.scrape_interval_seconds)
     return raw_expr(
-        plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool), rng, plan.bucket_bound_ms("ttft")
+        plan_source(plan), series, plan.spec.metrics.selector, window_seconds, pool_extra(plan, pool), rng, plan.bucket_bound_ms("ttft"),
+        dispersion_bin(plan.spec.metrics.scrape_interval_seconds),
     )
 
 
 def plan_record_name(plan: "Plan", series: SeriesDef, window_seconds: int) -> str:
     """`record_name` at the range the plan's scrape interval needs."""
     rng = query_range(window_seconds, plan.spec.metrics.scrape_interval_seconds)
-    return record_name(plan_source(plan), series, window_seconds, rng)
+    return record_name(plan_source(plan), series, window_seconds, rng, dispersion_bin(plan.spec.metrics.scrape_interval_seconds))
 
 
 def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: Optional[str] = None) -> str:
@@ -773,6 +793,7 @@ def plan_read_query(plan: "Plan", series: SeriesDef, window_seconds: int, pool: 
     return read_query(
         source, series, m.selector, plan.name, window_seconds, m.use_recording_rules, pool_extra(plan, pool), rec_pool,
         query_range(window_seconds, m.scrape_interval_seconds), plan.namespace, plan.bucket_bound_ms("ttft"),
+        dispersion_bin(m.scrape_interval_seconds),
     )
 
 
@@ -941,11 +962,12 @@ def source_warnings(plan: "Plan") -> list[tuple[str, str]]:
                         f"to the real scrape interval"))
     lost = unreadable_series(plan)
     if lost:
-        out.append(("spec.metrics.scrapeIntervalSeconds", f"{scrape}s scrapes leave {', '.join(lost)} without a value (their "
-                    f"{PEAK_STEP}-s bins and {PEAK_WINDOW}-s sub-windows need {MIN_SCRAPES} scrapes each): not read, the "
-                    f"attainment sizing keeps what it learned, and holds far fewer requests within the SLA on bursty traffic "
-                    f"(README, attainment benchmark); scrape the {'frontends' if plan_source(plan).layout != 'engine' else 'engines'} "
-                    f"every {PEAK_STEP // MIN_SCRAPES}s or less"))
+        out.append(("spec.metrics.scrapeIntervalSeconds", f"{scrape}s scrapes leave {', '.join(lost)} without a value (the "
+                    f"peak rate's {PEAK_WINDOW}-s sub-windows need {MIN_SCRAPES} scrapes each, the dispersion two bins of "
+                    f"{MIN_SCRAPES} scrapes within the {tp.interval_seconds}s interval): not read, the attainment sizing keeps "
+                    f"what it learned, and holds far fewer requests within the SLA on bursty traffic (README, attainment "
+                    f"benchmark); scrape the {'frontends' if plan_source(plan).layout != 'engine' else 'engines'} every "
+                    f"{PEAK_WINDOW // MIN_SCRAPES}s or less"))
     source = plan_source(plan)
     out += bucket_warnings(plan)
     for label in m.selector:

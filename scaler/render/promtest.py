@@ -284,7 +284,7 @@ def throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
         expectations.append(Expectation(rec, t, (_expected(plan_label, rec, requests),)))
         extra: dict[str, Callable[[], Optional[float]]] = {
             "peak_rate": lambda: _peak_rate(counted, t, W),
-            "arrival_dispersion": lambda: _dispersion(counted, t, W),
+            "arrival_dispersion": lambda: _dispersion(counted, t, W, sources.dispersion_bin(plan.spec.metrics.scrape_interval_seconds)),
             "backlog": lambda: backlog_at(p * per_window),
         }
         for key, compute in extra.items():
@@ -320,11 +320,11 @@ def _per_window(count: float, window: int, rng: int) -> float:
     return count if rng == window else count * window / rng
 
 
-def _grid(t: int, back: int) -> list[int]:
-    """Multiples of 30 s in [t - back, t], oldest first: the points of a subquery at 30-s
+def _grid(t: int, back: int, step: int = sources.PEAK_STEP) -> list[int]:
+    """Multiples of `step` in [t - back, t], oldest first: the points of a subquery at that
     resolution over `back` seconds evaluated at t (promtool's clock starts at 0)."""
-    first = -(-(t - back) // sources.PEAK_STEP) * sources.PEAK_STEP
-    return list(range(max(first, 0), t + 1, sources.PEAK_STEP))
+    first = -(-(t - back) // step) * step
+    return list(range(max(first, 0), t + 1, step))
 
 
 def _peak_rate(counted: Callable[[int, int], int], t: int, window: int) -> float:
@@ -339,9 +339,9 @@ def _peak_rate(counted: Callable[[int, int], int], t: int, window: int) -> float
     return max(counted(e - minute, e) / minute for e in _grid(t, window - minute))
 
 
-def _dispersion(counted: Callable[[int, int], int], t: int, window: int) -> Optional[float]:
-    """Allan's index of dispersion of the 30-s counts in the window; None when it is NaN."""
-    step = sources.PEAK_STEP
+def _dispersion(counted: Callable[[int, int], int], t: int, window: int, step: int = sources.PEAK_STEP) -> Optional[float]:
+    """Allan's index of dispersion of the counts in `step`-s bins (the plan's
+    `sources.dispersion_bin`) in the window; None when it is NaN."""
     bins = window // step
 
     def c(e: int) -> int:
@@ -350,8 +350,8 @@ def _dispersion(counted: Callable[[int, int], int], t: int, window: int) -> Opti
     if bins == 2:
         now, before = c(t), c(t - step)
         return None if now + before == 0 else (now - before) ** 2 / (now + before)
-    diffs = [float((c(e) - c(e - step)) ** 2) for e in _grid(t, (bins - 2) * step)]
-    counts = [float(c(e)) for e in _grid(t, (bins - 1) * step)]
+    diffs = [float((c(e) - c(e - step)) ** 2) for e in _grid(t, (bins - 2) * step, step)]
+    counts = [float(c(e)) for e in _grid(t, (bins - 1) * step, step)]
     if sum(counts) == 0:
         return None
     return (sum(diffs) / len(diffs)) / (2 * sum(counts) / len(counts))
@@ -683,7 +683,7 @@ def engine_throughput_case(plan: Plan, group: RuleGroup) -> RuleTestCase:
         expectations.append(Expectation(rec, t, (_expected(plan_label, rec, _per_window(float(counted(t - window, t)), W, window)),)))
         extra: dict[str, Callable[[], Optional[float]]] = {
             "peak_rate": lambda: _peak_rate(counted, t, W),
-            "arrival_dispersion": lambda: _dispersion(counted, t, W),
+            "arrival_dispersion": lambda: _dispersion(counted, t, W, sources.dispersion_bin(plan.spec.metrics.scrape_interval_seconds)),
             "backlog": lambda: backlog_at(w_i * per_window),
         }
         for key, compute in extra.items():

@@ -110,6 +110,8 @@ class EngineConfig:
     hpa_phase_seconds: Optional[float] = None
     # the TTFT histogram's bucket bound at the SLA (ms): windows report the fraction above it
     ttft_bound_ms: Optional[float] = None
+    # the index of dispersion's bin (sources.dispersion_bin of the plan's scrape interval)
+    dispersion_bin_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("disagg", "agg"):
@@ -171,7 +173,7 @@ class Engine:
         self._isl = workload.isl.tolist()
         self._osl = workload.osl.tolist()
         self._arr = workload.t.tolist()
-        self._window = WindowStats(self._arr, workload.isl, config.ttft_bound_ms)
+        self._window = WindowStats(self._arr, workload.isl, config.ttft_bound_ms, config.dispersion_bin_seconds)
         self.prefill_end = [math.nan] * n
         self.finish = [math.nan] * n
         self._heap: list = []

@@ -47,7 +47,7 @@ from scaler.sim.peers import (
 )
 from scaler.sim.window import first_window
 from scaler.sim.workload import Arrivals
-from scaler.sources import unreadable_series
+from scaler.sources import dispersion_bin, unreadable_series
 
 ORACLE = "oracle"
 STATIC_SWEEP = "static-sweep"
@@ -304,7 +304,8 @@ def warm_start(
     sized = sizing_plan(spec, plan)
     interval = float(sized.spec.scaling.throughput.interval_seconds)
     head = int(np.searchsorted(workload.t, interval))
-    window = first_window(workload.t[:head].tolist(), workload.isl[:head], workload.osl[:head], interval)
+    window = first_window(workload.t[:head].tolist(), workload.isl[:head], workload.osl[:head], interval,
+                          dispersion_bin(sized.spec.metrics.scrape_interval_seconds))
     unread: dict[str, Any] = {key: None for key in unreadable_series(sized)}
     window = replace(window, **unread)
     decision = decide(sized, model, Observation(timestamp=interval, traffic=window), new_state(sized))

@@ -15,6 +15,7 @@ from scaler.sim.policies import COMPUTED, DYNAMO, ORACLE, STATIC_SWEEP, PolicySp
 from scaler.sim.report import policy_summary
 from scaler.sim.results import SimResult
 from scaler.sim.workload import Arrivals
+from scaler.sources import dispersion_bin
 
 # A pool's start-up delay when the plan has no spec.pools.<pool>.startupSeconds
 DEFAULT_STARTUP_SECONDS = 60.0
@@ -86,6 +87,7 @@ def compare(
         startup_delay_by_pool=startup,
         mode=plan.spec.mode,
         ttft_bound_ms=plan.bucket_bound_ms("ttft"),
+        dispersion_bin_seconds=float(dispersion_bin(plan.spec.metrics.scrape_interval_seconds)),
     )
     target = target_attainment(plan)
     gpus = {n: p.gpus_per_replica for n, p in plan.pools.items()}

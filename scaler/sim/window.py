@@ -21,10 +21,15 @@ class WindowStats:
     since the last `reset` (completions and first tokens), arrivals looked up by time."""
 
     __slots__ = ("_arrivals", "_isl_cum", "first_tokens", "ttft_ms_sum", "completed_requests", "osl_sum",
-                 "duration_sum", "decode_seconds", "decode_tokens", "_ttft_bound_ms", "ttft_over")
+                 "duration_sum", "decode_seconds", "decode_tokens", "_ttft_bound_ms", "ttft_over", "_bin")
 
-    def __init__(self, arrivals: Sequence[float], isl: np.ndarray, ttft_bound_ms: Optional[float] = None) -> None:
+    def __init__(
+        self, arrivals: Sequence[float], isl: np.ndarray, ttft_bound_ms: Optional[float] = None,
+        dispersion_bin_seconds: float = PEAK_STEP_SECONDS,
+    ) -> None:
         self._arrivals = arrivals
+        # the index of dispersion's bin (sources.dispersion_bin: the plan's scrape interval)
+        self._bin = dispersion_bin_seconds
         # the TTFT histogram's bucket bound at the SLA (None: no such bucket, no ttft_miss)
         self._ttft_bound_ms = ttft_bound_ms
         self._isl_cum = np.concatenate([[0.0], np.cumsum(isl, dtype=np.float64)])
@@ -75,7 +80,7 @@ class WindowStats:
             itl_ms=1000.0 * self.decode_seconds / self.decode_tokens if self.decode_tokens else None,
             request_duration_s=self.duration_sum / done if done else None,
             peak_rate=peak_rate(self._arrivals, t, seconds),
-            arrival_dispersion=arrival_dispersion(self._arrivals, t, seconds),
+            arrival_dispersion=arrival_dispersion(self._arrivals, t, seconds, self._bin),
             backlog=backlog,
             ttft_miss=self.ttft_over / self.first_tokens if self.first_tokens and self._ttft_bound_ms is not None else None,
         )
@@ -97,15 +102,17 @@ def peak_rate(arrivals: Sequence[float], t: float, seconds: float) -> float:
     return best / PEAK_WINDOW_SECONDS
 
 
-def arrival_dispersion(arrivals: Sequence[float], t: float, seconds: float) -> Optional[float]:
-    """Index of dispersion of the arrival counts in PEAK_STEP_SECONDS bins of [t - seconds, t),
+def arrival_dispersion(
+    arrivals: Sequence[float], t: float, seconds: float, bin_seconds: float = PEAK_STEP_SECONDS
+) -> Optional[float]:
+    """Index of dispersion of the arrival counts in `bin_seconds` bins of [t - seconds, t),
     by Allan's estimator: half the mean squared difference of neighbouring bins over the mean
     count, so that a trend over minutes (peak_rate's business) does not count as clumping.
     1 for Poisson arrivals. None with fewer than two bins or no arrivals."""
-    steps = int(seconds // PEAK_STEP_SECONDS + 1e-9)
+    steps = int(seconds // bin_seconds + 1e-9)
     if steps < 2:
         return None
-    edges = [t - (steps - k) * PEAK_STEP_SECONDS for k in range(steps + 1)]
+    edges = [t - (steps - k) * bin_seconds for k in range(steps + 1)]
     counts = np.diff(np.asarray([bisect_left(arrivals, e) for e in edges], dtype=np.float64))
     mean = float(counts.mean())
     if mean <= 0:
@@ -113,7 +120,9 @@ def arrival_dispersion(arrivals: Sequence[float], t: float, seconds: float) -> O
     return float(np.mean(np.diff(counts) ** 2)) / (2.0 * mean)
 
 
-def first_window(arrivals: Sequence[float], isl: np.ndarray, osl: np.ndarray, seconds: float) -> TrafficWindow:
+def first_window(
+    arrivals: Sequence[float], isl: np.ndarray, osl: np.ndarray, seconds: float, bin_seconds: float = PEAK_STEP_SECONDS
+) -> TrafficWindow:
     """The window [0, seconds) as a deployment already serving that traffic would have reported
     it, from its arrivals alone: their count, mean ISL and mean OSL (the OSL their completions
     would show), the peak rate, no backlog, and no latency means (none measured yet)."""
@@ -124,6 +133,6 @@ def first_window(arrivals: Sequence[float], isl: np.ndarray, osl: np.ndarray, se
         isl=float(np.mean(isl[:hi])) if hi else None,
         osl=float(np.mean(osl[:hi])) if hi else None,
         peak_rate=peak_rate(arrivals, seconds, seconds),
-        arrival_dispersion=arrival_dispersion(arrivals, seconds, seconds),
+        arrival_dispersion=arrival_dispersion(arrivals, seconds, seconds, bin_seconds),
         backlog=0.0,
     )

@@ -221,11 +221,21 @@ def test_burst_signals_are_read_only_where_their_bins_hold_two_scrapes() -> None
     def attainment_keys(scrape: int, window: int = 180) -> list[str]:
         return keys(engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=window, scrape=scrape))
 
+    # the dispersion's bins hold two scrapes: 30 s up to 15-s scrapes, 60 s at 30 s, 90 s at 31 s
+    assert [sources.dispersion_bin(s) for s in (1, 15, 16, 30, 31, 60)] == [30, 30, 60, 60, 90, 120]
     assert attainment_keys(15) == BASE + ["peak_rate", "arrival_dispersion", "backlog", "ttft_miss"]
-    assert attainment_keys(30) == BASE + ["peak_rate", "backlog", "ttft_miss"]  # 30-s bins: one scrape each
-    assert attainment_keys(31) == BASE + ["backlog", "ttft_miss"]  # the 60-s sub-window: under two scrapes
-    warned = dict(sources.source_warnings(engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=180, scrape=30)))
-    assert "arrival_dispersion without a value" in warned["spec.metrics.scrapeIntervalSeconds"]
+    assert attainment_keys(30) == BASE + ["peak_rate", "arrival_dispersion", "backlog", "ttft_miss"]  # 60-s bins
+    assert attainment_keys(31) == BASE + ["arrival_dispersion", "backlog", "ttft_miss"]  # the 60-s sub-window: under two scrapes
+    assert attainment_keys(31, window=150) == BASE + ["backlog", "ttft_miss"]  # one 90-s bin in 150 s
+    warned = dict(sources.source_warnings(engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=180, scrape=31)))
+    assert "peak_rate without a value" in warned["spec.metrics.scrapeIntervalSeconds"]
+    assert "scrape the engines every 30s or less" in warned["spec.metrics.scrapeIntervalSeconds"]
+    # at 30-s scrapes the dispersion reads 60-s bins, recorded under its own name
+    at30 = engine_plan("vllm", mode="agg", sizing="attainment", interval_seconds=180, scrape=30)
+    disp = sources.SERIES_BY_KEY["arrival_dispersion"]
+    assert sources.plan_record_name(at30, disp, 180) == "dynplan_plan:vllm:request_success:dispersion_increase60s_180s"
+    expr = sources.plan_raw_expr(at30, disp, 180)
+    assert "[60s] offset 60s" in expr and "[60s1ms:60s]" in expr and "[120s1ms:60s]" in expr and "[30s]" not in expr
 
 
 def test_every_source_names_every_series_and_record_names_are_valid() -> None:
@@ -290,6 +300,8 @@ def test_a_bound_the_exporters_default_buckets_lack_is_a_warning_naming_the_boun
 def test_the_scrape_interval_decides_which_attainment_series_are_read() -> None:
     at30 = Plan.model_validate(with_changes(plan_dict(sizing="attainment", interval_seconds=180), {"spec.metrics.scrapeIntervalSeconds": 30}))
     at15 = Plan.model_validate(with_changes(plan_dict(sizing="attainment", interval_seconds=180), {"spec.metrics.scrapeIntervalSeconds": 15}))
-    assert sources.unreadable_series(at30) == ("arrival_dispersion",)
+    at60 = Plan.model_validate(with_changes(plan_dict(sizing="attainment", interval_seconds=180), {"spec.metrics.scrapeIntervalSeconds": 60}))
+    assert sources.unreadable_series(at30) == ()  # 60-s bins
     assert sources.unreadable_series(at15) == ()
-    assert "scrape the frontends every 15s or less" in dict(sources.source_warnings(at30))["spec.metrics.scrapeIntervalSeconds"]
+    assert sources.unreadable_series(at60) == ("peak_rate", "arrival_dispersion")  # 120-s bins: one in 180 s
+    assert "scrape the frontends every 30s or less" in dict(sources.source_warnings(at60))["spec.metrics.scrapeIntervalSeconds"]

@@ -159,3 +159,16 @@ def test_rules_at_30s_scrapes_pass_promtool_and_their_generated_tests(source: st
     cases = [c for c in yaml.safe_load(test.text)["tests"] if "promql_expr_test" in c]  # not the alerts' cases
     assert len(cases) == 2 and sum(len(c["promql_expr_test"]) for c in cases) >= 20
     assert "[120s]" in next(f.text for f in r.files if f.name.endswith(".rules.yaml"))
+
+
+def test_a_180s_window_at_30s_scrapes_counts_its_dispersion_in_60s_bins_and_promtool_agrees(tmp_path: Path) -> None:
+    """The generated promtool test expects the dispersion the simulator defines over 60-s bins
+    (three in 180 s), and promtool, evaluating the rule's PromQL, finds exactly it."""
+    d = with_changes(doc("vllm", "http://127.0.0.1:9", SCRAPE, True), {"spec.scaling.throughput.intervalSeconds": 180})
+    path = write_plan(tmp_path, d, profile=linear_profile())
+    r = render_manifests([str(path)], str(tmp_path / "out"), check=True)  # runs promtool test rules
+    (test,) = [f for f in r.files if f.role == ROLE_RULES_TEST]
+    exprs = [e for c in yaml.safe_load(test.text)["tests"] for e in c.get("promql_expr_test", [])]
+    dispersion = [e for e in exprs if e["expr"].startswith("dynplan_plan:vllm:request_success:dispersion_increase60s_180s")]
+    assert dispersion and any(e.get("exp_samples") for e in dispersion)
+    assert not [e for e in exprs if "dispersion_increase30s" in e["expr"]]
