@@ -59,6 +59,10 @@ class Rendered:
         assert checks.promtool_check_rules(directory, [self.rules_name], self.origin) == [], (old, new)
         return subprocess.run(["promtool", "test", "rules", self.test_name], cwd=directory, capture_output=True, text=True)
 
+    def assert_passes(self, tmp_path: Path) -> None:
+        out = self.promtool(tmp_path / "good")
+        assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+
     def assert_fails(self, tmp_path: Path, mutations: dict[str, tuple[str, str]]) -> None:
         for what, (old, new) in mutations.items():
             out = self.promtool(tmp_path / what.replace(" ", "-"), old, new)
@@ -74,8 +78,7 @@ def plan_file(tmp_path: Path, changes: dict[str, Any]) -> Path:
 def test_a_fractional_bound_passes_and_wrong_rules_fail(tmp_path: Path) -> None:
     r = Rendered(DISAGG)  # ttftMs 200: le="0.2", 120-s ranges
     assert [e["eval_time"] for e in r.expected] == ["120s", "240s", "360s"]
-    out = r.promtool(tmp_path / "good")
-    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    r.assert_passes(tmp_path)
     r.assert_fails(tmp_path, {
         "bucket below the bound": ('le="0.2"', 'le="0.1"'),
         "bucket above the bound": ('le="0.2"', 'le="0.4"'),
@@ -91,8 +94,7 @@ def test_a_fractional_bound_passes_and_wrong_rules_fail(tmp_path: Path) -> None:
 def test_a_whole_second_bound_counts_both_exporters_forms(tmp_path: Path) -> None:
     r = Rendered(plan_file(tmp_path, {"spec.rules": {"ttftBucketMs": 1000}}))
     assert 'le=~"1|1\\\\.0"' in r.expr and len(r.expected) == 3
-    out = r.promtool(tmp_path / "good")
-    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    r.assert_passes(tmp_path)
     r.assert_fails(tmp_path, {
         "go form only": ('le=~"1|1\\\\.0"', 'le="1"'),
         "python form only": ('le=~"1|1\\\\.0"', 'le="1.0"'),
@@ -108,8 +110,7 @@ def test_an_engine_plan_reads_its_prefill_pool(source: str, tmp_path: Path) -> N
         changes.update({"spec.pools.prefill.selector": {"pod": "=~llama-prefill-.*"}, "spec.pools.decode.selector": {"pod": "=~llama-decode-.*"}})
     r = Rendered(plan_file(tmp_path, changes))
     assert len(r.expected) == 3
-    out = r.promtool(tmp_path / "good")
-    assert out.returncode == 0 and "SUCCESS" in out.stdout, out.stdout + out.stderr
+    r.assert_passes(tmp_path)
     pool = ('pod=~"llama-prefill-.*"', 'pod=~"llama-decode-.*"') if source == "vllm" else ('engine_type="prefill"', 'engine_type="decode"')
     r.assert_fails(tmp_path, {
         "the decode pool": pool,
