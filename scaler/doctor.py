@@ -38,6 +38,7 @@ from scaler.sources import (
     RENAMES,
     SeriesDef,
     bound_bucket,
+    bounds_either_side,
     le_matcher,
     plan_raw_expr,
     plan_series,
@@ -121,14 +122,6 @@ def _le_seconds(le: str) -> Optional[float]:
         return None
 
 
-def _neighbours(bounds: list[float], at: float) -> tuple[Optional[float], Optional[float]]:
-    """The bounds nearest below and above `at` that a plan can count above (None where
-    there is none): positive (Dynamo's first bucket is le=0) and finite (+Inf)."""
-    below = [b for b in bounds if 0 < b < at]
-    above = [b for b in bounds if b > at and math.isfinite(b)]
-    return (max(below) if below else None), (min(above) if above else None)
-
-
 async def _bound_missing(client: PromClient, plan: Plan, series: SeriesDef, pool: Optional[str]) -> Optional[tuple[str, str]]:
     """(selector, hint) when an `over_bound` series' histogram has buckets for the selector
     but none at the plan's bound, else None (no buckets at all: the usual missing hints)."""
@@ -142,7 +135,7 @@ async def _bound_missing(client: PromClient, plan: Plan, series: SeriesDef, pool
     # numerically: exporters write "1" or "1.0", and the same bound once per pod
     values = {_le_seconds(s.labels.get("le", "")) for s in await client.instant(f"count by (le) ({series_selector(metric, sel)})")}
     bounds = sorted(v for v in values if v is not None and not math.isnan(v))
-    below, above = _neighbours(bounds, at)
+    below, above = bounds_either_side(bounds, at)
     near = [b for b in (below, above) if b is not None]
     head = f"{metric} has no bucket at le={at:g} ({field}), so {series.key} never has a value: "
     if at in bounds:

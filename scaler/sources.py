@@ -25,10 +25,10 @@ the one pool gives everything. docs/metrics-sources.md lists every series per so
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping, Optional
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
 
-from scaler.core.observations import PEAK_STEP_SECONDS, PEAK_WINDOW_SECONDS
+from scaler.core.observations import PEAK_STEP_SECONDS, PEAK_WINDOW_SECONDS, TrafficWindow
 
 if TYPE_CHECKING:
     from scaler.core.plan import Plan
@@ -885,15 +885,22 @@ DEFAULT_BUCKETS: dict[str, dict[str, tuple[float, ...]]] = {
 }
 
 
+def bounds_either_side(bounds: Sequence[float], seconds: float) -> tuple[Optional[float], Optional[float]]:
+    """The bucket bounds nearest below and above `seconds` that a plan can count above (None
+    where there is none): positive (Dynamo's first bucket is le=0) and finite (+Inf). For
+    `bucket_warnings` (the defaults) and `dynplan doctor` (the exporter's own)."""
+    below = [b for b in bounds if 0 < b < seconds]
+    above = [b for b in bounds if b > seconds and math.isfinite(b)]
+    return (max(below) if below else None), (min(above) if above else None)
+
+
 def _default_bounds_near(source: Source, attr: str, seconds: float) -> Optional[tuple[Optional[float], Optional[float]]]:
     """None when `seconds` is one of the source's default bucket bounds for histogram `attr`
     (or no defaults are known), else the nearest default bounds below and above it."""
     bounds = DEFAULT_BUCKETS.get(source.name, {}).get(attr)
     if not bounds or any(abs(b - seconds) <= 1e-9 * max(1.0, seconds) for b in bounds):
         return None
-    below = [b for b in bounds if 0 < b < seconds]
-    above = [b for b in bounds if b > seconds]
-    return (max(below) if below else None), (min(above) if above else None)
+    return bounds_either_side(bounds, seconds)
 
 
 def bucket_warnings(plan: "Plan") -> list[tuple[str, str]]:
@@ -941,6 +948,13 @@ def unreadable_series(plan: "Plan") -> tuple[str, ...]:
         return ()
     return tuple(s.key for s in ATTAINMENT_SERIES
                  if defined(s, tp.interval_seconds) and not defined(s, tp.interval_seconds, scrape))
+
+
+def as_read(plan: "Plan", window: TrafficWindow) -> TrafficWindow:
+    """`window` without the series the plan's scrape interval leaves unread
+    (`unreadable_series`): what the scaler would have decided on."""
+    unread: dict[str, Any] = {key: None for key in unreadable_series(plan)}
+    return replace(window, **unread) if unread else window
 
 
 def source_warnings(plan: "Plan") -> list[tuple[str, str]]:

@@ -47,7 +47,7 @@ from scaler.sim.peers import (
 )
 from scaler.sim.window import first_window
 from scaler.sim.workload import Arrivals
-from scaler.sources import dispersion_bin, unreadable_series
+from scaler.sources import as_read, dispersion_bin
 
 ORACLE = "oracle"
 STATIC_SWEEP = "static-sweep"
@@ -142,8 +142,6 @@ class PlannerController:
         # the history the fold is read from: the newest 2N windows by grid index (a fold
         # holds at most 2N - 1)
         self._history: dict[int, TrafficWindow] = {}
-        # what the plan's scrape interval leaves the scaler without, it decides without
-        self._unread: dict[str, Any] = {key: None for key in unreadable_series(plan)}
 
     def initial_replicas(self) -> Mapping[str, int]:
         # By default the deployment starts at each pool's minimum (a cold start, as Dynamo's
@@ -182,8 +180,7 @@ class PlannerController:
 
     def on_traffic(self, t: float, window: TrafficWindow, ready: Mapping[str, int]) -> Optional[Mapping[str, int]]:
         interval = float(self.plan.spec.scaling.throughput.interval_seconds)
-        if self._unread:
-            window = replace(window, **self._unread)
+        window = as_read(self.plan, window)  # what the plan's scrape interval leaves unread, it decides without
         read = fold_read(t, t, interval, self.fold_intervals, self._held)
         prior = self._read(t, read.count - 1, interval)
         obs = replace(throughput_observation(self.plan, t, window, ()), ready_replicas=dict(ready))
@@ -306,7 +303,6 @@ def warm_start(
     head = int(np.searchsorted(workload.t, interval))
     window = first_window(workload.t[:head].tolist(), workload.isl[:head], workload.osl[:head], interval,
                           dispersion_bin(sized.spec.metrics.scrape_interval_seconds))
-    unread: dict[str, Any] = {key: None for key in unreadable_series(sized)}
-    window = replace(window, **unread)
+    window = as_read(sized, window)
     decision = decide(sized, model, Observation(timestamp=interval, traffic=window), new_state(sized))
     return {n: p.replicas for n, p in decision.pools.items()}

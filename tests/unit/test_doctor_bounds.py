@@ -11,8 +11,7 @@ import pytest
 
 from helpers import plan_dict, with_changes
 from scaler.core.plan import Plan
-from scaler.doctor import _neighbours
-from scaler.sources import SERIES_BY_KEY, bound_bucket, plan_raw_expr, series_selector
+from scaler.sources import SERIES_BY_KEY, bound_bucket, bounds_either_side, plan_raw_expr, series_selector
 
 VLLM = {"spec.metrics.source": "vllm", "spec.metrics.selector": {"namespace": "inference"},
         "spec.pools.prefill.selector": {"pod": "=~llama-prefill-.*"}, "spec.pools.decode.selector": {"pod": "=~llama-decode-.*"}}
@@ -52,4 +51,4 @@ BOUNDS = [0.0, 0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
     (6.0, (5.0, None)),  # +Inf is no bound to set
 ])
 def test_the_neighbours_are_the_positive_finite_bounds_either_side(at: float, expected: tuple[Any, Any]) -> None:
-    assert _neighbours(BOUNDS, at) == expected
+    assert bounds_either_side(BOUNDS, at) == expected
