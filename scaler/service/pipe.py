@@ -68,5 +68,18 @@ class ThreadedPipe:
                 msg = self.conn.recv()
             except (EOFError, OSError):
                 break
-            self._loop.call_soon_threadsafe(self._on_message, msg)
-        self._loop.call_soon_threadsafe(self._on_closed)
+            if not self._hand(self._on_message, msg):
+                return
+        self._hand(self._on_closed)
+
+    def _hand(self, callback: Callable[..., None], *args: Any) -> bool:
+        """Run `callback(*args)` on the loop; False when the loop is already closed (the
+        process is exiting, e.g. a flag only the decider checks failed: nobody is left to
+        tell, and a traceback on stderr would be noise)."""
+        try:
+            self._loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            if self._loop.is_closed():
+                return False
+            raise
+        return True
