@@ -1,7 +1,8 @@
 """SLA attainment against GPU cost: the default plan beside Dynamo's and llm-d's policies and
 the cheapest static fleet, on the shared traces (not a test: it prints a table for the README).
 
-Run: .venv/bin/python -m bench.bench_attainment [--scenario NAME ...] [--keep DIR] [--sensitivity]
+Run: .venv/bin/python -m bench.bench_attainment [--scenario NAME ...] [--keep DIR]
+     [--sensitivity | --generalization]
 (SLOWED/<profile> in the printed commands is bench/slowed_profile's copy of that profile.)
 
 Each scenario is one `dynplan simulate` command (printed before its rows) on a plan that sets
@@ -18,6 +19,11 @@ is judged on traces and hardware it was not tuned on): engines as fast as profil
 slower, 180 s of start-up, two other replication seeds, and the frontends scraped every 30 s
 (kube-prometheus-stack's default; the scenarios scrape at 15 s), two simulations at a time,
 and prints each scenario's attainment and GPU-hours against its target.
+
+`--generalization` runs the plan beside `dynamo` and the cheapest static fleet on plans the
+policy was not tuned on (bench/scenarios/*-{fp8,bf16,tight,99,agg}.yaml): the other
+profile, tighter SLAs, a 99% target on the bursty code trace, and one aggregated pool. It
+sets no targets; it reports where the plan holds its attainment and at what cost.
 """
 
 from __future__ import annotations
@@ -71,6 +77,23 @@ VARIANTS = (
     ("seed 1", SLOWER, STARTUP_SECONDS, 1, None),
     ("seed 2", SLOWER, STARTUP_SECONDS, 2, None),
     ("30-s scrapes", SLOWER, STARTUP_SECONDS, 0, 30),
+)
+
+
+# Off the tuned plans: the scenarios' traces under other profiles, SLAs, targets and modes
+GENERALIZATION = (
+    Scenario("conv-x12 fp8", "bench/scenarios/conv-fp8.yaml", "examples/traces/azure-llm-2023-conv.csv",
+             "h200-llama3.1-8b-fp8-tp1", ("--replicate", "12"), 1.0),
+    Scenario("conv-x12 400ms", "bench/scenarios/conv-tight.yaml", "examples/traces/azure-llm-2023-conv.csv",
+             "h200-llama3.1-8b-bf16-measured", ("--replicate", "12"), 1.0),
+    Scenario("conv-x6 agg", "bench/scenarios/conv-agg.yaml", "examples/traces/azure-llm-2023-conv.csv",
+             "h200-llama3.1-8b-bf16-measured", ("--replicate", "6"), 1.0),
+    Scenario("code-x3 bf16", "bench/scenarios/code-bf16.yaml", "examples/traces/azure-llm-2023-code.csv",
+             "h200-llama3.1-8b-bf16-measured", ("--replicate", "3"), 1.0),
+    Scenario("code-x3 99%", "bench/scenarios/code-99.yaml", "examples/traces/azure-llm-2023-code.csv",
+             "h200-llama3.1-8b-fp8-tp1", ("--replicate", "3"), 1.0),
+    Scenario("code-x3 agg", "bench/scenarios/code-agg.yaml", "examples/traces/azure-llm-2023-code.csv",
+             "h200-llama3.1-8b-fp8-tp1", ("--replicate", "3"), 1.0),
 )
 
 
@@ -193,12 +216,51 @@ def sensitivity(chosen: list[Scenario], work: Path) -> list[str]:
     return misses
 
 
+def generalization(work: Path) -> list[str]:
+    """Plan, dynamo and the cheapest static fleet on every GENERALIZATION plan (as benchmarked:
+    x1.15 engines, 90 s start-up); returns where the plan misses its attainment target."""
+    jobs = []
+    for s in GENERALIZATION:
+        truth = slowed_profile(ROOT / "examples" / "profiles" / s.profile, work / f"truth-{s.profile}-{SLOWER}", SLOWER)
+        out = work / f"gen-{len(jobs)}"
+        cmd = command(s, truth, out, ("plan", "dynamo", "static-sweep"))
+        shown = " ".join(cmd[1:]).replace(str(out), "OUT").replace(str(truth), f"SLOWED/{s.profile}")
+        jobs.append((s, out, cmd, shown))
+
+    def one(cmd: list[str]) -> None:
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, [j[2] for j in jobs]))
+    misses: list[str] = []
+    print(f"{'scenario':15s} {'target':>6s} {'plan':>7s} {'TTFT':>7s} {'ITL':>7s} {'GPU-h':>6s} {'x static':>8s} "
+          f"{'x oracle':>8s} {'dynamo':>7s} {'static':>7s} {'fleet':>6s} {'oracle':>7s}")
+    for s, out, _, shown in jobs:
+        summary = json.loads((out / "summary.json").read_text())
+        target = summary["sla"].get("attainment")
+        pols = summary["policies"]
+        p, d, st, o = (pols.get(k, {}) for k in ("plan", "dynamo", "static-sweep", "oracle"))
+        a = p.get("attainment") or {}
+        fleet = st.get("fleet")
+        fleet_s = ",".join(str(v) for v in fleet.values()) if isinstance(fleet, dict) else "-"
+        print(f"{s.name:15s} {target:>6} {_pct(a.get('both'))} {_pct(a.get('ttft'))} {_pct(a.get('itl'))} "
+              f"{_num(p.get('gpuHours')):>6s} {_num(p.get('gpuHoursVsStatic')):>8s} {_num(p.get('gpuHoursVsOracle')):>8s} "
+              f"{_pct((d.get('attainment') or {}).get('both'))} {_pct((st.get('attainment') or {}).get('both'))} "
+              f"{fleet_s:>6s} {_pct((o.get('attainment') or {}).get('both'))}")
+        if a.get("both") is None or target is None or a["both"] < target:
+            misses.append(f"{s.name}: plan holds {_pct(a.get('both')).strip()} < {target} (dynplan {shown})")
+    return misses
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenario", action="append", choices=[s.name for s in SCENARIOS])
     ap.add_argument("--keep", type=Path, help="keep every summary.json and decision log here")
-    ap.add_argument("--sensitivity", action="store_true",
-                    help="the plan policy alone off the tuned point (engine speed, start-up, seeds)")
+    modes = ap.add_mutually_exclusive_group()
+    modes.add_argument("--sensitivity", action="store_true",
+                       help="the plan policy alone off the tuned point (engine speed, start-up, seeds)")
+    modes.add_argument("--generalization", action="store_true",
+                       help="plan, dynamo and static fleets on plans not tuned on (other profile, SLAs, agg)")
     args = ap.parse_args()
     chosen = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
     work = Path(tempfile.mkdtemp(prefix="dynplan-attainment-"))
@@ -207,6 +269,8 @@ def main() -> int:
     try:
         if args.sensitivity:
             misses = sensitivity(chosen, work)
+        elif args.generalization:
+            misses = generalization(work)
         else:
             for s in chosen:
                 misses += report(s, run(s, work))

@@ -160,3 +160,14 @@ def test_commands_do_not_import_the_top_level_cli() -> None:
                 if target == "scaler.cli":
                     offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
     assert offenders == []
+
+
+def test_validate_every_benchmark_scenario_without_warnings() -> None:
+    # the attainment benchmark's plans (bench/scenarios) must load with their profiles and
+    # count misses at real bucket bounds: a plan that drifted would bench something else
+    plans = sorted((REPO / "bench" / "scenarios").glob("*.yaml"))
+    assert len(plans) == 8
+    res = run("validate", *map(str, plans))
+    assert res.exit_code == 0, res.stderr
+    assert res.stdout.count(": ok (") == 8
+    assert "warning" not in res.stderr.lower(), res.stderr
