@@ -203,6 +203,29 @@ def plan_file_name(namespace: str, plan: str) -> str:
     return f"{plan_ref(namespace, plan)}.yaml"
 
 
+# The plan collector (k8s-sidecar with UNIQUE_FILENAMES=true) names each file after the
+# ConfigMap it copied: `namespace_<namespace>.configmap_<name>.<key>`. A namespace is a
+# DNS-1123 label (no "."), so the first "." ends it and no key can forge another
+# namespace's prefix; the scaler checks plans against it (service/registry.py). A prefix,
+# not a whole name: whatever follows it, the file is checked.
+_COLLECTED_PREFIX_RE = re.compile(r"\Anamespace_([a-z0-9]([-a-z0-9]*[a-z0-9])?)\.configmap_")
+# A file name is at most 255 bytes (NAME_MAX of Linux file systems); a longer one the
+# collector cannot write, and its plan never loads.
+MAX_FILE_NAME_BYTES = 255
+
+
+def collected_file_name(configmap_namespace: str, configmap_name: str, key: str) -> str:
+    """The file the plan collector writes for `key` of ConfigMap `configmap_namespace/configmap_name`."""
+    return f"namespace_{configmap_namespace}.configmap_{configmap_name}.{key}"
+
+
+def collected_namespace(file_name: str) -> str | None:
+    """The namespace of the ConfigMap a collected file came from; None for a file the
+    collector did not name (a plain directory, a projected volume, a local run)."""
+    match = _COLLECTED_PREFIX_RE.match(file_name)
+    return match.group(1) if match is not None else None
+
+
 # -- rendered file names (`dynplan render manifests -o DIR`) ----------------------------------
 
 

@@ -42,6 +42,17 @@ def _prometheus_access(allow: tuple[str, ...], credentials_file: Optional[str]) 
     return load_credentials(credentials_file) if credentials_file else None
 
 
+def _trusted_namespace(value: Optional[str]) -> Optional[str]:
+    """--trusted-namespace: a namespace name, or unset ('' from an empty POD_NAMESPACE too)."""
+    from scaler.naming import is_dns1123_label
+
+    if not value:
+        return None
+    if not is_dns1123_label(value):
+        raise InputError([FieldError("--trusted-namespace", "", f"{value[:80]!r} is not a namespace name (a DNS-1123 label)")])
+    return value
+
+
 @click.command("serve")
 @click.option("--plans", "plans_dir", required=True, type=click.Path(file_okay=False, exists=True), help="Directory of plan files (and the profiles they reference); reloaded on change.")
 @click.option("--listen", default="0.0.0.0:9090", show_default=True, callback=_host_port, help="gRPC address (KEDA's scalerAddress).")
@@ -57,6 +68,7 @@ def _prometheus_access(allow: tuple[str, ...], credentials_file: Optional[str]) 
 @click.option("--prometheus-allow", "prometheus_allow", multiple=True, metavar="URL-PREFIX", help="Plans may only read Prometheus under this URL prefix (repeatable); without it any URL is allowed (a warning is logged).")
 @click.option("--credentials", "credentials_file", type=click.Path(dir_okay=False), help="YAML file of named Prometheus credentials (token or basic auth, TLS, the URL prefixes each may be sent to); plans name an entry.")
 @click.option("--profile-root", "profile_roots", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Plans' spec.profile must lie under the plans directory or this directory (repeatable); without it a plan may name any directory (a warning is logged).")
+@click.option("--trusted-namespace", envvar="POD_NAMESPACE", metavar="NAMESPACE", help="Plan files the collector copied from ConfigMaps of this namespace (the scaler's own: the manifests set POD_NAMESPACE) may define plans of any namespace; those of every other namespace only plans of their own. Default: $POD_NAMESPACE, else none.")
 @click.option("--prometheus-concurrency", default=8, show_default=True, type=click.IntRange(1, 256), help="Queries in flight at once per Prometheus access, shared by the plans using it.")
 @click.option("--one-process", is_flag=True, help="Read, plan and serve in one process (the default runs the decisions in a child process so that no decision work delays an RPC).")
 @click.option("--planner-processes", default=0, show_default=True, type=click.IntRange(0, 64), help="Further child processes the planning is computed in (for many plans on many cores); 0 computes in threads of the deciding process.")
@@ -80,6 +92,7 @@ def serve(
     credentials_file: Optional[str],
     prometheus_concurrency: int,
     profile_roots: tuple[str, ...],
+    trusted_namespace: Optional[str],
     one_process: bool,
     planner_processes: int,
     decision_spread: float,
@@ -92,6 +105,7 @@ def serve(
     if tls_client_ca and not tls_cert:
         raise InputError([FieldError("--tls-client-ca", "", "mTLS needs --tls-cert and --tls-key too")])
     credentials = _prometheus_access(prometheus_allow, credentials_file)
+    trusted_namespace = _trusted_namespace(trusted_namespace)
     # Before the server's imports: their warnings go to the log stream in its format too.
     configure_logging(log_level, log_format)
     if not prometheus_allow:
@@ -118,6 +132,7 @@ def serve(
         credentials=credentials,
         prometheus_concurrency=prometheus_concurrency,
         profile_roots=tuple(Path(r) for r in profile_roots) if profile_roots else None,
+        trusted_namespace=trusted_namespace,
         planner_processes=planner_processes,
         decision_spread_seconds=decision_spread,
         decider_process=not one_process,

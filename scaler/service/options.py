@@ -121,6 +121,9 @@ class ServeConfig:
     credentials: Optional[Credentials] = None
     # directories spec.profile may point into besides the plans directory; None: anywhere
     profile_roots: Optional[tuple[Path, ...]] = None
+    # the namespace whose collected plan files may define plans of any namespace (the
+    # scaler's own); None: none may (service/registry.py provenance_errors)
+    trusted_namespace: Optional[str] = None
     # further processes the planning runs in (scaler.service.compute); 0: threads of the
     # deciding process (`dynplan serve`'s default)
     planner_processes: int = 0

@@ -7,6 +7,12 @@ invalid is reported (a `plan_load_failed` log event + `dynplan_plan_load_failing
 of its plan keeps serving. Plans are keyed by (namespace, name): a ScaledObject only ever
 sees plans of its own namespace.
 
+A file the plan collector named after its ConfigMap (`namespace_<ns>.configmap_<name>.<key>`,
+naming.collected_namespace) may only define a plan of namespace <ns>, unless <ns> is the
+trusted namespace (the scaler's own, where its admin renders every team's plans): whoever
+can create a labelled ConfigMap in one watched namespace cannot define another's plans.
+Files without that prefix are not checked.
+
 The walk below the directory (profiles) follows symlinks but never enters a directory it
 has already seen (a symlink loop is skipped and logged once), and it is bounded in depth
 and entries, so a hostile or broken tree cannot stall change detection. Parsing a plan and
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from scaler import naming
 from scaler.core.plan import Plan
 from scaler.errors import FieldError, PlanError
 from scaler.planfile import LoadedPlan, load_plan
@@ -131,9 +138,28 @@ def _snapshot(directory: Path) -> tuple[Walk, dict[Path, Fingerprint]]:
     return walk_support(directory), stats
 
 
-def _prepare(path: Path, profile_roots: Optional[tuple[Path, ...]]) -> LoadedPlan:
-    """Parse a plan and build its profile's model (cached by content), in a worker thread."""
+def provenance_errors(loaded: LoadedPlan, trusted_namespace: Optional[str]) -> list[FieldError]:
+    """A collected file's plan must be of its ConfigMap's namespace, unless that is the
+    trusted namespace; other files are not checked."""
+    source = naming.collected_namespace(loaded.path.name)
+    namespace = loaded.plan.namespace
+    if source is None or source == namespace or source == trusted_namespace:
+        return []
+    trusted = f"'{trusted_namespace}'" if trusted_namespace else "none (--trusted-namespace)"
+    return [FieldError(
+        str(loaded.path), "metadata.namespace",
+        f"is '{namespace}', but the file comes from a ConfigMap in namespace '{source}': a ConfigMap "
+        f"defines plans of its own namespace only (of any namespace in the trusted namespace: {trusted})",
+    )]
+
+
+def _prepare(path: Path, profile_roots: Optional[tuple[Path, ...]], trusted_namespace: Optional[str] = None) -> LoadedPlan:
+    """Parse a plan, check its provenance and build its profile's model (cached by
+    content), in a worker thread."""
     loaded = load_plan(path, profile_roots=profile_roots)
+    refused = provenance_errors(loaded, trusted_namespace)
+    if refused:
+        raise PlanError(refused)
     loaded.model  # noqa: B018 - built here, off the event loop; PlanLoop reads the cached one
     return loaded
 
@@ -155,11 +181,14 @@ class PlanRegistry(Changes):
         metrics: Optional[ServiceMetrics] = None,
         run_loops: bool = True,
         profile_roots: Optional[tuple[Path, ...]] = None,
+        trusted_namespace: Optional[str] = None,
     ) -> None:
         super().__init__()  # Changes: `notify` on a new plan version or a new decision
         self.directory = Path(directory)
         # where spec.profile may point: None = anywhere; else these and the plans directory
         self.profile_roots = None if profile_roots is None else (self.directory, *profile_roots)
+        # collected files of this namespace may define plans of any namespace (provenance_errors)
+        self.trusted_namespace = trusted_namespace
         self.make_plan_loop = make_plan_loop
         self.metrics = metrics
         self.run_loops = run_loops
@@ -255,7 +284,7 @@ class PlanRegistry(Changes):
     async def _load(self, path: Path, profile_changed: bool = False) -> bool:
         self._duplicates.pop(path, None)
         try:
-            loaded = await asyncio.to_thread(_prepare, path, self.profile_roots)
+            loaded = await asyncio.to_thread(_prepare, path, self.profile_roots, self.trusted_namespace)
         except PlanError as exc:
             self._record_failure(path, str(exc), exc.errors)
             return False

@@ -63,7 +63,7 @@ class ScalerServer:
         )
         self.registry = PlanRegistry(
             config.plans_dir, self._make_plan_loop, metrics=self.metrics, run_loops=run_loops,
-            profile_roots=config.profile_roots,
+            profile_roots=config.profile_roots, trusted_namespace=config.trusted_namespace,
         )
         # the RPCs, here (one process); None in the decider process, whose RPCs the serving
         # process answers (scaler.service.front)
