@@ -87,12 +87,42 @@ def preflight(loaded: Sequence[LoadedPlan]) -> list[FieldError]:
     return errors
 
 
+def collected_name_errors(
+    loaded: Sequence[LoadedPlan], scaler_namespace: str, placement: objects.ConfigMapPlacement = "scaler"
+) -> list[FieldError]:
+    """The plan collector names a file `namespace_<ConfigMap namespace>.configmap_<ConfigMap
+    name>.<key>` (naming.collected_file_name); past 255 bytes it cannot write it and the plan
+    would silently never load. The ConfigMap name and key each hold the plan's namespace and
+    name, so long ones (and a ConfigMap in the plan's namespace) can overflow."""
+    errors = []
+    for lp in loaded:
+        plan = lp.plan
+        cm_namespace = objects.configmap_namespace(plan, scaler_namespace, placement)
+        file_name = naming.collected_file_name(
+            cm_namespace, naming.plan_configmap_name(plan.namespace, plan.name), naming.plan_file_name(plan.namespace, plan.name)
+        )
+        size = len(file_name.encode())
+        excess = size - naming.MAX_FILE_NAME_BYTES
+        if excess <= 0:
+            continue
+        # metadata.name: shortening it always suffices (a namespace is at most 63 characters)
+        errors.append(FieldError(
+            str(lp.path), "metadata.name",
+            f"the plan collector's file for it (namespace_{cm_namespace}.configmap_<ConfigMap>.<key>) would be "
+            f"{size} bytes, over the {naming.MAX_FILE_NAME_BYTES} of a file name: the collector could not write it "
+            f"and the plan would never load; shorten metadata.name ({len(plan.name)} characters, each counted twice) "
+            f"or metadata.namespace ({len(plan.namespace)}, each counted {3 if cm_namespace == plan.namespace else 2} "
+            f"times) by {excess} in all",
+        ))
+    return errors
+
+
 def build_all(
     loaded: Sequence[LoadedPlan], scaler_namespace: str, placement: objects.ConfigMapPlacement = "scaler"
 ) -> tuple[PlanObjects, ...]:
     """Step 2: plain values for every plan, in plan-name order (independent of -f order);
     `preflight` first, so that nothing large is built for a plan that cannot be rendered."""
-    problems = preflight(loaded)
+    problems = preflight(loaded) + collected_name_errors(loaded, scaler_namespace, placement)
     if problems:
         raise RenderError(problems)
     return tuple(build(lp, scaler_namespace, placement) for lp in sorted(loaded, key=lambda lp: (lp.plan.name, lp.plan.namespace, str(lp.path))))
