@@ -381,6 +381,44 @@ def test_a_list_of_namespaces_gets_a_role_in_each() -> None:
         helm_template({"plans": {"namespaces": ["team-a"], "allNamespaces": True}})
 
 
+def _pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"])
+
+
+def test_collector_names_files_by_their_configmap_and_cannot_be_redirected(tmp_path: Path) -> None:
+    """Chart and base alike (every way of watching namespaces): the collector names files
+    namespace_<ns>.configmap_<name>.<key> (the scaler checks plans against <ns>), no
+    ConfigMap can pick their folder, it has a /tmp of its own, and the scaler knows its
+    namespace (--trusted-namespace from POD_NAMESPACE)."""
+    from scaler.naming import qualified_name_problem
+
+    pods = {
+        "chart": _pod(helm_template()),
+        "chart allNamespaces": _pod(helm_template({"plans": {"allNamespaces": True}})),
+        "chart namespaces": _pod(helm_template({"plans": {"namespaces": ["team-a"]}})),
+        "chart tls+credentials": _pod(helm_template({"tls": {"enabled": True}, "credentials": {"enabled": True}})),
+        "base": _pod(kustomize(tmp_path)),
+        "base all-namespaces": _pod(kustomize(tmp_path, ("all-namespaces",))),
+    }
+    for where, pod in pods.items():
+        scaler, collector = pod["containers"]
+        env = {e["name"]: e.get("value") for e in collector["env"]}
+        assert env["UNIQUE_FILENAMES"] == "true", where
+        # a key the API server refuses on any object: k8s-sidecar then never finds it
+        assert env["FOLDER_ANNOTATION"] == "dynplan.io/no folder override", where
+        assert qualified_name_problem(env["FOLDER_ANNOTATION"]) is not None
+        assert scaler["env"] == [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}], where
+        assert "--trusted-namespace" not in " ".join(scaler["args"]), where  # POD_NAMESPACE is its default
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {c["name"]: {m["mountPath"]: m for m in c["volumeMounts"]} for c in (scaler, collector)}
+        scaler_tmp, collector_tmp = mounts["scaler"]["/tmp"]["name"], mounts["plan-collector"]["/tmp"]["name"]
+        assert (scaler_tmp, collector_tmp) == ("tmp", "collector-tmp"), where
+        assert volumes["tmp"]["emptyDir"] == volumes["collector-tmp"]["emptyDir"] == {"sizeLimit": "64Mi"}, where
+        # /plans is the only volume the two share, and the scaler only reads it
+        shared = {m["name"] for m in mounts["scaler"].values()} & {m["name"] for m in mounts["plan-collector"].values()}
+        assert shared == {"plans"} and mounts["scaler"]["/plans"]["readOnly"] is True, where
+
+
 def test_helm_lint_strict_is_clean() -> None:
     report = helm_python.lint(str(CHART), strict=True, kube_version="v1.30.0")
     assert report["errors"] == []
