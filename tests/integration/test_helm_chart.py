@@ -307,6 +307,18 @@ def test_plan_file_names_stay_distinct_configmap_names() -> None:
         helm_template({"plans": {"files": {"llama.yaml": "a: 1", "Llama.yaml": "b: 1"}}})
 
 
+def test_plan_files_whose_collected_name_would_pass_255_bytes_fail() -> None:
+    """The collector writes namespace_keda.configmap_dynplan-scaler-plan-<stem>.<stem>.yaml:
+    51 + 2 x len(stem) bytes, so a 102-character stem fits and 103 do not."""
+    fits = "p" * 102 + ".yaml"
+    (cm,) = [d for d in helm_template({"plans": {"files": {fits: "a: 1"}}}) if d["kind"] == "ConfigMap"]
+    assert len(f"namespace_keda.configmap_{cm['metadata']['name']}.{fits}") == 255
+    with pytest.raises(helm_python.HelmError, match=r"plans.files: p{103}\.yaml: the collector would write it as "
+                       r"namespace_keda.configmap_dynplan-scaler-\.\.\., 257 bytes, over the 255 of a file name; "
+                       r"shorten the file name by 2"):
+        helm_template({"plans": {"files": {"p" * 103 + ".yaml": "a: 1"}}})
+
+
 def test_plan_given_as_an_object_and_the_network_policy() -> None:
     plan = yaml.safe_load((REPO / "tests" / "fixtures" / "render" / "agg.yaml").read_text())
     docs = by_kind(helm_template({"plans": {"files": {"qwen_agg.yml": plan}}, "networkPolicy": {"enabled": True}}))
