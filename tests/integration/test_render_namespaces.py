@@ -44,19 +44,24 @@ def _objects(out: Path) -> list[dict[str, Any]]:
     return [d for name in resources for d in yaml.safe_load_all((out / name).read_text()) if d is not None]
 
 
-def _collect(objects: list[dict[str, Any]], label: str, value: str, folder: Path) -> dict[str, str]:
+def _collect(
+    objects: list[dict[str, Any]], label: str, value: str, folder: Path, unique_filenames: bool = False
+) -> dict[str, str]:
     """What a k8s-sidecar collector does: every data key of every ConfigMap labelled
-    `label=value` (in any watched namespace) becomes a file of one flat folder."""
+    `label=value` (in any watched namespace) becomes a file of one flat folder, named by its
+    key, or (UNIQUE_FILENAMES=true, as dynplan's plan collector runs) by its ConfigMap and key."""
     folder.mkdir(parents=True, exist_ok=True)
-    written: dict[str, str] = {}  # key -> the ConfigMap it came from
+    written: dict[str, str] = {}  # file -> the ConfigMap it came from
     for obj in objects:
         if obj["kind"] != "ConfigMap" or obj["metadata"].get("labels", {}).get(label) != value:
             continue
-        source = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        meta = obj["metadata"]
+        source = f"{meta['namespace']}/{meta['name']}"
         for key, text in obj["data"].items():
-            assert key not in written, f"{key} of {source} overwrites the one of {written[key]}"
-            written[key] = source
-            (folder / key).write_text(text)
+            name = naming.collected_file_name(meta["namespace"], meta["name"], key) if unique_filenames else key
+            assert name not in written, f"{name} of {source} overwrites the one of {written[name]}"
+            written[name] = source
+            (folder / name).write_text(text)
     return written
 
 
@@ -76,10 +81,12 @@ async def test_same_named_plans_of_two_namespaces_share_a_scaler(tmp_path: Path)
     in_scaler_ns = sorted(name for kind, ns, name in ids if ns == SCALER_NS)
     assert in_scaler_ns == ["dynplan-dashboard-team-a.llama-8b", "dynplan-dashboard-team-b.llama-8b",
                             "dynplan-plan-team-a.llama-8b", "dynplan-plan-team-b.llama-8b"]
-    # The collectors' flat folders: one file per plan, and one dashboard per plan in Grafana.
+    # The collectors' flat folders: one file per plan (named by its ConfigMap, as the plan
+    # collector runs), and one dashboard per plan in Grafana (by key, as its sidecar does).
     plans = tmp_path / "plans"
-    assert _collect(objects, naming.PLAN_CONFIGMAP_LABEL, "true", plans) == {
-        "team-a.llama-8b.yaml": "keda/dynplan-plan-team-a.llama-8b", "team-b.llama-8b.yaml": "keda/dynplan-plan-team-b.llama-8b"}
+    collected = {ns: f"namespace_keda.configmap_dynplan-plan-{ns}.{PLAN}.{ns}.{PLAN}.yaml" for ns in TEAMS}
+    assert _collect(objects, naming.PLAN_CONFIGMAP_LABEL, "true", plans, unique_filenames=True) == {
+        collected["team-a"]: "keda/dynplan-plan-team-a.llama-8b", collected["team-b"]: "keda/dynplan-plan-team-b.llama-8b"}
     dashboards = _collect(objects, "grafana_dashboard", "1", tmp_path / "grafana")
     assert sorted(dashboards) == ["dynplan-team-a.llama-8b.dashboard.json", "dynplan-team-b.llama-8b.dashboard.json"]
     uids = {yaml.safe_load((tmp_path / "grafana" / key).read_text())["uid"] for key in dashboards}
@@ -93,13 +100,14 @@ async def test_same_named_plans_of_two_namespaces_share_a_scaler(tmp_path: Path)
     assert written[0] and not written[0] & written[1]
     assert {dict(labels)[sources.NAMESPACE_LABEL] for rules in written for _, labels in rules} == set(TEAMS)
 
-    async with running_scaler(plans, profile_roots=(plans,)) as (server, keda):
+    # the scaler's own namespace holds every team's plan ConfigMap: trusted, as the manifests set it
+    async with running_scaler(plans, profile_roots=(plans,), trusted_namespace=SCALER_NS) as (server, keda):
         registry = server.registry
         assert registry.failures == {}
         assert sorted(registry.index) == [("team-a", PLAN), ("team-b", PLAN)]
         for ns, (mode, profile) in TEAMS.items():
             served = registry.index[(ns, PLAN)]
-            assert served.loaded.path == plans / f"{ns}.{PLAN}.yaml"
+            assert served.loaded.path == plans / collected[ns]
             assert served.plan.spec.mode == mode
             assert served.loaded.profile is not None and served.loaded.profile.fingerprint == profile.fingerprint
         # GetMetricSpec over a real channel, with each rendered ScaledObject's trigger.
