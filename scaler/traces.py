@@ -1,4 +1,4 @@
-"""Request traces: read Mooncake JSONL and Azure LLM CSV traces into `Request` values.
+"""Request traces: read Mooncake JSONL, Azure LLM CSV and BurstGPT CSV traces into `Request` values.
 
 Shared by the synthetic exporter, the simulator and the benchmarks. Times are seconds
 from the trace's first request; `rate_scale` compresses time (X times the arrival rate).
@@ -7,8 +7,14 @@ Formats:
 - mooncake: one JSON object per line with `timestamp` (milliseconds), `input_length`,
   `output_length` (other keys such as `hash_ids` are ignored).
 - azure: CSV with header `TIMESTAMP,ContextTokens,GeneratedTokens`; TIMESTAMP is a wall
-  clock `YYYY-MM-DD HH:MM:SS[.fraction]` (the public files carry 7 fractional digits);
+  clock `YYYY-MM-DD HH:MM:SS[.fraction][offset]` (the 2023 files carry 7 fractional digits
+  and no offset, the 2024 ones 6 digits and `+00:00`; an offset is taken into account);
   UTF-8 BOM and CRLF line ends are accepted.
+- burstgpt: the BurstGPT CSV (GPT-3.5/GPT-4 requests served on Azure): a header with
+  `Timestamp` (seconds from the trace's start), `Request tokens` and `Response tokens`, in
+  any order among its other columns (`Model`, `Total tokens`, `Log Type`, which are
+  ignored). A failed request has 0 response tokens; it is kept as an arrival (its prompt
+  was read), as a token count of 0 is in the other formats.
 """
 
 from __future__ import annotations
@@ -18,14 +24,17 @@ import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Literal, Union
+from typing import Callable, Literal, Optional, Union
 
 from scaler.bounded_input import read_regular_file
 from scaler.errors import FieldError, InputBoundExceeded, TraceError
 
-KnownFormat = Literal["mooncake", "azure"]
-TraceFormat = Literal["auto", "mooncake", "azure"]
+KnownFormat = Literal["mooncake", "azure", "burstgpt"]
+TraceFormat = Literal["auto", "mooncake", "azure", "burstgpt"]
+FORMATS: tuple[str, ...] = ("auto", "mooncake", "azure", "burstgpt")
+# (time, input tokens, output tokens) columns of each CSV format
 _AZURE_COLUMNS = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+_BURSTGPT_COLUMNS = ("Timestamp", "Request tokens", "Response tokens")
 # Report at most this many bad lines: enough to fix a file, not a wall of text.
 _MAX_ERRORS = 20
 # Far above a real trace (the shared one-hour traces are under 1 MB), and a bound on /dev/zero.
@@ -68,9 +77,17 @@ def read_trace(
         times, isl, osl = _parse_mooncake(name, text)
         times = [t / 1000.0 for t in times]
     elif known == "azure":
-        times, isl, osl = _parse_azure(name, text)
+        # days since epoch cached per date string: a trace spans one or two dates, and this
+        # keeps parsing to plain string slicing (the 8.8k-line trace parses in ~20 ms)
+        day_seconds: dict[str, float] = {}
+        times, isl, osl = _parse_csv(
+            name, text, _AZURE_COLUMNS, lambda stamp: _wall_seconds(stamp, day_seconds),
+            "must be 'YYYY-MM-DD HH:MM:SS[.fraction][+HH:MM]'",
+        )
+    elif known == "burstgpt":
+        times, isl, osl = _parse_csv(name, text, _BURSTGPT_COLUMNS, _seconds, "must be a number of seconds")
     else:
-        raise TraceError([FieldError(name, "fmt", f"unknown trace format {fmt!r} (auto, mooncake, azure)")])
+        raise TraceError([FieldError(name, "fmt", f"unknown trace format {fmt!r} ({', '.join(FORMATS)})")])
     if not times:
         raise TraceError([FieldError(name, "", "trace has no requests")])
     order = sorted(range(len(times)), key=times.__getitem__)
@@ -85,8 +102,10 @@ def _detect(name: str, text: str) -> KnownFormat:
     head = text.split("\n", 1)[0].strip()
     if head.split(",")[:1] == ["TIMESTAMP"]:
         return "azure"
+    if set(_BURSTGPT_COLUMNS) <= {c.strip() for c in head.split(",")}:
+        return "burstgpt"
     raise TraceError(
-        [FieldError(name, "line 1", "unknown trace format: expected Mooncake JSONL or an Azure CSV header")]
+        [FieldError(name, "line 1", "unknown trace format: expected Mooncake JSONL, an Azure or a BurstGPT CSV header")]
     )
 
 
@@ -160,14 +179,18 @@ def _parse_mooncake(name: str, text: str) -> tuple[list[float], list[int], list[
     return times, isl, osl
 
 
-def _parse_azure(name: str, text: str) -> tuple[list[float], list[int], list[int]]:
+def _parse_csv(
+    name: str, text: str, columns: tuple[str, str, str], parse_time: Callable[[str], float], time_rule: str
+) -> tuple[list[float], list[int], list[int]]:
+    """A CSV trace: `columns` name the arrival time, input and output token columns of the
+    header (any others are ignored); `parse_time` reads a time cell (ValueError if bad)."""
     lines = text.splitlines()
     header = [c.strip() for c in lines[0].split(",")] if lines else []
     try:
-        cols = [header.index(c) for c in _AZURE_COLUMNS]
+        cols = [header.index(c) for c in columns]
     except ValueError:
         raise TraceError(
-            [FieldError(name, "line 1", f"header must contain {', '.join(_AZURE_COLUMNS)}, got {','.join(header)!r}")]
+            [FieldError(name, "line 1", f"header must contain {', '.join(columns)}, got {','.join(header)!r}")]
         ) from None
     width = len(header)
     c_ts, c_in, c_out = cols
@@ -175,9 +198,6 @@ def _parse_azure(name: str, text: str) -> tuple[list[float], list[int], list[int
     isl: list[int] = []
     osl: list[int] = []
     errors: list[FieldError] = []
-    # Days since epoch are cached per date string: the trace spans one or two dates, and
-    # this keeps parsing to plain string slicing (the 8.8k-line trace parses in ~20 ms).
-    day_seconds: dict[str, float] = {}
     for lineno in range(2, len(lines) + 1):
         line = lines[lineno - 1]
         if not line.strip():
@@ -188,16 +208,15 @@ def _parse_azure(name: str, text: str) -> tuple[list[float], list[int], list[int
             errors.append(FieldError(name, where, f"expected {width} columns, got {len(cells)}"))
         else:
             stamp = cells[c_ts].strip()
+            t: Optional[float]
             try:
-                t = _wall_seconds(stamp, day_seconds)
+                t = parse_time(stamp)
             except ValueError:
-                errors.append(
-                    FieldError(name, f"{where}: TIMESTAMP", f"must be 'YYYY-MM-DD HH:MM:SS[.fraction]', got {stamp!r}")
-                )
+                errors.append(FieldError(name, f"{where}: {columns[0]}", f"{time_rule}, got {stamp!r}"))
                 t = None
             row_ok = t is not None
             counts = []
-            for col, label in ((c_in, "ContextTokens"), (c_out, "GeneratedTokens")):
+            for col, label in ((c_in, columns[1]), (c_out, columns[2])):
                 try:
                     counts.append(_count(cells[col]))
                 except ValueError:
@@ -205,8 +224,8 @@ def _parse_azure(name: str, text: str) -> tuple[list[float], list[int], list[int
                         FieldError(name, f"{where}: {label}", f"must be a non-negative integer, got {cells[col].strip()!r}")
                     )
                     row_ok = False
-            if row_ok:
-                times.append(t)  # type: ignore[arg-type]
+            if row_ok and t is not None:
+                times.append(t)
                 isl.append(counts[0])
                 osl.append(counts[1])
         if len(errors) >= _MAX_ERRORS:
@@ -215,8 +234,32 @@ def _parse_azure(name: str, text: str) -> tuple[list[float], list[int], list[int
     return times, isl, osl
 
 
+def _seconds(cell: str) -> float:
+    """A time in seconds: a finite, non-negative number."""
+    value = float(cell)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(cell)
+    return value
+
+
+def _utc_offset(stamp: str) -> tuple[str, float]:
+    """`stamp` without a trailing UTC offset (`Z`, `+HH:MM`, `-HH:MM`), and the offset in
+    seconds (0 without one): the 2024 Azure release writes `...00.009930+00:00`."""
+    if stamp.endswith("Z"):
+        return stamp[:-1], 0.0
+    if len(stamp) > 19 and stamp[-6] in "+-" and stamp[-3] == ":" and stamp[-5:-3].isdigit() and stamp[-2:].isdigit():
+        hours, minutes = int(stamp[-5:-3]), int(stamp[-2:])
+        if hours > 23 or minutes > 59:
+            raise ValueError(stamp)
+        sign = 1.0 if stamp[-6] == "+" else -1.0
+        return stamp[:-6], sign * (hours * 3600 + minutes * 60)
+    return stamp, 0.0
+
+
 def _wall_seconds(stamp: str, day_seconds: dict[str, float]) -> float:
-    """Seconds of 'YYYY-MM-DD HH:MM:SS.f' since midnight of the first date in the trace."""
+    """Seconds of 'YYYY-MM-DD HH:MM:SS[.f][offset]' since midnight of the first date in the
+    trace (in UTC where the stamps carry an offset)."""
+    stamp, offset = _utc_offset(stamp)
     if len(stamp) < 19 or stamp[10] not in " T" or stamp[13] != ":" or stamp[16] != ":":
         raise ValueError(stamp)
     day = stamp[:10]
@@ -235,4 +278,4 @@ def _wall_seconds(stamp: str, day_seconds: dict[str, float]) -> float:
         raise ValueError(stamp)
     if not (0 <= hh < 24 and 0 <= mm < 60 and sec < 61):
         raise ValueError(stamp)
-    return base + hh * 3600 + mm * 60 + sec
+    return base + hh * 3600 + mm * 60 + sec - offset

@@ -13,6 +13,7 @@ import click
 
 from scaler.clikit import FiniteFloat, handle_errors
 from scaler.errors import FieldError, PlanError
+from scaler.traces import FORMATS
 
 if TYPE_CHECKING:
     from scaler.core.interpolation import PerfModel
@@ -48,7 +49,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 @click.command("simulate")
 @click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="Plan file.")
 @click.option("--trace", "trace_file", required=True, type=click.Path(dir_okay=False), help="Request trace (Mooncake JSONL or Azure CSV).")
-@click.option("--format", "fmt", type=click.Choice(["auto", "mooncake", "azure"]), default="auto", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="auto", show_default=True)
 @click.option("--rate-scale", type=FiniteFloat(0, 1e6, low_open=True), default=1.0, show_default=True,
               help="Multiply the arrival rate by compressing time (the trace gets X times shorter).")
 @click.option("--replicate", type=click.IntRange(min=1), default=1, show_default=True,

@@ -263,6 +263,19 @@ def test_mooncake_trace_with_rate_scale(tmp_path: Path) -> None:
     assert s["goodputRps"] == pytest.approx(60 / 29.5, rel=1e-3)
 
 
+def test_burstgpt_trace_detected(tmp_path: Path) -> None:
+    # the BurstGPT layout, 40 requests 2 s apart, one failed (0 response tokens): --format auto
+    trace = tmp_path / "burst.csv"
+    rows = [f"{2 * i}.0,ChatGPT,800,{0 if i == 7 else 30},{800 + 30},Conversation log" for i in range(40)]
+    trace.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n" + "\n".join(rows) + "\n")
+    res = CliRunner().invoke(main, ["simulate", "-f", PLAN, "--trace", str(trace), "--policy", "static:1",
+                                    "--no-plot", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "o" / "summary.json").read_text())
+    assert doc["requests"] == 40 and doc["spanSeconds"] == pytest.approx(78.0)
+    assert doc["policies"]["static:1"]["attainment"]["both"] == 1.0
+
+
 def test_actuation_none_applies_decisions_at_the_tick(tmp_path: Path) -> None:
     res = _run("--rate-scale", "4", "--policy", "plan", "--actuation", "none", "--initial-replicas", "min",
                "--no-plot", "--out", str(tmp_path))

@@ -119,3 +119,90 @@ def test_a_device_or_a_deeply_nested_line_is_a_trace_error(tmp_path: Path) -> No
     deep.write_text('{"timestamp": 0, "input_length": 10, "output_length": 5}\n' + "[" * 100_000 + "\n")
     with pytest.raises(TraceError, match="line 2: not JSON: nested too deeply"):
         read_trace(deep, "mooncake")
+
+
+def test_burstgpt_csv_in_either_column_order(tmp_path: Path) -> None:
+    # BurstGPT's release order, and the order its Hugging Face export writes
+    release = tmp_path / "b.csv"
+    release.write_text(
+        "Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n"
+        "5.0,ChatGPT,472,18,490,Conversation log\n"
+        "45.0,GPT-4,1087,0,1087,API log\n"
+        "47.5,ChatGPT,12,230,242,Conversation log\n"
+    )
+    expected = [Request(0.0, 472, 18), Request(40.0, 1087, 0), Request(42.5, 12, 230)]
+    assert read_trace(release) == expected
+    assert read_trace(release, fmt="burstgpt", rate_scale=4.0)[2] == Request(42.5 / 4.0, 12, 230)
+    export = tmp_path / "hf.csv"
+    export.write_text(
+        "Log Type,Timestamp,Request tokens,Response tokens,Total tokens,Model\n"
+        "API log,47.5,12,230,242,ChatGPT\n"
+        "Conversation log,5,472,18,490,ChatGPT\n"
+        "API log,45,1087,0,1087,GPT-4\n"
+    )
+    assert read_trace(export) == expected
+
+
+def test_burstgpt_failed_request_is_an_arrival_of_one_token(tmp_path: Path) -> None:
+    from scaler.sim.workload import build_workload
+
+    f = tmp_path / "b.csv"
+    f.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n0,GPT-4,900,0,900,API log\n")
+    work = build_workload(read_trace(f))
+    assert (work.isl.tolist(), work.osl.tolist()) == ([900], [1])
+
+
+@pytest.mark.parametrize(
+    "row, field, message",
+    [
+        ("-3,ChatGPT,10,5,15,API log", "line 2: Timestamp", "must be a number of seconds, got '-3'"),
+        ("nan,ChatGPT,10,5,15,API log", "line 2: Timestamp", "must be a number of seconds, got 'nan'"),
+        ("3,ChatGPT,ten,5,15,API log", "line 2: Request tokens", "must be a non-negative integer, got 'ten'"),
+        ("3,ChatGPT,10,-5,15,API log", "line 2: Response tokens", "must be a non-negative integer, got '-5'"),
+        ("3,ChatGPT,10,5", "line 2", "expected 6 columns, got 4"),
+    ],
+)
+def test_burstgpt_bad_rows_name_line_and_column(tmp_path: Path, row: str, field: str, message: str) -> None:
+    f = tmp_path / "b.csv"
+    f.write_text("Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type\n" + row + "\n")
+    with pytest.raises(TraceError) as info:
+        read_trace(f)
+    (err,) = info.value.errors
+    assert (err.file, err.path) == (str(f), field)
+    assert message in err.message
+
+
+def test_burstgpt_header_without_a_needed_column(tmp_path: Path) -> None:
+    f = tmp_path / "b.csv"
+    f.write_text("Timestamp,Model,Request tokens,Total tokens\n1,ChatGPT,3,9\n")
+    with pytest.raises(TraceError) as info:
+        read_trace(f, fmt="burstgpt")
+    assert "header must contain Timestamp, Request tokens, Response tokens" in str(info.value)
+    with pytest.raises(TraceError) as auto:
+        read_trace(f)
+    assert "expected Mooncake JSONL, an Azure or a BurstGPT CSV header" in str(auto.value)
+
+
+def test_azure_2024_stamps_with_utc_offset_and_no_fraction(tmp_path: Path) -> None:
+    # the 2024 release: 6 fractional digits and +00:00, some stamps on a whole second
+    f = tmp_path / "a2024.csv"
+    f.write_text(
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2024-05-10 00:00:00.009930+00:00,4808,10\n"
+        "2024-05-10 00:00:01+00:00,100,2\n"
+        "2024-05-10 02:00:00.509930+02:00,7,3\n"
+        "2024-05-09 23:00:02.009930-01:00,8,4\n"
+    )
+    reqs = read_trace(f)
+    assert [(r.isl, r.osl) for r in reqs] == [(4808, 10), (7, 3), (100, 2), (8, 4)]
+    assert [r.t for r in reqs] == pytest.approx([0.0, 0.5, 0.99007, 2.0])
+
+
+@pytest.mark.parametrize("stamp", ["2024-05-10 00:00:00.1+25:00", "2024-05-10 00:00:00+0000", "2024-05-10 00:00:00+00:6x"])
+def test_azure_bad_offsets_are_refused(tmp_path: Path, stamp: str) -> None:
+    f = tmp_path / "a.csv"
+    f.write_text(f"TIMESTAMP,ContextTokens,GeneratedTokens\n{stamp},1,1\n")
+    with pytest.raises(TraceError) as info:
+        read_trace(f)
+    (err,) = info.value.errors
+    assert err.path == "line 2: TIMESTAMP" and stamp in err.message
