@@ -292,7 +292,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from scaler.traces import read_trace
 
     ap = argparse.ArgumentParser(prog="python -m scaler.devtools.fake_frontend", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--trace", required=True, help="trace file (Azure CSV or Mooncake JSONL)")
+    ap.add_argument("--trace", required=True, help="trace file (Azure CSV, BurstGPT CSV or Mooncake JSONL)")
     ap.add_argument("--speed", type=float, default=30.0, help="time compression factor (default 30)")
     ap.add_argument("--listen", type=_parse_listen, default=("127.0.0.1", 0), help="HOST:PORT, port 0 = any free port")
     ap.add_argument("--model", default="llama-8b")

@@ -48,7 +48,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 @click.command("simulate")
 @click.option("-f", "--file", "plan_file", required=True, type=click.Path(dir_okay=False), help="Plan file.")
-@click.option("--trace", "trace_file", required=True, type=click.Path(dir_okay=False), help="Request trace (Mooncake JSONL or Azure CSV).")
+@click.option("--trace", "trace_file", required=True, type=click.Path(dir_okay=False), help="Request trace (Mooncake JSONL, Azure CSV or BurstGPT CSV).")
 @click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="auto", show_default=True)
 @click.option("--rate-scale", type=FiniteFloat(0, 1e6, low_open=True), default=1.0, show_default=True,
               help="Multiply the arrival rate by compressing time (the trace gets X times shorter).")
