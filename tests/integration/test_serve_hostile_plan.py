@@ -6,11 +6,7 @@ process stays small, and the healthy plan keeps being served."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -18,8 +14,8 @@ from typing import Any
 import grpc
 import yaml
 
-from helpers import REPO
 from keda_client import KedaClient
+from procs import ServeProcess
 from service_harness import test_plan, trigger, write_plans
 
 
@@ -49,29 +45,12 @@ async def _spec_when_served(keda: KedaClient, ref: Any, within: float = 3.0) -> 
 
 async def test_alias_bomb_in_the_plans_directory(tmp_path: Path) -> None:
     alpha = test_plan("alpha", "http://127.0.0.1:1", "x")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(tmp_path), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", "--reload-seconds", "0.2"],
-        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    lines: list[str] = []
-    ready, failed, loaded = threading.Event(), threading.Event(), threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if '"event": "listening"' in line:
-                ready.set()
-            if '"event": "plan_load_failed"' in line:
-                failed.set()
-            if '"event": "plan_loaded"' in line:
-                loaded.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    serve = ServeProcess(["--plans", str(tmp_path), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
+                          "--reload-seconds", "0.2"])
+    proc = serve.proc
     try:
-        assert ready.wait(20), "".join(lines)
-        listening = next(json.loads(line) for line in lines if '"event": "listening"' in line)
+        assert serve.wait_event("listening", 20), serve.log()
+        listening = serve.named("listening")[0]
         port = listening["port"]
         decider = listening["deciderPid"]  # plans are read in the decider process
         before_kb = _peak_rss_kb(decider)
@@ -80,17 +59,17 @@ async def test_alias_bomb_in_the_plans_directory(tmp_path: Path) -> None:
         bomb = dict(alpha, metadata=dict(alpha["metadata"], name="bomb"))
         (tmp_path / "bomb.yaml").write_text(_bomb(bomb))
         t0 = time.monotonic()
-        assert failed.wait(15), "".join(lines)
+        assert serve.wait_event("plan_load_failed", 15), serve.log()
         seen = time.monotonic() - t0
-        [event] = [json.loads(line) for line in lines if '"event": "plan_load_failed"' in line]
+        [event] = serve.named("plan_load_failed")
         assert event["errors"] == [
             f"{tmp_path / 'bomb.yaml'}: invalid YAML (line 2, column 10): aliases (*a0) are not allowed in plan files; "
             "write the value out"
         ]
-        assert max(len(line) for line in lines) < 2000  # one 722 MB line before
+        assert max(len(line) for line in serve.lines) < 2000  # one 722 MB line before
         peak_kb = _peak_rss_kb(decider)
         assert peak_kb - before_kb < 50_000, (before_kb, peak_kb)  # +3.4 GB before
-        assert loaded.wait(15), "".join(lines)
+        assert serve.wait_event("plan_loaded", 15), serve.log()
         address = f"127.0.0.1:{port}"
         async with grpc.aio.insecure_channel(address) as ch:
             # the serving process has the plan within ~50 ms of plan_loaded (scaler.service.decider)

@@ -12,9 +12,6 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,8 +21,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from helpers import REPO, flat_profile, plan_dict, write_plan
+from helpers import flat_profile, plan_dict, write_plan
 from keda_client import KedaClient, Trigger
+from procs import ServeProcess
 from scaler.cli import main
 from scaler.render.objects import ConfigMapPlacement
 from scaler.render.pipeline import render_manifests
@@ -172,27 +170,12 @@ def test_serve_takes_the_trusted_namespace_from_pod_namespace(tmp_path: Path) ->
     _collect(central, plans)
     (forged,) = _collect(_forged(_rendered_configmap(tmp_path, "team-c", "plan"), "team-a", "x"), plans)
     env = {**os.environ, "POD_NAMESPACE": SCALER_NS}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(plans), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "", "--reload-seconds", "60"],
-        cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if '"event": "listening"' in line:
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
-    try:
-        assert ready.wait(20), "".join(lines)
-        (listening,) = [json.loads(line) for line in lines if '"event": "listening"' in line]
+    with ServeProcess(["--plans", str(plans), "--listen", "127.0.0.1:0", "--metrics-listen", "", "--reload-seconds", "60"],
+                      env) as serve:
+        assert serve.wait_event("listening", 20), serve.log()
+        (listening,) = serve.named("listening")
         assert listening["plans"] == 1
-        (failed,) = [json.loads(line) for line in lines if '"event": "plan_load_failed"' in line]
+        (failed,) = serve.named("plan_load_failed")
         assert failed["file"] == str(forged) and failed["errors"] == [_refusal(forged, "team-c", "team-a")]
 
         async def ask() -> None:
@@ -204,9 +187,6 @@ def test_serve_takes_the_trusted_namespace_from_pod_namespace(tmp_path: Path) ->
                 assert (await rpc_error(keda.metric_spec(_trigger("team-c"), timeout=3))).code() == grpc.StatusCode.NOT_FOUND
 
         asyncio.run(ask())
-    finally:
-        proc.terminate()
-        proc.wait(10)
     bad = CliRunner().invoke(main, ["serve", "--plans", str(plans), "--trusted-namespace", "Keda!"])
     assert bad.exit_code == 2, bad.output
     assert "--trusted-namespace: 'Keda!' is not a namespace name (a DNS-1123 label)" in bad.output

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -18,6 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from procs import ServeProcess
 from scaler.core.replay import grid_end
 from service_harness import T, test_plan, write_plans
 
@@ -81,27 +80,12 @@ def test_poisoned_windows_are_skipped_at_start_up_and_the_next_window_decides(tm
     doc = test_plan("llama-8b", f"http://127.0.0.1:{prom.server_address[1]}", "x")
     doc["spec"]["metrics"]["useRecordingRules"] = False
     write_plans(tmp_path, [doc])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(tmp_path), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0"],
-        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    events: list[dict[str, Any]] = []
-    live = threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            try:
-                events.append(json.loads(line))
-            except ValueError:
-                events.append({"event": "text", "line": line})
-            if events[-1].get("event") == "decision" and events[-1].get("kind") == "throughput":
-                live.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    serve = ServeProcess(["--plans", str(tmp_path), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+    events = serve.events
     try:
-        assert live.wait(T + SETTLE + 10), json.dumps(events)[-3000:]
+        live = serve.wait_for(lambda evs: any(e.get("event") == "decision" and e.get("kind") == "throughput" for e in evs),
+                              T + SETTLE + 10)
+        assert live, serve.log()[-3000:]
         rejected = [e for e in events if e.get("event") == "window_rejected"]
         assert sorted(e["windowEnd"] for e in rejected) == sorted(PoisonProm.poison)
         assert {(e["kind"], e["reason"]) for e in rejected} == {("warmup", "absurd_requests")}
@@ -119,11 +103,6 @@ def test_poisoned_windows_are_skipped_at_start_up_and_the_next_window_decides(tm
         assert want in text
         assert 'dynplan_decision_lag_seconds{namespace="inference",plan="llama-8b"}' in text
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        serve.stop()
         prom.shutdown()
         prom.server_close()

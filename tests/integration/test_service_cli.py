@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from click.testing import CliRunner
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keda_client import KedaClient
-from procs import closed_port
+from procs import ServeProcess, closed_port
 from scaler.cli import main
 from service_harness import test_plan, trigger, write_plans
 
@@ -39,25 +38,11 @@ def test_bad_flags_exit_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize("flags", [[], ["--one-process"]], ids=["two-processes", "one-process"])
 async def test_serve_process_health_and_sigterm(tmp_path: Path, flags: list[str]) -> None:
     write_plans(tmp_path, [test_plan("llama-8b", "http://127.0.0.1:1", "x")])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(tmp_path), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0", *flags],
-        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    lines: list[str] = []
-    ready = threading.Event()
-
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            lines.append(line)
-            if '"event": "listening"' in line:
-                ready.set()
-
-    threading.Thread(target=drain, daemon=True).start()
+    serve = ServeProcess(["--plans", str(tmp_path), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", *flags])
+    proc = serve.proc
     try:
-        assert ready.wait(20), "".join(lines)
-        [listening] = [json.loads(line) for line in lines if '"event": "listening"' in line]
+        assert serve.wait_event("listening", 20), serve.log()
+        [listening] = serve.named("listening")
         port = listening["port"]
         assert listening["plans"] == 1 and listening["level"] == "INFO" and listening["logger"] == "dynplan.server"
         # the decider's process id, unless everything runs in this one
@@ -76,7 +61,7 @@ async def test_serve_process_health_and_sigterm(tmp_path: Path, flags: list[str]
         assert time.monotonic() - t0 < 8
         # One format on the whole stream (the default, json): every line is a JSON object,
         # decision failures (Prometheus is down here) as events with their fields.
-        docs = [json.loads(line) for line in lines]
+        docs = [json.loads(line) for line in serve.lines]
         failed = [d for d in docs if d.get("event") == "decision_failed"]
         assert failed and failed[0]["plan"] == "llama-8b" and "cannot connect" in failed[0]["error"]
         assert {"time", "level", "logger"} <= set(docs[0])

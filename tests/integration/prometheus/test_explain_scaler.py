@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -28,7 +27,7 @@ import pytest
 from click.testing import CliRunner
 
 from keda_client import KedaClient
-from procs import closed_port
+from procs import ServeProcess, closed_port
 from scaler.cli import main
 from scaler.core.replay import grid_end
 from scaler.devtools.backfill import OpenMetricsWriter
@@ -63,44 +62,21 @@ def plans(prom: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scaler(plans: Path) -> Iterator[dict[str, Any]]:
     """The subprocess, once it has decided for PLAN and failed for "nowhere": its gRPC and
     metrics addresses."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(plans), "--listen", "127.0.0.1:0",
-         "--metrics-listen", "127.0.0.1:0"],
-        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )
-    events: list[dict[str, Any]] = []
-    seen: set[tuple[Any, Any]] = set()
-    decided = threading.Event()
+    serve = ServeProcess(["--plans", str(plans), "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+    events = serve.events
 
-    def drain() -> None:
-        assert proc.stderr is not None
-        for line in proc.stderr:
-            try:
-                ev = json.loads(line)
-            except ValueError:
-                continue
-            events.append(ev)
-            seen.add((ev.get("event"), ev.get("plan")))
-            # ready once PLAN has decided and "nowhere" has failed a read (its message names it)
-            if {("decision", PLAN), ("decision_failed", "nowhere")} <= seen:
-                decided.set()
+    def ready(evs: list[dict[str, Any]]) -> bool:
+        # once PLAN has decided and "nowhere" has failed a read (its message names it)
+        seen = {(e.get("event"), e.get("plan")) for e in evs}
+        return {("decision", PLAN), ("decision_failed", "nowhere")} <= seen
 
-    reading = threading.Thread(target=drain, daemon=True)
-    reading.start()
     try:
-        deadline = time.monotonic() + 30
-        while not decided.wait(0.1) and reading.is_alive() and time.monotonic() < deadline:
-            pass
-        assert decided.is_set(), (proc.poll(), events[-5:])
-        (listening,) = [e for e in events if e.get("event") == "listening"]
+        assert serve.wait_for(ready, 30), (serve.proc.poll(), events[-5:])
+        (listening,) = serve.named("listening")
         _served(f"127.0.0.1:{listening['port']}")
         yield {"grpc": f"127.0.0.1:{listening['port']}", "metrics": f"127.0.0.1:{listening['metricsPort']}", "events": events}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        serve.stop()
 
 
 def _served(address: str, within: float = 5.0) -> None:

@@ -7,19 +7,17 @@ no pod is UNAVAILABLE, never a zero."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import grpc
 import pytest
 
 from helpers import flat_profile, plan_dict, with_changes, write_plan
 from keda_client import KedaClient, Trigger
+from procs import ServeProcess
 from prometheus import PromFactory, wait_for_value
 from scaler.core.interpolation import perf_model
 from scaler.core.observations import Observation
@@ -29,7 +27,6 @@ from scaler.devtools.frontend_exporter import SyntheticEngines
 from scaler.prom import PromClient, read_traffic
 from scaler.sources import SOURCES, series_selector
 
-REPO = Path(__file__).resolve().parents[3]
 T = 10
 NS = "inference"
 
@@ -74,7 +71,7 @@ async def test_vllm_and_sglang_plans_served_end_to_end(prom_factory: PromFactory
     stop = threading.Event()
     feeders = [threading.Thread(target=feed, args=(engines[n], stop, CASES[n][1] == "disagg"), daemon=True) for n in CASES]
     ports = [eng.serve() for eng in engines.values()]
-    proc = None
+    serve: Optional[ServeProcess] = None
     try:
         server = prom_factory(scrape_targets=[f"127.0.0.1:{p}" for p in ports])
         for source, _, pods, _ in CASES.values():
@@ -89,27 +86,14 @@ async def test_vllm_and_sglang_plans_served_end_to_end(prom_factory: PromFactory
             write_plan(plans, doc, profile=flat_profile() if i == 0 else None, filename=f"{name}.yaml")
         unmatched = {p: {"pod": f"=~nobody-{p}-.*"} for p in CASES["eng-vllm"][3]}
         write_plan(plans, plan_doc("nowhere", "vllm", "disagg", server.url, unmatched), filename="nowhere.yaml")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "scaler.cli", "serve", "--plans", str(plans), "--listen", "127.0.0.1:0", "--metrics-listen", ""],
-            cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-        )
-        events: list[dict[str, Any]] = []
-        decided: dict[str, threading.Event] = {name: threading.Event() for name in CASES}
+        serve = ServeProcess(["--plans", str(plans), "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+        events = serve.events
+        for name in CASES:
+            def decided(evs: list[dict[str, Any]], name: str = name) -> bool:
+                return any(e.get("event") == "decision" and e.get("kind") == "throughput" and e.get("windowEnd")
+                           and e.get("plan") == name for e in evs)
 
-        def drain() -> None:
-            assert proc is not None and proc.stderr is not None
-            for line in proc.stderr:
-                try:
-                    ev = json.loads(line)
-                except ValueError:
-                    continue
-                events.append(ev)
-                if ev.get("event") == "decision" and ev.get("kind") == "throughput" and ev.get("windowEnd") and ev.get("plan") in decided:
-                    decided[ev["plan"]].set()
-
-        threading.Thread(target=drain, daemon=True).start()
-        for name, ev in decided.items():
-            assert await asyncio.to_thread(ev.wait, 40), (name, events[-5:])
+            assert await asyncio.to_thread(serve.wait_for, decided, 40), (name, events[-5:])
         (listening,) = [e for e in events if e.get("event") == "listening"]
         address = f"127.0.0.1:{listening['port']}"
         async with grpc.aio.insecure_channel(address) as channel:
@@ -135,12 +119,8 @@ async def test_vllm_and_sglang_plans_served_end_to_end(prom_factory: PromFactory
         assert not any(e.get("event") == "decision" for e in nowhere)
     finally:
         stop.set()
-        if proc is not None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        if serve is not None:
+            serve.stop()
         for eng in engines.values():
             eng.stop()
 
