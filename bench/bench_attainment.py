@@ -185,6 +185,15 @@ def report(s: Scenario, summary: dict) -> list[str]:
     return misses
 
 
+def run_two_at_a_time(commands: list[list[str]]) -> None:
+    """Each `dynplan simulate` command, two at a time (the machine's two cores)."""
+    def one(cmd: list[str]) -> None:
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(one, commands))
+
+
 def sensitivity(chosen: list[Scenario], work: Path) -> list[str]:
     """The plan policy alone on every scenario x VARIANTS; returns the variants under target."""
     jobs = []
@@ -195,11 +204,7 @@ def sensitivity(chosen: list[Scenario], work: Path) -> list[str]:
             run_as = s if scrape is None else scraped_every(s, scrape, work)
             jobs.append((s, label, slower, startup, seed, out, command(run_as, truth, out, ("plan",), startup, seed)))
 
-    def one(cmd: list[str]) -> None:
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        list(pool.map(one, [j[-1] for j in jobs]))
+    run_two_at_a_time([j[-1] for j in jobs])
     misses: list[str] = []
     print(f"{'scenario':12s} {'variant':22s} {'both':>7s} {'TTFT':>7s} {'ITL':>7s} {'GPU-h':>6s}  target")
     for s, label, slower, startup, seed, out, _ in jobs:
@@ -227,11 +232,7 @@ def generalization(work: Path) -> list[str]:
         shown = " ".join(cmd[1:]).replace(str(out), "OUT").replace(str(truth), f"SLOWED/{s.profile}")
         jobs.append((s, out, cmd, shown))
 
-    def one(cmd: list[str]) -> None:
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        list(pool.map(one, [j[2] for j in jobs]))
+    run_two_at_a_time([j[2] for j in jobs])
     misses: list[str] = []
     print(f"{'scenario':15s} {'target':>6s} {'plan':>7s} {'TTFT':>7s} {'ITL':>7s} {'GPU-h':>6s} {'x static':>8s} "
           f"{'x oracle':>8s} {'dynamo':>7s} {'static':>7s} {'fleet':>6s} {'oracle':>7s}")
